@@ -1,0 +1,59 @@
+# Every target depends on the venv. Choose what to deploy with DEPLOY=<system> and
+# where with ENV=prod|staging|test (default: test, the disposable hosts).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+ENV   ?= test
+DEPLOY ?= hello
+DEPLOY_FILE := deploys/$(DEPLOY).py
+PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
+
+.PHONY: setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: setup  ## Unit tests, then end-to-end tests on disposable hosts (the CI command)
+	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/e2e -v -m e2e --durations=0
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e -v -m e2e --durations=0
+
+hosts-up: setup  ## Disposable hosts + DNS and ACME helpers; writes .hosts/inventory.json
+	$(PY) -m tests.harness up --dns --acme --hosts $(or $(HOSTS),hello-1:hello)
+
+hosts-down: setup
+	$(PY) -m tests.harness down
+
+hosts-status: setup
+	$(PY) -m tests.harness status
+
+demo: setup  ## Bring up a disposable host and deploy to it, then show health
+	$(PY) -m tools.demo
+
+plan: setup  ## Pending changes and file diffs, changes nothing
+	$(PYINFRA) $(DEPLOY_FILE) --dry --diff
+
+drift: setup  ## Exit 0 when in sync, 2 when the deploy would change something
+	DEPLOY_ENV=$(ENV) $(PY) tools/drift.py $(DEPLOY_FILE)
+
+apply: setup
+	$(PYINFRA) $(DEPLOY_FILE)
+
+prod: setup  ## Production: shows the changes and asks before applying
+	DEPLOY_ENV=prod $(PY) -m pyinfra inventory.py $(DEPLOY_FILE) --diff
+
+bench: setup
+	$(PY) -m pytest tests/bench -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .pytest_cache

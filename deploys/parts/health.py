@@ -1,0 +1,37 @@
+"""Health gates: wait (bounded) until a service answers as healthy, change nothing."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from deploys.operations import wait_until
+from facts.http import HttpHealth, describe, is_healthy
+
+
+def http_check(url: str, json_field: str | None = None, expect=None, ca_file: str | None = None):
+    """A check for `wait_until`: GET `url` from the host, ok when 2xx (and field == expect)."""
+
+    def check():
+        result = host.get_fact(HttpHealth, url=url, json_field=json_field, ca_file=ca_file)
+        return is_healthy(result, json_field, expect), describe(result)
+
+    return check
+
+
+@deploy("Health gate")
+def http_gate(
+    url: str,
+    json_field: str | None = None,
+    expect=None,
+    timeout_s: float | None = None,
+    ca_file: str | None = None,
+):
+    """Fail the deploy with the last observed status unless `url` turns healthy in time."""
+    wait_until(
+        name=f"Wait until {url} is healthy",
+        check=http_check(url, json_field, expect, ca_file),
+        description=f"{url}",
+        timeout_s=timeout_s or host.data.get("health_timeout_s", 60),
+        interval_s=host.data.get("health_interval_s", 2),
+    )

@@ -1,0 +1,25 @@
+"""Inventory of every environment: `DEPLOY_ENV=prod|staging|test` (default: test).
+
+    pyinfra inventory.py deploys/music.py                 # disposable test hosts
+    DEPLOY_ENV=prod pyinfra inventory.py deploys/music.py # production (or `make prod`)
+
+Groups: by system (music, archon, ingestor, youtube, hivesync), by kind (native_vm,
+docker_host, linode, local) and by environment (prod, staging, test). Knobs live in
+group_data/<group>.py. When deploy files are named on the command line, only their
+systems' hosts are loaded, and their secrets are checked before any connection.
+"""
+
+import sys as _sys
+
+from deploys import environments as _environments
+from deploys import secrets as _secrets
+
+_ENV = _environments.selected_env()
+_HOSTS = _environments.hosts_for(_ENV)
+_environments.validate(_HOSTS)
+_SYSTEMS = _environments.requested_systems(_sys.argv)
+_HOSTS = _environments.select(_HOSTS, _SYSTEMS)
+_PRESENT = [s for s in _SYSTEMS if any(s in h.groups for h in _HOSTS)]
+_secrets.check_required(_environments.required_secrets(_PRESENT))
+
+globals().update(_environments.groups_in_precedence_order(_HOSTS, _ENV))
