@@ -1,0 +1,199 @@
+"""
+HTTP health checks performed FROM the target host.
+
+Why: backends listen on 127.0.0.1 (behind nginx), so the controller cannot reach them; health
+gates after a deploy and preflight checks must ask from the host itself. curl is not always
+installed, python3 always is, so the request is made by a small stdlib script on the host.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api.exceptions import FactProcessError
+from typing_extensions import override
+
+BODY_PREVIEW = 200
+
+# Runs on the host: python3 -c SCRIPT URL JSON_FIELD TIMEOUT CA_FILE HOST_HEADER
+# Prints exactly one JSON line and always exits 0. Redirects are NOT followed (a 301 to a
+# login page is not "healthy"). With host_header on https, SNI and certificate verification
+# use that name, so https://127.0.0.1/ with host_header="music.example.com" checks nginx's vhost.
+HEALTH_SCRIPT = r"""
+import http.client, json, re, ssl, sys
+from urllib.parse import urlsplit
+url, field, timeout, ca_file, host_header = sys.argv[1:6]
+out = {"url": url, "status": None, "ok": False, "field": None, "json_field": field or None,
+       "error": None, "body": ""}
+try:
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("unsupported URL: " + url)
+    path = (u.path or "/") + ("?" + u.query if u.query else "")
+    headers = {"User-Agent": "pyinfra-health", "Accept": "application/json, */*"}
+    if host_header:
+        headers["Host"] = host_header
+    if u.scheme == "https":
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        sni = re.sub(r":\d+$", "", host_header).strip("[]") if host_header else u.hostname
+        class Conn(http.client.HTTPSConnection):
+            def connect(self):
+                http.client.HTTPConnection.connect(self)
+                self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
+        conn = Conn(u.hostname, u.port or 443, timeout=float(timeout), context=ctx)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=float(timeout))
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read(1048576)
+    out["status"] = resp.status
+    out["ok"] = 200 <= resp.status < 300
+    text = raw.decode("utf-8", "replace")
+    out["body"] = text[:200]
+    if field:
+        try:
+            value = json.loads(text)
+            for key in field.split("."):
+                if isinstance(value, list) and key.lstrip("-").isdigit():
+                    value = value[int(key)]
+                else:
+                    value = value[key]
+            out["field"] = value
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass
+except Exception as e:
+    out["error"] = (type(e).__name__ + ": " + str(e)).strip().rstrip(":")
+print(json.dumps(out))
+""".strip()
+
+
+class HttpHealth(FactBase[dict[str, Any] | None]):
+    """
+    GET ``url`` from the host itself and report, never raising on network/TLS errors:
+
+    .. code:: python
+
+        {"url": url, "status": 200, "ok": True, "field": "ok", "json_field": "status",
+         "error": None, "body": '{"status": "ok"}'}
+
+    ``status`` is None and ``error`` set ("ConnectionRefusedError: [Errno 111] ...",
+    "TimeoutError: timed out", "SSLCertVerificationError: ...") when no HTTP answer came.
+    ``ok`` means 2xx; redirects are not followed. ``field`` is the value at the dot-path
+    ``json_field`` in the JSON body (``"db.ok"``, ``"checks.0.status"``), None when absent or
+    the body is not JSON. ``body`` is the first 200 characters. ``ca_file`` is a CA bundle
+    path on the host; ``host_header`` sets the Host header (and SNI/verification name on
+    https). Returns None only when python3 is missing on the host.
+
+    Exists because backends listen on 127.0.0.1 and only the host can reach them.
+    """
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "python3"
+
+    @override
+    def command(
+        self,
+        url: str,
+        json_field: str | None = None,
+        timeout: float = 5,
+        ca_file: str | None = None,
+        host_header: str | None = None,
+    ) -> StringCommand:
+        return build_command(url, json_field, timeout, ca_file, host_header)
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any] | None:
+        return None
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return parse_output(output)
+
+
+def build_command(
+    url: str,
+    json_field: str | None = None,
+    timeout: float = 5,
+    ca_file: str | None = None,
+    host_header: str | None = None,
+) -> StringCommand:
+    """``python3 -c SCRIPT ...`` with every value a separately quoted argv item."""
+    return StringCommand(
+        "python3",
+        "-c",
+        QuoteString(HEALTH_SCRIPT),
+        QuoteString(str(url)),
+        QuoteString(json_field or ""),
+        QuoteString(str(float(timeout))),
+        QuoteString(ca_file or ""),
+        QuoteString(host_header or ""),
+    )
+
+
+def parse_output(output: list[str]) -> dict[str, Any] | None:
+    """The script prints one JSON line; anything before it (warnings) is ignored."""
+    for line in reversed(output):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError as e:
+                raise FactProcessError(f"HttpHealth: unparsable output {line[:200]!r}") from e
+    if not any(line.strip() for line in output):
+        return None
+    raise FactProcessError(f"HttpHealth: no JSON in output {output[-5:]!r}")
+
+
+def is_healthy(
+    result: dict[str, Any] | None,
+    expect_field: str | None = None,
+    expect_value: Any = None,
+) -> bool:
+    """True for a 2xx answer without error and, when asked, the right JSON field value.
+
+    ``expect_field``: the dot-path that must be present (not null). It must be the path the
+    fact was called with (``json_field``): a different one raises ValueError, because the fact
+    only extracted that one field. ``expect_value``: the value the extracted field must equal
+    (``True``, ``"ok"``, ``3``...); strings compare case-insensitively, and ``True`` does not
+    equal ``1``.
+    """
+    if not result or result.get("error") or not result.get("ok"):
+        return False
+    if expect_field is not None and result.get("json_field") != expect_field:
+        raise ValueError(
+            f"is_healthy(expect_field={expect_field!r}) but the fact extracted "
+            f"json_field={result.get('json_field')!r}: call HttpHealth with "
+            f"json_field={expect_field!r}"
+        )
+    if expect_field is None and expect_value is None:
+        return True
+    value = result.get("field")
+    if value is None:
+        return False
+    if expect_value is None:
+        return True
+    if isinstance(expect_value, str) and isinstance(value, str):
+        return value.lower() == expect_value.lower()
+    if isinstance(value, bool) != isinstance(expect_value, bool):
+        return False
+    return bool(value == expect_value)
+
+
+def describe(result: dict[str, Any] | None) -> str:
+    """One line for error messages: what was asked and what came back."""
+    if not result:
+        return "no HTTP result (is python3 installed on the host?)"
+    url = result.get("url", "?")
+    if result.get("error") or result.get("status") is None:
+        return f"GET {url} failed: {result.get('error') or 'no response'}"
+    line = f"GET {url} -> HTTP {result['status']}"
+    if result.get("json_field"):
+        line += f", {result['json_field']}={result.get('field')!r}"
+    body = " ".join(str(result.get("body") or "").split())
+    if body and not result.get("ok"):
+        line += f": {body[:120]}"
+    return line
