@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 ENV   ?= test
 DEPLOY ?= hello
 DEPLOY_FILE := deploys/$(DEPLOY).py
+LIMIT ?=
+LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
 
 .PHONY: setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
@@ -41,13 +43,13 @@ demo: setup  ## Bring up a disposable host and deploy to it, then show health
 	$(PY) -m tools.demo
 
 plan: setup  ## Pending changes and file diffs, changes nothing
-	$(PYINFRA) $(DEPLOY_FILE) --dry --diff
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) --dry --diff
 
 drift: setup  ## Exit 0 when in sync, 2 when the deploy would change something
-	DEPLOY_ENV=$(ENV) $(PY) tools/drift.py $(DEPLOY_FILE)
+	DEPLOY_ENV=$(ENV) $(PY) tools/drift.py $(DEPLOY_FILE) $(LIMIT_ARGS)
 
 apply: setup
-	$(PYINFRA) $(DEPLOY_FILE)
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS)
 
 prod: setup  ## Production: shows the changes and asks before applying
 	DEPLOY_ENV=prod $(PY) -m pyinfra inventory.py $(DEPLOY_FILE) --diff

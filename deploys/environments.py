@@ -94,7 +94,9 @@ def staging_hosts(environ=os.environ) -> list[HostSpec]:
 
 
 def test_inventory_path(environ=os.environ) -> Path:
-    return Path(_env(environ, "INFRA_TEST_INVENTORY", str(REPO_ROOT / ".hosts" / "inventory.json")))
+    """`$INFRA_TEST_INVENTORY`, else `$INFRA_HOSTS_DIR/inventory.json` (set by the harness)."""
+    hosts_dir = _env(environ, "INFRA_HOSTS_DIR", str(REPO_ROOT / ".hosts"))
+    return Path(_env(environ, "INFRA_TEST_INVENTORY", str(Path(hosts_dir) / "inventory.json")))
 
 
 def test_hosts(environ=os.environ) -> list[HostSpec]:

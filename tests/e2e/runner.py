@@ -29,6 +29,10 @@ class Run:
         ops = (self.results or {}).get("operations", [])
         return [op["name"] for op in ops if op["success"]]
 
+    def did(self, operation: str) -> bool:
+        """True when an operation of that name (ignoring its deploy prefix) changed a host."""
+        return any(name == operation or name.endswith(f"| {operation}") for name in self.changed)
+
     @property
     def failed(self) -> list[str]:
         ops = (self.results or {}).get("operations", [])
