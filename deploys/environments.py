@@ -116,6 +116,14 @@ def test_hosts(environ=os.environ) -> list[HostSpec]:
         "acme_directory": (doc.get("acme") or {}).get("directory"),
         "acme_ca_bundle": (doc.get("acme") or {}).get("ca_bundle"),
     }
+    # The harness records each host's key: check it. Without that file, accept any key
+    # (a disposable host gets a new key every boot).
+    known_hosts = path.parent / "known_hosts"
+    host_keys = (
+        {"ssh_known_hosts_file": str(known_hosts), "ssh_strict_host_key_checking": "yes"}
+        if known_hosts.exists()
+        else {"ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "no"}
+    )
     hosts = []
     for entry in doc.get("hosts", []):
         data = {
@@ -123,9 +131,7 @@ def test_hosts(environ=os.environ) -> list[HostSpec]:
             "ssh_port": int(entry["ssh_port"]),
             "ssh_user": entry.get("ssh_user", "root"),
             "ssh_key": entry["ssh_key"],
-            # Disposable hosts get a new host key every boot.
-            "ssh_strict_host_key_checking": "no",
-            "ssh_known_hosts_file": "/dev/null",
+            **host_keys,
             "test_address": entry.get("address"),
             **{k: v for k, v in helpers.items() if v},
             **entry.get("data", {}),
