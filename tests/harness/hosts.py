@@ -351,7 +351,7 @@ class Cluster:
         acme = {"directory": self.acme_directory, "ca_bundle": str(self.acme_ca_bundle),
                 "address": helper.address, "container_id": helper.container_id} \
             if helper and self.acme_enabled else None
-        return {"hosts": [h.inventory_entry() for h in self.hosts.values()],
+        return {"hosts": [self.hosts[n].inventory_entry() for n in sorted(self.hosts)],
                 "dns": dns, "acme": acme, "network": self.network}
 
     def _write_ssh_files(self) -> None:
