@@ -16,7 +16,7 @@ from deploys import secrets as _secrets
 
 _ENV = _environments.selected_env()
 _HOSTS = _environments.hosts_for(_ENV)
-_environments.validate(_HOSTS)
+_environments.validate(_HOSTS, require_system=_ENV != "test")
 _SYSTEMS = _environments.requested_systems(_sys.argv)
 _HOSTS = _environments.select(_HOSTS, _SYSTEMS)
 _PRESENT = [s for s in _SYSTEMS if any(s in h.groups for h in _HOSTS)]

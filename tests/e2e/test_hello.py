@@ -102,3 +102,17 @@ def test_code_change_restarts_once_and_keeps_data(hello, ti, tmp_path):
     assert after["starts"] == before["starts"] + 1  # data dir kept across the restart
     again = apply("deploys/hello.py", limit=HOST, env=ENV, data={"hello_app_src": str(app)})
     assert again.changed == []
+
+
+def test_health_gate_fails_with_the_last_observed_status_and_changes_nothing(first_apply):
+    run = apply_expecting_failure(data={"hello_health_path": "/missing", "health_timeout_s": 3})
+    assert "not healthy after 3s; last observed: GET http://127.0.0.1:8080/missing -> HTTP 404" in run.output
+    assert "] Success" not in run.output, "the failed run changed something"
+
+
+def apply_expecting_failure(**kwargs):
+    from tests.e2e.runner import pyinfra
+
+    run = pyinfra("deploys/hello.py", limit=HOST, env=ENV, **kwargs)
+    assert run.returncode != 0, run.output[-3000:]
+    return run

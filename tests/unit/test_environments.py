@@ -88,3 +88,7 @@ def test_group_order_puts_environment_last_so_it_wins():
 def test_every_system_declares_its_secrets_as_a_list():
     for system in ["hello"]:
         assert isinstance(envs.required_secrets([system])[system], list)
+
+
+def test_test_hosts_may_have_no_system_group():
+    envs.validate([envs.HostSpec("h1", [])], require_system=False)
