@@ -102,6 +102,9 @@ def test_code_change_restarts_once_and_keeps_data(hello, ti, tmp_path):
     assert after["starts"] == before["starts"] + 1  # data dir kept across the restart
     again = apply("deploys/hello.py", limit=HOST, env=ENV, data={"hello_app_src": str(app)})
     assert again.changed == []
+    back = apply("deploys/hello.py", limit=HOST, env=ENV)  # and back to the original release
+    assert back.did("Restart hello (its unit, environment or code changed)")
+    assert health(ti)["version"] == before["version"]
 
 
 def test_health_gate_fails_with_the_last_observed_status_and_changes_nothing(first_apply):
