@@ -11,7 +11,8 @@ LIMIT ?=
 LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
 
-.PHONY: setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+
+.PHONY: music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -53,6 +54,9 @@ apply: setup
 
 prod: setup  ## Production: shows the changes and asks before applying
 	DEPLOY_ENV=prod $(PY) -m pyinfra inventory.py $(DEPLOY_FILE) --diff
+
+music-status: setup  ## The plan's success criteria on the music host(s)
+	INFRA_SYSTEMS=music $(PYINFRA) exec -- /opt/music-assistant/bin/music-health-check --status
 
 bench: setup
 	$(PY) -m pytest tests/bench -q -p no:cacheprovider

@@ -1,0 +1,152 @@
+"""Let's Encrypt certificates with certbot's webroot flow (one certificate per name).
+
+Why webroot: nginx keeps serving while certbot proves control of a name by writing a
+token under the webroot that nginx's HTTP block exposes at /.well-known/acme-challenge/
+(see deploys/parts/nginx.py for the bootstrap order). Run it only after the DNS
+preflight passed: a name that does not point here can only fail validation and burn
+rate limits.
+
+Idempotent: `certificate` reads the certificate certbot holds for the name (its names,
+expiry and the ACME server it came from) and calls certbot only when there is none, it
+does not cover exactly that name, it has expired, or it came from another ACME server.
+Renewal is certbot's own systemd timer; a deploy hook reloads nginx. For a private ACME
+server (pebble in tests) the CA bundle certbot must trust is uploaded and given to both
+issuance and the timer's renewals (`REQUESTS_CA_BUNDLE` in a certbot.service drop-in).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import apt, files, systemd
+
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+CA_BUNDLE_PATH = "/etc/letsencrypt/infra-acme-ca.pem"
+RENEWAL_DROP_IN = "/etc/systemd/system/certbot.service.d/infra-acme-ca.conf"
+DEPLOY_HOOK = "systemctl reload nginx"
+
+# Runs on the host: prints {"names": [...], "not_after": epoch, "server": url} or {}.
+_CERT_SCRIPT = r"""
+import json, re, ssl, sys, time
+name = sys.argv[1]
+out = {}
+try:
+    cert = ssl._ssl._test_decode_cert("/etc/letsencrypt/live/%s/cert.pem" % name)
+    out["names"] = sorted(v for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+    out["not_after"] = ssl.cert_time_to_seconds(cert["notAfter"])
+    out["days_left"] = int((out["not_after"] - time.time()) // 86400)
+    conf = open("/etc/letsencrypt/renewal/%s.conf" % name).read()
+    match = re.search(r"^server\s*=\s*(\S+)", conf, re.M)
+    out["server"] = match.group(1) if match else None
+except Exception as exc:
+    out = {"error": type(exc).__name__}
+print(json.dumps(out))
+"""
+
+
+class CertbotCertificate(FactBase):
+    """The certificate certbot holds under `cert_name`: names, days_left, ACME server.
+
+    None when there is none (or it cannot be read). Read from certbot's files rather
+    than from nginx, so it works before nginx serves the certificate.
+    """
+
+    requires_command = "python3"
+
+    def command(self, cert_name: str) -> str:
+        return f"python3 -c {shlex.quote(_CERT_SCRIPT)} {shlex.quote(cert_name)}"
+
+    @staticmethod
+    def default():
+        return None
+
+    def process(self, output):
+        data = json.loads("\n".join(output) or "{}")
+        return None if not data or "error" in data else data
+
+
+def acme_server(directory: str, staging: bool) -> str:
+    """Let's Encrypt staging when asked, else the configured directory (LE, pebble...)."""
+    return LETSENCRYPT_STAGING if staging else directory
+
+
+def certificate_problem(cert: dict | None, name: str, server: str) -> str | None:
+    """Why certbot must (re)issue, or None when the certificate held is right."""
+    if not cert:
+        return "no certificate yet"
+    if cert.get("names") != [name]:
+        return f"certificate names {cert.get('names')} are not exactly [{name}]"
+    if cert.get("days_left", -1) < 0:
+        return "certificate expired"
+    if cert.get("server") != server:
+        return f"certificate came from {cert.get('server')}, not {server}"
+    return None
+
+
+def certbot_command(name: str, webroot: str, email: str, server: str, ca_bundle: str | None, force: bool):
+    parts: list = []
+    if ca_bundle:
+        parts += ["env", QuoteString(f"REQUESTS_CA_BUNDLE={ca_bundle}")]
+    parts += [
+        "certbot", "certonly", "--non-interactive", "--agree-tos", "--no-eff-email",
+        "--email", QuoteString(email), "--server", QuoteString(server),
+        "--webroot", "-w", QuoteString(webroot), "--cert-name", QuoteString(name), "-d", QuoteString(name),
+        "--deploy-hook", QuoteString(DEPLOY_HOOK),
+    ]
+    parts += ["--force-renewal"] if force else ["--keep-until-expiring"]
+    return StringCommand(*parts)
+
+
+@operation()
+def certificate(domain: str, webroot: str, email: str, server: str, ca_bundle: str | None = None):
+    """A certificate for exactly `domain` from `server`; certbot runs only when needed.
+
+    (The argument is not called `name`: pyinfra reserves that for the operation's title.)
+    """
+    problem = certificate_problem(host.get_fact(CertbotCertificate, cert_name=domain), domain, server)
+    if problem is None:
+        host.noop(f"certificate for {domain} is valid")
+        return
+    host.log(f"certbot for {domain}: {problem}")
+    yield certbot_command(domain, webroot, email, server, ca_bundle, force=problem != "no certificate yet")
+
+
+def renewal_drop_in(ca_bundle: str) -> str:
+    return (
+        "# Managed by pyinfra (deploys/parts/tls.py): the ACME server's CA for renewals.\n"
+        f"[Service]\nEnvironment=REQUESTS_CA_BUNDLE={ca_bundle}\n"
+    )
+
+
+@deploy("certbot installed, renewal timer active")
+def install_certbot(local_ca_bundle: str | None = None):
+    """certbot, the ACME CA bundle (private ACME servers only) and the renewal timer."""
+    apt.packages(name="certbot package", packages=["certbot"], update=True, cache_time=3600)
+    if local_ca_bundle:
+        files.put(name="ACME server CA bundle", src=local_ca_bundle, dest=CA_BUNDLE_PATH, mode="644")
+        drop_in = files.put(
+            name="certbot renewals trust the ACME server CA",
+            src=StringIO(renewal_drop_in(CA_BUNDLE_PATH)),
+            dest=RENEWAL_DROP_IN,
+            mode="644",
+        )
+    else:
+        drop_in = files.file(name="No ACME CA override for renewals", path=RENEWAL_DROP_IN, present=False)
+    systemd.daemon_reload(name="Reload systemd (certbot drop-in)", _if=drop_in.did_change)
+    systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
+
+
+@deploy("TLS certificates")
+def certificates(names, webroot: str, email: str, directory: str, staging: bool = False, local_ca_bundle=None):
+    """One certificate per name (webroot flow). Call after the DNS preflight passed."""
+    server = acme_server(directory, staging)
+    ca_bundle = CA_BUNDLE_PATH if local_ca_bundle else None
+    return [
+        certificate(name=f"Certificate for {domain}", domain=domain, webroot=webroot, email=email,
+                    server=server, ca_bundle=ca_bundle)
+        for domain in names
+    ]
