@@ -91,3 +91,22 @@ class ListenerUnits(FactBase[dict[int, list[str]]]):
     @staticmethod
     def default() -> dict:
         return {}
+
+
+def parse_python_version(output: list[str]) -> str | None:
+    """`python3 --version` -> "3.11.2" (None when the output is not a version)."""
+    for line in output:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "Python":
+            return parts[1]
+    return None
+
+
+class PythonVersion(FactBase[str | None]):
+    """Version of the host's `python3` (None when there is none): venvs are built from it."""
+
+    def command(self) -> str:
+        return "python3 --version 2>&1 || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_python_version(output)

@@ -3,6 +3,9 @@
 # Operating systems a deploy accepts: distribution id -> accepted VERSION_IDs.
 supported_os = {"ubuntu": ["22.04", "24.04"], "debian": ["12"]}
 
+# Oldest python3 the host may have (venvs are built from it); None skips the check.
+preflight_python_min = "3.10"
+
 # Preflight refuses to start below these (free MiB on / and available memory MiB).
 preflight_min_disk_mb = 1024
 preflight_min_memory_mb = 256

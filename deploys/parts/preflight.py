@@ -17,7 +17,7 @@ from pyinfra.facts.server import LinuxDistribution
 from deploys import secrets as secret_store
 from deploys.errors import PreflightFailed
 from facts.dns import HostAddresses, ResolvedAddresses, dns_problem
-from facts.system import FreeDiskMb, ListenerUnits, MemAvailableMb
+from facts.system import FreeDiskMb, ListenerUnits, MemAvailableMb, PythonVersion
 
 
 def os_problem(distro: dict | None, supported: dict[str, list[str]]) -> str | None:
@@ -30,6 +30,21 @@ def os_problem(distro: dict | None, supported: dict[str, list[str]]) -> str | No
         return f"OS {os_id} {version} is not supported (supported: {wanted})"
     if version not in accepted:
         return f"OS {os_id} {version} is not supported ({os_id} {'/'.join(accepted)} are)"
+    return None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def python_problem(found: str | None, minimum: str | None) -> str | None:
+    """The host's python3 must exist and be at least `minimum` (venvs are built from it)."""
+    if not minimum:
+        return None
+    if not found:
+        return "python3 is not installed"
+    if _version_tuple(found) < _version_tuple(str(minimum)):
+        return f"python3 {found} is older than {minimum}"
     return None
 
 
@@ -64,6 +79,8 @@ def collect_problems(
     data = host.data
     problems = []
     if problem := os_problem(host.get_fact(LinuxDistribution), data.get("supported_os", {})):
+        problems.append(problem)
+    if problem := python_problem(host.get_fact(PythonVersion), data.get("preflight_python_min")):
         problems.append(problem)
     free = {path: host.get_fact(FreeDiskMb, path=path) for path in disk_paths}
     problems += capacity_problems(

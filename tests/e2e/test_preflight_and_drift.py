@@ -43,6 +43,7 @@ def test_every_broken_check_is_named_in_one_message_and_nothing_changes(test_clu
             "preflight_min_disk_mb": 10**9,
             "preflight_min_memory_mb": 10**9,
             "supported_os": {"ubuntu": ["24.04"]},
+            "preflight_python_min": "3.99",
         },
     )
     assert run.returncode != 0
@@ -53,6 +54,7 @@ def test_every_broken_check_is_named_in_one_message_and_nothing_changes(test_clu
         "MiB free on / (need 1000000000 MiB)",
         "MiB memory available (need 1000000000 MiB)",
         "OS debian 12 is not supported",
+        "is older than 3.99",
     ]:
         assert problem in run.output, f"{problem!r} missing from:\n{run.output[-3000:]}"
     assert snapshot(pf_host) == before, "a failed preflight changed the host"

@@ -1,4 +1,5 @@
-from deploys.parts.preflight import capacity_problems, os_problem, port_problems
+from deploys.parts.preflight import capacity_problems, os_problem, port_problems, python_problem
+from facts.system import parse_python_version
 
 SUPPORTED = {"ubuntu": ["22.04", "24.04"], "debian": ["12"]}
 
@@ -31,3 +32,12 @@ def test_ports_free_or_held_by_their_own_service_pass():
 def test_port_taken_by_another_program_is_named():
     [problem] = port_problems({8080: "hello.service"}, {8080: ["nginx.service"]})
     assert "port 8080 is already in use by nginx.service" in problem
+
+
+def test_python_version_rules():
+    assert parse_python_version(["Python 3.11.2"]) == "3.11.2"
+    assert parse_python_version(["sh: 1: python3: not found"]) is None
+    assert python_problem("3.12.3", "3.10") is None
+    assert python_problem("3.10.12", "3.11") == "python3 3.10.12 is older than 3.11"
+    assert python_problem(None, "3.10") == "python3 is not installed"
+    assert python_problem(None, None) is None
