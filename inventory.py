@@ -19,7 +19,10 @@ _HOSTS = _environments.hosts_for(_ENV)
 _environments.validate(_HOSTS, require_system=_ENV != "test")
 _SYSTEMS = _environments.requested_systems(_sys.argv)
 _HOSTS = _environments.select(_HOSTS, _SYSTEMS)
-_PRESENT = [s for s in _SYSTEMS if any(s in h.groups for h in _HOSTS)]
+# Secrets are checked for the deploys being run, not for read-only commands such as
+# `INFRA_SYSTEMS=music pyinfra inventory.py exec -- ...` (make music-status).
+_DEPLOYING = _environments.requested_systems(_sys.argv, {})
+_PRESENT = [s for s in _DEPLOYING if any(s in h.groups for h in _HOSTS)]
 _secrets.check_required(_environments.required_secrets(_PRESENT))
 
 globals().update(_environments.groups_in_precedence_order(_HOSTS, _ENV))
