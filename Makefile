@@ -59,7 +59,7 @@ music-status: setup  ## The plan's success criteria on the music host(s)
 	INFRA_SYSTEMS=music $(PYINFRA) exec -- /opt/music-assistant/bin/music-health-check --status
 
 bench: setup
-	$(PY) -m pytest tests/bench -q -p no:cacheprovider
+	$(PY) tools/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
