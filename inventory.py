@@ -10,6 +10,10 @@ systems' hosts are loaded, and their secrets are checked before any connection.
 """
 
 import sys as _sys
+from pathlib import Path as _Path
+
+# Importable from any working directory (pyinfra only adds the current one to sys.path).
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
 
 from deploys import environments as _environments
 from deploys import secrets as _secrets

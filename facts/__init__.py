@@ -15,6 +15,13 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
 - ``facts.sockets.ListeningSockets()`` -> ``[{"proto", "address", "port", "process", "pid",
   "pids", "interface"}, ...]`` from ``ss -H -tulnp``; helpers ``listeners_on``,
   ``is_loopback_only``, ``port_owner``.
+- ``facts.system.FreeDiskMb(path)``, ``MemAvailableMb()``, ``ListenerUnits()`` (port -> systemd
+  units), ``PythonVersion()``: preflight capacity and ownership checks.
+- ``facts.procs.ManagedProcesses(spec)`` -> per process: PID-file state (running /
+  missing-pidfile / stale / reused / stopped), its process tree (by an INFRA_PROC environment
+  marker) and port holders; ``UserUnits(units)``, ``Identity()``, ``MissingCommands``,
+  ``MissingPaths``, ``MissingPythonModules``, ``TextFile(path)``, ``TreeDigest(base, includes,
+  excludes)``, ``AlembicState(backend_dir, python, db_path)`` (read-only).
 - ``facts.compose.ComposeCli()`` -> ``"docker compose"`` | ``"docker-compose"`` | None.
 - ``facts.compose.ComposeServices(project)`` -> ``{service: {"state", "health", "container",
   "exit_code", "replicas"}}`` from container labels (Compose v1 and v2 alike); helper

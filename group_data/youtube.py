@@ -1,0 +1,127 @@
+"""YouTube assistant production beside development, on the operator's own machine.
+
+deploys/youtube.py, as the operator (never root): build (frontend production build,
+backend venv-prod with runtime dependencies only, each rebuilt only when its sources or
+lockfile changed) -> deploy (copy, not symlink, to the production directory; .env files
+0600; database backup, then Alembic migrations) -> run (PID files, or systemd user units)
+-> health gates. `youtube_action` chooses deploy / start / stop / restart / status.
+
+Paths may start with `~/` (the login user's home). Commands and env values may use
+{home}, {prod_dir}, {backend_dir}, {frontend_dir}, {venv}, {db_path}, {bind},
+{backend_port} and {frontend_port}.
+"""
+
+# Secrets the deploy needs (from .env or the environment); checked before connecting.
+# The app needs none today; names listed in youtube_backend_secrets belong here too.
+required_secrets = []
+
+# What the run does: "deploy" (build + deploy + start; the default), "start", "stop",
+# "restart" or "status" (`make youtube-start` etc. pass it with --data).
+youtube_action = "deploy"
+
+# How production runs: "pidfile" (phase 1: background processes, PID files in pids/) or
+# "systemd" (phase 2: systemd user units, restart on failure, start at login/boot).
+# Switching stops the other mode's processes first (and removes its units/PID files).
+youtube_mode = "pidfile"
+
+# --- where things are ------------------------------------------------------------------
+# The development checkout ON the target machine (backend/ and frontend/ inside). The
+# deploy reads it, never writes to it: dev keeps its venv, node_modules, .next and database.
+youtube_source_dir = "~/dev/aqa-youtube-assistant"
+# The production directory (the plan's ~/aqa-youtube-assistant-prod/); 0700.
+youtube_prod_dir = "~/aqa-youtube-assistant-prod"
+# Scratch copy of the frontend where the production build runs (so it never touches the
+# checkout's .next, which `npm run dev` uses). Reused while the sources are unchanged.
+youtube_build_dir = "~/.cache/aqa-youtube-assistant-prod-build"
+
+# --- ports, database ---------------------------------------------------------------------
+# Production ports (the plan: 8001/3001). They must differ from the development ports.
+youtube_backend_port = 8001
+youtube_frontend_port = 3001
+# Address the backend binds to. The plan's .env.production says 0.0.0.0; on a desktop,
+# 127.0.0.1 keeps it off the network (the browser runs on the same machine).
+youtube_bind = "127.0.0.1"
+# Development's ports and database name: production refuses to use them.
+youtube_dev_ports = [8000, 3000]
+youtube_dev_db_name = "youtube_assistant.db"
+# Production SQLite database, in the production backend directory.
+youtube_db_name = "youtube_assistant_prod.db"
+# Database backups (taken before every migration) kept in <prod>/backups/.
+youtube_keep_backups = 10
+
+# --- backend ---------------------------------------------------------------------------
+# Files and directories copied from <source>/backend to <prod>/backend (the plan's list).
+youtube_backend_paths = ["app", "alembic", "alembic.ini", "requirements.txt"]
+# Runtime requirements (the lockfile venv-prod is built from; never requirements-dev.txt).
+youtube_backend_requirements = "requirements.txt"
+# Extra pip arguments for venv-prod (e.g. ["--no-index", "--find-links", "{home}/wheels"]).
+youtube_pip_args = []
+# How the backend runs (cwd <prod>/backend, .env loaded into the environment).
+youtube_backend_cmd = "{venv}/bin/python -m uvicorn app.main:app --host {bind} --port {backend_port}"
+# Migrations, run in <prod>/backend before every start that follows a schema change.
+youtube_migrate_cmd = "{venv}/bin/python -m alembic upgrade head"
+# Health endpoint of the backend (the app serves /api/health).
+youtube_backend_health_path = "/api/health"
+# The production backend .env (the plan's backend/.env.production), written 0600.
+youtube_backend_env = {
+    "DATABASE_URL": "sqlite:///{db_path}",
+    "PORT": "{backend_port}",
+    "HOST": "{bind}",
+    "RELOAD": "false",
+    "LOG_LEVEL": "info",
+    "CORS_ORIGINS": "http://localhost:{frontend_port}",
+}
+# Names whose values come from the operator's .env (or environment) into the backend
+# .env, e.g. ["YOUTUBE_API_KEY"]; add them to required_secrets and .env.example too.
+youtube_backend_secrets = []
+
+# --- frontend --------------------------------------------------------------------------
+# Patterns (any depth) not copied from <source>/frontend into the build directory, and not
+# part of the "sources changed" digest: dependencies, build output, local env files.
+youtube_frontend_excludes = ["node_modules", ".next", "out", "coverage", ".env*", "*.log", ".turbo", "__pycache__"]
+# Dependencies for the build (empty: none). Uses npm's cache; the lockfile decides.
+youtube_frontend_install_cmd = "npm ci --no-audit --no-fund"
+# The production build (Next.js bakes NEXT_PUBLIC_* values from youtube_frontend_env in).
+youtube_frontend_build_cmd = "npm run build"
+# What the build must produce (checked), and what is copied to <prod>/frontend.
+youtube_frontend_artifact = ".next"
+youtube_frontend_paths = [
+    ".next", "public", "node_modules", "package.json", "package-lock.json",
+    "next.config.ts", "next.config.js", "next.config.mjs",
+]
+# How the frontend runs (cwd <prod>/frontend, its .env loaded).
+youtube_frontend_cmd = "npm start -- -p {frontend_port}"
+youtube_frontend_health_path = "/"
+# The production frontend .env (the plan's frontend/.env.production), written 0600 and
+# exported during the build.
+youtube_frontend_env = {
+    "NEXT_PUBLIC_API_URL": "http://localhost:{backend_port}",
+    "PORT": "{frontend_port}",
+}
+
+# --- run control -------------------------------------------------------------------------
+# Directories put in front of PATH for builds and both processes (e.g. nvm's node bin:
+# "~/.nvm/versions/node/v20.11.0/bin"); the systemd user manager has a minimal PATH.
+youtube_path_prepend = []
+# Start production at the end of a deploy (False: deploy only; `make youtube-start` later).
+youtube_start_after_deploy = True
+# Seconds to wait for a started process to listen on its port.
+youtube_start_timeout_s = 60
+# Graceful stop: SIGTERM, then SIGKILL after this many seconds.
+youtube_stop_timeout_s = 15
+# systemd mode: unit names <prefix>-backend.service / <prefix>-frontend.service.
+youtube_unit_prefix = "aqa-youtube-prod"
+# systemd mode: restart policy of both units.
+youtube_restart = "on-failure"
+youtube_restart_sec = 5
+# systemd mode: require lingering (units start at boot and keep running after logout).
+# False: units start at login and stop at logout.
+youtube_linger = True
+# Lingering needs root (or a desktop session's polkit grant). False: the deploy stops
+# with the command to run once (`sudo loginctl enable-linger <user>`). True: the deploy
+# runs that ONE command with sudo (the only root step; needs sudo rights; add pyinfra's
+# --use-sudo-password when sudo asks for a password).
+youtube_linger_sudo = False
+
+# Distributions the operator's machine may run (desktop Linux with systemd).
+supported_os = {"ubuntu": ["22.04", "24.04"], "pop": ["22.04", "24.04"], "debian": ["12", "13"]}

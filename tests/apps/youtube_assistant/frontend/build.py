@@ -1,0 +1,36 @@
+"""The sample's "production build": src/ -> dist/, with NEXT_PUBLIC_API_URL baked in
+(as Next.js does for NEXT_PUBLIC_* at build time). Fails without it."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def render(api_url: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted((HERE / "src").rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(HERE / "src")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text().replace("__NEXT_PUBLIC_API_URL__", api_url))
+
+
+def main() -> int:
+    api_url = os.environ.get("NEXT_PUBLIC_API_URL")
+    if not api_url:
+        print("build.py: NEXT_PUBLIC_API_URL is not set", file=sys.stderr)
+        return 1
+    dist = HERE / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    render(api_url, dist)
+    (dist / "build.json").write_text(json.dumps({"api_url": api_url, "pid": os.getpid()}))
+    print(f"built dist/ for {api_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""deploys/youtube.py on a disposable Debian 12 host, as an ordinary user over SSH (no
+root, no sudo), beside a running development instance of the same sample app.
+
+Order matters (module-scoped host): guard rails before the first deploy, the PID-file
+mode with every edge case of the plan, an update (backup + migration, frontend not
+rebuilt), then systemd user units (lingering, restart on failure, start with the user's
+manager, run control) and back to PID files. Development (8000/3000, its venv and
+database) must be untouched at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import time
+
+import pytest
+
+from tests.apps.youtube_assistant.wheels import ensure_wheels
+from tests.e2e.runner import REPO, Run, apply, pyinfra
+from tests.harness._util import docker
+
+pytestmark = pytest.mark.e2e
+
+HOST = "youtube-1"
+USER = "yt"
+HOME = f"/home/{USER}"
+SRC = f"{HOME}/dev/aqa-youtube-assistant"
+PROD = f"{HOME}/aqa-youtube-assistant-prod"
+UNITS = ("aqa-youtube-prod-backend.service", "aqa-youtube-prod-frontend.service")
+SECRET = 'yt-key "quoted" $HOME `id` \\ end'
+ENV = {"YOUTUBE_API_KEY": SECRET}
+DEPLOY = "deploys/youtube.py"
+APP = REPO / "tests" / "apps" / "youtube_assistant"
+
+# The sample app instead of Next.js/npm; everything else is the defaults of group_data/youtube.py.
+DATA = {
+    "ssh_user": USER,
+    "youtube_pip_args": ["--no-index", "--find-links", "{home}/wheels"],
+    "youtube_frontend_install_cmd": "",
+    "youtube_frontend_build_cmd": "python3 build.py",
+    "youtube_frontend_artifact": "dist",
+    "youtube_frontend_paths": ["dist", "server.py", "package.json"],
+    "youtube_frontend_cmd": "python3 server.py -p {frontend_port}",
+    "youtube_backend_secrets": ["YOUTUBE_API_KEY"],
+    "youtube_stop_timeout_s": 3,
+    "youtube_restart_sec": 1,
+    "health_timeout_s": 20,
+}
+
+
+def run(action: str = "deploy", expect_ok: bool = True, **extra) -> Run:
+    data = {**DATA, "youtube_action": action, **extra}
+    if expect_ok:
+        return apply(DEPLOY, limit=HOST, env=ENV, data=data, timeout=300)
+    result = pyinfra(DEPLOY, limit=HOST, env=ENV, data=data, timeout=300)
+    assert result.returncode != 0, result.output[-4000:]
+    return result
+
+
+def as_user(host, command: str, check: bool = True) -> str:
+    return host.exec(["runuser", "-l", USER, "-c", command], check=check).stdout
+
+
+def get_json(host, port: int, path: str) -> dict:
+    return json.loads(host.exec(f"curl -fsS --max-time 5 http://127.0.0.1:{port}{path}").stdout)
+
+
+def listener_pid(host, port: int) -> int | None:
+    """The (lowest) pid listening on `port`, asked as the user (root in `docker exec` lacks
+    CAP_SYS_PTRACE and cannot see other users' sockets' owners)."""
+    out = as_user(host, f"ss -H -tlnp 'sport = :{port}'")
+    pids = [int(p) for p in re.findall(r"pid=(\d+)", out)]
+    return min(pids) if pids else None
+
+
+def pidfile(host, name: str) -> int | None:
+    out = host.exec(f"cat {PROD}/pids/{name}.pid 2>/dev/null || true").stdout.strip()
+    return int(out) if out.isdigit() else None
+
+
+def instances(host, port: int) -> int:
+    """How many processes of user yt run the command that serves `port` (no duplicates)."""
+    out = host.exec(f"pgrep -u {USER} -f -- '(--port|-p) {port}$' || true").stdout
+    return len(out.split())
+
+
+def unit(host, name: str) -> dict:
+    out = as_user(host, f"XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user show -p ActiveState,MainPID,UnitFileState,NRestarts {name}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def db_query(host, db: str, sql: str) -> list:
+    script = f"import json, sqlite3; print(json.dumps(sqlite3.connect('file:{db}?mode=ro', uri=True).execute({sql!r}).fetchall()))"
+    return json.loads(as_user(host, f"python3 -c {shlex.quote(script)}"))
+
+
+def wait_for(predicate, timeout: float = 20, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ----------------------------------------------------------------------------- the host
+
+
+def prepare(host, public_key: str) -> dict:
+    """The operator's machine: python3-venv and pam_systemd (a desktop has both), a login
+    user with the harness key, the checkout, a wheel cache, and dev running on 8000/3000."""
+    host.exec(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+        "python3-venv libpam-systemd >/dev/null",
+        timeout=300,
+    )
+    host.exec(
+        f"useradd -m -s /bin/bash {USER} && install -d -m 700 -o {USER} -g {USER} {HOME}/.ssh {HOME}/dev && "
+        f"install -m 600 -o {USER} -g {USER} /dev/null {HOME}/.ssh/authorized_keys && "
+        f"cat >> {HOME}/.ssh/authorized_keys",
+        input=public_key + "\n",
+    )
+    cid = host.container_id
+    docker("exec", cid, "mkdir", "-p", SRC)
+    for part in ("backend", "frontend"):
+        docker("cp", str(APP / part), f"{cid}:{SRC}/{part}")
+    docker("cp", str(ensure_wheels()), f"{cid}:{HOME}/wheels")
+    host.exec(
+        f"find {SRC} -name __pycache__ -prune -exec rm -rf {{}} + ; rm -rf {SRC}/frontend/dist; "
+        f"chown -R {USER}:{USER} {HOME}"
+    )
+    # Development, as the developer runs it: own venv (with dev tools), own .env and database.
+    as_user(
+        host,
+        f"cd {SRC}/backend && printf 'DATABASE_URL=sqlite:///./youtube_assistant.db\\nPORT=8000\\n' > .env && "
+        "python3 -m venv venv && venv/bin/pip install -q --no-index --find-links ~/wheels -r requirements-dev.txt && "
+        "set -a && . ./.env && set +a && venv/bin/python -m alembic upgrade head 2>/dev/null && "
+        "{ setsid nohup venv/bin/python -m uvicorn app.main:app --host 127.0.0.1 --port 8000 > /tmp/dev-backend.log 2>&1 < /dev/null & } && "
+        f"cd {SRC}/frontend && "
+        "{ NEXT_PUBLIC_API_URL=http://localhost:8000 PYTHONDONTWRITEBYTECODE=1 setsid nohup python3 server.py -p 3000 --dev "
+        "> /tmp/dev-frontend.log 2>&1 < /dev/null & }",
+    )
+    wait_for(lambda: listener_pid(host, 8000) and listener_pid(host, 3000), what="dev on 8000/3000")
+    return {
+        "backend": listener_pid(host, 8000),
+        "frontend": listener_pid(host, 3000),
+        "db_sha": host.exec(f"sha256sum {SRC}/backend/youtube_assistant.db").stdout.split()[0],
+    }
+
+
+@pytest.fixture(scope="module")
+def yt(test_cluster):
+    host = test_cluster.add_host(HOST, groups=["youtube", "local"])
+    host.dev = prepare(host, test_cluster.public_key)
+    return host
+
+
+# ----------------------------------------------------------------------------- guard rails
+
+
+def test_wrong_checkout_and_root_are_refused_before_any_change(yt):
+    wrong = run(expect_ok=False, youtube_source_dir="~/dev")
+    assert f"youtube_source_dir {HOME}/dev is not a checkout of the YouTube assistant (missing: backend" in wrong.output
+    as_root = run(expect_ok=False, ssh_user="root")
+    assert "connected as root: the YouTube assistant runs as an ordinary user" in as_root.output
+    assert "] Success" not in wrong.output + as_root.output
+    assert yt.exec(f"test -e {PROD}", check=False).returncode != 0
+
+
+def test_run_control_before_a_deploy_answers_clearly(yt):
+    start = run("start", expect_ok=False)
+    assert f"production is not built and deployed in {PROD}" in start.output
+    assert "run the deploy first (`make youtube-deploy`" in start.output
+    stop = run("stop")
+    assert stop.changed == []
+    status = run("status")
+    assert "not deployed yet" in status.output and status.changed == []
+
+
+# ----------------------------------------------------------------------------- phase 1: PID files
+
+
+def test_deploy_then_second_apply_changes_nothing(yt):
+    first = run()
+    for op in (
+        "Frontend production build", "Backend venv-prod (runtime requirements)", "Release copied into production",
+        "Database backed up and migrated", "backend running (PID file)", "frontend running (PID file)",
+    ):
+        assert first.did(op), (op, first.changed)
+    assert SECRET not in first.output and "yt-key" not in first.output
+    second = run()
+    assert second.changed == [], second.changed
+
+
+def test_production_runs_beside_development(yt):
+    prod, dev = get_json(yt, 8001, "/api/health"), get_json(yt, 8000, "/api/health")
+    assert prod["database"] == f"{PROD}/backend/youtube_assistant_prod.db" and prod["port"] == "8001"
+    assert dev["database"] == f"{SRC}/backend/youtube_assistant.db" and dev["port"] == "8000"
+    assert prod["revision"] == dev["revision"] == "0001"
+    assert prod["secret_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest() and dev["secret_sha256"] is None
+    page = yt.exec("curl -fsS http://127.0.0.1:3001/").stdout
+    assert 'content="http://localhost:8001"' in page
+    assert get_json(yt, 3001, "/api/backend")["backend"]["database"] == prod["database"]
+    assert get_json(yt, 3000, "/api/backend")["backend"]["database"] == dev["database"]
+    assert len({listener_pid(yt, p) for p in (8000, 8001, 3000, 3001)}) == 4
+    # separate venvs: production has runtime requirements only
+    assert as_user(yt, f"{PROD}/backend/venv-prod/bin/python -c 'import alembic, uvicorn, sqlalchemy' && echo ok").strip() == "ok"
+    assert as_user(yt, f"{PROD}/backend/venv-prod/bin/python -c 'import iniconfig'", check=False) == ""
+    assert as_user(yt, f"{SRC}/backend/venv/bin/python -c 'import iniconfig' && echo ok").strip() == "ok"
+    # copies, not links; nothing written into the checkout
+    assert yt.exec(f"find {PROD} -type l ! -path '{PROD}/backend/venv-prod/*'").stdout == ""
+    assert yt.exec(f"find {PROD} -lname '{SRC}*'").stdout == ""
+    assert yt.exec(f"test -e {SRC}/frontend/dist", check=False).returncode != 0
+
+
+def test_env_files_are_private_and_hold_the_operators_values(yt):
+    t = yt.testinfra()
+    for path in (f"{PROD}/backend/.env", f"{PROD}/frontend/.env"):
+        f = t.file(path)
+        assert (f.user, f.group, f.mode) == (USER, USER, 0o600), path
+    backend_env = yt.exec(f"cat {PROD}/backend/.env").stdout
+    assert "DATABASE_URL=\"sqlite:///" + PROD in backend_env and 'PORT="8001"' in backend_env
+    assert "YOUTUBE_API_KEY=" in backend_env
+    assert 'NEXT_PUBLIC_API_URL="http://localhost:8001"' in yt.exec(f"cat {PROD}/frontend/.env").stdout
+    assert t.file(PROD).mode == 0o700
+
+
+def test_pid_files_logs_and_processes_belong_to_the_user(yt):
+    for name, port in (("backend", 8001), ("frontend", 3001)):
+        pid = pidfile(yt, name)
+        assert pid and pid == listener_pid(yt, port), name
+        assert yt.exec(f"ps -o user= -p {pid}").stdout.strip() == USER
+        assert yt.exec(f"test -s {PROD}/{name}.log", check=False).returncode == 0
+
+
+def test_start_when_running_starts_no_duplicate(yt):
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    result = run("start")
+    assert result.changed == [], result.changed
+    assert f"backend: already running (pid {before[0]}); not started again" in result.output
+    assert (pidfile(yt, "backend"), pidfile(yt, "frontend")) == before
+    assert instances(yt, 8001) == 1 and instances(yt, 3001) == 1
+
+
+def test_pid_files_deleted_while_running_are_recovered(yt):
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    yt.exec(f"rm -f {PROD}/pids/*.pid")
+    status = run("status")
+    assert status.output.count("PID file MISSING") == 2
+    result = run("start")
+    assert result.did("backend running (PID file)") and result.did("frontend running (PID file)")
+    assert "without its PID file: PID file restored, not started again" in result.output
+    assert (pidfile(yt, "backend"), pidfile(yt, "frontend")) == before
+    assert instances(yt, 8001) == 1 and instances(yt, 3001) == 1
+
+
+def test_process_killed_by_hand_is_detected_and_restarted(yt):
+    old = pidfile(yt, "backend")
+    yt.exec(f"kill -9 {old}")
+    wait_for(lambda: listener_pid(yt, 8001) is None, what="backend gone")
+    assert f"not running: stale PID file (pid {old} is gone" in run("status").output
+    result = run("start")
+    assert f"stale PID file (pid {old} is gone): removed" in result.output
+    new = pidfile(yt, "backend")
+    assert new and new != old and new == listener_pid(yt, 8001)
+    assert get_json(yt, 8001, "/api/health")["status"] == "healthy"
+
+
+def test_reused_pid_is_never_signalled_and_stop_forces_after_the_timeout(yt):
+    as_user(yt, "{ setsid nohup sleep 300 > /dev/null 2>&1 < /dev/null & }")
+    sleeper = int(wait_for(lambda: yt.exec(f"pgrep -u {USER} -x sleep || true").stdout.split(), what="sleep")[0])
+    real = pidfile(yt, "frontend")
+    yt.exec(f"echo {sleeper} > {PROD}/pids/frontend.pid")
+    status = run("status")
+    assert f"stale PID file (pid {sleeper} is now sleep 300); but an instance runs as pid {real}" in status.output
+    yt.exec(f"touch {PROD}/frontend/.ignore-sigterm")  # the sample frontend now ignores SIGTERM
+    try:
+        stop = run("stop")
+    finally:
+        yt.exec(f"rm -f {PROD}/frontend/.ignore-sigterm")
+    assert "not signalled; PID file removed" in stop.output
+    assert "ignored SIGTERM for 3s: killed with SIGKILL" in stop.output
+    assert "with SIGTERM in" in stop.output  # the backend stopped gracefully
+    assert yt.exec(f"kill -0 {sleeper}", check=False).returncode == 0, "the unrelated program was signalled"
+    yt.exec(f"kill {sleeper}")
+    assert listener_pid(yt, 8001) is None and listener_pid(yt, 3001) is None
+    assert yt.exec(f"ls {PROD}/pids").stdout.strip() == ""
+
+
+def test_stop_when_stopped_changes_nothing(yt):
+    result = run("stop")
+    assert result.changed == [] and "not running; nothing to stop" in result.output
+
+
+def test_a_foreign_program_on_the_port_is_named_and_nothing_starts(yt):
+    as_user(yt, "{ setsid nohup python3 -m http.server 8001 --bind 127.0.0.1 > /dev/null 2>&1 < /dev/null & }")
+    squatter = wait_for(lambda: listener_pid(yt, 8001), what="squatter")
+    try:
+        result = run("start", expect_ok=False)
+        assert "port 8001 (backend) is in use by python3 -m http.server 8001" in result.output
+        assert "] Success" not in result.output and listener_pid(yt, 3001) is None
+    finally:
+        yt.exec(f"kill {squatter}")
+    wait_for(lambda: listener_pid(yt, 8001) is None, what="squatter gone")
+    assert run("start").did("backend running (PID file)")
+    assert run("start").changed == []
+
+
+def test_update_backs_up_then_migrates_and_rebuilds_only_what_changed(yt):
+    as_user(yt, f"cd {PROD}/backend && python3 -c \"import sqlite3; c = sqlite3.connect('youtube_assistant_prod.db'); "
+                "c.execute(\\\"insert into projects (name) values ('launch video')\\\"); c.commit()\"")
+    docker("cp", str(APP / "migrations_next" / "0002_add_video_title.py"), f"{yt.container_id}:{SRC}/backend/alembic/versions/")
+    yt.exec(f"chown {USER}:{USER} {SRC}/backend/alembic/versions/0002_add_video_title.py")
+    old_pid = pidfile(yt, "backend")
+    result = run()
+    assert result.did("Release copied into production") and result.did("Database backed up and migrated")
+    assert not result.did("Frontend production build") and not result.did("Backend venv-prod (runtime requirements)")
+    assert "production changes (release): it is stopped first" in result.output
+    backups = yt.exec(f"ls {PROD}/backups").stdout.split()
+    assert len(backups) == 1 and backups[0].startswith("youtube_assistant_prod-") and backups[0].endswith("-at-0001.db")
+    backup = f"{PROD}/backups/{backups[0]}"
+    assert db_query(yt, backup, "select version_num from alembic_version") == [["0001"]]
+    assert db_query(yt, backup, "select name from projects") == [["launch video"]]
+    prod_db = f"{PROD}/backend/youtube_assistant_prod.db"
+    assert db_query(yt, prod_db, "select version_num from alembic_version") == [["0002"]]
+    assert db_query(yt, prod_db, "select name, video_title from projects") == [["launch video", None]]
+    health = get_json(yt, 8001, "/api/health")
+    assert health["revision"] == "0002" and health["pid"] != old_pid
+    assert get_json(yt, 8000, "/api/health")["revision"] == "0001"  # dev: not migrated by production
+    assert run().changed == []
+
+
+def test_a_failing_build_changes_nothing_in_production(yt):
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    result = run(expect_ok=False, youtube_frontend_build_cmd="sh -c 'echo error TS2304 in page.tsx >&2; exit 2'")
+    assert "error TS2304 in page.tsx" in result.output and "frontend build failed" in result.output
+    assert (pidfile(yt, "backend"), pidfile(yt, "frontend")) == before
+    assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == "0002"
+
+
+# ----------------------------------------------------------------------------- phase 2: systemd user units
+
+
+def test_systemd_mode_asks_for_lingering_and_changes_nothing(yt):
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    result = run(expect_ok=False, youtube_mode="systemd")
+    assert "lingering, which is off for yt: run `loginctl enable-linger`" in result.output
+    assert "sudo loginctl enable-linger yt" in result.output and "youtube_linger_sudo = True" in result.output
+    assert (pidfile(yt, "backend"), pidfile(yt, "frontend")) == before
+    assert yt.exec(f"ls {HOME}/.config/systemd/user 2>/dev/null || true").stdout.strip() == ""
+
+
+def test_switch_to_systemd_units_with_the_one_sudo_step(yt):
+    # youtube_linger_sudo: the deploy runs `loginctl enable-linger` (only that) with sudo
+    yt.exec(f"echo '{USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{USER} && chmod 440 /etc/sudoers.d/{USER}")
+    old = listener_pid(yt, 8001)
+    try:
+        first = run(youtube_mode="systemd", youtube_linger_sudo=True)
+    finally:
+        yt.exec(f"rm -f /etc/sudoers.d/{USER}")
+    assert first.did("Lingering enabled (units start at boot)") and first.did("Units enabled and running")
+    assert yt.exec(f"test -e /var/lib/systemd/linger/{USER}", check=False).returncode == 0
+    assert first.did("backend stopped (PID file)") or first.did("backend: no PID-file instance (systemd mode)")
+    assert yt.exec(f"kill -0 {old}", check=False).returncode != 0
+    assert yt.exec(f"ls {PROD}/pids").stdout.strip() == ""
+    for name, port in zip(UNITS, (8001, 3001)):
+        info = unit(yt, name)
+        assert (info["ActiveState"], info["UnitFileState"]) == ("active", "enabled"), info
+        holder = listener_pid(yt, port)
+        assert f"user@{yt.exec(f'id -u {USER}').stdout.strip()}.service/app.slice/{name}" in yt.exec(f"cat /proc/{holder}/cgroup").stdout
+    assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == "0002"
+    again = run(youtube_mode="systemd")
+    assert again.changed == [], again.changed
+
+
+def test_units_restart_on_failure_and_come_back_with_the_user_manager(yt):
+    before = unit(yt, UNITS[0])
+    yt.exec(f"kill -9 {before['MainPID']}")
+    after = wait_for(lambda: (u := unit(yt, UNITS[0]))["ActiveState"] == "active" and u["MainPID"] not in ("0", before["MainPID"]) and u,
+                     what="backend restarted by systemd")
+    assert int(after["NRestarts"]) >= 1
+    wait_for(lambda: listener_pid(yt, 8001), what="backend listening again")
+    # the user manager restarting (as at boot with lingering, or at login) starts both units
+    yt.exec(f"systemctl restart user@$(id -u {USER})")
+    wait_for(lambda: listener_pid(yt, 8001) and listener_pid(yt, 3001), timeout=30, what="units after the manager restarted")
+    assert get_json(yt, 8001, "/api/health")["status"] == "healthy"
+
+
+def test_systemd_start_stop_status(yt):
+    stop = run("stop", youtube_mode="systemd")
+    assert stop.did("User units stopped")
+    assert all(unit(yt, u)["ActiveState"] == "inactive" for u in UNITS)
+    assert listener_pid(yt, 8001) is None and listener_pid(yt, 3001) is None
+    assert run("stop", youtube_mode="systemd").changed == []
+    status = run("status", youtube_mode="systemd")
+    assert f"unit {UNITS[0]}: inactive" in status.output and "enabled" in status.output
+    start = run("start", youtube_mode="systemd")
+    assert start.did("Units enabled and running")
+    assert run("start", youtube_mode="systemd").changed == []
+    status = run("status", youtube_mode="systemd")
+    assert f"unit {UNITS[0]}: active (running)" in status.output and "port 8001 listening" in status.output
+    assert "health: GET http://127.0.0.1:8001/api/health -> HTTP 200" in status.output
+
+
+def test_switch_back_to_pid_files(yt):
+    result = run()
+    assert result.did("No systemd user units (PID-file mode)")
+    assert yt.exec(f"ls {HOME}/.config/systemd/user/*.service 2>/dev/null || true").stdout.strip() == ""
+    for name, port in (("backend", 8001), ("frontend", 3001)):
+        assert pidfile(yt, name) == listener_pid(yt, port)
+    assert run().changed == []
+
+
+def test_development_was_never_touched(yt):
+    assert listener_pid(yt, 8000) == yt.dev["backend"] and listener_pid(yt, 3000) == yt.dev["frontend"]
+    assert yt.exec(f"sha256sum {SRC}/backend/youtube_assistant.db").stdout.split()[0] == yt.dev["db_sha"]
+    assert get_json(yt, 3000, "/api/backend")["backend"]["database"] == f"{SRC}/backend/youtube_assistant.db"
