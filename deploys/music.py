@@ -33,7 +33,8 @@ from pyinfra.operations import apt, files, server, systemd
 
 from deploys import secrets
 from deploys.errors import ConfigError
-from deploys.parts.health import http_check
+from deploys.operations import poll
+from deploys.parts.health import health_check_timer, http_check
 from deploys.parts.nginx import install_nginx, nginx_site, remove_nginx_site
 from deploys.parts.preflight import preflight
 from deploys.parts.service import ServiceSpec, hardened_service, service_defaults
@@ -228,15 +229,10 @@ def gate_or_rollback(
     if not state.is_executing:
         host.noop(f"{description}: checked when the deploy runs")
         return
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ok, observed = check()
-        if ok:
-            host.noop(f"{description}: {observed}")
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval_s)
+    ok, observed = poll(check, timeout_s, interval_s)
+    if ok:
+        host.noop(f"{description}: {observed}")
+        return
     reason = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
     link = f"{base}/{current_link}"
     previous, current = _link_target(f"{base}/previous"), _link_target(link)
@@ -487,15 +483,9 @@ def _health_units(data) -> dict[str, io.StringIO]:
     }
 
 
-@deploy("Health-check timer")
 def monitoring(data):
     """The plan's daily health check as a script on a systemd timer (journal output)."""
-    changed = []
-    for dest, src in _health_units(data).items():
-        mode = "755" if "/bin/" in dest else "644"
-        changed.append(files.put(name=f"{dest}", src=src, dest=dest, user="root", group="root", mode=mode))
-    systemd.daemon_reload(name="Reload systemd (health check)", _if=lambda: any(op.did_change() for op in changed[1:]))
-    systemd.service(name=f"{HEALTH_UNIT}.timer enabled and active", service=f"{HEALTH_UNIT}.timer", running=True, enabled=True)
+    health_check_timer(HEALTH_UNIT, _health_units(data), script_mode="755")
 
 
 @deploy("Complete rollback (music_state = absent)")

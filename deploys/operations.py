@@ -52,6 +52,16 @@ def secret_file(dest: str, content: str | HiddenValue, user="root", group="root"
         host.noop(f"{dest} is up to date")
 
 
+def poll(check: Callable[[], tuple[bool, str]], timeout_s: float, interval_s: float) -> tuple[bool, str]:
+    """Call `check` until it says ok or `timeout_s` passed; the last (ok, observed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ok, observed = check()
+        if ok or time.monotonic() >= deadline:
+            return ok, observed
+        time.sleep(interval_s)
+
+
 @operation(is_idempotent=True)
 def wait_until(
     check: Callable[[], tuple[bool, str]],
@@ -68,16 +78,11 @@ def wait_until(
     if not state.is_executing:
         host.noop(f"{description}: checked when the deploy runs")
         return
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ok, observed = check()
-        if ok:
-            host.noop(f"{description}: {observed}")
-            return
-        if time.monotonic() >= deadline:
-            # A failing command (not an exception) fails this host only, and pyinfra
-            # prints its stderr: the reason reaches the operator.
-            message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
-            yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
-            return
-        time.sleep(interval_s)
+    ok, observed = poll(check, timeout_s, interval_s)
+    if ok:
+        host.noop(f"{description}: {observed}")
+        return
+    # A failing command (not an exception) fails this host only, and pyinfra prints its
+    # stderr: the reason reaches the operator.
+    message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
+    yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")

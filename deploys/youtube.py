@@ -176,36 +176,25 @@ def proc_specs(data, layout: Layout) -> list[ProcSpec]:
     family = f"aqa-youtube-prod:{layout.prod}"
     prefix = data.youtube_unit_prefix
     common = {"path_prepend": path_prepend(data, layout)}
-    return [
-        ProcSpec(
-            id="backend",
-            description="YouTube assistant production backend",
-            command=fill(data.youtube_backend_cmd, values, "youtube_backend_cmd"),
-            cwd=layout.backend,
-            env_file=f"{layout.backend}/.env",
-            log=f"{layout.prod}/backend.log",
-            pidfile=f"{layout.pids}/backend.pid",
-            port=int(data.youtube_backend_port),
-            family=f"{family}:backend",
-            unit=f"{prefix}-backend.service",
-            health_url=f"http://127.0.0.1:{data.youtube_backend_port}{data.youtube_backend_health_path}",
+
+    def proc(role: str, cwd: str) -> ProcSpec:
+        port = int(data.get(f"youtube_{role}_port"))
+        return ProcSpec(
+            id=role,
+            description=f"YouTube assistant production {role}",
+            command=fill(data.get(f"youtube_{role}_cmd"), values, f"youtube_{role}_cmd"),
+            cwd=cwd,
+            env_file=f"{cwd}/.env",
+            log=f"{layout.prod}/{role}.log",
+            pidfile=f"{layout.pids}/{role}.pid",
+            port=port,
+            family=f"{family}:{role}",
+            unit=f"{prefix}-{role}.service",
+            health_url=f"http://127.0.0.1:{port}{data.get(f'youtube_{role}_health_path')}",
             **common,
-        ),
-        ProcSpec(
-            id="frontend",
-            description="YouTube assistant production frontend",
-            command=fill(data.youtube_frontend_cmd, values, "youtube_frontend_cmd"),
-            cwd=layout.frontend,
-            env_file=f"{layout.frontend}/.env",
-            log=f"{layout.prod}/frontend.log",
-            pidfile=f"{layout.pids}/frontend.pid",
-            port=int(data.youtube_frontend_port),
-            family=f"{family}:frontend",
-            unit=f"{prefix}-frontend.service",
-            health_url=f"http://127.0.0.1:{data.youtube_frontend_port}{data.youtube_frontend_health_path}",
-            **common,
-        ),
-    ]
+        )
+
+    return [proc("backend", layout.backend), proc("frontend", layout.frontend)]
 
 
 def systemd_exec_quote(command: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
 
 from deploys.operations import wait_until
 from facts.http import HttpHealth, describe, is_healthy
@@ -35,3 +38,20 @@ def http_gate(
         timeout_s=timeout_s or host.data.get("health_timeout_s", 60),
         interval_s=host.data.get("health_interval_s", 2),
     )
+
+
+@deploy("Health-check timer")
+def health_check_timer(unit: str, rendered: dict[str, StringIO], script_mode: str = "755"):
+    """A health-check script on a systemd timer (results in the journal).
+
+    `rendered`: destination -> content, the script first, then `<unit>.service` and
+    `<unit>.timer`. systemd reloads only when a unit file changed.
+    """
+    changed = []
+    for dest, src in rendered.items():
+        mode = script_mode if "/bin/" in dest else "644"
+        changed.append(files.put(name=dest, src=src, dest=dest, user="root", group="root", mode=mode))
+    systemd.daemon_reload(
+        name="Reload systemd (health check)", _if=lambda: any(op.did_change() for op in changed[1:])
+    )
+    systemd.service(name=f"{unit}.timer enabled and active", service=f"{unit}.timer", running=True, enabled=True)
