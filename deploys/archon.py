@@ -1,0 +1,648 @@
+"""Archon: Supabase + Archon as ONE compose stack on a Docker host (the consolidation plan).
+
+    pyinfra inventory.py deploys/archon.py                  # disposable test hosts
+    DEPLOY_ENV=prod pyinfra inventory.py deploys/archon.py  # archon.nexorithm.io
+
+Phases: preflight (OS, disk, memory, ports, DNS, secrets; an old layout the deploy cannot
+migrate stops the run here) -> Docker host (engine, daemon.json, compose v2 or v1) ->
+layout (/opt/archon, Kong config, scripts) -> env file (secrets generated ON the host,
+once) -> migration from the old layout (only where one is found: backups, stop, load,
+start, verify, cleanup; automatic rollback) -> the compose stack (idempotent `up -d`) ->
+health gates -> nginx + TLS -> the plan's health check on a timer.
+
+The plan's development habits are fixed for production: no `--reload`, no source-code
+bind mounts, no docker.sock (unless `archon_server_docker_socket`), every published port
+on 127.0.0.1, healthchecks + `depends_on` conditions, images instead of builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import shlex
+from io import BytesIO, StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.context import ctx_host, state
+from pyinfra.facts.files import Link, Sha256File
+from pyinfra.operations import files
+
+from deploys import secrets
+from deploys.errors import ConfigError, PreflightFailed
+from deploys.parts.compose import (
+    compose_health_gate,
+    compose_stack,
+    detected_cli,
+    env_file_text,
+    fail_command,
+    to_yaml,
+)
+from deploys.parts.docker_host import docker_host
+from deploys.parts.health import health_check_timer, http_gate
+from deploys.parts.nginx import install_nginx, nginx_site
+from deploys.parts.preflight import preflight
+from deploys.parts.tls import CertbotCertificate, certificates, install_certbot
+from deploys.templating import TEMPLATES, render, render_io
+from facts.archon import ArchonEnvStatus, ArchonOldLayout, migration_action
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
+CONTAINER = {s: (s if s.startswith("archon-") else f"archon-{s}") for s in SERVICES}
+# container ports (the plan's; the host side is data: archon_ports)
+CONTAINER_PORT = {"kong": 8000, "postgres": 5432, "studio": 3000, "archon-server": 8181,
+                  "archon-mcp": 8051, "archon-ui": 3737, "archon-agents": 8052}
+GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32}
+GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_role"}
+ENV_SCRIPT = (TEMPLATES / "opt/archon/archon-env.py").read_text()
+HEALTH_UNIT = "archon-health-check"
+MIGRATE_SCRIPT = "bin/archon-migrate"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TIMING_KEYS = {"interval", "timeout", "retries", "start_period"}
+
+
+def _lit(value) -> str:
+    """A literal value in the compose file: `$` must not start an interpolation."""
+    return str(value).replace("$", "$$")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def check_config(data) -> None:
+    """Every knob the stack needs, checked before anything connects; one message for all."""
+    problems = []
+    try:
+        bind = ipaddress.ip_address(str(data.archon_bind_address))
+        if not bind.is_loopback:
+            problems.append(f"archon_bind_address {data.archon_bind_address} is not a loopback address")
+    except ValueError:
+        problems.append(f"archon_bind_address {data.archon_bind_address!r} is not an IP address")
+    ports = data.archon_ports or {}
+    for service in CONTAINER_PORT:
+        port = ports.get(service)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            problems.append(f"archon_ports[{service!r}] = {port!r} is not a TCP port")
+    used = [p for s, p in ports.items() if s != "archon-agents" or data.archon_agents_enabled]
+    if len(used) != len(set(used)):
+        problems.append(f"archon_ports has duplicates: {sorted(used)}")
+    for service in SERVICES:
+        if not (data.archon_images or {}).get(service):
+            problems.append(f"archon_images[{service!r}] is not set")
+        test = (data.archon_healthchecks or {}).get(service)
+        if not (isinstance(test, list) and test and test[0] in ("CMD", "CMD-SHELL")):
+            problems.append(f"archon_healthchecks[{service!r}] must be a list starting with CMD or CMD-SHELL")
+    try:
+        ipaddress.ip_network(str(data.archon_network_subnet))
+    except ValueError:
+        problems.append(f"archon_network_subnet {data.archon_network_subnet!r} is not a network (e.g. 172.20.0.0/16)")
+    for knob in ("archon_compose_project", "archon_network", "archon_postgres_volume", "archon_old_compose_project"):
+        if not _NAME.match(str(getattr(data, knob) or "")):
+            problems.append(f"{knob} {getattr(data, knob)!r} is not a valid docker name")
+    if data.archon_compose_project == data.archon_old_compose_project:
+        problems.append("archon_compose_project must differ from archon_old_compose_project (the old "
+                        "containers stay untouched until the migration is verified)")
+    for schema in data.archon_verify_schemas or []:
+        if not _SCHEMA.match(str(schema)):
+            problems.append(f"archon_verify_schemas: {schema!r} is not a schema name")
+    timing = data.archon_healthcheck_timing or {}
+    if set(timing) - _TIMING_KEYS:
+        problems.append(f"archon_healthcheck_timing: unknown keys {sorted(set(timing) - _TIMING_KEYS)}")
+    unknown = set(data.archon_service_env or {}) - set(SERVICES)
+    if unknown:
+        problems.append(f"archon_service_env: unknown services {sorted(unknown)}")
+    for name in (data.archon_public_name, data.archon_studio_name):
+        if not name or not re.match(r"^[A-Za-z0-9.-]+$", str(name)):
+            problems.append(f"public name {name!r} is not a DNS name")
+    if problems:
+        raise ConfigError("archon: " + "; ".join(problems))
+
+
+def services_enabled(data) -> list[str]:
+    return [s for s in SERVICES if s != "archon-agents" or data.archon_agents_enabled]
+
+
+def profiles(data) -> list[str]:
+    return ["agents"] if data.archon_agents_enabled else []
+
+
+# ----------------------------------------------------------------------------- the stack
+
+
+def _healthcheck(data, service: str, interval: str, timeout: str, retries: int, start_period: str | None = None):
+    check = {"test": list(data.archon_healthchecks[service]), "interval": interval, "timeout": timeout,
+             "retries": retries}
+    if start_period:
+        check["start_period"] = start_period
+    check.update(data.archon_healthcheck_timing or {})
+    return check
+
+
+def _ports(data, service: str) -> list[str]:
+    return [f"{data.archon_bind_address}:{data.archon_ports[service]}:{CONTAINER_PORT[service]}"]
+
+
+def _healthy(*services: str) -> dict:
+    return {s: {"condition": "service_healthy"} for s in services}
+
+
+def allowed_hosts(data) -> str:
+    names = [data.archon_public_name, data.archon_studio_name, *(data.archon_allowed_hosts or [])]
+    return ",".join(dict.fromkeys(names))
+
+
+def stack(data) -> dict:
+    """The consolidated compose document: 9 services (agents behind a profile), one network."""
+    user, db = _lit(data.archon_postgres_user), _lit(data.archon_postgres_db)
+    net = [data.archon_network]
+    sp, ap, mp = CONTAINER_PORT["archon-server"], CONTAINER_PORT["archon-agents"], CONTAINER_PORT["archon-mcp"]
+    common_archon = {
+        "SUPABASE_URL": "http://kong:8000",
+        "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
+        "LOGFIRE_TOKEN": "${LOGFIRE_TOKEN:-}",
+        "LOG_LEVEL": _lit(data.archon_log_level),
+        "SERVICE_DISCOVERY_MODE": "docker_compose",
+        "ARCHON_SERVER_PORT": str(sp),
+        "ARCHON_MCP_PORT": str(mp),
+        "ARCHON_AGENTS_PORT": str(ap),
+        "AGENTS_ENABLED": "true" if data.archon_agents_enabled else "false",
+    }
+    services = {
+        "postgres": {
+            "environment": {
+                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+                "POSTGRES_USER": user,
+                "POSTGRES_DB": db,
+                "POSTGRES_HOST": "/var/run/postgresql",
+                "JWT_SECRET": "${JWT_SECRET}",
+                "JWT_EXP": str(int(data.archon_jwt_exp)),
+            },
+            "volumes": ["postgres-data:/var/lib/postgresql/data"]
+            + ([f"{_lit(data.archon_initdb_dir)}:/docker-entrypoint-initdb.d:ro"] if data.archon_initdb_dir else []),
+            "command": [_lit(a) for a in data.archon_postgres_command],
+            "healthcheck": _healthcheck(data, "postgres", "10s", "5s", 5, "10s"),
+        },
+        "kong": {
+            "environment": {
+                "KONG_DATABASE": "off",
+                "KONG_DECLARATIVE_CONFIG": "/home/kong/kong.yml",
+                "KONG_DNS_ORDER": "LAST,A,CNAME",
+                "KONG_PLUGINS": "request-transformer,cors,key-auth,acl",
+                "SUPABASE_ANON_KEY": "${SUPABASE_ANON_KEY}",
+                "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
+            },
+            "volumes": ["./kong/kong.yml:/home/kong/temp.yml:ro"],
+            # a new kong.yml changes this label, so compose recreates kong to read it
+            "labels": {"archon.kong-config-sha256": hashlib.sha256(render_kong(data).encode()).hexdigest()[:16]},
+            # the keys come from the environment into Kong's config at start (Supabase's way)
+            "entrypoint": ["bash", "-c",
+                           'eval "echo \\"$$(cat /home/kong/temp.yml)\\"" > /home/kong/kong.yml'
+                           " && /docker-entrypoint.sh kong docker-start"],
+            "depends_on": _healthy("postgres", "rest"),
+            "healthcheck": _healthcheck(data, "kong", "10s", "10s", 5),
+        },
+        "rest": {
+            "environment": {
+                "PGRST_DB_URI": f"postgres://{user}:${{POSTGRES_PASSWORD}}@postgres:5432/{db}",
+                "PGRST_DB_SCHEMAS": "public,storage,graphql_public",
+                "PGRST_DB_ANON_ROLE": "anon",
+                "PGRST_JWT_SECRET": "${JWT_SECRET}",
+                "PGRST_DB_USE_LEGACY_GUCS": "false",
+                "PGRST_APP_SETTINGS_JWT_SECRET": "${JWT_SECRET}",
+                "PGRST_APP_SETTINGS_JWT_EXP": str(int(data.archon_jwt_exp)),
+                "PGRST_ADMIN_SERVER_PORT": "3001",  # /ready for the healthcheck
+            },
+            "depends_on": _healthy("postgres"),
+            "healthcheck": _healthcheck(data, "rest", "10s", "5s", 5),
+        },
+        "studio": {
+            "environment": {
+                "SUPABASE_URL": "http://kong:8000",
+                "SUPABASE_PUBLIC_URL": f"https://{_lit(data.archon_studio_name)}",
+                "STUDIO_PG_META_URL": "http://meta:8080",
+                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+                "SUPABASE_ANON_KEY": "${SUPABASE_ANON_KEY}",
+                "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
+                "LOGFLARE_API_KEY": "${LOGFLARE_API_KEY:-}",
+            },
+            "depends_on": _healthy("kong", "meta"),
+            "healthcheck": _healthcheck(data, "studio", "10s", "10s", 5, "20s"),
+        },
+        "meta": {
+            "environment": {
+                "PG_META_PORT": "8080",
+                "PG_META_DB_HOST": "postgres",
+                "PG_META_DB_PORT": "5432",
+                "PG_META_DB_NAME": db,
+                "PG_META_DB_USER": user,
+                "PG_META_DB_PASSWORD": "${POSTGRES_PASSWORD}",
+            },
+            "depends_on": _healthy("postgres"),
+            "healthcheck": _healthcheck(data, "meta", "10s", "5s", 5),
+        },
+        "archon-server": {
+            "environment": {
+                **common_archon,
+                "SUPABASE_JWT_SECRET": "${JWT_SECRET}",
+                "OPENAI_API_KEY": "${OPENAI_API_KEY:-}",
+                "ARCHON_BOOTSTRAP_SECRET": "${ARCHON_BOOTSTRAP_SECRET}",
+            },
+            "extra_hosts": ["host.docker.internal:host-gateway"],
+            "depends_on": _healthy("postgres", "kong"),
+            "healthcheck": _healthcheck(data, "archon-server", "30s", "10s", 3, "40s"),
+        },
+        "archon-mcp": {
+            "environment": {
+                **common_archon,
+                "TRANSPORT": "sse",
+                "API_SERVICE_URL": f"http://archon-server:{sp}",
+                "AGENTS_SERVICE_URL": f"http://archon-agents:{ap}",
+            },
+            "extra_hosts": ["host.docker.internal:host-gateway"],
+            "depends_on": _healthy("archon-server"),
+            "healthcheck": _healthcheck(data, "archon-mcp", "30s", "10s", 3, "60s"),
+        },
+        "archon-ui": {
+            "environment": {
+                # the UI calls the API with relative URLs, through nginx
+                "VITE_ARCHON_SERVER_PORT": str(sp),
+                "ARCHON_SERVER_PORT": str(sp),
+                "HOST": _lit(data.archon_public_name),
+                "PROD": "true",
+                "VITE_ALLOWED_HOSTS": _lit(allowed_hosts(data)),
+                "VITE_SHOW_DEVTOOLS": "false",
+                "DOCKER_ENV": "true",
+            },
+            "depends_on": _healthy("archon-server"),
+            "healthcheck": _healthcheck(data, "archon-ui", "30s", "10s", 3),
+        },
+        "archon-agents": {
+            "profiles": ["agents"],
+            "environment": {**common_archon, "OPENAI_API_KEY": "${OPENAI_API_KEY:-}"},
+            "depends_on": _healthy("archon-server"),
+            "healthcheck": _healthcheck(data, "archon-agents", "30s", "10s", 3, "40s"),
+        },
+    }
+    if data.archon_server_docker_socket:
+        services["archon-server"]["volumes"] = ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    document = {}
+    for service in SERVICES:
+        spec = services[service]
+        env = spec.pop("environment")
+        env.update({k: _lit(v) for k, v in (data.archon_service_env or {}).get(service, {}).items()})
+        entry = {
+            "image": _lit(data.archon_images[service]),
+            "container_name": CONTAINER[service],
+            "restart": "unless-stopped",
+        }
+        if service in CONTAINER_PORT:
+            entry["ports"] = _ports(data, service)
+        entry["environment"] = env
+        entry["networks"] = net
+        entry.update(spec)
+        document[service] = entry
+    return {
+        "services": document,
+        "networks": {data.archon_network: {"name": data.archon_network, "driver": "bridge",
+                                           "ipam": {"config": [{"subnet": str(data.archon_network_subnet)}]}}},
+        "volumes": {"postgres-data": {"name": data.archon_postgres_volume}},
+    }
+
+
+def render_compose(data) -> str:
+    header = (
+        "Managed by pyinfra (deploys/archon.py, data: group_data/archon.py): local edits are overwritten.\n"
+        "Consolidated Archon stack: one network, every published port on "
+        f"{data.archon_bind_address}. Secrets come from {data.archon_env_file} (0600).\n"
+        f"Here: docker compose ps | logs -f | restart <service> (docker-compose with compose v1)."
+    )
+    return to_yaml(stack(data), header=header)
+
+
+def render_kong(data) -> str:
+    return render("opt/archon/kong.yml.j2")
+
+
+# ----------------------------------------------------------------------------- secrets / env
+
+
+def user_secrets(data) -> dict:
+    """.env values the stack gets (required ones must be set, optional ones may be empty)."""
+    values = secrets.load()
+    found = secrets.get(list(data.required_secrets), values)
+    for name in data.archon_optional_secrets or []:
+        raw = values.get(name)
+        found[name] = HiddenValue("" if secrets.is_placeholder(raw) else raw)
+    return found
+
+
+def env_spec(data) -> dict:
+    d = data.archon_secrets_dir
+    return {
+        "generated": f"{d}/generated.env",
+        "user": f"{d}/user.env",
+        "target": f"{data.archon_dir}/{data.archon_env_file}",
+        "random": GENERATED_RANDOM,
+        "jwt": GENERATED_JWT,
+        "jwt_secret": "JWT_SECRET",
+        "jwt_expiry_s": int(data.archon_jwt_lifetime_days) * 86400,
+        "header": (
+            "Managed by pyinfra (deploys/archon.py): the plan's .env.production. Do not edit:\n"
+            f"generated secrets come from {d}/generated.env (made once on this host), the rest from\n"
+            f"{d}/user.env (the operator's .env).\n"
+        ),
+    }
+
+
+@operation()
+def stack_env(spec: dict):
+    """The stack's env file, assembled ON the host; generated secrets made once, never shown.
+
+    The host-side script (templates/opt/archon/archon-env.py) checks first (names only);
+    it runs only when a generated secret is missing or the file is not what it should be.
+    """
+    spec_json = json.dumps(spec, sort_keys=True)
+    status = host.get_fact(ArchonEnvStatus, script=ENV_SCRIPT, spec=spec_json)
+    if status and status.get("ok"):
+        host.noop(f"{spec['target']} is up to date")
+        return
+    missing = status["missing"] if status else list(GENERATED_RANDOM) + list(GENERATED_JWT)
+    host.log(f"{spec['target']}: " + (f"generating {', '.join(missing)} on the host" if missing else "rewriting"))
+    yield StringCommand("python3", "-c", QuoteString(ENV_SCRIPT), "apply", QuoteString(spec_json))
+
+
+# ----------------------------------------------------------------------------- migration
+
+
+def _q(value) -> str:
+    return shlex.quote(str(value))
+
+
+def _qs(values) -> str:
+    return " ".join(_q(v) for v in values)
+
+
+def count_sql(schemas) -> str:
+    names = ", ".join(f"'{s}'" for s in schemas)
+    return (
+        "SELECT format('%I.%I', table_schema, table_name) || ' ' || "
+        "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
+        "table_schema, table_name), false, true, '')))[1]::text "
+        "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+        f"AND table_schema IN ({names}) ORDER BY 1"
+    )
+
+
+def render_migrate_script(data) -> str:
+    script = f"{data.archon_dir}/{MIGRATE_SCRIPT}"
+    return render(
+        "opt/archon/bin/archon-migrate.j2",
+        script=script,
+        dir=_q(data.archon_dir),
+        project=_q(data.archon_compose_project),
+        compose_file=_q(data.archon_compose_file),
+        env_file=_q(data.archon_env_file),
+        new_db=_q(CONTAINER["postgres"]),
+        new_volume=_q(data.archon_postgres_volume),
+        new_network=_q(data.archon_network),
+        new_containers=_qs(CONTAINER[s] for s in services_enabled(data)),
+        profile_args=_qs(a for p in profiles(data) for a in ("--profile", p)),
+        old_db=_q(data.archon_old_db_container),
+        old_db_volume=_q(data.archon_old_db_volume),
+        old_prefix=_q(data.archon_old_container_prefix),
+        old_volume_prefix=_q(data.archon_old_volume_prefix),
+        old_networks=_qs(data.archon_old_networks),
+        old_project=_q(data.archon_old_compose_project),
+        old_entry_files=_qs(f for f in (data.archon_old_compose_file, data.archon_old_env_file) if f),
+        old_config=_qs(data.archon_old_config),
+        rebind_unit=_q(data.archon_old_rebind_unit or ""),
+        db_user=_q(data.archon_postgres_user),
+        db_name=_q(data.archon_postgres_db),
+        api_health_url=_q(data.archon_api_health_url),
+        health_timeout=int(data.archon_health_timeout_s),
+        backup_dir=_q(data.archon_backup_dir),
+        count_sql=_q(count_sql(data.archon_verify_schemas)),
+    )
+
+
+def layout_args(data) -> dict:
+    """Arguments of the ArchonOldLayout fact."""
+    return {
+        "container_prefix": data.archon_old_container_prefix,
+        "networks": list(data.archon_old_networks),
+        "volume_prefix": data.archon_old_volume_prefix,
+        "unit_path": f"/etc/systemd/system/{data.archon_old_rebind_unit}",
+        "marker": f"{data.archon_dir}/.migrated",
+    }
+
+
+@operation()
+def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: str, layout_args: dict,
+                       db_container: str, db_volume: str):
+    """Phases 1-7 of the plan, only on a host that still has the old layout (read when
+    the operation runs). Already migrated and clean: no change."""
+    layout = host.get_fact(ArchonOldLayout, **layout_args)
+    action, why = migration_action(layout, db_container, db_volume)
+    if action == "none":
+        host.noop("no old layout to migrate")
+        return
+    if action == "blocked":
+        yield fail_command(why)
+        return
+    cli = detected_cli()
+    if cli is None:
+        if state.is_executing:
+            yield fail_command(f"no compose CLI on {host.name}")
+            return
+        cli = "docker compose"
+    host.log(f"{action}: {why}")
+    compose_path = f"{data_dir}/{compose_file}"
+    if action == "migrate" and host.get_fact(Sha256File, path=compose_path) != hashlib.sha256(compose.encode()).hexdigest():
+        yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
+        yield StringCommand("chmod", "644", QuoteString(compose_path))
+    yield StringCommand(f"COMPOSE={shlex.quote(cli)}", QuoteString(script), action)
+
+
+@operation()
+def shortcut_link(path: str, target: str):
+    """`path` -> `target` (relative), unless a real file is there (e.g. the old layout's,
+    which the migration moves away first)."""
+    link = host.get_fact(Link, path=path)
+    if link and link.get("link_target") == target:
+        host.noop(f"{path} -> {target}")
+        return
+    if link is False:
+        if state.is_executing:
+            yield fail_command(f"{path} exists and is not a link to {target}: move it away (it belongs to no known layout)")
+            return
+    yield StringCommand("ln", "-sfn", QuoteString(target), QuoteString(path))
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def checked_preflight(data) -> None:
+    """Refuse (nothing changed) a host whose old layout cannot be migrated."""
+    layout = host.get_fact(ArchonOldLayout, **layout_args(data))
+    action, why = migration_action(layout, data.archon_old_db_container, data.archon_old_db_volume)
+    if action == "blocked":
+        raise PreflightFailed(f"preflight failed on {host.name}: {why}")
+    ports = {port: "docker.service" for service, port in data.archon_ports.items()
+             if service != "archon-agents" or data.archon_agents_enabled}
+    if data.archon_proxy:
+        ports.update({80: "nginx.service", 443: "nginx.service"})
+    preflight(
+        names=[data.archon_public_name, data.archon_studio_name] if data.archon_proxy else [],
+        ports=ports,
+        secrets=data.required_secrets,
+        disk_paths=("/",),
+    )
+
+
+@deploy("Layout: directories, Kong config, scripts")
+def layout(data):
+    base = data.archon_dir
+    files.directory(name=base, path=base, user="root", group="root", mode="755")
+    files.directory(name=f"{base}/bin", path=f"{base}/bin", user="root", group="root", mode="755")
+    files.directory(name=f"{base}/kong", path=f"{base}/kong", user="root", group="root", mode="755")
+    files.directory(name=data.archon_secrets_dir, path=data.archon_secrets_dir, user="root", group="root", mode="700")
+    files.put(name=f"{base}/kong/kong.yml", src=StringIO(render_kong(data)), dest=f"{base}/kong/kong.yml",
+                     user="root", group="root", mode="644")
+    files.put(name=f"{base}/{MIGRATE_SCRIPT}", src=StringIO(render_migrate_script(data)),
+              dest=f"{base}/{MIGRATE_SCRIPT}", user="root", group="root", mode="750")
+
+
+@deploy("Environment file (secrets generated on the host)")
+def environment(data):
+    from deploys.operations import secret_file
+
+    spec = env_spec(data)
+    values = {"COMPOSE_PROJECT_NAME": data.archon_compose_project, **user_secrets(data)}
+    user = secret_file(
+        name=f"{spec['user']} (secrets from .env)",
+        dest=spec["user"],
+        content=HiddenValue(env_file_text(values)),
+    )
+    env = stack_env(name=f"{spec['target']} (generated once on the host + {spec['user']})", spec=spec)
+    return user, env
+
+
+def _local(path: str | None) -> str | None:
+    """A local path from data: relative paths are relative to the repository."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else REPO / p)
+
+
+def vhosts(data) -> list[dict]:
+    """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket); Studio host."""
+    bind, ports = data.archon_bind_address, data.archon_ports
+    server = f"{bind}:{ports['archon-server']}"
+    return [
+        {
+            "server_name": data.archon_public_name,
+            "upstream": f"{bind}:{ports['archon-ui']}",
+            "websocket": True,
+            "max_body": data.archon_max_body,
+            "locations": [
+                {"path": "/api/", "upstream": server, "websocket": False},
+                {"path": "/socket.io/", "upstream": server, "websocket": True},
+            ],
+        },
+        {"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['studio']}", "websocket": True},
+    ]
+
+
+@deploy("nginx + TLS")
+def proxy_and_tls(data):
+    """Bootstrap order as in deploys/music.py: challenge-only HTTP for names without a
+    certificate, certbot (webroot), then the full site with HTTPS."""
+    names = [data.archon_public_name, data.archon_studio_name]
+    site, webroot, ipv6 = data.archon_nginx_site, data.acme_webroot, data.nginx_listen_ipv6
+    install_nginx(webroot=webroot)
+    install_certbot(local_ca_bundle=_local(data.acme_ca_bundle))
+    have = [n for n in names if host.get_fact(CertbotCertificate, cert_name=n)]
+    if set(have) != set(names):
+        nginx_site(site, vhosts(data), webroot=webroot, tls_names=have, ipv6=ipv6)
+    certificates(
+        names, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
+        staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
+    )
+    nginx_site(site, vhosts(data), webroot=webroot, tls_names=names, ipv6=ipv6)
+
+
+def health_files(data) -> dict[str, StringIO]:
+    base = data.archon_dir
+    script = f"{base}/bin/{HEALTH_UNIT}"
+    bind, ports = data.archon_bind_address, data.archon_ports
+    local = [data.archon_api_health_url, f"http://{bind}:{ports['archon-ui']}/", f"http://{bind}:{ports['studio']}/"]
+    external = [f"https://{data.archon_public_name}/", f"https://{data.archon_studio_name}/"]
+    context = {
+        "unit": HEALTH_UNIT, "script": script, "dir": _q(base), "every": data.archon_health_check_every,
+        "containers": [CONTAINER[s] for s in services_enabled(data)],
+        "local_urls": [_q(u) for u in local],
+        "external_urls": [_q(u) for u in external] if data.archon_health_check_external and data.archon_proxy else [],
+        "curl_ca": f"--cacert {_q(data.archon_health_ca_file)} " if data.archon_health_ca_file else "",
+        "api_key_file": _q(data.archon_health_api_key_file),
+        "auth_url": _q(f"https://{data.archon_public_name}{data.archon_auth_check_path}"),
+    }
+    return {
+        script: render_io(f"opt/archon/bin/{HEALTH_UNIT}.j2", **context),
+        f"/etc/systemd/system/{HEALTH_UNIT}.service": render_io(f"etc/systemd/system/{HEALTH_UNIT}.service.j2", **context),
+        f"/etc/systemd/system/{HEALTH_UNIT}.timer": render_io(f"etc/systemd/system/{HEALTH_UNIT}.timer.j2", **context),
+    }
+
+
+def monitoring(data):
+    """The plan's health-check.sh as a script on a systemd timer (output in the journal)."""
+    health_check_timer(HEALTH_UNIT, health_files(data), script_mode="750")
+
+
+def main(data):
+    check_config(data)
+    checked_preflight(data)
+    docker_host()
+    layout(data)
+    _, env = environment(data)
+    compose = render_compose(data)
+    base = data.archon_dir
+    migrate_old_layout(
+        name="Migrate the old layout (only where one is found)",
+        data_dir=base,
+        compose_file=data.archon_compose_file,
+        compose=compose,
+        script=f"{base}/{MIGRATE_SCRIPT}",
+        layout_args=layout_args(data),
+        db_container=data.archon_old_db_container,
+        db_volume=data.archon_old_db_volume,
+    )
+    services = services_enabled(data)
+    compose_stack(
+        name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
+        project=data.archon_compose_project,
+        directory=base,
+        compose=compose,
+        compose_file=data.archon_compose_file,
+        env_file=data.archon_env_file,
+        services=services,
+        profiles=profiles(data),
+        recreate_when=(env,),
+    )
+    shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
+                  path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
+    shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
+    compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
+    http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
+    if data.archon_proxy:
+        proxy_and_tls(data)
+    monitoring(data)
+
+
+# (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
+if ctx_host.isset() and "archon" in host.groups:
+    main(host.data)

@@ -1,0 +1,285 @@
+"""An idempotent Docker Compose stack, for compose v2 (`docker compose`) and v1 (`docker-compose`).
+
+pyinfra's own `docker.compose` runs `docker compose up -d` every time (always a change)
+and knows only v2. `compose_stack` instead:
+
+1. reads the host: the compose CLI it has (`facts.compose.ComposeCli`, or the
+   `docker_compose_cli` knob), the SHA-256 of the compose file (and of the env file when
+   it manages one), and the project's services (`facts.compose.ComposeServices`, from
+   container labels: v1 and v2 alike);
+2. reports "no change" when both files are as wanted, every expected service runs and
+   no operation in `recreate_when` changed anything;
+3. otherwise stages the new files next to the live ones (`*.new`; the env file 0600 from
+   the start), validates them with `<cli> config -q` - a file compose rejects is removed
+   and never replaces the live one - moves them into place, and runs `up -d
+   --remove-orphans`.
+
+`compose_health_gate` then waits (bounded) until every expected service runs and its
+healthcheck (if any) says healthy, and fails with each service's last state otherwise.
+
+`to_yaml` writes compose files from plain data (dicts, lists, scalars) without PyYAML:
+every string is a double-quoted scalar, so nothing is ever re-typed by YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from io import BytesIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.context import state
+from pyinfra.facts.files import Sha256File
+
+from deploys.errors import ConfigError
+from deploys.operations import secret_file, wait_until
+from facts.compose import ComposeCli, ComposeServices, unhealthy_services
+
+CLIS = ("docker compose", "docker-compose")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Values that mean the same to compose v1 (python-dotenv) and v2 in an env file, unquoted.
+_ENV_VALUE = re.compile(r"^[A-Za-z0-9_\-.:/+=@,%~^]*$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _scalar(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _key(key) -> str:
+    text = str(key)
+    return text if _PLAIN_KEY.match(text) and text.lower() not in ("true", "false", "null", "yes", "no", "on", "off") else json.dumps(text)
+
+
+def _lines(value, indent: int) -> list[str]:
+    pad = "  " * indent
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                out.append(f"{pad}{_key(key)}:")
+                out += _lines(item, indent + 1)
+            else:
+                out.append(f"{pad}{_key(key)}: {_empty_or_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested = _lines(item, indent + 1)
+                out.append(f"{pad}- {nested[0].lstrip()}")
+                out += nested[1:]
+            else:
+                out.append(f"{pad}- {_empty_or_scalar(item)}")
+    else:
+        out.append(pad + _scalar(value))
+    return out
+
+
+def _empty_or_scalar(item) -> str:
+    if isinstance(item, dict):
+        return "{}"
+    if isinstance(item, list):
+        return "[]"
+    return _scalar(item)
+
+
+def to_yaml(document: dict, header: str = "") -> str:
+    """Block-style YAML of plain data; `header` lines become comments."""
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) if header else ""
+    return comments + "\n".join(_lines(document, 0)) + "\n"
+
+
+def env_file_text(values: dict[str, object], header: str = "") -> str:
+    """`KEY=value` lines compose v1 and v2 read alike (no quotes, no `$`, no spaces)."""
+    problems = []
+    lines = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    for key, value in values.items():
+        raw = value.unmask() if isinstance(value, HiddenValue) else ("" if value is None else str(value))
+        if not _ENV_KEY.match(key):
+            problems.append(f"{key!r} is not a valid variable name")
+        elif not _ENV_VALUE.match(raw):
+            # never echo the value: it may be a secret
+            problems.append(f"{key} holds characters compose v1/v2 read differently (quotes, spaces, $, #, \\)")
+        lines.append(f"{key}={raw}")
+    if problems:
+        raise ConfigError("env file: " + "; ".join(problems))
+    return "".join(line + "\n" for line in lines)
+
+
+def cli_args(cli: str, project: str, compose_path: str, env_path: str | None, profiles: Iterable[str] = ()) -> list:
+    """`<cli> -p PROJECT -f FILE [--env-file ENV] [--profile P]...` (same for v1 and v2)."""
+    if cli not in CLIS:
+        raise ConfigError(f"compose CLI {cli!r} is not one of {CLIS}")
+    args: list = [*cli.split(), "-p", QuoteString(project), "-f", QuoteString(compose_path)]
+    if env_path:
+        args += ["--env-file", QuoteString(env_path)]
+    for profile in profiles:
+        args += ["--profile", QuoteString(profile)]
+    return args
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _raw(value) -> str | None:
+    if value is None:
+        return None
+    if callable(value):
+        value = value()
+    return value.unmask() if isinstance(value, HiddenValue) else str(value)
+
+
+def detected_cli() -> str | None:
+    """The compose CLI to use on this host: the `docker_compose_cli` knob, else detected."""
+    forced = host.data.get("docker_compose_cli")
+    if forced:
+        if forced not in CLIS:
+            raise ConfigError(f"docker_compose_cli {forced!r} is not one of {CLIS}")
+        return forced
+    return host.get_fact(ComposeCli)
+
+
+def _changed(ops) -> bool:
+    """Did (at execution) / will (when planning) any of these operations change the host?"""
+    if state.is_executing:
+        return any(op.did_change() for op in ops)
+    return any(op.will_change for op in ops)
+
+
+def fail_command(message: str) -> StringCommand:
+    """A command that fails the operation with `message` on stderr (pyinfra shows it)."""
+    return StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def stage_and_validate(cli, project, directory, compose_file, compose, env_file, env_raw, profiles,
+                       compose_sha, env_sha):
+    """Commands: write `*.new` files for what differs, `config -q`, move them into place.
+
+    A config compose rejects removes the `*.new` files and fails with compose's error;
+    the live files stay as they were.
+    """
+    compose_path = f"{directory}/{compose_file}"
+    env_path = f"{directory}/{env_file}" if env_file else None
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    new_compose = compose_path + ".new" if compose_sha != _sha(compose) else None
+    new_env = env_path + ".new" if env_raw is not None and env_sha != _sha(env_raw) else None
+    if new_compose:
+        yield FileUploadCommand(BytesIO(compose.encode()), new_compose)
+        yield StringCommand("chmod", "644", QuoteString(new_compose))
+    if new_env:
+        yield StringCommand("rm", "-f", QuoteString(new_env))
+        yield from secret_file._inner(dest=new_env, content=HiddenValue(env_raw))
+    if not (new_compose or new_env):
+        return
+    check = cli_args(cli, project, new_compose or compose_path, new_env or env_path, profiles)
+    staged = [QuoteString(p) for p in (new_compose, new_env) if p]
+    moves: list = []
+    for new in (new_compose, new_env):
+        if new:
+            moves += ["mv", "-f", QuoteString(new), QuoteString(new[: -len(".new")]), "&&"]
+    yield StringCommand(
+        "cd", QuoteString(directory), "&&",
+        "if ! out=$(", *check, "config -q 2>&1); then",
+        "rm -f", *staged, ";",
+        "echo", QuoteString(f"compose rejected the new config of {project} (the live files are unchanged):"), ">&2;",
+        'echo "$out" >&2; exit 1; fi', "&&", *moves[:-1],
+    )
+
+
+@operation()
+def compose_stack(
+    project: str,
+    directory: str,
+    compose: str,
+    compose_file: str = "docker-compose.yml",
+    env: str | HiddenValue | Callable | None = None,
+    env_file: str | None = None,
+    services: Iterable[str] = (),
+    profiles: Iterable[str] = (),
+    recreate_when: Iterable = (),
+):
+    """The compose project `project` runs `compose` (+ env) from `directory`; see module doc.
+
+    `env`: content of `env_file` to manage (uploaded 0600, never shown); a callable is
+    evaluated when the operation runs. With `env_file` but no `env`, the file is managed
+    elsewhere (e.g. assembled on the host) and only passed to compose; list the operations
+    that write it in `recreate_when`. `services`: those that must be running (default:
+    none checked). `profiles`: compose profiles to enable.
+    """
+    if not _PROJECT.match(project):
+        raise ConfigError(f"compose project name {project!r}: use lowercase letters, digits, '-' and '_'")
+    profiles, services = list(profiles), list(services)
+    cli = detected_cli()
+    if cli is None:
+        if state.is_executing:
+            yield fail_command(f"no compose CLI on {host.name}: neither `docker compose` (v2) nor `docker-compose` (v1)")
+            return
+        cli = "docker compose"  # planning before docker is installed: assume v2 for the commands
+    compose_path = f"{directory}/{compose_file}"
+    env_path = f"{directory}/{env_file}" if env_file else None
+    env_raw = _raw(env)
+    if env_raw is not None and not env_file:
+        raise ConfigError("compose_stack: env content given without env_file")
+    compose_sha = host.get_fact(Sha256File, path=compose_path)
+    env_sha = host.get_fact(Sha256File, path=env_path) if env_path and env_raw is not None else None
+    reasons = []
+    if compose_sha != _sha(compose):
+        reasons.append(f"{compose_file} {'changed' if compose_sha else 'is new'}")
+    if env_raw is not None and env_sha != _sha(env_raw):
+        reasons.append(f"{env_file} {'changed' if env_sha else 'is new'}")
+    running = host.get_fact(ComposeServices, project=project) if cli else {}
+    down = [s for s in services if (running.get(s) or {}).get("state") != "running"]
+    if down:
+        reasons.append(f"not running: {', '.join(down)}")
+    if _changed(recreate_when):
+        reasons.append("its configuration changed")
+    if not reasons:
+        host.noop(f"compose project {project} is up to date ({cli})")
+        return
+    host.log(f"compose project {project} ({cli}): {'; '.join(reasons)}")
+    yield from stage_and_validate(cli, project, directory, compose_file, compose, env_file, env_raw,
+                                  profiles, compose_sha, env_sha)
+    yield StringCommand("cd", QuoteString(directory), "&&", *cli_args(cli, project, compose_path, env_path, profiles),
+                        "up", "-d", "--remove-orphans")
+
+
+def compose_check(project: str, services: Iterable[str]):
+    """A check for `wait_until`: every service running and (if it has one) healthy."""
+    expected = list(services)
+
+    def check():
+        problems = unhealthy_services(host.get_fact(ComposeServices, project=project), expected)
+        if not problems:
+            return True, f"{len(expected)} services running and healthy"
+        return False, "; ".join(f"{service}: {reason}" for service, reason in problems.items())
+
+    return check
+
+
+@deploy("Compose health gate")
+def compose_health_gate(project: str, services: Iterable[str], timeout_s: float | None = None):
+    """Fail the deploy with each service's last state unless all are healthy in time."""
+    services = list(services)
+    wait_until(
+        name=f"compose project {project}: {len(services)} services running and healthy",
+        check=compose_check(project, services),
+        description=f"compose project {project}",
+        timeout_s=timeout_s or host.data.get("health_timeout_s", 60),
+        interval_s=host.data.get("health_interval_s", 2),
+    )

@@ -1,0 +1,151 @@
+"""
+Facts for deploys/archon.py: the old (pre-consolidation) layout, and the state of the
+stack's env file (names only: secret values never leave the host).
+
+- ``ArchonOldLayout(...)`` -> what is left of the old layout on the host: supabase-CLI
+  containers (name -> state), the old networks and volumes, the rebind unit, and whether
+  this deploy already migrated the host (marker file). Helper ``migration_action``.
+- ``ArchonEnvStatus(...)`` -> what the host-side env script would change (names only).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from pyinfra.api import FactBase
+from typing_extensions import override
+
+
+def _names(words: list[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+class ArchonOldLayout(FactBase[dict[str, Any]]):
+    """
+    The old layout's parts still present (all empty/False on a fresh or migrated host):
+
+    .. code:: python
+
+        {"containers": {"supabase_db_supabase": "running", ...},   # name prefix match
+         "networks": ["supabase_network_archon", ...],            # of the names asked
+         "volumes": ["supabase_db_supabase", ...],                # name prefix match
+         "rebind_unit": True,                                      # unit file exists
+         "migrated": False}                                        # marker file exists
+
+    Empty result (no docker yet) is the default: nothing old to migrate.
+    """
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self, container_prefix: str, networks: list[str], volume_prefix: str,
+                unit_path: str, marker: str) -> str:
+        prefix = shlex.quote(container_prefix)
+        vprefix = shlex.quote(volume_prefix)
+        # the daemon must answer (a failure fails the fact instead of claiming "no old layout")
+        return (
+            "c=$(docker ps -a --format '{{.Names}} {{.State}}') || exit 1; "
+            "n=$(docker network ls --format '{{.Name}}') || exit 1; "
+            "v=$(docker volume ls --format '{{.Name}}') || exit 1; "
+            "echo \"$c\" | while read -r name st; do "
+            f"case \"$name\" in {prefix}*) echo \"container $name $st\";; esac; done; "
+            "echo \"$n\" | while read -r name; do "
+            f"for w in {_names(networks) or '_'}; do if [ \"$name\" = \"$w\" ]; then echo \"network $name\"; fi; done; done; "
+            "echo \"$v\" | while read -r name; do "
+            f"case \"$name\" in {vprefix}*) echo \"volume $name\";; esac; done; "
+            f"if [ -e {shlex.quote(unit_path)} ]; then echo rebind_unit; fi; "
+            f"if [ -e {shlex.quote(marker)} ]; then echo migrated; fi; true"
+        )
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"containers": {}, "networks": [], "volumes": [], "rebind_unit": False, "migrated": False}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return parse_old_layout(output)
+
+
+def parse_old_layout(output: list[str]) -> dict[str, Any]:
+    result = ArchonOldLayout.default()
+    for line in output:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "container" and len(words) >= 2:
+            result["containers"][words[1]] = words[2] if len(words) > 2 else "unknown"
+        elif words[0] == "network" and len(words) == 2:
+            result["networks"].append(words[1])
+        elif words[0] == "volume" and len(words) == 2:
+            result["volumes"].append(words[1])
+        elif words[0] == "rebind_unit":
+            result["rebind_unit"] = True
+        elif words[0] == "migrated":
+            result["migrated"] = True
+    result["networks"] = sorted(set(result["networks"]))
+    result["volumes"] = sorted(set(result["volumes"]))
+    return result
+
+
+def old_parts(layout: dict[str, Any]) -> list[str]:
+    """Human list of what is left of the old layout (empty: nothing)."""
+    parts = [f"container {c}" for c in sorted(layout.get("containers", {}))]
+    parts += [f"network {n}" for n in layout.get("networks", [])]
+    parts += [f"volume {v}" for v in layout.get("volumes", [])]
+    if layout.get("rebind_unit"):
+        parts.append("rebind unit")
+    return parts
+
+
+def migration_action(layout: dict[str, Any], db_container: str, db_volume: str) -> tuple[str, str]:
+    """("none" | "migrate" | "cleanup" | "blocked", why).
+
+    - nothing old left: "none";
+    - already migrated (marker) but old parts left (a cleanup that did not finish):
+      "cleanup";
+    - the old database container exists: "migrate";
+    - old parts but no old database container: "blocked" - e.g. `supabase stop` removed
+      the containers and the data sits in a volume only. Nothing is changed then: the
+      operator starts the old stack (`supabase start`) and runs the deploy again.
+    """
+    parts = old_parts(layout)
+    if not parts:
+        return "none", "no old layout"
+    if layout.get("migrated"):
+        return "cleanup", "migrated already; left over: " + ", ".join(parts)
+    if db_container in layout.get("containers", {}):
+        return "migrate", "old layout: " + ", ".join(parts)
+    if db_volume in layout.get("volumes", []):
+        return "blocked", (
+            f"old layout without its database container {db_container} (volume {db_volume} holds the data): "
+            "start the old stack (`supabase start` in /opt/archon/supabase) and run the deploy again"
+        )
+    return "cleanup", "old parts without data: " + ", ".join(parts)
+
+
+class ArchonEnvStatus(FactBase[dict[str, Any] | None]):
+    """The host-side env script in check mode: ``{"ok": bool, "missing": [...],
+    "stale": bool}`` (names only, never values). None without python3."""
+
+    requires_command = "python3"
+
+    @override
+    def command(self, script: str, spec: str) -> str:
+        return f"python3 -c {shlex.quote(script)} check {shlex.quote(spec)}"
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any] | None:
+        return None
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        for line in reversed(output):
+            if line.strip().startswith("{"):
+                return json.loads(line)
+        return None

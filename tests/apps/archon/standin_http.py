@@ -1,0 +1,111 @@
+"""Stand-in for every Archon/Supabase HTTP service (kong, rest, studio, meta, archon-*).
+
+One process listens on all the plan's container ports, so one image serves every
+service; it answers every path with 200 JSON (the plan's health paths included) and
+echoes WebSocket frames on /socket.io/ (nginx's WebSocket proxying is tested through it).
+
+Environment:
+    STANDIN_PORTS   comma-separated ports (default: the plan's container ports)
+    STANDIN_HEALTH  "fail": answer 500 everywhere, so healthchecks never pass (tests of
+                    the migration's rollback)
+    STANDIN_NAME    name reported in answers (default: the hostname = container name)
+"""
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_PORTS = "3000,3001,3737,8000,8051,8052,8080,8181"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+FAIL = os.environ.get("STANDIN_HEALTH", "") == "fail"
+NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
+
+
+def read_frame(rfile):
+    head = rfile.read(2)
+    if len(head) < 2:
+        return 8, b""
+    opcode, length = head[0] & 0x0F, head[1] & 0x7F
+    if length == 126:
+        length = struct.unpack(">H", rfile.read(2))[0]
+    elif length == 127:
+        length = struct.unpack(">Q", rfile.read(8))[0]
+    mask = rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+    data = rfile.read(length)
+    return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def write_frame(wfile, opcode, payload):
+    wfile.write(bytes([0x80 | opcode, len(payload)]) + payload)
+    wfile.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stdout.write("%s %s\n" % (self.address_string(), fmt % args))
+        sys.stdout.flush()
+
+    def answer(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+    def do_GET(self):
+        if FAIL:
+            return self.answer(500, {"status": "unhealthy", "service": NAME})
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
+        port = self.server.server_address[1]
+        return self.answer(200, {"status": "healthy", "service": NAME, "port": port, "path": self.path})
+
+    do_HEAD = do_GET
+    do_POST = do_GET
+
+    def websocket(self):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            opcode, payload = read_frame(self.rfile)
+            if opcode == 8:
+                break
+            if opcode in (1, 2):
+                write_frame(self.wfile, opcode, payload)
+        self.close_connection = True
+
+
+def main():
+    # PID 1 in a container gets no default signal handlers: stop promptly on `docker stop`
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
+    servers = []
+    for port in ports:
+        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        server.daemon_threads = True
+        servers.append(server)
+    print(f"standin {NAME} on ports {ports}{' (failing health on purpose)' if FAIL else ''}", flush=True)
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,464 @@
+"""deploys/parts/{docker_host,compose}.py and deploys/archon.py on disposable Docker hosts.
+
+No registry is reachable, so the stack runs stand-in images built locally
+(tests/apps/archon: a real PostgreSQL and one sample HTTP service for everything else),
+loaded into the hosts and named through test data. Tests run in order and share hosts:
+
+1. the compose operation alone, on a compose v2 host and a v1-only host: up, then
+   "no change", then back up after a container was stopped;
+2. Archon on a host carrying the OLD layout (supabase CLI containers, four networks, the
+   rebind unit, real rows): a forced failure rolls back to it, then the real migration,
+   a second apply with 0 changes, ports, backups restored into a scratch database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import textwrap
+
+import httpx
+import pytest
+
+from facts.sockets import is_loopback_only, parse_ss
+from tests.apps.archon.build import ensure_standin_images
+from tests.e2e.runner import apply, pyinfra
+from tests.harness.fixtures import test_cluster, test_cluster_hosts  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+HOST = "archon-1"
+V1_HOST = "archon-v1"
+
+SMOKE_DEPLOY = textwrap.dedent('''
+    """Compose smoke deploy (written by tests/e2e/test_archon.py): one stand-in service."""
+    from pyinfra import host
+
+    from deploys.parts.compose import compose_health_gate, compose_stack, env_file_text, to_yaml
+    from deploys.parts.docker_host import docker_host
+
+    data = host.data
+    docker_host()
+    service = {
+        "image": data.smoke_image,
+        "restart": "unless-stopped",
+        "ports": ["127.0.0.1:18181:8181"],
+        "environment": {"STANDIN_NAME": "${GREETING}", "STANDIN_PORTS": "8181"},
+        "healthcheck": {"test": ["CMD", "curl", "-fsS", "http://127.0.0.1:8181/health"],
+                        "interval": "1s", "timeout": "3s", "retries": 5},
+        **(data.get("smoke_extra") or {}),
+    }
+    compose_stack(
+        name="Compose project smoke",
+        project="smoke",
+        directory="/opt/smoke",
+        compose=to_yaml({"services": {"web": service}}),
+        env=env_file_text({"GREETING": data.smoke_greeting}),
+        env_file=".env",
+        services=["web"],
+    )
+    compose_health_gate("smoke", ["web"], timeout_s=60)
+''')
+
+
+OLD_LAYOUT_SH = r"""
+set -eu
+H=$1 P=$2
+label=com.supabase.cli.project=supabase
+for n in supabase_network_supabase supabase_network_archon supabase_network_root; do
+    docker network create --label "$label" "$n" >/dev/null
+done
+for v in supabase_db_supabase supabase_storage_supabase supabase_config_supabase; do
+    docker volume create --label "$label" "$v" >/dev/null
+done
+# supabase CLI containers (published on every interface, as `supabase start` does)
+docker run -d --name supabase_db_supabase --network supabase_network_supabase --restart unless-stopped \
+    --label "$label" -v supabase_db_supabase:/var/lib/postgresql/data -e POSTGRES_PASSWORD=postgres \
+    -p 54322:5432 "$P" >/dev/null
+for spec in kong:54321:8000 rest:: studio:54323:3000 meta::; do
+    name=${spec%%:*} ports=${spec#*:}
+    publish=""
+    [ "$ports" != ":" ] && publish="-p $ports"
+    docker run -d --name "supabase_${name}_supabase" --network supabase_network_supabase --restart unless-stopped \
+        --label "$label" -e STANDIN_NAME="old-$name" $publish "$H" >/dev/null
+done
+for i in $(seq 1 60); do docker exec supabase_db_supabase pg_isready -h 127.0.0.1 -q && break; sleep 1; done
+docker exec -i supabase_db_supabase psql -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<'SQL'
+CREATE TABLE api_keys (id serial PRIMARY KEY, name text NOT NULL, key_hash text NOT NULL,
+                       created_at timestamptz DEFAULT now(), last_used_at timestamptz);
+INSERT INTO api_keys (name, key_hash) SELECT 'key-' || i, md5(i::text) FROM generate_series(1, 25) i;
+CREATE TABLE archon_settings (key text PRIMARY KEY, value text, is_encrypted boolean DEFAULT false);
+INSERT INTO archon_settings SELECT 'SETTING_' || i, 'value ' || i FROM generate_series(1, 40) i;
+CREATE TABLE archon_crawled_pages (id bigserial PRIMARY KEY, url text, chunk_number int, content text,
+                                   metadata jsonb);
+INSERT INTO archon_crawled_pages (url, chunk_number, content, metadata)
+    SELECT 'https://docs.example.test/page/' || (i / 10), i % 10, repeat('lorem ipsum ', 50),
+           jsonb_build_object('source', 'docs', 'n', i) FROM generate_series(1, 1200) i;
+SQL
+# the old Archon compose project (/opt/archon, project "archon", app-network + external nets)
+mkdir -p /opt/archon/supabase/migrations
+echo 'project_id = "supabase"' > /opt/archon/supabase/config.toml
+printf 'SUPABASE_URL=http://host.docker.internal:54321\nSUPABASE_SERVICE_KEY=old-service-key\n' > /opt/archon/.env
+cat > /opt/archon/docker-compose.yml <<YML
+services:
+  archon-server:
+    image: $H
+    container_name: archon-server
+    restart: unless-stopped
+    ports: ["8181:8181"]
+    environment: {STANDIN_NAME: old-archon-server}
+    networks: [app-network, supabase_network_archon, supabase_network_supabase]
+  archon-mcp:
+    image: $H
+    container_name: archon-mcp
+    restart: unless-stopped
+    ports: ["8051:8051"]
+    environment: {STANDIN_NAME: old-archon-mcp}
+    networks: [app-network, supabase_network_archon]
+  archon-frontend:
+    image: $H
+    container_name: archon-ui
+    restart: unless-stopped
+    ports: ["3737:3737"]
+    environment: {STANDIN_NAME: old-archon-ui}
+    networks: [app-network]
+networks:
+  app-network: {driver: bridge}
+  supabase_network_archon: {external: true}
+  supabase_network_supabase: {external: true}
+YML
+cd /opt/archon && docker compose up -d --quiet-pull >/dev/null 2>&1
+cat > /etc/systemd/system/supabase-rebind.service <<UNIT
+[Unit]
+Description=Rebind Supabase ports to localhost (old layout)
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now supabase-rebind.service >/dev/null 2>&1
+"""
+
+
+@pytest.fixture(scope="module")
+def images():
+    return ensure_standin_images()
+
+
+@pytest.fixture(scope="module")
+def archon(test_cluster, images):  # noqa: F811
+    host = test_cluster.add_host(HOST, groups=["archon", "docker_host"], docker=True)
+    for tag in images.values():
+        host.load_image(tag)
+    return host
+
+
+@pytest.fixture(scope="module")
+def v1_host(test_cluster, images):  # noqa: F811
+    host = test_cluster.add_host(V1_HOST, groups=["archon", "docker_host"], docker="v1")
+    host.load_image(images["http"])
+    return host
+
+
+@pytest.fixture(scope="module")
+def smoke_deploy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("smoke") / "compose_smoke.py"
+    path.write_text(SMOKE_DEPLOY)
+    return str(path)
+
+
+def _answer(host, port=18181) -> dict:
+    return json.loads(host.exec(f"curl -fsS http://127.0.0.1:{port}/health").stdout)
+
+
+@pytest.mark.parametrize("which", ["v2", "v1"])
+def test_compose_stack_is_idempotent_on_v1_and_v2(which, request, images, smoke_deploy):
+    host = request.getfixturevalue("archon" if which == "v2" else "v1_host")
+    data = {"smoke_image": images["http"], "smoke_greeting": "hello-1"}
+    first = apply(smoke_deploy, limit=host.name, data=data)
+    assert first.did("Compose project smoke"), first.changed
+    cli = "docker compose" if which == "v2" else "docker-compose"
+    assert f"({cli})" in first.output, first.output[-2000:]
+    assert _answer(host)["service"] == "hello-1"
+    env = host.testinfra().file("/opt/smoke/.env")
+    assert env.mode == 0o600 and env.user == "root"
+    config = json.loads(host.exec("cat /etc/docker/daemon.json").stdout)
+    assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
+
+    second = apply(smoke_deploy, limit=host.name, data=data)
+    assert second.changed == [], second.changed
+
+    host.exec("docker stop smoke-web-1 2>/dev/null || docker stop smoke_web_1")
+    third = apply(smoke_deploy, limit=host.name, data=data)
+    assert third.changed == ["Compose project smoke"], third.changed
+    assert _answer(host)["service"] == "hello-1"
+
+    changed = apply(smoke_deploy, limit=host.name, data={**data, "smoke_greeting": "hello-2"})
+    assert changed.changed == ["Compose project smoke"], changed.changed
+    assert _answer(host)["service"] == "hello-2"
+
+
+def test_compose_rejected_config_leaves_live_files(v1_host, images, smoke_deploy):
+    """A file `config` rejects never replaces the live one; a value compose v1 and v2 would
+    read differently stops the run before it connects."""
+    before = v1_host.exec("sha256sum /opt/smoke/docker-compose.yml /opt/smoke/.env").stdout
+    data = {"smoke_image": images["http"], "smoke_greeting": "hello-2"}
+    run = pyinfra(smoke_deploy, limit=V1_HOST, data={**data, "smoke_extra": {"ports": ["127.0.0.1:x:8181"]}})
+    assert run.returncode != 0
+    assert "compose rejected the new config of smoke" in run.output, run.output[-3000:]
+    run = pyinfra(smoke_deploy, limit=V1_HOST, data={**data, "smoke_greeting": "x y"})
+    assert run.returncode != 0
+    assert "holds characters compose v1/v2 read differently" in run.output
+    assert v1_host.exec("sha256sum /opt/smoke/docker-compose.yml /opt/smoke/.env").stdout == before
+    assert not v1_host.exec("ls /opt/smoke/*.new 2>/dev/null", check=False).stdout
+    assert _answer(v1_host)["service"] == "hello-2"
+
+
+# ----------------------------------------------------------------------------- Archon
+
+ARCHON = "archon.archon.test"
+STUDIO = "studio.archon.test"
+OPENAI = "sk-e2e-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
+ENV = {"OPENAI_API_KEY": OPENAI}
+STACK_PORTS = (54321, 54322, 54323, 8181, 8051, 3737)
+GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_KEY")
+COUNT_SQL = ("SELECT 'api_keys', count(*) FROM api_keys UNION ALL SELECT 'archon_settings', count(*) FROM "
+             "archon_settings UNION ALL SELECT 'archon_crawled_pages', count(*) FROM archon_crawled_pages "
+             "UNION ALL SELECT 'checksum', sum(hashtext(content))::text::bigint FROM archon_crawled_pages")
+
+
+SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
+
+
+def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
+    """Test data: stand-in images (each HTTP one answers with its service name), seconds-long
+    healthchecks, a private subnet. `fail`: a service whose stand-in never turns healthy."""
+    service_env = {s: {"STANDIN_NAME": s} for s in SERVICES if s != "postgres"}
+    if fail:
+        service_env[fail]["STANDIN_HEALTH"] = "fail"
+    return {
+        "archon_images": {s: images["postgres" if s == "postgres" else "http"] for s in SERVICES},
+        "archon_service_env": service_env,
+        "archon_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 5, "start_period": "2s"},
+        "archon_network_subnet": "10.213.0.0/24",
+        "archon_public_name": names[0],
+        "archon_studio_name": names[1],
+        "archon_health_timeout_s": 90,
+        "archon_health_ca_file": "/etc/archon/test-acme-root.pem",
+        "nginx_listen_ipv6": False,
+        **extra,
+    }
+
+
+def deploy_archon(host, data, check=True):
+    run = (apply if check else pyinfra)("deploys/archon.py", limit=host.name, env=ENV, data=data)
+    return run
+
+
+def psql(host, container, sql) -> str:
+    return host.exec(["docker", "exec", container, "psql", "-U", "postgres", "-d", "postgres", "-XAtq",
+                      "-F", " ", "-c", sql]).stdout
+
+
+def host_secrets(host) -> dict:
+    out = host.exec("cat /etc/archon/generated.env").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def names(host, kind) -> set[str]:
+    return set(host.exec(f"docker {kind} ls --format '{{{{.Name}}}}'" if kind != "container"
+                         else "docker ps -a --format '{{.Names}}'").stdout.split())
+
+
+@pytest.fixture(scope="module")
+def old_layout(archon, images, test_cluster):  # noqa: F811
+    """archon-1 as the plan describes today's server: old containers, networks, rows."""
+    for name in (ARCHON, STUDIO):
+        test_cluster.set_record(name, archon.address)
+    archon.exec(["docker", "compose", "-p", "smoke", "-f", "/opt/smoke/docker-compose.yml", "down"], check=False)
+    archon.exec(["bash", "-s", images["http"], images["postgres"]], input=OLD_LAYOUT_SH, timeout=300)
+    archon.write_file("/etc/archon/test-acme-root.pem", test_cluster.acme_root_file().read_text())
+    return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL)}
+
+
+def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: F811
+    """Debian 12's docker-compose 1.29 (no v2 plugin): the whole stack, twice."""
+    v1_host.load_image(images["postgres"])
+    assert v1_host.exec("docker compose version", check=False).returncode != 0  # no v2 plugin here
+    data = archon_data(images, archon_proxy=False)
+    first = deploy_archon(v1_host, data)
+    assert "(docker-compose)" in first.output
+    second = deploy_archon(v1_host, data)
+    assert second.changed == [], second.changed
+    ps = v1_host.exec("cd /opt/archon && docker-compose ps --services --filter status=running").stdout.split()
+    assert sorted(ps) == sorted(s for s in SERVICES if s != "archon-agents")
+    assert json.loads(v1_host.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "archon-server"
+
+
+def test_failed_migration_rolls_back_to_the_old_layout(archon, old_layout, images):
+    """archon-server never turns healthy: the run fails with the reason, the old layout
+    is back and serving, its data intact, the new stack and its volume gone."""
+    before = {kind: names(archon, kind) for kind in ("container", "network", "volume")}
+    run = deploy_archon(archon, archon_data(images, fail="archon-server", archon_health_timeout_s=60), check=False)
+    assert run.returncode != 0
+    assert "FAILED in phase 5 (start the stack)" in run.output and "archon-server is unhealthy" in run.output, run.output[-4000:]
+    assert "ROLLED BACK: the old layout runs again with its data" in run.output
+    for kind, wanted in before.items():
+        assert names(archon, kind) == wanted, kind
+    running = archon.exec("docker ps --format '{{.Names}}'").stdout.split()
+    assert set(running) == before["container"]
+    assert psql(archon, "supabase_db_supabase", COUNT_SQL) == old_layout["counts"]
+    assert json.loads(archon.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "old-archon-server"
+    assert archon.exec("systemctl is-active supabase-rebind.service").stdout.strip() == "active"
+    assert not archon.testinfra().file("/opt/archon/.migrated").exists
+    assert archon.testinfra().file("/opt/archon/docker-compose.yml").content_string.count("old-archon") == 3
+
+
+def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout, images):
+    run = deploy_archon(archon, archon_data(images))
+    assert run.did("Migrate the old layout (only where one is found)"), run.changed
+    assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
+    assert names(archon, "network") == {"archon_production", "bridge", "host", "none"}
+    assert names(archon, "volume") == {"archon_postgres_data"}
+    assert names(archon, "container") == {
+        "archon-postgres", "archon-kong", "archon-rest", "archon-studio", "archon-meta",
+        "archon-server", "archon-mcp", "archon-ui"}
+    t = archon.testinfra()
+    assert not t.file("/etc/systemd/system/supabase-rebind.service").exists
+    assert archon.exec("systemctl is-active supabase-rebind.service", check=False).stdout.strip() != "active"
+    assert json.loads(archon.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "archon-server"
+    # plain `docker compose` in /opt/archon now means the new stack
+    ps = archon.exec("cd /opt/archon && docker compose ps --format '{{.Name}} {{.Health}}'").stdout.split("\n")
+    assert sorted(line.split()[0] for line in ps if line) == sorted(names(archon, "container"))
+    backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
+    listing = archon.exec(f"ls {backup}").stdout.split()
+    for name in ("archon-db.sql", "archon-config.tar.gz", "postgres-volume.tar.gz", "migrate.log", "old-layout"):
+        assert name in listing
+    assert archon.exec(f"stat -c %a {backup}").stdout.strip() == "700"
+    secrets = host_secrets(archon)
+    assert not [name for name, value in secrets.items() if value in run.output]
+    assert OPENAI not in run.output
+
+
+def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):
+    before = host_secrets(archon)
+    env_sum = archon.exec("sha256sum /opt/archon/.env.production").stdout
+    run = deploy_archon(archon, archon_data(images))
+    assert run.changed == [], run.changed
+    assert host_secrets(archon) == before
+    assert archon.exec("sha256sum /opt/archon/.env.production").stdout == env_sum
+    assert not [name for name, value in before.items() if value in run.output]
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_env_file_holds_generated_secrets_and_signed_supabase_keys(archon):
+    env = archon.testinfra().file("/opt/archon/.env.production")
+    assert env.mode == 0o600 and env.user == "root"
+    values = dict(line.split("=", 1) for line in env.content_string.splitlines() if "=" in line and not line.startswith("#"))
+    assert values["OPENAI_API_KEY"] == OPENAI and len(values["JWT_SECRET"]) >= 32
+    for name, role in (("SUPABASE_ANON_KEY", "anon"), ("SUPABASE_SERVICE_KEY", "service_role")):
+        header, payload, signature = values[name].split(".")
+        digest = hmac.new(values["JWT_SECRET"].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        assert _b64(signature) == digest and json.loads(_b64(payload))["role"] == role
+    assert OPENAI not in archon.exec("cat /opt/archon/docker-compose.production.yml").stdout
+    # the migrated database answers with the generated password over TCP
+    archon.exec("docker exec archon-postgres sh -c 'PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U postgres -Atc \"select 1\"'")
+
+
+def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
+    backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
+    scratch = "archon-e2e-scratch"
+    archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
+    try:
+        archon.exec(f"docker run -d --name {scratch} -e POSTGRES_PASSWORD=scratch {images['postgres']}")
+        archon.exec(f"for i in $(seq 60); do docker exec {scratch} pg_isready -h 127.0.0.1 -q && exit 0; sleep 1; done; exit 1")
+        archon.exec(f"docker exec -i {scratch} psql -U postgres -d postgres -Xq < {backup}/archon-db.sql", timeout=180)
+        assert psql(archon, scratch, COUNT_SQL) == old_layout["counts"]
+        # the data-volume tarball is a PostgreSQL data directory that starts and has the rows
+        archon.exec(f"docker volume create {scratch} >/dev/null && docker run --rm --entrypoint tar -v {scratch}:/target "
+                    f"-v {backup}:/backup:ro {images['postgres']} xzf /backup/postgres-volume.tar.gz -C /target")
+        archon.exec(f"docker run -d --name {scratch}-vol -v {scratch}:/var/lib/postgresql/data {images['postgres']}")
+        archon.exec(f"for i in $(seq 60); do docker exec {scratch}-vol pg_isready -h 127.0.0.1 -q && exit 0; sleep 1; done; exit 1")
+        assert psql(archon, f"{scratch}-vol", COUNT_SQL) == old_layout["counts"]
+        config = archon.exec(f"tar tzf {backup}/archon-config.tar.gz").stdout.split()
+        assert {"docker-compose.yml", ".env", "supabase/config.toml"} <= set(config)
+    finally:
+        archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
+
+
+def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster):  # noqa: F811
+    probe = test_cluster.add_host("archon-probe")
+    # every TCP port, 500 non-blocking connects at a time; no answer within 2 s = closed
+    scan = r"""
+import select, socket, sys, time
+found = []
+for start in range(1, 65536, 500):
+    pending, poll = {}, select.poll()
+    for port in range(start, min(start + 500, 65536)):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((sys.argv[1], port))
+        pending[s.fileno()] = (s, port)
+        poll.register(s, select.POLLOUT)
+    deadline = time.time() + 2
+    while pending and time.time() < deadline:
+        for fd, _ in poll.poll(200):
+            s, port = pending.pop(fd)
+            poll.unregister(fd)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                found.append(port)
+            s.close()
+    for s, _ in pending.values():
+        s.close()
+print(" ".join(map(str, found)))
+"""
+    open_ports = probe.exec(["python3", "-c", scan, archon.address], timeout=300).stdout.split()
+    assert sorted(map(int, open_ports)) == [22, 80, 443]
+    sockets = parse_ss(archon.exec("ss -H -tulnp").stdout.splitlines())
+    for port in STACK_PORTS:
+        assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]
+
+
+def https(test_cluster, host, name, path="/"):  # noqa: F811
+    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10) as client:
+        return client.get(f"https://{host.address}{path}", headers={"Host": name}, extensions={"sni_hostname": name})
+
+
+def test_vhosts_route_ui_api_websocket_and_studio(archon, test_cluster):  # noqa: F811
+    ui = https(test_cluster, archon, ARCHON, "/").json()
+    assert (ui["service"], ui["port"]) == ("archon-ui", 3737)
+    assert https(test_cluster, archon, ARCHON, "/api/health").json() == {
+        "status": "healthy", "service": "archon-server", "port": 8181, "path": "/api/health"}
+    studio = https(test_cluster, archon, STUDIO, "/").json()
+    assert (studio["service"], studio["port"]) == ("studio", 3000)
+    redirect = httpx.get(f"http://{archon.address}/x", headers={"Host": STUDIO}, timeout=10)
+    assert redirect.status_code == 301 and redirect.headers["location"] == f"https://{STUDIO}/x"
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((archon.address, 443), timeout=10) as raw:
+        with test_cluster.acme_ssl_context().wrap_socket(raw, server_hostname=ARCHON) as tls:
+            tls.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {ARCHON}\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += tls.recv(1024)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            mask, payload = os.urandom(4), b"ping"
+            tls.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            assert tls.recv(1024)[2:] == payload
+
+
+def test_health_check_script_on_a_timer(archon):
+    assert archon.exec("systemctl is-enabled archon-health-check.timer").stdout.strip() == "enabled"
+    out = archon.exec("systemctl start archon-health-check.service && journalctl -u archon-health-check -o cat --no-pager | tail -30")
+    assert "HEALTHY" in out.stdout and "FAIL" not in out.stdout, out.stdout
