@@ -25,8 +25,14 @@ class Run:
 
     @property
     def changed(self) -> list[str]:
-        """Names of operations that changed a host."""
-        ops = (self.results or {}).get("operations", [])
+        """Names of operations that changed a host.
+
+        Raises when pyinfra printed no results (a failed or dry run), so an assertion
+        like `run.changed == []` can never pass vacuously.
+        """
+        if self.results is None:
+            raise AssertionError(f"pyinfra printed no results (rc={self.returncode}):\n{self.output[-3000:]}")
+        ops = self.results.get("operations", [])
         return [op["name"] for op in ops if op["success"]]
 
     def did(self, operation: str) -> bool:
