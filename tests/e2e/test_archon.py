@@ -27,7 +27,7 @@ import pytest
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
 from tests.e2e.runner import apply, pyinfra
-from tests.harness.fixtures import test_cluster, test_cluster_hosts  # noqa: F401
+from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -153,16 +153,16 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def archon(test_cluster, images):  # noqa: F811
-    host = test_cluster.add_host(HOST, groups=["archon", "docker_host"], docker=True)
+def archon(request, test_cluster, images):  # noqa: F811
+    host = module_host(request, test_cluster, HOST, groups=["archon", "docker_host"], docker=True)
     for tag in images.values():
         host.load_image(tag)
     return host
 
 
 @pytest.fixture(scope="module")
-def v1_host(test_cluster, images):  # noqa: F811
-    host = test_cluster.add_host(V1_HOST, groups=["archon", "docker_host"], docker="v1")
+def v1_host(request, test_cluster, images):  # noqa: F811
+    host = module_host(request, test_cluster, V1_HOST, groups=["archon", "docker_host"], docker="v1")
     host.load_image(images["http"])
     return host
 
@@ -396,8 +396,8 @@ def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
         archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
 
 
-def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster):  # noqa: F811
-    probe = test_cluster.add_host("archon-probe")
+def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster, request):  # noqa: F811
+    probe = module_host(request, test_cluster, "archon-probe")
     # every TCP port, 500 non-blocking connects at a time; no answer within 2 s = closed
     scan = r"""
 import select, socket, sys, time

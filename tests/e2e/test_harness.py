@@ -43,6 +43,18 @@ def test_hosts_are_cached_by_name(test_cluster: Cluster, host: Host) -> None:  #
     assert test_cluster.add_host("e2e-a", groups=["web", "music"]) is host
 
 
+def test_remove_host_deletes_only_that_container_and_its_entries(test_cluster: Cluster,  # noqa: F811
+                                                                  host: Host) -> None:
+    extra = test_cluster.add_host("e2e-gone")
+    test_cluster.remove_host("e2e-gone")
+    inspect = subprocess.run(["docker", "inspect", extra.container_id], capture_output=True)
+    assert inspect.returncode != 0, "the removed host's container still exists"
+    inv = json.loads(test_cluster.inventory_path.read_text())
+    assert [h["name"] for h in inv["hosts"] if h["name"] == "e2e-gone"] == []
+    assert f":{extra.ssh_port}]" not in test_cluster.known_hosts_path.read_text()
+    assert host.exec("true").returncode == 0  # the rest of the cluster is untouched
+
+
 @pytest.mark.skipif(not shutil.which("ssh"), reason="no OpenSSH client on this machine")
 def test_openssh_with_generated_ssh_config_and_known_hosts(test_cluster: Cluster,  # noqa: F811
                                                            host: Host) -> None:

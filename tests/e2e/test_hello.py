@@ -13,6 +13,7 @@ import pytest
 
 from facts.sockets import is_loopback_only, listeners_on, parse_ss
 from tests.e2e.runner import REPO, apply
+from tests.harness.fixtures import module_host
 
 pytestmark = pytest.mark.e2e
 
@@ -23,8 +24,8 @@ ENV = {"HELLO_SECRET": SECRET}
 
 
 @pytest.fixture(scope="module")
-def hello(test_cluster):
-    return test_cluster.add_host(HOST, groups=["native_vm", "hello"])
+def hello(request, test_cluster):
+    return module_host(request, test_cluster, HOST, groups=["native_vm", "hello"])
 
 
 @pytest.fixture(scope="module")

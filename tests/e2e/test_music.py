@@ -16,7 +16,7 @@ import pytest
 
 from tests.apps.music_assistant.build import build_wheel
 from tests.e2e.runner import apply, pyinfra
-from tests.harness.fixtures import test_cluster, test_cluster_hosts  # noqa: F401
+from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +39,8 @@ def wheels(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def music(test_cluster):  # noqa: F811
-    host = test_cluster.add_host(HOST, groups=["music", "native_vm"])
+def music(request, test_cluster):  # noqa: F811
+    host = module_host(request, test_cluster, HOST, groups=["music", "native_vm"])
     for name in (MUSIC, OAUTH):
         test_cluster.set_record(name, host.address)
     return host

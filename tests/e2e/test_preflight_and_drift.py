@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.runner import REPO, apply, pyinfra
 from tests.e2e.snapshots import snapshot
+from tests.harness.fixtures import module_host
 
 pytestmark = pytest.mark.e2e
 
@@ -17,8 +18,8 @@ ELSEWHERE = "192.0.2.10"  # TEST-NET-1: an address that is certainly not the hos
 
 
 @pytest.fixture(scope="module")
-def pf_host(test_cluster):
-    return test_cluster.add_host("hello-pf", groups=["native_vm", "hello"])
+def pf_host(request, test_cluster):
+    return module_host(request, test_cluster, "hello-pf", groups=["native_vm", "hello"])
 
 
 def squat_port(host, port: int) -> None:
@@ -77,8 +78,8 @@ def test_dns_pointing_at_the_host_passes(test_cluster, pf_host):
 
 
 @pytest.fixture(scope="module")
-def drift_host(test_cluster):
-    host = test_cluster.add_host("hello-drift", groups=["native_vm", "hello"])
+def drift_host(request, test_cluster):
+    host = module_host(request, test_cluster, "hello-drift", groups=["native_vm", "hello"])
     apply("deploys/hello.py", limit="hello-drift", env=ENV)
     return host
 

@@ -21,6 +21,7 @@ import pytest
 from tests.apps.youtube_assistant.wheels import ensure_wheels
 from tests.e2e.runner import REPO, Run, apply, pyinfra
 from tests.harness._util import docker
+from tests.harness.fixtures import module_host
 
 pytestmark = pytest.mark.e2e
 
@@ -153,8 +154,8 @@ def prepare(host, public_key: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def yt(test_cluster):
-    host = test_cluster.add_host(HOST, groups=["youtube", "local"])
+def yt(request, test_cluster):
+    host = module_host(request, test_cluster, HOST, groups=["youtube", "local"])
     host.dev = prepare(host, test_cluster.public_key)
     return host
 

@@ -27,7 +27,7 @@ import pytest
 
 from ._util import log
 from .engine import EngineError, ensure_engine
-from .hosts import Cluster, HostSpec
+from .hosts import Cluster, Host, HostSpec
 
 REQUIRED_ENV = "INFRA_E2E_REQUIRED"
 KEEP_ENV = "INFRA_E2E_KEEP"
@@ -50,6 +50,19 @@ def test_cluster(request: pytest.FixtureRequest,
     if test_cluster_hosts:
         cluster.add_hosts(list(test_cluster_hosts))
     yield cluster
+
+
+def module_host(request: pytest.FixtureRequest, cluster: Cluster, name: str,
+                **spec: object) -> Host:
+    """Boot `name` and remove it when the requesting fixture's scope ends.
+
+    For hosts one module uses alone: the session cluster then holds only what the
+    running module needs (Docker-in-Docker hosts cost memory and CPU while idle).
+    """
+    host = cluster.add_host(name, **spec)  # type: ignore[arg-type]
+    if not os.environ.get(KEEP_ENV):
+        request.addfinalizer(lambda: cluster.remove_host(name))
+    return host
 
 
 def _session_cluster(config: pytest.Config) -> Cluster:

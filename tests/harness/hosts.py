@@ -232,6 +232,25 @@ class Cluster:
             raise HarnessError(f"no host {name!r} in cluster {self.run_id}; "
                                f"have {sorted(self.hosts)}") from None
 
+    def remove_host(self, name: str) -> None:
+        """Remove one host (by container id) and forget it; the cluster stays up.
+
+        Modules call this for hosts only they use, so a session does not pile up
+        Docker-in-Docker hosts while later modules run.
+        """
+        with self._lock:
+            host = self.hosts.pop(name, None)
+            self._host_keys.pop(name, None)
+            self._host_locks.pop(name, None)
+        if host is None:
+            return
+        with timed(f"host {name} removed"):
+            docker("rm", "-f", "-v", host.container_id, check=False, timeout=180)
+        with self._lock:
+            self._extra_ids = [i for i in self._extra_ids if i != host.container_id]
+            self._save_state()
+        self.write_inventory()
+
     def down(self) -> None:
         """Remove this run's containers and network (by id) and its state files."""
         ids = self._all_ids()
