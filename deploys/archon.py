@@ -43,9 +43,8 @@ from deploys.parts.compose import (
 )
 from deploys.parts.docker_host import docker_host
 from deploys.parts.health import health_check_timer, http_gate
-from deploys.parts.nginx import install_nginx, nginx_site
 from deploys.parts.preflight import preflight
-from deploys.parts.tls import CertbotCertificate, certificates, install_certbot
+from deploys.parts.tls import https_site
 from deploys.templating import TEMPLATES, render, render_io
 from facts.archon import ArchonEnvStatus, ArchonOldLayout, migration_action
 
@@ -531,14 +530,6 @@ def environment(data):
     return user, env
 
 
-def _local(path: str | None) -> str | None:
-    """A local path from data: relative paths are relative to the repository."""
-    if not path:
-        return None
-    p = Path(path).expanduser()
-    return str(p if p.is_absolute() else REPO / p)
-
-
 def vhosts(data) -> list[dict]:
     """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket); Studio host."""
     bind, ports = data.archon_bind_address, data.archon_ports
@@ -556,24 +547,6 @@ def vhosts(data) -> list[dict]:
         },
         {"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['studio']}", "websocket": True},
     ]
-
-
-@deploy("nginx + TLS")
-def proxy_and_tls(data):
-    """Bootstrap order as in deploys/music.py: challenge-only HTTP for names without a
-    certificate, certbot (webroot), then the full site with HTTPS."""
-    names = [data.archon_public_name, data.archon_studio_name]
-    site, webroot, ipv6 = data.archon_nginx_site, data.acme_webroot, data.nginx_listen_ipv6
-    install_nginx(webroot=webroot)
-    install_certbot(local_ca_bundle=_local(data.acme_ca_bundle))
-    have = [n for n in names if host.get_fact(CertbotCertificate, cert_name=n)]
-    if set(have) != set(names):
-        nginx_site(site, vhosts(data), webroot=webroot, tls_names=have, ipv6=ipv6)
-    certificates(
-        names, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
-        staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
-    )
-    nginx_site(site, vhosts(data), webroot=webroot, tls_names=names, ipv6=ipv6)
 
 
 def health_files(data) -> dict[str, StringIO]:
@@ -639,7 +612,8 @@ def main(data):
     compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
     http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
     if data.archon_proxy:
-        proxy_and_tls(data)
+        https_site(data.archon_nginx_site, vhosts(data),
+                   [data.archon_public_name, data.archon_studio_name], data)
     monitoring(data)
 
 

@@ -35,10 +35,10 @@ from deploys import secrets
 from deploys.errors import ConfigError
 from deploys.operations import poll
 from deploys.parts.health import health_check_timer, http_check
-from deploys.parts.nginx import install_nginx, nginx_site, remove_nginx_site
+from deploys.parts.nginx import remove_nginx_site
 from deploys.parts.preflight import preflight
 from deploys.parts.service import ServiceSpec, hardened_service, service_defaults
-from deploys.parts.tls import CertbotCertificate, certificates, install_certbot
+from deploys.parts.tls import https_site
 from deploys.templating import render_io
 
 REPO = Path(__file__).resolve().parent.parent
@@ -422,24 +422,6 @@ def vhosts(data) -> list[dict]:
     ]
 
 
-@deploy("nginx + TLS")
-def proxy_and_tls(data, names: list[str]):
-    """Bootstrap order: challenge-only HTTP for names without a certificate, certbot,
-    then the full site. Names that already have a certificate go straight to the end."""
-    site, webroot, ipv6 = data.music_nginx_site, data.acme_webroot, data.nginx_listen_ipv6
-    install_nginx(webroot=webroot)
-    install_certbot(local_ca_bundle=str(_local(data.acme_ca_bundle)) if data.acme_ca_bundle else None)
-    # certbot's live/ files are symlinks (the File fact says False for them): ask certbot's files.
-    have = [n for n in names if host.get_fact(CertbotCertificate, cert_name=n)]
-    if set(have) != set(names):
-        nginx_site(site, vhosts(data), webroot=webroot, tls_names=have, ipv6=ipv6)
-    certificates(
-        names, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
-        staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
-    )
-    nginx_site(site, vhosts(data), webroot=webroot, tls_names=names, ipv6=ipv6)
-
-
 @deploy("Health gates")
 def health_gates(data, ma_release, oauth_release):
     from deploys.operations import wait_until
@@ -530,7 +512,7 @@ def main(data):
     layout(data)
     ma_release = music_assistant(data)
     oauth_release = oauth_server(data)
-    proxy_and_tls(data, names)
+    https_site(data.music_nginx_site, vhosts(data), names, data)
     health_gates(data, ma_release, oauth_release)
     monitoring(data)
 

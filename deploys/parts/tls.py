@@ -19,11 +19,15 @@ from __future__ import annotations
 import json
 import shlex
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
+from deploys.parts.nginx import install_nginx, nginx_site
+
+REPO = Path(__file__).resolve().parents[2]
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 CA_BUNDLE_PATH = "/etc/letsencrypt/infra-acme-ca.pem"
 RENEWAL_DROP_IN = "/etc/systemd/system/certbot.service.d/infra-acme-ca.conf"
@@ -150,3 +154,36 @@ def certificates(names, webroot: str, email: str, directory: str, staging: bool 
                     server=server, ca_bundle=ca_bundle)
         for domain in names
     ]
+
+
+@deploy("nginx + TLS")
+def https_site(site: str, vhosts: list[dict], names: list[str], data):
+    """An nginx site served over HTTPS with certbot certificates for `names`.
+
+    Bootstrap order: names without a certificate get a challenge-only HTTP site first
+    (nginx cannot load a TLS server block whose files do not exist yet), certbot proves
+    them through the webroot, then the full site goes live. Names that already have a
+    certificate go straight to the end, so a re-run touches nothing. `data` supplies the
+    shared ACME knobs (acme_webroot, acme_email, acme_directory, acme_staging,
+    acme_ca_bundle as a local path, nginx_listen_ipv6).
+    """
+    webroot, ipv6 = data.acme_webroot, data.nginx_listen_ipv6
+    install_nginx(webroot=webroot)
+    install_certbot(local_ca_bundle=local_path(data.acme_ca_bundle))
+    # certbot's live/ files are symlinks (the File fact says False for them): ask certbot.
+    have = [n for n in names if host.get_fact(CertbotCertificate, cert_name=n)]
+    if set(have) != set(names):
+        nginx_site(site, vhosts, webroot=webroot, tls_names=have, ipv6=ipv6)
+    certificates(
+        names, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
+        staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
+    )
+    nginx_site(site, vhosts, webroot=webroot, tls_names=names, ipv6=ipv6)
+
+
+def local_path(path: str | None) -> str | None:
+    """A path on the operator's machine from data; relative paths are relative to the repo."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else REPO / p)
