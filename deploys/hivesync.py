@@ -19,6 +19,8 @@ with a valid certificate; then per worker a wrangler.toml ([env.dev], [env.produ
 the R2 binding, WORKER_CALLBACK_URL), `wrangler deploy --env production` only when the
 worker's source or config changed (a local digest), and its secrets pushed with
 `wrangler secret put NAME --env production` on stdin (never in argv, never printed).
+The check runs before anything changes, so the very first deploy goes in two steps:
+`--limit <the Linode>` first, then a plain run (the workstation then passes).
 
 Where the plan is naive, this does what a careful operator would: the backend's own
 `alembic upgrade head` on start is verified from outside (the DB must be at head), an

@@ -35,19 +35,17 @@ hivesync_generated_secrets = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32}
 hivesync_role = "server"
 
 # --- preflight ---------------------------------------------------------------------------
-# The plan's Linode image. Test hosts (Debian 12) widen this through test data.
-supported_os = {"ubuntu": ["22.04"]}
+# The supported OS (Ubuntu 22.04) and the firewall's allow list (22, 80, 443) are the
+# `linode` kind's: group_data/linode.py.
 # The plan starts at 2 GB RAM: below this, `hivesync_memory_policy` decides.
 hivesync_min_memory_mb = 2048
 # "warn" (log and go on) or "fail" (preflight refuses the host).
 hivesync_memory_policy = "warn"
 preflight_min_disk_mb = 4096
 
-# --- public name, firewall ---------------------------------------------------------------
+# --- public name -------------------------------------------------------------------------
 # The A record of this name must point at the Linode (checked before anything changes).
 hivesync_domain = "hivesync.example.com"
-# ufw allows exactly these TCP ports in; everything else is blocked (the plan's N.5.3).
-firewall_allow_tcp = [22, 80, 443]
 
 # --- the compose stack -------------------------------------------------------------------
 hivesync_dir = "/opt/hivesync"

@@ -18,7 +18,9 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
+import sys
 import struct
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -126,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 in its container: without a handler SIGTERM is ignored and `docker stop` waits 10 s.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer.daemon_threads = True
     port = int(os.environ.get("PORT", "4000"))
     print(f"hivesync sample backend on :{port}", flush=True)
