@@ -127,10 +127,11 @@ def config_problems(data) -> list[str]:
         problems.append("POSTGRES_PASSWORD must be generated (hivesync_generated_secrets) or required")
     if data.hivesync_memory_policy not in ("warn", "fail"):
         problems.append(f"hivesync_memory_policy {data.hivesync_memory_policy!r} is not 'warn' or 'fail'")
-    try:
-        normalise_rules(data.firewall_allow_tcp or [])
-    except ConfigError as exc:
-        problems.append(str(exc))
+    if data.hivesync_role == "server":
+        try:
+            normalise_rules(data.get("firewall_allow_tcp") or [])
+        except ConfigError as exc:
+            problems.append(str(exc))
     for worker in data.hivesync_workers or {}:
         if not _WORKER.match(worker):
             problems.append(f"hivesync_workers: {worker!r} is not a worker name (lowercase, digits, _)")

@@ -130,8 +130,9 @@ hivesync_external_ca_file = None
 # --- Cloudflare Workers (role "workstation") -----------------------------------------------
 # wrangler on the operator's machine (`npm i -g wrangler`, then `wrangler login`).
 hivesync_wrangler = "wrangler"
-# Local directory with one sub-directory per worker (its source; entry `main` inside).
-hivesync_workers_src = "workers"
+# The HiveSync repository's workers directory on this machine: one sub-directory per
+# worker with its source (entry `main` inside). Relative paths are relative to this repository.
+hivesync_workers_src = "../hivesync/workers"
 # Where the rendered wrangler.toml, the staged source and the deploy digests live.
 hivesync_workers_state_dir = "~/.local/state/hivesync/workers"
 # The plan's N.6.1; healthcheck_worker is optional ("enabled": False to skip it).

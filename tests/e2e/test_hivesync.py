@@ -148,6 +148,13 @@ def test_dns_elsewhere_stops_before_any_change(server, workstation, data, test_c
     assert untouched(server)
 
 
+def test_firewall_without_the_ssh_port_is_refused(server, data):
+    run = deploy(SERVER, {**data, "firewall_allow_tcp": [80, 443]}, check=False)
+    assert run.returncode != 0
+    assert "omits SSH port 22/tcp that this deploy is connected through" in run.output, run.output[-3000:]
+    assert untouched(server)
+
+
 def test_workers_are_refused_before_the_backend_answers_over_https(workstation):
     run = deploy(WORKSTATION, WORKSTATION_DATA, check=False)
     assert run.returncode != 0

@@ -210,3 +210,21 @@ def test_sample_backend_hmac_rule():
     assert verify_callback("s3cret", str(now), good, body, now + 301) == "stale timestamp"
     assert verify_callback("other", str(now), good, body, now) == "bad signature"
     assert verify_callback("s3cret", "x", good, body, now) == "missing or malformed timestamp"
+
+
+class StrictData(dict):
+    """Like pyinfra's host data: a knob no group defines is an error, not None."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def test_workstation_config_needs_no_server_knobs():
+    values = {}
+    for group in ("all", "local", "hivesync"):
+        values.update({k: v for k, v in runpy.run_path(str(REPO / f"group_data/{group}.py")).items()
+                       if not k.startswith("_")})
+    hivesync.check_config(StrictData({**values, "hivesync_role": "workstation"}))
