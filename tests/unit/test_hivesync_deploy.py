@@ -65,11 +65,13 @@ def test_every_config_problem_is_reported_together():
     with pytest.raises(ConfigError) as err:
         hivesync.check_config(data(hivesync_bind_address="0.0.0.0", hivesync_backend_port=443,
                                    hivesync_backend_env={**data().hivesync_backend_env, "JWT_SECRET": "x"},
-                                   firewall_allow_tcp=["ssh"], hivesync_role="laptop", hivesync_domain="not a name"))
+                                   firewall_allow_tcp=["ssh"], hivesync_domain="not a name"))
     text = str(err.value)
     for part in ("not a loopback address", "hivesync_backend_port = 443", "JWT_SECRET is a secret",
-                 "'ssh' is not PORT", "hivesync_role 'laptop'", "not a DNS name"):
+                 "'ssh' is not PORT", "not a DNS name"):
         assert part in text, part
+    with pytest.raises(ConfigError, match="hivesync_role 'laptop' is not one of"):
+        hivesync.check_config(data(hivesync_role="laptop"))
 
 
 def test_missing_and_placeholder_secrets_are_named_in_one_message():
