@@ -268,9 +268,19 @@ def environment(data):
 # ----------------------------------------------------------------------------- backup / gate
 
 
+def _psql(data, sql: str) -> list:
+    env = data.hivesync_backend_env
+    return ["docker exec", QuoteString(CONTAINER["postgres"]), "psql -XAtq -U", QuoteString(env["POSTGRES_USER"]),
+            "-d", QuoteString(env["POSTGRES_DB"]), "-c", QuoteString(sql)]
+
+
+REVISION_SQL = "SELECT version_num FROM alembic_version"
+
+
 def backup_command(data, stamp: str, running: dict) -> StringCommand:
     """pg_dump (custom format) of the live DB, verified with pg_restore --list, plus what a
-    rollback needs: the live compose file and the image id it runs (re-tagged on rollback)."""
+    rollback needs in <dir>/.previous-image: the image id + name running now, the DB's
+    Alembic revision and the dump (restored when the new release migrated the DB)."""
     env = data.hivesync_backend_env
     base, backups = data.hivesync_dir, data.hivesync_backup_dir
     dump = f"{backups}/hivesync-{stamp}.dump"
@@ -284,9 +294,11 @@ def backup_command(data, stamp: str, running: dict) -> StringCommand:
         'if [ "$tables" -lt 1 ]; then echo', QuoteString(f"backup {dump} holds no table: refusing to change the image"),
         ">&2; rm -f", QuoteString(dump + ".tmp"), "; exit 1; fi;",
         "mv", QuoteString(dump + ".tmp"), QuoteString(dump), ";",
+        "revision=$(", *_psql(data, REVISION_SQL), "2>/dev/null || true);",
         "cp -p", QuoteString(compose), QuoteString(f"{compose}.previous"), ";",
-        "echo", QuoteString(f"{running['running_id']} {running['running_name']}"), ">", QuoteString(f"{base}/.previous-image"), ";",
-        "echo", QuoteString(f"backup {dump}: "), '"$tables tables";',
+        "echo", QuoteString(f"{running['running_id']} {running['running_name']}"), '"${revision:--}"',
+        QuoteString(dump), ">", QuoteString(f"{base}/.previous-image"), ";",
+        "echo", QuoteString(f"backup {dump}: "), '"$tables tables, revision ${revision:-none}";',
         "ls -1t", QuoteString(backups), "| grep '^hivesync-.*\\.dump$' | tail -n +" + str(int(data.hivesync_keep_backups) + 1),
         "| sed", QuoteString(f"s#^#{backups}/#"), "| xargs -r rm -f",
     )
@@ -329,21 +341,31 @@ def stack_check(data):
 
 
 def rollback_command(data, reason: str) -> StringCommand:
-    """Previous compose file + image back, `up -d`, wait for health, then fail with why."""
+    """Previous compose file + image back; when the failed release migrated the database,
+    stop the backend and restore the dump taken before it; `up -d`, wait for health, fail."""
+    env = data.hivesync_backend_env
     base = data.hivesync_dir
     compose = f"{base}/{data.hivesync_compose_file}"
     cli = detected_cli() or "docker compose"
     url = f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}{data.hivesync_health_path}"
-    message = f"{reason}. Rolled back the backend to the previous image (database dump in {data.hivesync_backup_dir}); the run fails."
+    message = f"{reason}. Rolled back the backend to the previous image"
     return StringCommand(
-        "cd", QuoteString(base), "&&", "read -r prev_id prev_name <", QuoteString(f"{base}/.previous-image"), "&&",
-        'docker tag "$prev_id" "$prev_name" &&',
+        "cd", QuoteString(base), "&&", "read -r prev_id prev_name prev_rev dump <", QuoteString(f"{base}/.previous-image"),
+        "&&", 'docker tag "$prev_id" "$prev_name" &&',
         "cp -p", QuoteString(f"{compose}.previous"), QuoteString(compose), "&&",
+        "now_rev=$(", *_psql(data, REVISION_SQL), "2>/dev/null || true);", "restored='';",
+        'if [ "${now_rev:--}" != "$prev_rev" ]; then',
+        "docker stop", QuoteString(CONTAINER["backend"]), ">/dev/null &&",
+        "docker exec -i", QuoteString(CONTAINER["postgres"]), "pg_restore --clean --if-exists --single-transaction -U",
+        QuoteString(env["POSTGRES_USER"]), "-d", QuoteString(env["POSTGRES_DB"]), '< "$dump" &&',
+        'restored=" and restored the database from $dump (the release had migrated it from ${prev_rev} to ${now_rev})";',
+        "fi;",
         *cli.split(), "-p", QuoteString(data.hivesync_compose_project), "-f", QuoteString(compose),
         "--env-file", QuoteString(f"{base}/{data.hivesync_env_file}"), "up -d --remove-orphans >&2;",
         "for i in $(seq 1 60); do python3 -c", QuoteString(f"import urllib.request; urllib.request.urlopen({url!r}, timeout=3)"),
         "2>/dev/null && break; sleep 2; done;",
-        "echo", QuoteString(message), ">&2; exit 1",
+        "printf '%s%s%s\\n'", QuoteString(message), '"$restored"',
+        QuoteString(f" (dumps in {data.hivesync_backup_dir}); the run fails."), ">&2; exit 1",
     )
 
 

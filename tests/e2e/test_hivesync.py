@@ -346,17 +346,26 @@ def test_changed_worker_source_redeploys_only_that_worker(workstation, tmp_path)
 # ----------------------------------------------------------------------------- rollback
 
 
-def test_broken_backend_image_rolls_back_after_a_verified_backup(server, images, test_cluster, data):  # noqa: F811
+def test_broken_release_rolls_back_image_and_database_after_a_verified_backup(server, images, test_cluster, data):  # noqa: F811
+    """The broken release migrates the DB to 0002, then never turns healthy: the previous
+    image comes back and the dump taken before the change is restored (revision 0001, the
+    callback row of an earlier test still there)."""
     good = server.exec("docker inspect --format '{{.Image}}' hivesync-backend").stdout.strip()
-    run = deploy(SERVER, {**data, "hivesync_backend_image": images["broken"], "hivesync_health_timeout_s": 20},
+    run = deploy(SERVER, {**data, "hivesync_backend_image": images["broken"], "hivesync_health_timeout_s": 10},
                  check=False)
     assert run.returncode != 0
-    assert "Rolled back the backend to the previous image" in run.output, run.output[-4000:]
+    assert "Rolled back the backend to the previous image and restored the database from" in run.output, \
+        run.output[-4000:]
+    assert "migrated it from 0001_initial to 0002_preview_priority" in run.output
     assert server.exec("docker inspect --format '{{.Image}}' hivesync-backend").stdout.strip() == good
     dumps = server.exec("ls /var/backups/hivesync").stdout.split()
     assert len(dumps) == 1 and dumps[0].endswith(".dump")
     listing = server.exec(f"docker exec -i hivesync-postgres pg_restore --list < /var/backups/hivesync/{dumps[0]}").stdout
     assert all(f"TABLE public {t} " in listing for t in PLAN_TABLES)
+    assert server.exec("docker exec hivesync-backend alembic current 2>/dev/null").stdout.strip() == "0001_initial (head)"
+    psql = "docker exec hivesync-postgres psql -U hivesync -d hivesync -Atc "
+    assert server.exec(psql + "\"select count(*) from information_schema.columns where column_name = 'priority'\"").stdout.strip() == "0"
+    assert server.exec(psql + "\"select count(*) from audit_logs\"").stdout.strip() == "1"
     assert https(test_cluster, server, "/api/health").json()["status"] == "ok"
     again = deploy(SERVER, data)
     assert again.changed == [], again.changed

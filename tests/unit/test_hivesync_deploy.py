@@ -230,3 +230,16 @@ def test_workstation_config_needs_no_server_knobs():
         values.update({k: v for k, v in runpy.run_path(str(REPO / f"group_data/{group}.py")).items()
                        if not k.startswith("_")})
     hivesync.check_config(StrictData({**values, "hivesync_role": "workstation"}))
+
+
+def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_after_a_migration(monkeypatch):
+    monkeypatch.setattr(hivesync, "detected_cli", lambda: "docker compose")
+    backup = hivesync.backup_command(data(), "20250101T000000", {"running_id": "sha256:a", "running_name": "img:1"})
+    text = backup.get_raw_value()
+    assert "pg_dump -U hivesync -d hivesync -Fc > /var/backups/hivesync/hivesync-20250101T000000.dump.tmp" in text
+    assert text.index("pg_restore --list") < text.index("mv /var/backups")  # verified before it counts
+    assert "SELECT version_num FROM alembic_version" in text and "/opt/hivesync/.previous-image" in text
+    rollback = hivesync.rollback_command(data(), "why").get_raw_value()
+    assert 'if [ "${now_rev:--}" != "$prev_rev" ]' in rollback
+    assert rollback.index("docker stop hivesync-backend") < rollback.index("pg_restore --clean") < rollback.index("up -d")
+    assert rollback.endswith("exit 1")

@@ -28,7 +28,7 @@ from tests.harness.image import ensure_image, image_exists
 HERE = Path(__file__).resolve().parent
 RECIPES = {
     "backend": ("Dockerfile.backend", ["../archon/rootfs.sh", "slim.sh", "backend"]),
-    "broken": ("Dockerfile.broken", []),
+    "broken": ("Dockerfile.broken", ["broken"]),
     "redis": ("Dockerfile.redis", ["../archon/rootfs.sh", "slim.sh", "redis-entrypoint.sh"]),
 }
 NAMES = {"backend": "hivesync-sample-backend", "broken": "hivesync-sample-backend-broken",
