@@ -11,7 +11,8 @@ free or nginx's, secrets) -> ufw (deny incoming; 22, 80, 443) -> Docker -> the e
 backup (pg_dump, verified) when the backend image changes -> the compose stack
 (backend, postgres, redis; volumes; ports on 127.0.0.1) -> health gate (compose
 healthchecks, /api/health, Alembic at head) that rolls the backend back to the previous
-image when it fails -> nginx (HTTP -> HTTPS, /api/, WebSocket, /internal/ denied) +
+image when it fails (and restores the dump when the failed release had migrated the
+database) -> nginx (HTTP -> HTTPS, /api/, WebSocket, /internal/ denied) +
 certbot -> HTTPS checked from the machine running pyinfra.
 
 workstation (the operator's machine): refused until https://<domain>/api/health answers
