@@ -25,6 +25,12 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
 - ``facts.archon.ArchonOldLayout(...)`` -> the supabase-CLI layout's containers / networks /
   volumes / rebind unit and whether it is migrated (helper ``migration_action``);
   ``facts.archon.ArchonEnvStatus(script, spec)`` -> ``{"ok", "missing", "stale"}`` (names only).
+- ``facts.firewall.UfwStatus()`` -> ``{"active", "defaults", "allowed", "added", "other"}`` from
+  ``ufw status verbose`` + ``ufw show added`` (None without ufw); ``SshServerPort()`` -> the
+  server port of the SSH session pyinfra runs over (``$SSH_CONNECTION``).
+- ``facts.hivesync.ContainerImage(container, image)`` -> running image id/name and the local
+  id of ``image``; ``AlembicAtHead(container, current, heads)`` -> ``{"current", "heads",
+  "at_head"}`` asked inside the backend container.
 - ``facts.compose.ComposeCli()`` -> ``"docker compose"`` | ``"docker-compose"`` | None.
 - ``facts.compose.ComposeServices(project)`` -> ``{service: {"state", "health", "container",
   "exit_code", "replicas"}}`` from container labels (Compose v1 and v2 alike); helper

@@ -1,5 +1,6 @@
-"""The Linode VM (HiveSync backend): Ubuntu 22.04, firewall 22/80/443 only."""
+"""The Linode VM (HiveSync backend): Ubuntu 22.04 (the plan's N.5.1), firewall 22/80/443 only."""
 
-supported_os = {"ubuntu": ["22.04", "24.04"], "debian": ["12"]}
-# TCP ports the firewall allows in; everything else is blocked.
+# Test hosts (Debian 12) widen this through test data.
+supported_os = {"ubuntu": ["22.04"]}
+# TCP ports the firewall (deploys/parts/firewall.py, ufw) allows in; everything else is blocked.
 firewall_allow_tcp = [22, 80, 443]

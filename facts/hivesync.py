@@ -1,0 +1,78 @@
+"""Facts of the HiveSync deploy: which image a container runs, and whether the
+database behind the backend is at Alembic's head (asked inside the running backend)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from pyinfra.api import FactBase
+from typing_extensions import override
+
+_REVISION = re.compile(r"^([0-9A-Za-z_]+)(?: \(.*\))?\s*$")
+_SPLIT = "--- heads ---"
+
+
+class ContainerImage(FactBase[dict[str, Any]]):
+    """`{"running_id", "running_name", "wanted_id"}`: the image container `container`
+    runs (None when there is no such container) and the local id of `image`."""
+
+    @override
+    def command(self, container: str, image: str) -> str:
+        c, i = shlex.quote(container), shlex.quote(image)
+        return (f"echo \"running $(docker inspect --format '{{{{.Image}}}} {{{{.Config.Image}}}}' {c} 2>/dev/null)\"; "
+                f"echo \"wanted $(docker image inspect --format '{{{{.Id}}}}' {i} 2>/dev/null)\"")
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"running_id": None, "running_name": None, "wanted_id": None}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        result = self.default()
+        for line in output:
+            kind, _, rest = line.partition(" ")
+            words = rest.split()
+            if kind == "running" and len(words) == 2:
+                result["running_id"], result["running_name"] = words
+            elif kind == "wanted" and words:
+                result["wanted_id"] = words[0]
+        return result
+
+
+def parse_revisions(lines: list[str]) -> list[str]:
+    """Revision ids from `alembic current` / `alembic heads` output (log lines ignored)."""
+    found = []
+    for line in lines:
+        match = _REVISION.match(line.strip())
+        if match and not line.startswith(("INFO", "WARN", "ERROR")):
+            found.append(match.group(1))
+    return found
+
+
+def parse_alembic(output: list[str]) -> dict[str, Any]:
+    split = output.index(_SPLIT) if _SPLIT in output else len(output)
+    current, heads = parse_revisions(output[:split]), parse_revisions(output[split + 1:])
+    return {"current": current, "heads": heads, "at_head": bool(heads) and sorted(current) == sorted(heads)}
+
+
+class AlembicAtHead(FactBase[dict[str, Any]]):
+    """`{"current", "heads", "at_head"}` from `alembic current` / `alembic heads` run in
+    the backend container (its image carries alembic.ini and the migrations)."""
+
+    @override
+    def command(self, container: str, current: list[str], heads: list[str]) -> str:
+        c = shlex.quote(container)
+        run = lambda argv: f"docker exec {c} {' '.join(shlex.quote(a) for a in argv)} 2>/dev/null"  # noqa: E731
+        return f"{run(current)}; echo '{_SPLIT}'; {run(heads)}; true"
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"current": [], "heads": [], "at_head": False}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return parse_alembic([line.rstrip() for line in output])

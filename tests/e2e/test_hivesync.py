@@ -1,0 +1,371 @@
+"""deploys/hivesync.py on disposable hosts: the Linode server role and the workstation role.
+
+No registry and no Cloudflare account are reachable here, so:
+- the stack runs local images (tests/apps/hivesync: the sample backend with a real Alembic
+  migration, Debian's redis-server; the Archon tests' PostgreSQL stand-in), loaded into a
+  Docker-in-Docker host that plays the Linode (Debian 12 stands in for Ubuntu 22.04 through
+  test data);
+- the workstation is a second disposable host running a stand-in `wrangler`
+  (tests/apps/hivesync/wrangler) that records argv + stdin and validates the toml it gets.
+  Real Cloudflare is NOT exercised.
+
+Tests run in order and share the two hosts: refusals that change nothing first, then the
+first apply, the checks, the workers, and finally the rollback of a broken image.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from facts.firewall import SEPARATOR, parse_ufw
+from facts.sockets import is_loopback_only, parse_ss
+from tests.apps.hivesync.build import HERE as APP_DIR
+from tests.apps.hivesync.build import ensure_images
+from tests.e2e.runner import apply, pyinfra
+from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+SERVER = "hivesync-1"
+WORKSTATION = "hivesync-ws"
+DOMAIN = "hivesync.test"
+WRANGLER = "/usr/local/bin/wrangler-standin"
+WRANGLER_LOG = "/var/tmp/wrangler-standin.jsonl"
+WS_CA = "/etc/hivesync-test/acme-root.pem"
+STATE = "/root/.local/state/hivesync/workers"
+WORKERS = ("preview_builder", "ai_docs_processor", "worker_callback_relayer")
+PLAN_TABLES = {"preview_jobs", "ai_doc_jobs", "worker_nodes", "worker_heartbeats", "audit_logs", "notifications",
+               "tasks", "attachments", "teams", "projects", "users"}
+
+
+def _token(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
+
+
+SECRETS = {
+    "RESEND_API_KEY": _token("re_"),
+    "OPENAI_API_KEY": _token("sk-"),
+    "R2_ACCOUNT_ID": _token("acct"),
+    "R2_ACCESS_KEY_ID": _token("akid"),
+    "R2_SECRET_ACCESS_KEY": _token("r2s"),
+    "WORKER_CALLBACK_SECRET": _token("cb"),
+}
+
+
+def load_images(host, tags) -> None:
+    """One `docker save` of every image: shared layers cross once."""
+    save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "exec", "-i", host.container_id, "docker", "load", "-q"], stdin=save.stdout,
+                          capture_output=True, text=True, timeout=600)
+    save.stdout.close()
+    assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
+
+
+@pytest.fixture(scope="module")
+def images():
+    return ensure_images()
+
+
+@pytest.fixture(scope="module")
+def server(request, test_cluster, images):  # noqa: F811
+    host = module_host(request, test_cluster, SERVER, groups=["linode", "docker_host", "hivesync"],
+                       data={"hivesync_role": "server"}, docker=True)
+    load_images(host, list(images.values()))
+    test_cluster.set_record(DOMAIN, host.address)
+    return host
+
+
+@pytest.fixture(scope="module")
+def workstation(request, test_cluster, server):  # noqa: F811
+    host = module_host(request, test_cluster, WORKSTATION, groups=["local", "hivesync"],
+                       data={"hivesync_role": "workstation"})
+    host.write_file(WRANGLER, (APP_DIR / "wrangler").read_text(), mode="0755")
+    host.write_file(WS_CA, test_cluster.acme_root_pem())
+    return host
+
+
+def server_data(images, server, test_cluster, **extra) -> dict:  # noqa: F811
+    return {
+        "supported_os": {"debian": ["12"], "ubuntu": ["22.04"]},
+        "hivesync_domain": DOMAIN,
+        "hivesync_backend_image": images["backend"],
+        "hivesync_postgres_image": images["postgres"],
+        "hivesync_redis_image": images["redis"],
+        "hivesync_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 10, "start_period": "2s"},
+        "hivesync_health_timeout_s": 90,
+        "nginx_listen_ipv6": False,
+        "hivesync_external_address": server.address,
+        "hivesync_external_ca_file": str(test_cluster.acme_root_file()),
+        **extra,
+    }
+
+
+WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER,
+                    "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA}
+
+
+@pytest.fixture(scope="module")
+def data(images, server, test_cluster):  # noqa: F811
+    return server_data(images, server, test_cluster)
+
+
+def deploy(limit, data, check=True, env=None):
+    return (apply if check else pyinfra)("deploys/hivesync.py", limit=limit, env={**SECRETS, **(env or {})}, data=data)
+
+
+def untouched(host) -> bool:
+    return host.exec("test -e /opt/hivesync || command -v ufw || test -e /etc/hivesync", check=False).returncode != 0
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_missing_secret_stops_before_connecting(server, data):
+    run = deploy(SERVER, data, check=False, env={"WORKER_CALLBACK_SECRET": "REPLACE_ME", "R2_ACCOUNT_ID": ""})
+    assert run.returncode != 0
+    assert "missing or placeholder secrets" in run.output and "R2_ACCOUNT_ID, WORKER_CALLBACK_SECRET" in run.output
+    assert untouched(server)
+
+
+def test_dns_elsewhere_stops_before_any_change(server, workstation, data, test_cluster):  # noqa: F811
+    test_cluster.set_record(DOMAIN, workstation.address)
+    try:
+        run = deploy(SERVER, data, check=False)
+    finally:
+        test_cluster.set_record(DOMAIN, server.address)
+    assert run.returncode != 0
+    assert "preflight failed on hivesync-1" in run.output and DOMAIN in run.output, run.output[-3000:]
+    assert untouched(server)
+
+
+def test_firewall_without_the_ssh_port_is_refused(server, data):
+    run = deploy(SERVER, {**data, "firewall_allow_tcp": [80, 443]}, check=False)
+    assert run.returncode != 0
+    assert "omits SSH port 22/tcp that this deploy is connected through" in run.output, run.output[-3000:]
+    assert untouched(server)
+
+
+def test_workers_are_refused_before_the_backend_answers_over_https(workstation):
+    run = deploy(WORKSTATION, WORKSTATION_DATA, check=False)
+    assert run.returncode != 0
+    assert "the backend does not answer over HTTPS yet" in run.output, run.output[-3000:]
+    assert workstation.exec(f"test -e {WRANGLER_LOG} || test -e {STATE}", check=False).returncode != 0
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+@pytest.fixture(scope="module")
+def first_run(server, data):
+    return deploy(SERVER, data)
+
+
+def test_first_apply_then_a_second_changes_nothing(server, data, first_run):
+    assert first_run.did("Compose stack hivesync (backend, postgres, redis)"), first_run.changed
+    second = deploy(SERVER, data)
+    assert second.changed == [], second.changed
+
+
+def test_secrets_never_reach_pyinfras_output(server, first_run):
+    generated = dict(line.split("=", 1) for line in server.exec("cat /etc/hivesync/generated.env").stdout.splitlines()
+                     if "=" in line and not line.startswith("#"))
+    assert set(generated) == {"POSTGRES_PASSWORD", "JWT_SECRET"}
+    for value in [*SECRETS.values(), *generated.values()]:
+        assert value not in first_run.output
+
+
+def test_env_file_is_root_only_and_complete(server):
+    env = server.testinfra().file("/opt/hivesync/.env.production")
+    assert env.mode == 0o600 and env.user == "root"
+    values = dict(line.split("=", 1) for line in env.content_string.splitlines() if "=" in line and not line.startswith("#"))
+    assert values["WORKER_CALLBACK_SECRET"] == SECRETS["WORKER_CALLBACK_SECRET"]
+    assert values["BASE_URL"] == f"https://{DOMAIN}" and values["PORT"] == "4000"
+    assert SECRETS["OPENAI_API_KEY"] not in server.exec("cat /opt/hivesync/docker-compose.yml").stdout
+
+
+def test_firewall_allows_exactly_ssh_http_https(server, workstation, first_run):
+    out = server.exec(f"LC_ALL=C ufw status verbose; echo '{SEPARATOR}'; ufw show added").stdout.splitlines()
+    state = parse_ufw(out)
+    assert state["active"] and state["defaults"]["incoming"] == "deny"
+    assert state["allowed"] == ["22/tcp", "80/tcp", "443/tcp"] and state["other"] == []
+    # every TCP port from the other host: 5000 non-blocking connects at a time, 2 s each batch
+    scan = r"""
+import resource, select, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (6000, 6000))
+found = []
+for start in range(1, 65536, 5000):
+    pending, poll = {}, select.poll()
+    for port in range(start, min(start + 5000, 65536)):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((sys.argv[1], port))
+        pending[s.fileno()] = (s, port)
+        poll.register(s, select.POLLOUT)
+    deadline = time.time() + 2
+    while pending and time.time() < deadline:
+        for fd, _ in poll.poll(200):
+            s, port = pending.pop(fd)
+            poll.unregister(fd)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                found.append(port)
+            s.close()
+    for s, _ in pending.values():
+        s.close()
+print(" ".join(map(str, found)))
+"""
+    open_ports = workstation.exec(["python3", "-c", scan, server.address], timeout=300).stdout.split()
+    assert sorted(map(int, open_ports)) == [22, 80, 443]
+
+
+def test_backend_postgres_and_redis_listen_on_loopback_only(server, first_run):
+    sockets = parse_ss(server.exec("ss -H -tulnp").stdout.splitlines())
+    for port in (4000, 5432, 6379):
+        assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]
+
+
+def test_database_at_alembic_head_with_the_plans_tables(server, first_run):
+    assert server.exec("docker exec hivesync-backend alembic current 2>/dev/null").stdout.strip() == "0001_initial (head)"
+    tables = server.exec("docker exec hivesync-postgres psql -U hivesync -d hivesync -Atc "
+                         "\"select tablename from pg_tables where schemaname = 'public'\"").stdout.split()
+    assert PLAN_TABLES <= set(tables)
+
+
+def https(test_cluster, server, path, **kwargs):  # noqa: F811
+    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10) as client:
+        return client.request(kwargs.pop("method", "GET"), f"https://{server.address}{path}",
+                              headers={"Host": DOMAIN, **kwargs.pop("headers", {})},
+                              extensions={"sni_hostname": DOMAIN}, **kwargs)
+
+
+def test_https_with_the_acme_certificate_redirect_api_and_internal_denied(server, test_cluster, first_run):  # noqa: F811
+    health = https(test_cluster, server, "/api/health")
+    assert health.status_code == 200 and health.json()["db"] == "ok" and health.json()["redis"] == "ok"
+    assert health.json()["revision"] == "0001_initial"
+    redirect = httpx.get(f"http://{server.address}/api/health", headers={"Host": DOMAIN}, timeout=10)
+    assert redirect.status_code == 301 and redirect.headers["location"] == f"https://{DOMAIN}/api/health"
+    assert https(test_cluster, server, "/internal/status").status_code == 403
+    # ...while the backend itself does answer there (nginx is what denies it)
+    assert json.loads(server.exec("curl -fsS http://127.0.0.1:4000/internal/status").stdout)["internal"] is True
+
+
+@pytest.mark.parametrize("path", ["/ws/", "/api/ws"])
+def test_websocket_through_nginx(server, test_cluster, first_run, path):  # noqa: F811
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((server.address, 443), timeout=10) as raw:
+        with test_cluster.acme_ssl_context().wrap_socket(raw, server_hostname=DOMAIN) as tls:
+            tls.sendall((f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += tls.recv(1024)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            mask, payload = os.urandom(4), b"ping"
+            tls.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            assert tls.recv(1024)[2:] == payload
+
+
+def _callback(test_cluster, server, secret, timestamp, body=b'{"kind": "preview", "id": 7}'):  # noqa: F811
+    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return https(test_cluster, server, "/api/v1/workers/callback", method="POST", content=body,
+                 headers={"X-HiveSync-Timestamp": str(timestamp), "X-HiveSync-Signature": signature,
+                          "Content-Type": "application/json"})
+
+
+def test_signed_worker_callback_accepted_bad_or_stale_rejected(server, test_cluster, first_run):  # noqa: F811
+    secret, now = SECRETS["WORKER_CALLBACK_SECRET"], int(time.time())
+    accepted = _callback(test_cluster, server, secret, now)
+    assert accepted.status_code == 200 and accepted.json() == {"accepted": True}
+    bad = _callback(test_cluster, server, "not-the-secret", now)
+    assert bad.status_code == 401 and bad.json()["error"] == "bad signature"
+    stale = _callback(test_cluster, server, secret, now - 3600)
+    assert stale.status_code == 401 and stale.json()["error"] == "stale timestamp"
+    rows = server.exec("docker exec hivesync-postgres psql -U hivesync -d hivesync -Atc "
+                       "\"select count(*) from audit_logs where action = 'worker_callback'\"").stdout.strip()
+    assert rows == "1"
+
+
+# ----------------------------------------------------------------------------- the workers
+
+
+def wrangler_calls(workstation) -> list[dict]:
+    out = workstation.exec(f"cat {WRANGLER_LOG} 2>/dev/null || true").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run):
+    run = deploy(WORKSTATION, WORKSTATION_DATA)
+    calls = wrangler_calls(workstation)
+    deploys = [c for c in calls if c["argv"][0] == "deploy"]
+    puts = [c for c in calls if c["argv"][:2] == ["secret", "put"]]
+    assert sorted(c["cwd"].rsplit("/", 1)[1] for c in deploys) == sorted(WORKERS)  # healthcheck_worker: optional, off
+    for call in deploys:
+        assert call["argv"] == ["deploy", "--config", "wrangler.toml", "--env", "production"] and call["status"] == 0
+        prod = call["config"]["env"]["production"]
+        assert prod["vars"]["WORKER_CALLBACK_URL"] == f"https://{DOMAIN}/api/v1/workers/callback"
+        assert prod["vars"]["R2_BUCKET"] == "hivesync-r2" and prod["vars"]["AI_MODEL"] == "gpt-4.1"
+        assert prod["r2_buckets"] == [{"binding": "R2", "bucket_name": "hivesync-r2"}]
+        assert set(call["config"]["env"]) == {"dev", "production"}
+    assert len(puts) == len(WORKERS)
+    for call in puts:
+        assert call["argv"] == ["secret", "put", "WORKER_CALLBACK_SECRET", "--config", "wrangler.toml", "--env",
+                                "production"]
+        assert call["stdin"] == SECRETS["WORKER_CALLBACK_SECRET"]  # on stdin, never in argv
+    assert SECRETS["WORKER_CALLBACK_SECRET"] not in run.output
+    leftovers = workstation.exec(f"find {STATE} -name '*.value'").stdout.split()
+    assert leftovers == []  # the 0600 stdin file is removed right after
+
+
+def test_second_workers_run_deploys_nothing(workstation):
+    before = len(wrangler_calls(workstation))
+    run = deploy(WORKSTATION, WORKSTATION_DATA)
+    assert run.changed == [], run.changed
+    assert len(wrangler_calls(workstation)) == before
+
+
+def test_changed_worker_source_redeploys_only_that_worker(workstation, tmp_path):
+    src = tmp_path / "workers"
+    subprocess.run(["cp", "-r", str(APP_DIR / "workers"), str(src)], check=True)
+    (src / "ai_docs_processor" / "index.js").write_text("// changed\n" + (src / "ai_docs_processor" / "index.js").read_text())
+    before = len(wrangler_calls(workstation))
+    run = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_workers_src": str(src)})
+    new = wrangler_calls(workstation)[before:]
+    assert [(c["argv"][0], c["cwd"].rsplit("/", 1)[1]) for c in new] == [("deploy", "ai_docs_processor")]
+    assert run.did("wrangler deploy ai_docs_processor (when changed)")
+
+
+# ----------------------------------------------------------------------------- rollback
+
+
+def test_broken_release_rolls_back_image_and_database_after_a_verified_backup(server, images, test_cluster, data):  # noqa: F811
+    """The broken release migrates the DB to 0002, then never turns healthy: the previous
+    image comes back and the dump taken before the change is restored (revision 0001, the
+    callback row of an earlier test still there)."""
+    good = server.exec("docker inspect --format '{{.Image}}' hivesync-backend").stdout.strip()
+    run = deploy(SERVER, {**data, "hivesync_backend_image": images["broken"], "hivesync_health_timeout_s": 10},
+                 check=False)
+    assert run.returncode != 0
+    assert "Rolled back the backend to the previous image and restored the database from" in run.output, \
+        run.output[-4000:]
+    assert "migrated it from 0001_initial to 0002_preview_priority" in run.output
+    assert server.exec("docker inspect --format '{{.Image}}' hivesync-backend").stdout.strip() == good
+    dumps = server.exec("ls /var/backups/hivesync").stdout.split()
+    assert len(dumps) == 1 and dumps[0].endswith(".dump")
+    listing = server.exec(f"docker exec -i hivesync-postgres pg_restore --list < /var/backups/hivesync/{dumps[0]}").stdout
+    assert all(f"TABLE public {t} " in listing for t in PLAN_TABLES)
+    assert server.exec("docker exec hivesync-backend alembic current 2>/dev/null").stdout.strip() == "0001_initial (head)"
+    psql = "docker exec hivesync-postgres psql -U hivesync -d hivesync -Atc "
+    assert server.exec(psql + "\"select count(*) from information_schema.columns where column_name = 'priority'\"").stdout.strip() == "0"
+    assert server.exec(psql + "\"select count(*) from audit_logs\"").stdout.strip() == "1"
+    assert https(test_cluster, server, "/api/health").json()["status"] == "ok"
+    again = deploy(SERVER, data)
+    assert again.changed == [], again.changed
