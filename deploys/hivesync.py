@@ -51,9 +51,9 @@ from deploys.operations import poll, secret_file, wait_until
 from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
-from deploys.parts.nginx import install_nginx, nginx_site
 from deploys.parts.preflight import collect_problems
-from deploys.parts.tls import CertbotCertificate, certificates, install_certbot
+from deploys.parts.health import external_https_check
+from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
 from facts.hivesync import AlembicAtHead, ContainerImage
@@ -401,22 +401,7 @@ def vhosts(data) -> list[dict]:
              "max_body": data.hivesync_max_body, "locations": locations}]
 
 
-@deploy("nginx + TLS")
-def proxy_and_tls(data):
-    """As deploys/music.py: challenge-only HTTP until certbot has the certificate, then HTTPS."""
-    name, site, webroot, ipv6 = data.hivesync_domain, data.hivesync_nginx_site, data.acme_webroot, data.nginx_listen_ipv6
-    install_nginx(webroot=webroot)
-    install_certbot(local_ca_bundle=str(_local(data.acme_ca_bundle)) if data.acme_ca_bundle else None)
-    if not host.get_fact(CertbotCertificate, cert_name=name):
-        nginx_site(site, vhosts(data), webroot=webroot, tls_names=[], ipv6=ipv6)
-    certificates([name], webroot=webroot, email=data.acme_email, directory=data.acme_directory,
-                 staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle)
-    nginx_site(site, vhosts(data), webroot=webroot, tls_names=[name], ipv6=ipv6)
-
-
 def external_check(data):
-    from deploys.music import external_https_check
-
     url = f"https://{data.hivesync_domain}{data.hivesync_health_path}"
     wait_until(
         name=f"{url} healthy through nginx (from here)",
@@ -471,7 +456,7 @@ def server(data):
         name="Backend healthy and database at Alembic head (else roll back)",
         upgraded=backup.did_change, timeout_s=data.hivesync_health_timeout_s, interval_s=data.health_interval_s,
     )
-    proxy_and_tls(data)
+    https_site(data.hivesync_nginx_site, vhosts(data), [data.hivesync_domain], data)
     if data.hivesync_external_check:
         external_check(data)
 

@@ -34,7 +34,7 @@ from pyinfra.operations import apt, files, server, systemd
 from deploys import secrets
 from deploys.errors import ConfigError
 from deploys.operations import poll
-from deploys.parts.health import health_check_timer, http_check
+from deploys.parts.health import external_https_check, health_check_timer, http_check
 from deploys.parts.nginx import remove_nginx_site
 from deploys.parts.preflight import preflight
 from deploys.parts.service import ServiceSpec, hardened_service, service_defaults
@@ -247,29 +247,6 @@ def gate_or_rollback(
         )
         return
     yield StringCommand("echo", QuoteString(reason), ">&2", "&&", "false")
-
-
-def external_https_check(url_path: str, server_name: str, address: str | None, ca_file: str | None):
-    """A `wait_until` check run on the controller: HTTPS through nginx, verified."""
-    import ssl
-
-    import httpx
-
-    def check():
-        verify = ssl.create_default_context(cafile=str(_local(ca_file))) if ca_file else True
-        target = f"https://{address if address else server_name}{url_path}"
-        if address and ":" in address:
-            target = f"https://[{address}]{url_path}"
-        try:
-            with httpx.Client(verify=verify, timeout=10) as client:
-                response = client.request(
-                    "GET", target, headers={"Host": server_name}, extensions={"sni_hostname": server_name}
-                )
-        except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        return response.status_code < 400, f"HTTP {response.status_code} from https://{server_name}{url_path}"
-
-    return check
 
 
 # ----------------------------------------------------------------------------- phases

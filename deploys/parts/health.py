@@ -9,7 +9,31 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
 from deploys.operations import wait_until
+from deploys.parts.tls import local_path
 from facts.http import HttpHealth, describe, is_healthy
+
+
+def external_https_check(url_path: str, server_name: str, address: str | None, ca_file: str | None):
+    """A `wait_until` check run on the controller: HTTPS through nginx, verified."""
+    import ssl
+
+    import httpx
+
+    def check():
+        verify = ssl.create_default_context(cafile=local_path(ca_file)) if ca_file else True
+        target = f"https://{address if address else server_name}{url_path}"
+        if address and ":" in address:
+            target = f"https://[{address}]{url_path}"
+        try:
+            with httpx.Client(verify=verify, timeout=10) as client:
+                response = client.request(
+                    "GET", target, headers={"Host": server_name}, extensions={"sni_hostname": server_name}
+                )
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return response.status_code < 400, f"HTTP {response.status_code} from https://{server_name}{url_path}"
+
+    return check
 
 
 def http_check(url: str, json_field: str | None = None, expect=None, ca_file: str | None = None):
