@@ -56,7 +56,7 @@ from deploys.parts.health import external_https_check
 from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
-from facts.hivesync import AlembicAtHead, ContainerImage
+from facts.hivesync import AlembicAtHead, ContainerImage, R2Buckets
 from facts.system import MemAvailableMb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -563,6 +563,23 @@ def wrangler_secret(worker: str, directory: str, secret_name: str, value: Hidden
     )
 
 
+@operation()
+def r2_bucket(bucket: str):
+    """The plan's "Create R2 bucket": `wrangler r2 bucket create` only when the account
+    does not list it; fails (changing nothing) when wrangler cannot list buckets."""
+    data = host.data
+    buckets = host.get_fact(R2Buckets, wrangler=data.hivesync_wrangler)
+    if buckets is None:
+        message = (f"{data.hivesync_wrangler} r2 bucket list failed: log wrangler in "
+                   "(`wrangler login` or CLOUDFLARE_API_TOKEN) before deploying the workers")
+        yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+        return
+    if bucket in buckets:
+        host.noop(f"R2 bucket {bucket} exists")
+        return
+    yield StringCommand(*wrangler_argv(data, "r2", "bucket", "create", bucket))
+
+
 def workers_preflight(data) -> None:
     """The plan: SSL must succeed before Worker callbacks are allowed."""
     url = f"https://{data.hivesync_domain}{data.hivesync_health_path}"
@@ -581,6 +598,7 @@ def workers(data):
     home = host.get_fact(Home) or "~"
     state_dir = state_dir.replace("~", home, 1) if state_dir.startswith("~") else state_dir
     files.directory(name=state_dir, path=state_dir, mode="700")
+    r2_bucket(name=f"R2 bucket {data.hivesync_r2_bucket}", bucket=data.hivesync_r2_bucket)
     for worker, spec in data.hivesync_workers.items():
         if not spec.get("enabled", True):
             continue

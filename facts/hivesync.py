@@ -76,3 +76,38 @@ class AlembicAtHead(FactBase[dict[str, Any]]):
     @override
     def process(self, output: list[str]) -> dict[str, Any]:
         return parse_alembic([line.rstrip() for line in output])
+
+
+_LISTING_FAILED = "__r2_bucket_list_failed__"
+_BUCKET_LINE = re.compile(r"^name:\s+(\S+)\s*$")
+_BUCKET_JSON = re.compile(r'"name"\s*:\s*"([^"]+)"')
+
+
+def parse_r2_bucket_list(lines: list[str]) -> list[str] | None:
+    """Bucket names from `wrangler r2 bucket list`: `name: x` lines (wrangler 3.x+) or
+    the JSON array older releases printed. None when the command failed (not logged in,
+    no network), so the caller can say so instead of creating a bucket that exists."""
+    if any(line.startswith(_LISTING_FAILED) for line in lines):
+        return None
+    names = []
+    for line in lines:
+        match = _BUCKET_LINE.match(line.strip())
+        names += [match.group(1)] if match else _BUCKET_JSON.findall(line)
+    return sorted(set(names))
+
+
+class R2Buckets(FactBase[list[str] | None]):
+    """The account's R2 bucket names as wrangler sees them (None: wrangler failed)."""
+
+    @override
+    def command(self, wrangler: str) -> str:
+        return f"{shlex.quote(wrangler)} r2 bucket list 2>/dev/null || echo {_LISTING_FAILED} $?"
+
+    @staticmethod
+    @override
+    def default() -> list[str] | None:
+        return None
+
+    @override
+    def process(self, output: list[str]) -> list[str] | None:
+        return parse_r2_bucket_list(output)

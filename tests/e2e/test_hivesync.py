@@ -297,9 +297,12 @@ def test_signed_worker_callback_accepted_bad_or_stale_rejected(server, test_clus
 # ----------------------------------------------------------------------------- the workers
 
 
-def wrangler_calls(workstation) -> list[dict]:
+def wrangler_calls(workstation, *, changing_only: bool = True) -> list[dict]:
+    """The stand-in's log; by default only calls that change something at Cloudflare
+    (`r2 bucket list` is the read-only fact behind the bucket operation)."""
     out = workstation.exec(f"cat {WRANGLER_LOG} 2>/dev/null || true").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    calls = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [c for c in calls if not (changing_only and c["argv"][:3] == ["r2", "bucket", "list"])]
 
 
 def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run):
@@ -307,6 +310,9 @@ def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run
     calls = wrangler_calls(workstation)
     deploys = [c for c in calls if c["argv"][0] == "deploy"]
     puts = [c for c in calls if c["argv"][:2] == ["secret", "put"]]
+    creates = [c["argv"] for c in calls if c["argv"][:3] == ["r2", "bucket", "create"]]
+    assert creates == [["r2", "bucket", "create", "hivesync-r2"]]  # the plan's "Create R2 bucket", once
+    assert calls[0]["argv"][:3] == ["r2", "bucket", "create"]  # before any worker that binds it
     assert sorted(c["cwd"].rsplit("/", 1)[1] for c in deploys) == sorted(WORKERS)  # healthcheck_worker: optional, off
     for call in deploys:
         assert call["argv"] == ["deploy", "--config", "wrangler.toml", "--env", "production"] and call["status"] == 0
@@ -330,6 +336,14 @@ def test_second_workers_run_deploys_nothing(workstation):
     run = deploy(WORKSTATION, WORKSTATION_DATA)
     assert run.changed == [], run.changed
     assert len(wrangler_calls(workstation)) == before
+
+
+def test_wrangler_that_cannot_list_buckets_fails_clearly_and_deploys_nothing(workstation):
+    before = len(wrangler_calls(workstation, changing_only=False))
+    run = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_wrangler": "/bin/false"}, check=False)
+    assert run.returncode != 0
+    assert "r2 bucket list failed: log wrangler in" in run.output, run.output[-3000:]
+    assert len(wrangler_calls(workstation, changing_only=False)) == before
 
 
 def test_changed_worker_source_redeploys_only_that_worker(workstation, tmp_path):

@@ -243,3 +243,18 @@ def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_after_a
     assert 'if [ "${now_rev:--}" != "$prev_rev" ]' in rollback
     assert rollback.index("docker stop hivesync-backend") < rollback.index("pg_restore --clean") < rollback.index("up -d")
     assert rollback.endswith("exit 1")
+
+
+# --------------------------------------------------------------------------- R2 bucket list
+
+
+def test_r2_bucket_list_parses_text_and_json_and_reports_failure():
+    from facts.hivesync import parse_r2_bucket_list
+
+    text = ["name:           hivesync-r2", "creation_date:  2026-01-01T00:00:00.000Z", "",
+            "name:           other", "creation_date:  2026-01-02T00:00:00.000Z"]
+    assert parse_r2_bucket_list(text) == ["hivesync-r2", "other"]
+    assert parse_r2_bucket_list(['[{"name":"a","creation_date":"x"},{"name": "b"}]']) == ["a", "b"]
+    assert parse_r2_bucket_list([]) == []  # an account without buckets
+    assert parse_r2_bucket_list(["__r2_bucket_list_failed__ 1"]) is None  # not logged in: say so, create nothing
+    assert parse_r2_bucket_list(["filename: name: trap"]) == []  # only whole `name:` lines count
