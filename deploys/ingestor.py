@@ -33,7 +33,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import re
+from fnmatch import fnmatch
 from io import StringIO
 from pathlib import Path
 
@@ -128,31 +130,35 @@ def source_dir(data) -> Path:
     return path if path.is_absolute() else REPO / path
 
 
-def tree_digest(root: Path, paths: list[str], exclude_dirs=(), exclude=()) -> str:
-    """SHA-256 over the files under `paths` (names, exec bit, content): the image label."""
-    from fnmatch import fnmatch
+def source_files(root: Path, exclude=(), exclude_dirs=()) -> list[Path]:
+    """The files `files.sync` uploads (same exclude semantics: `exclude` matches the full
+    local path, `exclude_dirs` the directory path relative to `root`)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        dirnames[:] = sorted(d for d in dirnames
+                             if not any(fnmatch((rel / d).as_posix(), pat) for pat in exclude_dirs))
+        found += [Path(dirpath) / f for f in sorted(filenames)
+                  if not any(fnmatch(str(Path(dirpath) / f), pat) for pat in exclude)]
+    return found
 
+
+def tree_digest(root: Path, paths: list[str], files: list[Path]) -> str:
+    """SHA-256 over the synced files under `paths` (names, exec bit, content): the image label."""
     digest = hashlib.sha256()
-    for rel in sorted(paths):
-        base = root / rel
-        found = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
-        for path in found:
-            parts = path.relative_to(root).parts
-            if any(fnmatch(d, pat) for d in parts[:-1] for pat in exclude_dirs) or any(fnmatch(parts[-1], pat) for pat in exclude):
-                continue
-            digest.update("/".join(parts).encode() + b"\0" + bytes([path.stat().st_mode & 0o100 and 1]))
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
+            digest.update(rel.encode() + b"\0" + (b"x" if path.stat().st_mode & 0o100 else b"-"))
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def source_digests(data) -> dict[str, str]:
     root = source_dir(data)
-    return {
-        name: tree_digest(root, spec.get("source") or [], data.ingestor_source_exclude_dirs or [],
-                          data.ingestor_source_exclude or [])
-        for name, spec in data.ingestor_services.items()
-        if spec.get("build")
-    }
+    synced = source_files(root, data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
+    return {name: tree_digest(root, spec.get("source") or [], synced)
+            for name, spec in data.ingestor_services.items() if spec.get("build")}
 
 
 def alembic_head(versions_dir: Path) -> str | None:

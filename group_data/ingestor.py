@@ -17,9 +17,11 @@ ingestor_dir = "/opt/ha-ingestor"
 # The user's source checkout on the machine running pyinfra (relative: to this repository).
 # It is synced to <ingestor_dir>/src and `compose build` runs there (no registry needed).
 ingestor_source = "../ha-ingestor"
-# Not synced (caches, VCS, local data).
-ingestor_source_exclude = ["*.pyc", "*.db", "*.db-wal", "*.db-shm", ".env", ".env.*"]
-ingestor_source_exclude_dirs = [".git", "__pycache__", "node_modules", ".venv", "backups", "data"]
+# Not synced (files.sync semantics: file patterns match the full local path, directory
+# patterns the path relative to the checkout): VCS, caches, local data, local secrets.
+ingestor_source_exclude = ["*.pyc", "*.db", "*.db-wal", "*.db-shm", "*/.env", "*/.env.*"]
+ingestor_source_exclude_dirs = [".git", "__pycache__", "*/__pycache__", "node_modules", "*/node_modules",
+                                ".venv", "backups", "data"]
 # Compose project name: volumes are <project>_<volume>, images <project>-<service>.
 ingestor_compose_project = "ha-ingestor"
 ingestor_compose_file = "docker-compose.yml"
