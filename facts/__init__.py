@@ -25,6 +25,9 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
 - ``facts.archon.ArchonOldLayout(...)`` -> the supabase-CLI layout's containers / networks /
   volumes / rebind unit and whether it is migrated (helper ``migration_action``);
   ``facts.archon.ArchonEnvStatus(script, spec)`` -> ``{"ok", "missing", "stale"}`` (names only).
+- ``facts.ingestor.DockerServerVersion()``, ``HomeAssistantApi(url, token)`` (GET <url>/api/ with
+  the bearer token, masked), ``ImageSources(images)`` (source-digest labels),
+  ``SqliteState(volume, file, tables)`` (tables, counts, journal mode, Alembic revision).
 - ``facts.compose.ComposeCli()`` -> ``"docker compose"`` | ``"docker-compose"`` | None.
 - ``facts.compose.ComposeServices(project)`` -> ``{service: {"state", "health", "container",
   "exit_code", "replicas"}}`` from container labels (Compose v1 and v2 alike); helper
