@@ -298,6 +298,8 @@ def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
             "counted": ["devices", "entities"],
             "journal_mode": data.ingestor_journal_mode,
         },
+        "queries": [{"url": f"http://{bind}:{data.ingestor_services['data-api']['port']}{path}", "target_ms": ms}
+                    for path, ms in (data.ingestor_status_queries or {}).items()],
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),

@@ -144,6 +144,11 @@ ingestor_journal_mode = "wal"
 ingestor_discovery_url = "http://127.0.0.1:8001/api/discover"
 ingestor_discovery_timeout_s = 120
 
+# --- status (make ingestor-status) --------------------------------------------------------
+# The plan's query-time targets (ms) on data-api: an error fails, a slower answer is
+# reported as SLOW (timings on a busy host vary; the plan's figures are targets).
+ingestor_status_queries = {"/api/devices": 10, "/api/entities": 10, "/api/events?limit=100": 50}
+
 # --- preflight + gates ---------------------------------------------------------------------
 ingestor_docker_min_version = "24"
 preflight_min_disk_mb = 2048

@@ -233,5 +233,23 @@ def test_status_reports_the_success_criteria(host):
     out = host.exec("/opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json")
     assert "FAIL" not in out.stdout, out.stdout
     for line in ("OK   data-api: healthy", "OK   devices:", "OK   entities:", "OK   influxdb: bucket present",
-                 "OK   metadata.db: tables alembic_version, devices, entities"):
+                 "OK   metadata.db: tables alembic_version, devices, entities", "GET http://127.0.0.1:8006/api/devices: "):
         assert line in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(not os.environ.get("INGESTOR_E2E_V1"), reason="compose v1 host: set INGESTOR_E2E_V1=1 (+~2 min)")
+def test_compose_v1_host(request, test_cluster, images, source):  # noqa: F811
+    """Debian 12's docker-compose 1.29 (no v2 plugin): release, then 0 changes."""
+    v1 = module_host(request, test_cluster, "ingestor-v1", groups=["ingestor", "docker_host"], docker="v1")
+    for tag in images.values():
+        v1.load_image(tag)
+    v1.write_file("/opt/ha-standin/home_assistant.py", HA_STANDIN.read_text())
+    v1.exec(["systemd-run", "--unit=ha-standin", f"--setenv=HA_TOKEN={HA_TOKEN}", "python3",
+             "/opt/ha-standin/home_assistant.py"])
+    assert v1.exec("docker compose version", check=False).returncode != 0
+    data = ingestor_data(images, source)
+    first = apply("deploys/ingestor.py", limit="ingestor-v1", env=ENV, data=data)
+    assert "(docker-compose)" in v1.exec("cat /opt/ha-ingestor/release.log").stdout
+    assert apply("deploys/ingestor.py", limit="ingestor-v1", env=ENV, data=data).changed == [], first.changed
+    assert health(v1, 8006)["databases"] == {"influxdb": "connected", "sqlite": "connected"}
+    assert sqlite(v1, "ha-ingestor_data_api_sqlite", "metadata.db")["counts"]["devices"] > 0

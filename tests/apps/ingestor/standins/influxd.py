@@ -4,6 +4,8 @@ GET /health and /ping, POST /api/v2/write (lines appended per bucket)."""
 
 import json
 import os
+import signal
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -64,5 +66,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1: no default handler
     setup()
     ThreadingHTTPServer(("0.0.0.0", 8086), Handler).serve_forever()

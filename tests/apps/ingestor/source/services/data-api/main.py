@@ -62,5 +62,10 @@ def store_metadata(body):
     return 200, {"devices": len(body.get("devices", [])), "entities": len(body.get("entities", []))}
 
 
-serve("data-api", 8006, health, get={"/api/devices": devices, "/api/entities": entities},
+def events(query):
+    # the real service queries InfluxDB (Epic 23 fields); the stand-in has no events
+    return 200, {"events": [], "count": 0}
+
+
+serve("data-api", 8006, health, get={"/api/devices": devices, "/api/entities": entities, "/api/events": events},
       post={"/internal/metadata": store_metadata})
