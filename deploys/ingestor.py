@@ -35,6 +35,7 @@ import ipaddress
 import json
 import os
 import re
+import subprocess
 from fnmatch import fnmatch
 from io import StringIO
 from pathlib import Path
@@ -48,7 +49,7 @@ from pyinfra.operations import files
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import secret_file, wait_until
-from deploys.parts.compose import _changed, detected_cli, env_file_text, fail_command, stage_and_validate, to_yaml
+from deploys.parts.compose import _changed, detected_cli, env_file_text, stage_and_validate, to_yaml
 from deploys.parts.docker_host import docker_host
 from deploys.parts.preflight import collect_problems
 from deploys.templating import TEMPLATES
@@ -159,6 +160,18 @@ def source_digests(data) -> dict[str, str]:
     synced = source_files(root, data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
     return {name: tree_digest(root, spec.get("source") or [], synced)
             for name, spec in data.ingestor_services.items() if spec.get("build")}
+
+
+def source_revision(root: Path) -> dict | None:
+    """The checkout's git commit and whether it has local changes (the plan's "export the
+    git state"), recorded in every backup; None when it is not a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain").stdout.strip())}
 
 
 def alembic_head(versions_dir: Path) -> str | None:
@@ -300,6 +313,7 @@ def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
         },
         "queries": [{"url": f"http://{bind}:{data.ingestor_services['data-api']['port']}{path}", "target_ms": ms}
                     for path, ms in (data.ingestor_status_queries or {}).items()],
+        "source_revision": source_revision(source_dir(data)),
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),

@@ -2,6 +2,7 @@
 source digests, the Alembic head, facts' parsing and the host-side release script."""
 
 import json
+import os
 import runpy
 import shutil
 import sqlite3
@@ -163,6 +164,18 @@ def test_source_digest_changes_only_for_the_changed_service(tmp_path):
     assert [s for s in before if before[s] != after[s]] == ["admin-api"]
     (tmp_path / "src/shared/standin.py").write_text("# shared change\n")
     assert all(a != b for a, b in zip(after.values(), ingestor.source_digests(d).values()))
+
+
+def test_source_revision_is_recorded_for_git_checkouts(tmp_path):
+    assert ingestor.source_revision(tmp_path) is None
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-qm", "x"], check=True, env={**os.environ, **env})
+    assert ingestor.source_revision(tmp_path)["dirty"] is False
+    (tmp_path / "f").write_text("y")
+    assert ingestor.source_revision(tmp_path)["dirty"] is True
 
 
 def test_alembic_head_is_read_from_the_revisions(tmp_path):
