@@ -12,7 +12,7 @@ LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
 
 
-.PHONY: archon-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+.PHONY: archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -60,6 +60,9 @@ music-status: setup  ## The plan's success criteria on the music host(s)
 
 archon-status: setup  ## The Archon stack's health check on the archon host(s)
 	INFRA_SYSTEMS=archon $(PYINFRA) exec -- /opt/archon/bin/archon-health-check --stats
+
+ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tables, devices/entities, bucket)
+	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json
 
 # YouTube assistant production (ENV=prod: this machine, @local). YT_MODE=pidfile|systemd overrides youtube_mode.
 YT_ARGS := $(LIMIT_ARGS) $(if $(YT_MODE),--data youtube_mode=$(YT_MODE))

@@ -31,6 +31,9 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
 - ``facts.hivesync.ContainerImage(container, image)`` -> running image id/name and the local
   id of ``image``; ``AlembicAtHead(container, current, heads)`` -> ``{"current", "heads",
   "at_head"}`` asked inside the backend container.
+- ``facts.ingestor.DockerServerVersion()``, ``HomeAssistantApi(url, token)`` (GET <url>/api/ with
+  the bearer token, masked), ``ImageSources(images)`` (source-digest labels),
+  ``SqliteState(volume, file, tables)`` (tables, counts, journal mode, Alembic revision).
 - ``facts.compose.ComposeCli()`` -> ``"docker compose"`` | ``"docker-compose"`` | None.
 - ``facts.compose.ComposeServices(project)`` -> ``{service: {"state", "health", "container",
   "exit_code", "replicas"}}`` from container labels (Compose v1 and v2 alike); helper

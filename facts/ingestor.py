@@ -1,0 +1,188 @@
+"""Facts for deploys/ingestor.py, read on the host.
+
+- ``DockerServerVersion()`` -> ``"24.0.7"`` or None (no engine / not installed).
+- ``HomeAssistantApi(url, token)`` -> ``{"status": 200, "error": None}``: GET <url>/api/ with
+  the bearer token, from the host (the token is a HiddenValue: masked in pyinfra's output).
+- ``ImageSources(images)`` -> ``{image: source digest label or None}`` (None: no image).
+- ``SqliteState(volume, file, tables)`` -> ``{"tables", "counts", "journal_mode",
+  "revision"}`` or None, read from the named volume's directory with the host's python3
+  (works while the service is down; opened read-only).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pyinfra.api import FactBase, HiddenValue, QuoteString, StringCommand
+from typing_extensions import override
+
+SOURCE_LABEL = "ingestor.source"
+
+_HA_SCRIPT = r"""
+import json, sys, urllib.error, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+out = {"status": None, "error": None}
+try:
+    req = urllib.request.Request(url.rstrip("/") + "/api/", headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out["status"] = resp.status
+except urllib.error.HTTPError as e:
+    out["status"] = e.code
+except Exception as e:
+    out["error"] = type(e).__name__ + ": " + str(e)
+print(json.dumps(out))
+""".strip()
+
+_SQLITE_SCRIPT = r"""
+import json, os, sqlite3, subprocess, sys
+volume, name, tables = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+p = subprocess.run(["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume], capture_output=True, text=True)
+path = os.path.join(p.stdout.strip(), name) if p.returncode == 0 else ""
+if not path or not os.path.exists(path):
+    sys.exit(0)
+con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=10)
+found = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+counts = {t: con.execute('SELECT COUNT(*) FROM "%s"' % t).fetchone()[0] for t in tables if t in found}
+rev = None
+if "alembic_version" in found:
+    row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    rev = row[0] if row else None
+print(json.dumps({"tables": found, "counts": counts, "revision": rev,
+                  "journal_mode": con.execute("PRAGMA journal_mode").fetchone()[0]}))
+""".strip()
+
+
+def _json_line(output: list[str]) -> Any:
+    for line in reversed(output):
+        if line.strip().startswith(("{", "[")):
+            return json.loads(line)
+    return None
+
+
+def parse_docker_version(output: list[str]) -> str | None:
+    text = "\n".join(output).strip()
+    match = re.match(r"^(\d+(?:\.\d+)*)", text)
+    return match.group(1) if match else None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", str(version)))
+
+
+class DockerServerVersion(FactBase[str | None]):
+    """The engine's version ("20.10.24"); None without a running engine."""
+
+    @override
+    def command(self) -> str:
+        return "docker version --format '{{.Server.Version}}' 2>/dev/null || true"
+
+    @override
+    def process(self, output: list[str]) -> str | None:
+        return parse_docker_version(output)
+
+    @staticmethod
+    @override
+    def default() -> str | None:
+        return None
+
+
+class HomeAssistantApi(FactBase[dict[str, Any] | None]):
+    """GET <url>/api/ with the bearer token from the host: the HTTP status or the error."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "python3"
+
+    @override
+    def command(self, url: str, token: str | HiddenValue) -> StringCommand:
+        secret = token if isinstance(token, HiddenValue) else HiddenValue(str(token))
+        return StringCommand("python3", "-c", QuoteString(_HA_SCRIPT), QuoteString(url), QuoteString(secret))
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return _json_line(output)
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any] | None:
+        return None
+
+
+def home_assistant_problem(url: str, result: dict[str, Any] | None) -> str | None:
+    """None when Home Assistant accepted the token; the reason otherwise (never the token)."""
+    if not result:
+        return f"Home Assistant {url}: no answer (python3 missing on the host?)"
+    if result.get("error"):
+        return f"Home Assistant {url} unreachable from the host: {result['error']}"
+    if result.get("status") in (401, 403):
+        return f"Home Assistant {url} rejected HOME_ASSISTANT_TOKEN (HTTP {result['status']})"
+    if result.get("status") != 200:
+        return f"Home Assistant {url}/api/ answered HTTP {result.get('status')}"
+    return None
+
+
+def image_sources_command(images: list[str]) -> str:
+    """One `image|label` line per image; `-` when the image does not exist."""
+    import shlex
+
+    fmt = '{{index .Config.Labels "%s"}}' % SOURCE_LABEL
+    lines = [
+        f"printf '%s|%s\\n' {shlex.quote(i)} \"$(docker image inspect --format {shlex.quote(fmt)} "
+        f"{shlex.quote(i)} 2>/dev/null || echo -)\""
+        for i in images
+    ]
+    return "; ".join(lines) or "true"
+
+
+def parse_image_sources(output: list[str]) -> dict[str, str | None]:
+    sources: dict[str, str | None] = {}
+    for line in output:
+        image, sep, label = line.strip().partition("|")
+        if sep:
+            sources[image] = None if label in ("-", "", "<no value>") else label
+    return sources
+
+
+class ImageSources(FactBase[dict[str, str | None]]):
+    """Image -> the source digest it was built from (label ingestor.source); None if absent."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self, images: list[str]) -> str:
+        return image_sources_command(list(images))
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        return parse_image_sources(output)
+
+    @staticmethod
+    @override
+    def default() -> dict[str, str | None]:
+        return {}
+
+
+class SqliteState(FactBase[dict[str, Any] | None]):
+    """An SQLite file in a named volume: tables, row counts, journal mode, Alembic revision."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self, volume: str, file: str, tables: list[str]) -> StringCommand:
+        return StringCommand("python3", "-c", QuoteString(_SQLITE_SCRIPT), QuoteString(volume),
+                             QuoteString(file), QuoteString(json.dumps(list(tables))))
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return _json_line(output)
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any] | None:
+        return None

@@ -1,0 +1,246 @@
+"""deploys/ingestor.py: data validation, the rendered stack, env files, the release plan,
+source digests, the Alembic head, facts' parsing and the host-side release script."""
+
+import json
+import os
+import runpy
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyinfra.api import HiddenValue
+
+from deploys import ingestor, secrets
+from deploys.errors import ConfigError, SecretsMissing
+from facts.ingestor import (
+    HomeAssistantApi,
+    home_assistant_problem,
+    image_sources_command,
+    parse_docker_version,
+    parse_image_sources,
+    version_tuple,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "tests/apps/ingestor/source"
+SCRIPT = REPO / "templates/opt/ha-ingestor/bin/ingestor-release"
+VALUES = {"HOME_ASSISTANT_TOKEN": HiddenValue("ha-secret"), "INFLUXDB_TOKEN": HiddenValue("influx-secret"),
+          "INFLUXDB_PASSWORD": HiddenValue("influx-password")}
+
+
+class Data(dict):
+    __getattr__ = dict.get
+
+
+def data(**overrides):
+    values = {k: v for k, v in runpy.run_path(str(REPO / "group_data/ingestor.py")).items() if not k.startswith("__")}
+    values["ingestor_source"] = str(SAMPLE)
+    values.update(overrides)
+    return Data(values)
+
+
+def services(**changes):
+    found = data().ingestor_services
+    for name, change in changes.items():
+        found[name] = {**found[name], **change}
+    return found
+
+
+@pytest.fixture(scope="module")
+def release_script():
+    return runpy.run_path(str(SCRIPT))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_defaults_are_valid_and_carry_the_plans_numbers():
+    d = data()
+    ingestor.check_config(d)
+    ports = {name: spec["port"] for name, spec in d.ingestor_services.items()}
+    assert ports == {"influxdb": 8086, "websocket-ingestion": 8001, "enrichment-pipeline": 8002, "admin-api": 8003,
+                     "data-api": 8006, "data-retention": None, "sports-data": 8005, "health-dashboard": 3000}
+    assert d.ingestor_start_order[0] == ["influxdb"] and d.ingestor_start_order[-1] == ["health-dashboard"]
+    assert d.ingestor_influxdb_bucket == "home_assistant_events"
+    assert d.ingestor_expected_tables == ["alembic_version", "devices", "entities"]
+    assert d.ingestor_docker_min_version == "24" and d.preflight_min_disk_mb == 2048
+    assert not [k for k in d if callable(d[k])]  # helpers are deleted: pyinfra would load them as data
+
+
+def test_every_problem_is_reported_together():
+    bad = services(**{"admin-api": {"port": 70000, "memory": "lots"}, "sports-data": {"port": 8001}})
+    with pytest.raises(ConfigError) as err:
+        ingestor.check_config(data(ingestor_bind_address="0.0.0.0", ingestor_services=bad,
+                                   ingestor_start_order=[["influxdb"]], ingestor_compose_project="Bad Name"))
+    text = str(err.value)
+    for part in ("0.0.0.0 is not a loopback address", "'admin-api'].port = 70000 is not a TCP port",
+                 "memory 'lots'", "published ports are not unique", "ingestor_start_order must name every service",
+                 "ingestor_compose_project 'Bad Name'"):
+        assert part in text, part
+
+
+def test_missing_secrets_are_named_in_one_message():
+    with pytest.raises(SecretsMissing) as err:
+        secrets.check_required({"ingestor": data().required_secrets}, {"INFLUXDB_TOKEN": "REPLACE_ME"})
+    assert "ingestor: HOME_ASSISTANT_TOKEN, INFLUXDB_TOKEN, INFLUXDB_PASSWORD" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- the stack
+
+
+def test_stack_binds_every_port_to_loopback_with_the_plans_limits():
+    d = data()
+    doc = ingestor.stack(d, ingestor.source_digests(d))
+    assert list(doc["services"]) == [s for group in d.ingestor_start_order for s in group]
+    published = sorted(p for s in doc["services"].values() for p in s.get("ports", []))
+    assert published == sorted(f"127.0.0.1:{p}:{c}" for p, c in
+                               [(8001, 8001), (8002, 8002), (8003, 8003), (8005, 8005), (8006, 8006), (8086, 8086),
+                                (3000, 80)])
+    limits = {name: s["mem_limit"] for name, s in doc["services"].items()}
+    assert limits["influxdb"] == "512m" and limits["health-dashboard"] == "50m" and limits["data-api"] == "128m"
+    assert set(doc["volumes"]) == {"influxdb_data", "influxdb_config", "data_api_sqlite", "sports_data_sqlite"}
+    assert "build" not in doc["services"]["influxdb"]
+    assert doc["services"]["data-api"]["volumes"] == ["data_api_sqlite:/app/data"]
+    assert doc["services"]["data-api"]["container_name"] == "ha-ingestor-data-api"
+
+
+def test_compose_v2_accepts_the_rendered_file(tmp_path):
+    from tests.harness.image import _compose_v2_binary
+
+    binary = tmp_path / "docker-compose"
+    shutil.copy(_compose_v2_binary(), binary)
+    binary.chmod(0o755)
+    d = data(ingestor_build_args={"BASE_IMAGE": "local/base:1"})
+    (tmp_path / "env").mkdir()
+    for name, text in ingestor.env_files(d, VALUES).items():
+        (tmp_path / "env" / f"{name}.env").write_text(text)
+    (tmp_path / "docker-compose.yml").write_text(ingestor.render_compose(d, ingestor.source_digests(d)))
+    out = subprocess.run([str(binary), "-p", "ha-ingestor", "-f", str(tmp_path / "docker-compose.yml"), "config",
+                          "--format", "json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    api = config["services"]["data-api"]
+    assert api["build"]["args"] == {"BASE_IMAGE": "local/base:1"}
+    assert api["build"]["labels"]["ingestor.source"] == ingestor.source_digests(d)["data-api"]
+    assert api["environment"]["INFLUXDB_URL"] == "http://influxdb:8086"
+    assert config["services"]["websocket-ingestion"]["environment"]["HOME_ASSISTANT_TOKEN"] == "ha-secret"
+    assert config["volumes"]["data_api_sqlite"]["name"] == "ha-ingestor_data_api_sqlite"
+
+
+def test_secrets_go_only_where_they_are_needed():
+    files = ingestor.env_files(data(), VALUES)
+    assert "HOME_ASSISTANT_TOKEN=ha-secret" in files["websocket"]
+    assert "ha-secret" not in files["services"] and "ha-secret" not in files["influxdb"]
+    assert "DOCKER_INFLUXDB_INIT_BUCKET=home_assistant_events" in files["influxdb"]
+    assert "DOCKER_INFLUXDB_INIT_PASSWORD=influx-password" in files["influxdb"]
+    with pytest.raises(ConfigError, match="HOME_ASSISTANT_TOKEN holds characters"):
+        ingestor.env_files(data(), {**VALUES, "HOME_ASSISTANT_TOKEN": HiddenValue("a b$c")})
+
+
+def test_release_plan_holds_health_checks_and_no_secrets():
+    d = data()
+    plan = ingestor.release_plan(d, ingestor.source_digests(d), "002")
+    text = json.dumps(plan)
+    assert "secret" not in text and "password" not in text
+    assert plan["services"]["data-api"]["health_url"] == "http://127.0.0.1:8006/health"
+    assert plan["services"]["data-api"]["expect"]["databases.sqlite"] == "connected"
+    assert plan["services"]["websocket-ingestion"]["expect"]["home_assistant"] == "authenticated"
+    assert plan["services"]["influxdb"]["source_digest"] is None
+    assert plan["migrate"]["db"] == {"volume": "ha-ingestor_data_api_sqlite", "file": "metadata.db"}
+    assert plan["influx"]["bucket_list"] == ["influx", "bucket", "list", "--name", "home_assistant_events",
+                                             "--hide-headers"]
+
+
+def test_source_digest_changes_only_for_the_changed_service(tmp_path):
+    shutil.copytree(SAMPLE, tmp_path / "src")
+    d = data(ingestor_source=str(tmp_path / "src"))
+    before = ingestor.source_digests(d)
+    (tmp_path / "src/services/admin-api/main.py").write_text("# changed\n")
+    (tmp_path / "src/services/data-api/__pycache__").mkdir()
+    (tmp_path / "src/services/data-api/__pycache__/x.pyc").write_text("cache")
+    after = ingestor.source_digests(d)
+    assert [s for s in before if before[s] != after[s]] == ["admin-api"]
+    (tmp_path / "src/shared/standin.py").write_text("# shared change\n")
+    assert all(a != b for a, b in zip(after.values(), ingestor.source_digests(d).values()))
+
+
+def test_source_revision_is_recorded_for_git_checkouts(tmp_path):
+    assert ingestor.source_revision(tmp_path) is None
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-qm", "x"], check=True, env={**os.environ, **env})
+    assert ingestor.source_revision(tmp_path)["dirty"] is False
+    (tmp_path / "f").write_text("y")
+    assert ingestor.source_revision(tmp_path)["dirty"] is True
+
+
+def test_alembic_head_is_read_from_the_revisions(tmp_path):
+    assert ingestor.alembic_head(SAMPLE / "services/data-api/alembic/versions") == "002"
+    (tmp_path / "a.py").write_text('revision = "a"\ndown_revision = None\n')
+    (tmp_path / "b.py").write_text("revision: str = 'b'\ndown_revision: str | None = 'a'\n")
+    assert ingestor.alembic_head(tmp_path) == "b"
+    (tmp_path / "c.py").write_text('revision = "c"\ndown_revision = "a"\n')
+    with pytest.raises(ConfigError, match="several heads"):
+        ingestor.alembic_head(tmp_path)
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def test_fact_parsing():
+    assert parse_docker_version(["20.10.24+dfsg1"]) == "20.10.24"
+    assert parse_docker_version([""]) is None
+    assert version_tuple("20.10.24") < version_tuple("24") <= version_tuple("24.0.7")
+    assert parse_image_sources(["a:latest|abc", "b:latest|-", "c:latest|<no value>"]) == {
+        "a:latest": "abc", "b:latest": None, "c:latest": None}
+    assert image_sources_command(["a:latest"]) == (
+        "printf '%s|%s\\n' a:latest \"$(docker image inspect --format "
+        "'{{index .Config.Labels \"ingestor.source\"}}' a:latest 2>/dev/null || echo -)\"")
+
+
+def test_home_assistant_check_never_shows_the_token():
+    command = HomeAssistantApi().command(url="http://ha:8123", token=HiddenValue("tok-123"))
+    assert "tok-123" not in command.get_masked_value() and "tok-123" in command.get_raw_value()
+    assert home_assistant_problem("http://ha:8123", {"status": 200, "error": None}) is None
+    assert "rejected HOME_ASSISTANT_TOKEN (HTTP 401)" in home_assistant_problem("http://ha:8123", {"status": 401})
+    assert "unreachable" in home_assistant_problem("http://ha:8123", {"status": None, "error": "ConnectionRefusedError"})
+
+
+# ----------------------------------------------------------------------------- release script
+
+
+def test_release_script_reads_sqlite_state_and_json_fields(tmp_path, release_script):
+    db = tmp_path / "metadata.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE alembic_version (version_num TEXT)")
+    con.execute("INSERT INTO alembic_version VALUES ('002')")
+    con.execute("CREATE TABLE devices (id TEXT)")
+    con.commit()
+    con.close()
+    state = release_script["sqlite_state"](str(db), ["devices", "entities"])
+    assert state == {"tables": ["alembic_version", "devices"], "counts": {"devices": 0}, "journal_mode": "wal",
+                     "revision": "002", "integrity": "ok"}
+    field = release_script["field"]
+    assert field({"databases": {"sqlite": "connected"}}, "databases.sqlite") == "connected"
+    assert field({"status": "ok"}, "databases.sqlite") is None
+
+
+def test_release_script_keeps_only_the_newest_backups(tmp_path, release_script):
+    for stamp in ("20250101-000000", "20250102-000000", "20250103-000000"):
+        (tmp_path / f"ingestor-{stamp}").mkdir()
+    (tmp_path / "someone-elses").mkdir()
+    release_script["prune_backups"]({"backup_dir": str(tmp_path), "keep": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingestor-20250102-000000", "ingestor-20250103-000000",
+                                                          "someone-elses"]
+
+
+def test_release_script_does_not_prune_or_delete_databases():
+    text = SCRIPT.read_text()
+    # no docker prune/down/volume rm as a command (argv items are quoted strings here)
+    for word in ('"prune"', '"down"', '"system"', '"rm", "-f"', '"volume", "rm"'):
+        assert word not in text, word
