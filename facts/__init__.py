@@ -30,7 +30,8 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
   server port of the SSH session pyinfra runs over (``$SSH_CONNECTION``).
 - ``facts.hivesync.ContainerImage(container, image)`` -> running image id/name and the local
   id of ``image``; ``AlembicAtHead(container, current, heads)`` -> ``{"current", "heads",
-  "at_head"}`` asked inside the backend container.
+  "at_head"}`` asked inside the backend container; ``R2Buckets(wrangler)`` -> bucket names from
+  ``wrangler r2 bucket list`` (None when wrangler fails).
 - ``facts.ingestor.DockerServerVersion()``, ``HomeAssistantApi(url, token)`` (GET <url>/api/ with
   the bearer token, masked), ``ImageSources(images)`` (source-digest labels),
   ``SqliteState(volume, file, tables)`` (tables, counts, journal mode, Alembic revision).
