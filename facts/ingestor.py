@@ -21,8 +21,8 @@ from typing_extensions import override
 SOURCE_LABEL = "ingestor.source"
 
 _HA_SCRIPT = r"""
-import json, sys, urllib.error, urllib.request
-url, token = sys.argv[1], sys.argv[2]
+import json, os, sys, urllib.error, urllib.request
+url, token = sys.argv[1], os.environ.pop("INFRA_HA_TOKEN", "")
 out = {"status": None, "error": None}
 try:
     req = urllib.request.Request(url.rstrip("/") + "/api/", headers={"Authorization": "Bearer " + token})
@@ -89,7 +89,8 @@ class DockerServerVersion(FactBase[str | None]):
 
 
 class HomeAssistantApi(FactBase[dict[str, Any] | None]):
-    """GET <url>/api/ with the bearer token from the host: the HTTP status or the error."""
+    """GET <url>/api/ with the bearer token from the host: the HTTP status or the error.
+    The token travels in the script's environment (root-only /proc/<pid>/environ), never argv."""
 
     @override
     def requires_command(self, *args, **kwargs) -> str:
@@ -98,7 +99,9 @@ class HomeAssistantApi(FactBase[dict[str, Any] | None]):
     @override
     def command(self, url: str, token: str | HiddenValue) -> StringCommand:
         secret = token if isinstance(token, HiddenValue) else HiddenValue(str(token))
-        return StringCommand("python3", "-c", QuoteString(_HA_SCRIPT), QuoteString(url), QuoteString(secret))
+        # In the environment, not argv: /proc/<pid>/cmdline is readable by every user.
+        return StringCommand(StringCommand("INFRA_HA_TOKEN=", QuoteString(secret), _separator=""),
+                             "python3", "-c", QuoteString(_HA_SCRIPT), QuoteString(url))
 
     @override
     def process(self, output: list[str]) -> dict[str, Any] | None:

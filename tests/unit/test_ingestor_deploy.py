@@ -205,6 +205,8 @@ def test_fact_parsing():
 def test_home_assistant_check_never_shows_the_token():
     command = HomeAssistantApi().command(url="http://ha:8123", token=HiddenValue("tok-123"))
     assert "tok-123" not in command.get_masked_value() and "tok-123" in command.get_raw_value()
+    assert command.get_raw_value().startswith("INFRA_HA_TOKEN=tok-123 python3 -c ")  # env, not argv
+    assert not command.get_raw_value().endswith("tok-123")
     assert home_assistant_problem("http://ha:8123", {"status": 200, "error": None}) is None
     assert "rejected HOME_ASSISTANT_TOKEN (HTTP 401)" in home_assistant_problem("http://ha:8123", {"status": 401})
     assert "unreachable" in home_assistant_problem("http://ha:8123", {"status": None, "error": "ConnectionRefusedError"})
