@@ -350,16 +350,29 @@ def rollback_command(data, reason: str) -> StringCommand:
     cli = detected_cli() or "docker compose"
     url = f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}{data.hivesync_health_path}"
     message = f"{reason}. Rolled back the backend to the previous image"
+    impossible = QuoteString(f"{reason}. Rollback impossible, host left as the failed release left it: ")
+    pg, user, db = QuoteString(CONTAINER["postgres"]), QuoteString(env["POSTGRES_USER"]), QuoteString(env["POSTGRES_DB"])
     return StringCommand(
         "cd", QuoteString(base), "&&", "read -r prev_id prev_name prev_rev dump <", QuoteString(f"{base}/.previous-image"),
-        "&&", 'docker tag "$prev_id" "$prev_name" &&',
-        "cp -p", QuoteString(f"{compose}.previous"), QuoteString(compose), "&&",
+        "|| { printf '%s%s\\n'", impossible, "'no record of the previous image'", ">&2; exit 1; };",
+        'docker tag "$prev_id" "$prev_name"',
+        "|| { printf '%s%s\\n'", impossible, '"previous image $prev_id is gone"', ">&2; exit 1; };",
+        "cp -p", QuoteString(f"{compose}.previous"), QuoteString(compose),
+        "|| { printf '%s%s\\n'", impossible, "'the previous compose file is gone'", ">&2; exit 1; };",
         "now_rev=$(", *_psql(data, REVISION_SQL), "2>/dev/null || true);", "restored='';",
         'if [ "${now_rev:--}" != "$prev_rev" ]; then',
-        "docker stop", QuoteString(CONTAINER["backend"]), ">/dev/null &&",
-        "docker exec -i", QuoteString(CONTAINER["postgres"]), "pg_restore --clean --if-exists --single-transaction -U",
-        QuoteString(env["POSTGRES_USER"]), "-d", QuoteString(env["POSTGRES_DB"]), '< "$dump" &&',
+        "docker stop", QuoteString(CONTAINER["backend"]), ">/dev/null;",
+        # Into an empty schema, in one transaction: `pg_restore --clean` would only drop what
+        # the dump has, leaving the failed migration's new tables behind.
+        # The SQL is extracted to a 0600 file first: a pg_restore that fails half-way must
+        # never feed psql a truncated script after the DROP.
+        'sql=$(mktemp) && docker exec -i', pg, 'pg_restore -f - < "$dump" > "$sql"',
+        "&& { echo 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'; cat \"$sql\"; }",
+        "| docker exec -i", pg, "psql -q -v ON_ERROR_STOP=1 --single-transaction -U", user, "-d", db, ">/dev/null;",
+        'rc=$?; rm -f "$sql";', 'if [ "$rc" -eq 0 ]; then',
         'restored=" and restored the database from $dump (the release had migrated it from ${prev_rev} to ${now_rev})";',
+        'else restored=" BUT restoring $dump FAILED: the database stays at ${now_rev}";',
+        "fi;",
         "fi;",
         *cli.split(), "-p", QuoteString(data.hivesync_compose_project), "-f", QuoteString(compose),
         "--env-file", QuoteString(f"{base}/{data.hivesync_env_file}"), "up -d --remove-orphans >&2;",
@@ -450,7 +463,9 @@ def server(data):
         compose_file=data.hivesync_compose_file,
         env_file=data.hivesync_env_file,
         services=SERVICES,
-        recreate_when=(env,),
+        # a new image under the same tag changes no file: the backup op (which runs exactly
+        # when the wanted image differs from the running one) makes compose recreate it
+        recreate_when=(env, backup),
     )
     gate_or_rollback(
         name="Backend healthy and database at Alembic head (else roll back)",

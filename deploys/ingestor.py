@@ -43,7 +43,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host
-from pyinfra.facts.files import Sha256File
+from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import files
 
 from deploys import secrets
@@ -68,6 +68,7 @@ from facts.sockets import ListeningSockets, is_loopback_only
 REPO = Path(__file__).resolve().parent.parent
 RELEASE_SCRIPT = (TEMPLATES / "opt/ha-ingestor/bin/ingestor-release").read_text()
 SOURCE_LABEL = "ingestor.source"
+PENDING = ".release-pending"  # bin/ingestor-release removes it after a successful release
 ENV_FILES = ("influxdb", "websocket", "services")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _MEMORY = re.compile(r"^\d+[kmg]$")
@@ -340,6 +341,8 @@ def release_reasons(plan: dict, compose: str, env_ops) -> list[str]:
     stale = [s for s, spec in built.items() if labels.get(spec["image"]) != spec["source_digest"]]
     if stale:
         reasons.append(f"source changed: {', '.join(stale)}")
+    if host.get_fact(File, path=f"{plan['dir']}/{PENDING}"):
+        reasons.append("the previous release did not finish")
     m = plan["migrate"]
     db = host.get_fact(SqliteState, volume=m["db"]["volume"], file=m["db"]["file"], tables=m["tables"])
     if (db or {}).get("revision") != m["head"]:
@@ -357,6 +360,9 @@ def ingestor_release(plan: dict, compose: str, script: str, plan_path: str, env_
     cli = detected_cli() or "docker compose"
     host.log(f"release ({cli}): {'; '.join(reasons)}")
     compose_path = QuoteString(plan["compose_path"])
+    # Removed by the script only when a release succeeds: files changed by this run but
+    # never applied (a failed backup, an interrupted run) make the next run release again.
+    yield StringCommand("mkdir -p", QuoteString(plan["dir"]), "&&", "touch", QuoteString(f"{plan['dir']}/{PENDING}"))
     yield StringCommand("if [ -f", compose_path, "]; then cp -p", compose_path,
                         QuoteString(plan["compose_path"] + ".previous"), "; fi")
     directory, compose_file = plan["compose_path"].rsplit("/", 1)
@@ -418,6 +424,12 @@ def devices_check(volume: str, file: str):
 # ----------------------------------------------------------------------------- phases
 
 
+def uses_sudo(data) -> bool:
+    from pyinfra.context import ctx_state
+
+    return bool(data.get("_sudo") or (ctx_state.isset() and getattr(ctx_state.config, "SUDO", False)))
+
+
 def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     """Everything that must hold before the first change, reported together."""
     ports = {spec["port"]: "docker.service" for spec in data.ingestor_services.values() if spec.get("port")}
@@ -427,8 +439,11 @@ def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     if version and version_tuple(version) < version_tuple(minimum):
         problems.append(f"Docker {version} is older than {minimum}")
     if data.ingestor_check_home_assistant:
-        answer = host.get_fact(HomeAssistantApi, url=data.home_assistant_url, token=values["HOME_ASSISTANT_TOKEN"])
-        if problem := home_assistant_problem(data.home_assistant_url, answer):
+        # Under sudo the token would sit in sudo's argv (see HomeAssistantApi): probe
+        # reachability only; a rejected token then fails the websocket health gate.
+        token = None if uses_sudo(data) else values["HOME_ASSISTANT_TOKEN"]
+        answer = host.get_fact(HomeAssistantApi, url=data.home_assistant_url, token=token)
+        if problem := home_assistant_problem(data.home_assistant_url, answer, token_sent=token is not None):
             problems.append(problem)
     if not source_dir(data).is_dir():
         problems.append(f"ingestor_source {source_dir(data)} is not a directory (the source checkout)")

@@ -25,7 +25,7 @@ import json, os, sys, urllib.error, urllib.request
 url, token = sys.argv[1], os.environ.pop("INFRA_HA_TOKEN", "")
 out = {"status": None, "error": None}
 try:
-    req = urllib.request.Request(url.rstrip("/") + "/api/", headers={"Authorization": "Bearer " + token})
+    req = urllib.request.Request(url.rstrip("/") + "/api/", headers={"Authorization": "Bearer " + token} if token else {})
     with urllib.request.urlopen(req, timeout=10) as resp:
         out["status"] = resp.status
 except urllib.error.HTTPError as e:
@@ -89,19 +89,27 @@ class DockerServerVersion(FactBase[str | None]):
 
 
 class HomeAssistantApi(FactBase[dict[str, Any] | None]):
-    """GET <url>/api/ with the bearer token from the host: the HTTP status or the error.
-    The token travels in the script's environment (root-only /proc/<pid>/environ), never argv."""
+    """GET <url>/api/ from the host, with the bearer token (or none: token=None probes
+    reachability only): the HTTP status or the error.
+
+    The token travels in the script's environment, never its argv. pyinfra wraps every
+    command in `sh -c '...'`; dash execs the last command, so as root over SSH the token
+    is in a process title for microseconds. Under sudo, `sudo`'s own argv would show it to
+    local users for the whole check: callers pass token=None then (see deploys/ingestor.py).
+    """
 
     @override
     def requires_command(self, *args, **kwargs) -> str:
         return "python3"
 
     @override
-    def command(self, url: str, token: str | HiddenValue) -> StringCommand:
+    def command(self, url: str, token: str | HiddenValue | None = None) -> StringCommand:
+        probe = StringCommand("python3", "-c", QuoteString(_HA_SCRIPT), QuoteString(url))
+        if token is None:
+            return probe
         secret = token if isinstance(token, HiddenValue) else HiddenValue(str(token))
         # In the environment, not argv: /proc/<pid>/cmdline is readable by every user.
-        return StringCommand(StringCommand("INFRA_HA_TOKEN=", QuoteString(secret), _separator=""),
-                             "python3", "-c", QuoteString(_HA_SCRIPT), QuoteString(url))
+        return StringCommand(StringCommand("INFRA_HA_TOKEN=", QuoteString(secret), _separator=""), probe)
 
     @override
     def process(self, output: list[str]) -> dict[str, Any] | None:
@@ -113,12 +121,15 @@ class HomeAssistantApi(FactBase[dict[str, Any] | None]):
         return None
 
 
-def home_assistant_problem(url: str, result: dict[str, Any] | None) -> str | None:
-    """None when Home Assistant accepted the token; the reason otherwise (never the token)."""
+def home_assistant_problem(url: str, result: dict[str, Any] | None, token_sent: bool = True) -> str | None:
+    """None when Home Assistant accepted the token (or, probing without one, answered at
+    all: 401 proves it is there); the reason otherwise (never the token)."""
     if not result:
         return f"Home Assistant {url}: no answer (python3 missing on the host?)"
     if result.get("error"):
         return f"Home Assistant {url} unreachable from the host: {result['error']}"
+    if not token_sent and result.get("status") in (200, 401):
+        return None
     if result.get("status") in (401, 403):
         return f"Home Assistant {url} rejected HOME_ASSISTANT_TOKEN (HTTP {result['status']})"
     if result.get("status") != 200:

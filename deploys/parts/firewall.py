@@ -95,7 +95,10 @@ def session_ssh_ports() -> list[int]:
     if port:
         return [port]
     sockets = host.get_fact(ListeningSockets) or []
-    return sorted({s["port"] for s in sockets if s.get("process") == "sshd" and s.get("proto") == "tcp"})
+    ports = {s["port"] for s in sockets if s.get("process") == "sshd" and s.get("proto") == "tcp"}
+    # Fail closed: sudo drops $SSH_CONNECTION and a socket-activated sshd shows as systemd;
+    # then protect the port pyinfra connects to rather than nothing.
+    return sorted(ports) or [int(host.data.get("ssh_port") or 22)]
 
 
 @operation()

@@ -241,7 +241,13 @@ def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_after_a
     assert "SELECT version_num FROM alembic_version" in text and "/opt/hivesync/.previous-image" in text
     rollback = hivesync.rollback_command(data(), "why").get_raw_value()
     assert 'if [ "${now_rev:--}" != "$prev_rev" ]' in rollback
-    assert rollback.index("docker stop hivesync-backend") < rollback.index("pg_restore --clean") < rollback.index("up -d")
+    assert rollback.index("docker stop hivesync-backend") < rollback.index("DROP SCHEMA public CASCADE") < rollback.index("up -d")
+    # the dump is extracted in full before the DROP, and the restore is one transaction
+    assert rollback.index('pg_restore -f - < "$dump" > "$sql" &&') < rollback.index("DROP SCHEMA")
+    assert "psql -q -v ON_ERROR_STOP=1 --single-transaction" in rollback
+    assert "BUT restoring $dump FAILED" in rollback
+    # no half rollback: each step that can fail stops it with the reason
+    assert rollback.count("Rollback impossible") == 3
     assert rollback.endswith("exit 1")
 
 

@@ -207,6 +207,10 @@ def test_home_assistant_check_never_shows_the_token():
     assert "tok-123" not in command.get_masked_value() and "tok-123" in command.get_raw_value()
     assert command.get_raw_value().startswith("INFRA_HA_TOKEN=tok-123 python3 -c ")  # env, not argv
     assert not command.get_raw_value().endswith("tok-123")
+    probe = HomeAssistantApi().command(url="http://ha:8123", token=None).get_raw_value()
+    assert probe.startswith("python3 -c ") and "INFRA_HA_TOKEN=" not in probe  # sudo: no token at all
+    assert home_assistant_problem("http://ha:8123", {"status": 401}, token_sent=False) is None  # reachable
+    assert "unreachable" in home_assistant_problem("http://ha:8123", {"error": "timeout"}, token_sent=False)
     assert home_assistant_problem("http://ha:8123", {"status": 200, "error": None}) is None
     assert "rejected HOME_ASSISTANT_TOKEN (HTTP 401)" in home_assistant_problem("http://ha:8123", {"status": 401})
     assert "unreachable" in home_assistant_problem("http://ha:8123", {"status": None, "error": "ConnectionRefusedError"})
