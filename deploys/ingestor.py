@@ -425,9 +425,10 @@ def devices_check(volume: str, file: str):
 
 
 def uses_sudo(data) -> bool:
-    from pyinfra.context import ctx_state
+    """Sudo from the inventory (`_sudo` host data) or the command line (`--sudo`)."""
+    from pyinfra.context import ctx_state, state
 
-    return bool(data.get("_sudo") or (ctx_state.isset() and getattr(ctx_state.config, "SUDO", False)))
+    return bool(data.get("_sudo") or (ctx_state.isset() and getattr(state.config, "SUDO", False)))
 
 
 def checked_preflight(data, values: dict[str, HiddenValue]) -> None:

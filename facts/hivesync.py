@@ -78,6 +78,7 @@ class AlembicAtHead(FactBase[dict[str, Any]]):
         return parse_alembic([line.rstrip() for line in output])
 
 
+_LISTING = "__r2_bucket_list__"
 _LISTING_FAILED = "__r2_bucket_list_failed__"
 _BUCKET_LINE = re.compile(r"^name:\s+(\S+)\s*$")
 _BUCKET_JSON = re.compile(r'"name"\s*:\s*"([^"]+)"')
@@ -91,6 +92,8 @@ def parse_r2_bucket_list(lines: list[str]) -> list[str] | None:
         return None
     names = []
     for line in lines:
+        if line.strip() == _LISTING:
+            continue
         match = _BUCKET_LINE.match(line.strip())
         names += [match.group(1)] if match else _BUCKET_JSON.findall(line)
     return sorted(set(names))
@@ -101,7 +104,9 @@ class R2Buckets(FactBase[list[str] | None]):
 
     @override
     def command(self, wrangler: str) -> str:
-        return f"{shlex.quote(wrangler)} r2 bucket list 2>/dev/null || echo {_LISTING_FAILED} $?"
+        # The header line: pyinfra answers default() (None: "failed") for empty output,
+        # and an account without buckets prints nothing.
+        return f"echo {_LISTING}; {shlex.quote(wrangler)} r2 bucket list 2>/dev/null || echo {_LISTING_FAILED} $?"
 
     @staticmethod
     @override

@@ -231,6 +231,16 @@ def test_broken_release_rolls_back_to_the_old_images_and_data(host, images, sour
     assert not again.did("Release ha-ingestor (8 services, only when changed)"), again.changed
 
 
+def test_an_unfinished_release_is_released_again(host, images, source):
+    """The deploy marks a release before it changes files; only a finished release (or a
+    completed rollback) clears the mark, so an interrupted run is completed by the next."""
+    host.exec("touch /opt/ha-ingestor/.release-pending")
+    run = deploy(ingestor_data(images, source))
+    assert run.did("Release ha-ingestor (8 services, only when changed)"), run.changed
+    assert host.exec("test -e /opt/ha-ingestor/.release-pending", check=False).returncode != 0
+    assert not deploy(ingestor_data(images, source)).changed
+
+
 def test_status_reports_the_success_criteria(host):
     out = host.exec("/opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json")
     assert "FAIL" not in out.stdout, out.stdout

@@ -2,6 +2,7 @@
 secret checks, facts (container image, Alembic state), the sample backend's HMAC rule."""
 
 import json
+import os
 import runpy
 import shutil
 import subprocess
@@ -261,6 +262,26 @@ def test_r2_bucket_list_parses_text_and_json_and_reports_failure():
             "name:           other", "creation_date:  2026-01-02T00:00:00.000Z"]
     assert parse_r2_bucket_list(text) == ["hivesync-r2", "other"]
     assert parse_r2_bucket_list(['[{"name":"a","creation_date":"x"},{"name": "b"}]']) == ["a", "b"]
-    assert parse_r2_bucket_list([]) == []  # an account without buckets
+    assert parse_r2_bucket_list(["__r2_bucket_list__"]) == []  # an account without buckets
     assert parse_r2_bucket_list(["__r2_bucket_list_failed__ 1"]) is None  # not logged in: say so, create nothing
     assert parse_r2_bucket_list(["filename: name: trap"]) == []  # only whole `name:` lines count
+
+
+def test_r2_bucket_fact_answers_for_an_empty_account_through_pyinfra(tmp_path):
+    """Through pyinfra itself: an empty listing must be [] (not None, pyinfra's answer for
+    no output), a failing wrangler None, and one bucket its name."""
+    wrangler = Path(__file__).resolve().parents[1] / "apps" / "hivesync" / "wrangler"
+    env = {**os.environ, "WRANGLER_STANDIN_LOG": str(tmp_path / "log.jsonl")}
+
+    def fact(binary):
+        out = subprocess.run([sys.executable, "-m", "pyinfra", "@local", "--json", "fact", "facts.hivesync.R2Buckets",
+                              f"wrangler={binary}"], capture_output=True, text=True, env=env, timeout=120,
+                             cwd=Path(__file__).resolve().parents[2])
+        line = next(line for line in out.stdout.splitlines() if line.startswith("{"))
+        return next(iter(json.loads(line).values()))["@local"]
+
+    assert fact(wrangler) == []
+    assert fact("/bin/false") is None
+    subprocess.run([sys.executable, str(wrangler), "r2", "bucket", "create", "hivesync-r2"], env=env, check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    assert fact(wrangler) == ["hivesync-r2"]

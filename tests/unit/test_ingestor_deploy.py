@@ -250,3 +250,15 @@ def test_release_script_does_not_prune_or_delete_databases():
     # no docker prune/down/volume rm as a command (argv items are quoted strings here)
     for word in ('"prune"', '"down"', '"system"', '"rm", "-f"', '"volume", "rm"'):
         assert word not in text, word
+
+
+def test_sudo_from_inventory_or_command_line_means_no_token_is_sent():
+    from types import SimpleNamespace
+
+    from pyinfra.context import ctx_state
+
+    assert ingestor.uses_sudo(data(_sudo=True))
+    assert not ingestor.uses_sudo(data())  # outside a run: no state, no sudo
+    for sudo in (True, False):
+        with ctx_state.use(SimpleNamespace(config=SimpleNamespace(SUDO=sudo))):
+            assert ingestor.uses_sudo(data()) is sudo
