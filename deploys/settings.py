@@ -208,14 +208,21 @@ def _comments(source: str) -> dict[str, str]:
     return found
 
 
+def _imported_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
 def group_files(directory: Path = GROUP_DATA) -> dict[str, dict[str, Any]]:
     """Group -> {name: value} plus '__annotations__' and '__comments__' for each file."""
     groups = {}
     for path in sorted(directory.glob("*.py"), key=lambda p: _group_rank(p.stem)):
         source = path.read_text()
         namespace = runpy.run_path(str(path))
-        imported = {n for n, v in namespace.items() if isinstance(v, (types.ModuleType, type, Constraint))
-                    or callable(v)}
+        imported = _imported_names(source)  # as pyinfra drops them from group data
         values = {k: v for k, v in namespace.items() if not k.startswith("__") and k not in imported}
         groups[path.stem] = {
             "values": values,
