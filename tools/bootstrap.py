@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 MIN_PYTHON = (3, 11)
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # debootstrap and dockerd live here, often off a user's PATH
 
 
@@ -57,6 +58,8 @@ NEEDS: Dict[str, Tuple[Requirement, ...]] = {
         # dockerd, not the CLI: Debian images can ship a bare docker CLI without an engine
         Requirement("docker.io", lambda: _command("dockerd")() or _docker_desktop()),
         Requirement("debootstrap", _command("debootstrap"), apt_only=True),
+        # debootstrap checks bookworm's signature with it; Ubuntu lacks it by default
+        Requirement("debian-archive-keyring", lambda: os.path.exists(DEBIAN_KEYRING), apt_only=True),
     ),
     "unit": (Requirement("nginx-light", _command("nginx")),),
     "ci": (Requirement("make", _command("make")),),
@@ -78,7 +81,7 @@ class Machine:
     """The facts the decision depends on (gathered by `probe`, made up in unit tests)."""
 
     euid: int
-    sudo: Optional[str]  # path of sudo, if installed
+    sudo: Optional[str]  # path of sudo, if installed and usable (no password, or a terminal)
     apt: bool  # apt-get exists (Debian/Ubuntu)
     systemd: bool  # systemd is PID 1 (apt may start services; otherwise it must not)
     python: Tuple[int, int] = MIN_PYTHON
@@ -106,7 +109,7 @@ def install_script(packages: Sequence[str], systemd: bool) -> str:
         guard = ("[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d"
                  " && chmod +x /usr/sbin/policy-rc.d && trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }; ")
     return (f"set -e; export DEBIAN_FRONTEND=noninteractive; {guard}"
-            f"apt-get update -qq; apt-get install -y -qq {pkgs} >/dev/null")
+            f"apt-get update -qq; apt-get install -y -qq --no-install-recommends {pkgs} >/dev/null")
 
 
 def decide(missing: Sequence[str], machine: Machine) -> Plan:
@@ -139,8 +142,22 @@ def missing_packages(needs: Sequence[str], apt: bool) -> List[str]:
     return found
 
 
+def usable_sudo() -> Optional[str]:
+    """sudo when it can work here: without a password, or with a terminal to ask for one."""
+    sudo = shutil.which("sudo")
+    if not sudo or os.geteuid() == 0:
+        return sudo
+    if sys.stdin.isatty():
+        return sudo
+    try:
+        ok = subprocess.run([sudo, "-n", "true"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return sudo if ok else None
+
+
 def probe() -> Machine:
-    return Machine(euid=os.geteuid(), sudo=shutil.which("sudo"), apt=bool(shutil.which("apt-get")),
+    return Machine(euid=os.geteuid(), sudo=usable_sudo(), apt=bool(shutil.which("apt-get")),
                    systemd=os.path.isdir("/run/systemd/system"), python=sys.version_info[:2])
 
 

@@ -270,17 +270,17 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
         print(f"demo: the {system} deploy failed (pyinfra's output is above)", file=sys.stderr)
         return 1
     print(f"\n=== demo: {system} on {name} ({host.address}) ===")
+    print(f"changes: {'unknown' if changed is None else changed}"
+          + ("" if first else " (a re-run of the same deploy and data)"))
+    print(f"again:   make demo{'' if system == DEFAULT else f' DEMO={system}'}   (0 changes), or the same run by hand:")
+    print(f"         {again_command(system, name, state, env_file)}")
+    print(f"host:    ssh -F {rel(demo.ssh_config_path)} {name}")
+    print(f"remove:  make hosts-down   (state and secrets stay in {rel(state)}; make clean forgets them)")
     for public, path in spec.urls:
         print(f"https://{public}{path}  ->  {https_answer(ctx, public, path)}")
     for url in spec.local_urls:
         answer = host.exec(f"curl -sS --max-time 10 {url}", check=False)
         print(f"{url} (inside the host)  ->  {(answer.stdout or answer.stderr).strip()[:160]}")
-    print(f"changes: {'unknown' if changed is None else changed}"
-          + ("" if first else " (a re-run of the same deploy and data)"))
-    print(f"host:    ssh -F {rel(demo.ssh_config_path)} {name}")
-    print(f"again:   make demo{'' if system == DEFAULT else f' DEMO={system}'}   (0 changes), or the same run by hand:")
-    print(f"         {again_command(system, name, state, env_file)}")
-    print(f"remove:  make hosts-down   (state and secrets stay in {rel(state)}; make clean forgets them)")
     if expect_unchanged and changed != 0:
         print(f"demo: expected 0 changes on this re-run, pyinfra reported {changed}", file=sys.stderr)
         return 1
