@@ -48,7 +48,9 @@ class Requirement:
 
     package: str
     present: Callable[[], bool] = field(compare=False)
-    apt_only: bool = False  # only needed on apt machines (elsewhere the image comes from a Dockerfile)
+    # the image is debootstrapped only on apt machines and as root (tests/harness/image.py);
+    # elsewhere it is built `FROM debian:bookworm`, so debootstrap is not needed there
+    image_build: bool = False
 
 
 NEEDS: Dict[str, Tuple[Requirement, ...]] = {
@@ -57,9 +59,9 @@ NEEDS: Dict[str, Tuple[Requirement, ...]] = {
     "hosts": (
         # dockerd, not the CLI: Debian images can ship a bare docker CLI without an engine
         Requirement("docker.io", lambda: _command("dockerd")() or _docker_desktop()),
-        Requirement("debootstrap", _command("debootstrap"), apt_only=True),
+        Requirement("debootstrap", _command("debootstrap"), image_build=True),
         # debootstrap checks bookworm's signature with it; Ubuntu lacks it by default
-        Requirement("debian-archive-keyring", lambda: os.path.exists(DEBIAN_KEYRING), apt_only=True),
+        Requirement("debian-archive-keyring", lambda: os.path.exists(DEBIAN_KEYRING), image_build=True),
     ),
     "unit": (Requirement("nginx-light", _command("nginx")),),
     "ci": (Requirement("make", _command("make")),),
@@ -133,11 +135,12 @@ def decide(missing: Sequence[str], machine: Machine) -> Plan:
                                   f"apt-get update && apt-get install -y {' '.join(packages)}")
 
 
-def missing_packages(needs: Sequence[str], apt: bool) -> List[str]:
+def missing_packages(needs: Sequence[str], machine: Machine) -> List[str]:
+    debootstraps = machine.apt and machine.euid == 0
     found: List[str] = []
     for need in needs:
         for req in NEEDS[need]:
-            if (apt or not req.apt_only) and req.package not in found and not req.present():
+            if (debootstraps or not req.image_build) and req.package not in found and not req.present():
                 found.append(req.package)
     return found
 
@@ -168,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the decision, install nothing")
     args = parser.parse_args(argv)
     machine = probe()
-    plan = decide(missing_packages(args.needs, machine.apt), machine)
+    plan = decide(missing_packages(args.needs, machine), machine)
     if not plan.ok:
         print(f"bootstrap: {plan.message}", file=sys.stderr)
         return 1
@@ -190,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"its output is above", file=sys.stderr)
         return 1
     importlib.invalidate_caches()  # ensurepip appeared on disk after this process started
-    still = missing_packages(args.needs, machine.apt)
+    still = missing_packages(args.needs, machine)
     if still:
         print(f"bootstrap: {' '.join(still)} still missing after apt-get install", file=sys.stderr)
         return 1

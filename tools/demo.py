@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from deploys import environments, secrets  # noqa: E402
 from deploys.errors import ConfigError  # noqa: E402
-from tests.harness import Cluster, Host, HarnessError  # noqa: E402
+from tests.harness import Cluster, HarnessError, Host, ensure_engine  # noqa: E402
 from tests.harness._util import DEMO_DIR, docker  # noqa: E402
 
 DEFAULT = "music"
@@ -251,6 +251,7 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
     groups = list(spec.groups or groups)
     docker_engine = "docker_host" in groups
     name = f"{system}-demo"
+    ensure_engine()  # before judging the recorded cluster: an engine that is down is not "gone"
     demo = cluster(state)
     first = name not in demo.hosts
     if first:

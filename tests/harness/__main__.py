@@ -40,6 +40,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(hosts_dir: Path) -> Cluster | None:
+    """The recorded cluster; an unreadable state file is a clear error, not a traceback."""
+    try:
+        return Cluster.load(hosts_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{hosts_dir / 'state.json'} is unreadable ({exc!r}); remove the "
+                           "containers labelled infra-test=<run id> by hand and delete the file") from exc
+
+
 def cmd_engine(_: argparse.Namespace) -> int:
     ensure_engine()
     return 0
@@ -47,7 +56,7 @@ def cmd_engine(_: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     for hosts_dir in dict.fromkeys(args.dir or [HOSTS_DIR, DEMO_DIR]):
-        cluster = Cluster.load(hosts_dir)
+        cluster = _load(hosts_dir)
         if cluster is None:
             print(f"no test cluster recorded in {hosts_dir / 'state.json'}; nothing to do")
             continue
@@ -58,7 +67,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(_: argparse.Namespace) -> int:
-    cluster = Cluster.load(HOSTS_DIR)
+    cluster = _load(HOSTS_DIR)
     if cluster is None:
         print("no test cluster is up")
         return 0

@@ -70,14 +70,17 @@ def test_install_script_quotes_package_names():
     assert "'a b'" in install_script(["a b"], systemd=True)
 
 
-def test_missing_checks_what_is_provided_and_skips_apt_only_needs_elsewhere(monkeypatch):
+def test_missing_checks_what_is_provided_and_debootstrap_only_where_it_is_used(monkeypatch):
     monkeypatch.setitem(bootstrap.NEEDS, "hosts", (
         Requirement("docker.io", lambda: False),
-        Requirement("debootstrap", lambda: False, apt_only=True),
+        Requirement("debootstrap", lambda: False, image_build=True),
     ))
     monkeypatch.setitem(bootstrap.NEEDS, "venv", (Requirement("python3-venv", lambda: True),))
-    assert missing_packages(["venv", "hosts"], apt=True) == ["docker.io", "debootstrap"]
-    assert missing_packages(["hosts"], apt=False) == ["docker.io"]  # a Dockerfile builds the image
+    assert missing_packages(["venv", "hosts"], ROOT_NO_INIT) == ["docker.io", "debootstrap"]
+    # a user's image is built FROM debian:bookworm (tests/harness/image.py build_method)
+    user = Machine(euid=1000, sudo="/usr/bin/sudo", apt=True, systemd=True)
+    assert missing_packages(["hosts"], user) == ["docker.io"]
+    assert missing_packages(["hosts"], Machine(euid=0, sudo=None, apt=False, systemd=False)) == ["docker.io"]
 
 
 def test_dry_run_on_this_machine_decides_without_installing():
