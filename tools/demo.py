@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +44,26 @@ class Context:
     cluster: Cluster
     host: Host
     state: Path  # .hosts/demo
+    first: bool  # the host was just booted (one-time set-up goes here)
+    env_file: Path  # state/secrets.env
+
+    def secret(self, name: str) -> str:
+        return secrets.load(environ={}, path=self.env_file)[name]
+
+    def load_images(self, tags) -> None:
+        """Copy images into the host's engine (no registry), only those it lacks."""
+        missing = [t for t in tags if self.host.exec(["docker", "image", "inspect", t], check=False).returncode]
+        if not missing:
+            return
+        start = time.monotonic()
+        say(f"loading {len(missing)} image(s) into {self.host.name}: {' '.join(missing)} ...")
+        save = subprocess.Popen(["docker", "save", *missing], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "exec", "-i", self.host.container_id, "docker", "load", "-q"],
+                              stdin=save.stdout, capture_output=True, text=True, timeout=900)
+        save.stdout.close()  # type: ignore[union-attr]
+        if save.wait(timeout=60) or load.returncode:
+            raise HarnessError(f"loading {' '.join(missing)} into {self.host.name} failed: {load.stderr.strip()}")
+        say(f"images loaded in {time.monotonic() - start:.1f}s")
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,7 @@ class Demo:
     urls: tuple[tuple[str, str], ...] = ()  # (name, path) fetched over HTTPS at the end
     local_urls: tuple[str, ...] = ()  # fetched inside the host (curl), for loopback-only apps
     groups: tuple[str, ...] = ()  # default: the system's groups in the production inventory
-    extra_hosts_data: dict = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # beyond the system's required_secrets
 
 
 def music_data(ctx: Context) -> dict:
@@ -74,6 +94,51 @@ def music_data(ctx: Context) -> dict:
     }
 
 
+# The docker-host systems use the stand-in images and the data their e2e modules prove,
+# imported from there so the demo follows those modules as the deploys change.
+
+def archon_data(ctx: Context) -> dict:
+    from tests.apps.archon.build import ensure_standin_images
+    from tests.e2e import test_archon as e2e
+
+    images = ensure_standin_images()
+    ctx.load_images(images.values())
+    ctx.host.write_file("/etc/archon/test-acme-root.pem", ctx.cluster.acme_root_file().read_text())
+    return e2e.archon_data(images, names=("archon.demo.test", "studio.demo.test"))
+
+
+def hivesync_data(ctx: Context) -> dict:
+    from tests.apps.hivesync.build import ensure_images
+    from tests.e2e import test_hivesync as e2e
+
+    images = ensure_images()
+    ctx.load_images(images.values())
+    return {**e2e.server_data(images, ctx.host, ctx.cluster), "hivesync_domain": "hivesync.demo.test"}
+
+
+def ingestor_data(ctx: Context) -> dict:
+    from tests.apps.ingestor.build import HA_STANDIN, SOURCE, ensure_standin_images
+    from tests.e2e import test_ingestor as e2e
+
+    images = ensure_standin_images()
+    ctx.load_images(images.values())
+    if ctx.host.exec("systemctl is-active ha-standin", check=False).returncode:
+        # Home Assistant stand-in on the host's docker bridge, answering the demo's token
+        ctx.host.write_file("/opt/ha-standin/home_assistant.py", HA_STANDIN.read_text())
+        ctx.host.write_file("/etc/ha-standin.env", f"HA_TOKEN={ctx.secret('HOME_ASSISTANT_TOKEN')}\n", "0600")
+        ctx.host.exec(["systemd-run", "--unit=ha-standin", "--property=EnvironmentFile=/etc/ha-standin.env",
+                       "python3", "/opt/ha-standin/home_assistant.py"])
+    return e2e.ingestor_data(images, SOURCE)
+
+
+def youtube_data(ctx: Context) -> dict:
+    from tests.e2e import test_youtube as e2e
+
+    if ctx.first:  # the operator's machine: a login user, the checkout, dev running
+        e2e.prepare(ctx.host, ctx.cluster.public_key)
+    return dict(e2e.DATA)
+
+
 DEMOS: dict[str, Demo] = {
     "hello": Demo(local_urls=("http://127.0.0.1:8080/health",)),
     "music": Demo(
@@ -83,6 +148,14 @@ DEMOS: dict[str, Demo] = {
               ("oauth.demo.test", "/alexa/authorize?client_id=alexa-skill"
                "&redirect_uri=https://x.test/cb&state=s")),
     ),
+    "archon": Demo(names=("archon.demo.test", "studio.demo.test"), data=archon_data,
+                   urls=(("archon.demo.test", "/"), ("studio.demo.test", "/"))),
+    "hivesync": Demo(names=("hivesync.demo.test",), data=hivesync_data,
+                     urls=(("hivesync.demo.test", "/api/health"),)),
+    "ingestor": Demo(data=ingestor_data, local_urls=("http://127.0.0.1:8003/health",)),
+    # the operator's machine (@local in production): a desktop with the dev checkout
+    "youtube": Demo(data=youtube_data, groups=("local", "youtube"), secrets=("YOUTUBE_API_KEY",),
+                    local_urls=("http://127.0.0.1:8001/health", "http://127.0.0.1:3001/")),
 }
 
 
@@ -262,10 +335,10 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
         say(f"host {name} up in {time.monotonic() - start:.1f}s")
     for public in spec.names:
         demo.set_record(public, host.address)
-    ctx = Context(demo, host, state)
-    host.data = {**role_data, **spec.extra_hosts_data, **spec.data(ctx)}  # the demo's data, read by inventory.py
+    env_file = secrets_file(state, [*environments.required_secrets([system]).get(system, []), *spec.secrets])
+    ctx = Context(demo, host, state, first, env_file)
+    host.data = {**role_data, **spec.data(ctx)}  # the demo's data, read by inventory.py
     demo.write_inventory()
-    env_file = secrets_file(state, environments.required_secrets([system]).get(system, []))
     ok, changed = deploy(system, name, state, env_file)
     if not ok:
         print(f"demo: the {system} deploy failed (pyinfra's output is above)", file=sys.stderr)
@@ -281,7 +354,7 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
         print(f"https://{public}{path}  ->  {https_answer(ctx, public, path)}")
     for url in spec.local_urls:
         answer = host.exec(f"curl -sS --max-time 10 {url}", check=False)
-        print(f"{url} (inside the host)  ->  {(answer.stdout or answer.stderr).strip()[:160]}")
+        print(f"{url} (inside the host)  ->  {' '.join((answer.stdout or answer.stderr).split())[:160]}")
     if expect_unchanged and changed != 0:
         print(f"demo: expected 0 changes on this re-run, pyinfra reported {changed}", file=sys.stderr)
         return 1
