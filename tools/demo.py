@@ -95,7 +95,9 @@ def music_data(ctx: Context) -> dict:
 
 
 # The docker-host systems use the stand-in images and the data their e2e modules prove,
-# imported from there so the demo follows those modules as the deploys change.
+# imported from there so the demo follows those modules as the deploys change. Their
+# healthchecks get more patience than the tests' (a first start on a busy laptop).
+PATIENT = {"interval": "2s", "timeout": "5s", "retries": 60, "start_period": "5s"}
 
 def archon_data(ctx: Context) -> dict:
     from tests.apps.archon.build import ensure_standin_images
@@ -104,7 +106,8 @@ def archon_data(ctx: Context) -> dict:
     images = ensure_standin_images()
     ctx.load_images(images.values())
     ctx.host.write_file("/etc/archon/test-acme-root.pem", ctx.cluster.acme_root_file().read_text())
-    return e2e.archon_data(images, names=("archon.demo.test", "studio.demo.test"))
+    return e2e.archon_data(images, names=("archon.demo.test", "studio.demo.test"),
+                           archon_healthcheck_timing=PATIENT, archon_health_timeout_s=300)
 
 
 def hivesync_data(ctx: Context) -> dict:
@@ -113,7 +116,8 @@ def hivesync_data(ctx: Context) -> dict:
 
     images = ensure_images()
     ctx.load_images(images.values())
-    return {**e2e.server_data(images, ctx.host, ctx.cluster), "hivesync_domain": "hivesync.demo.test"}
+    return e2e.server_data(images, ctx.host, ctx.cluster, hivesync_domain="hivesync.demo.test",
+                           hivesync_healthcheck_timing=PATIENT, hivesync_health_timeout_s=300)
 
 
 def ingestor_data(ctx: Context) -> dict:
@@ -128,7 +132,7 @@ def ingestor_data(ctx: Context) -> dict:
         ctx.host.write_file("/etc/ha-standin.env", f"HA_TOKEN={ctx.secret('HOME_ASSISTANT_TOKEN')}\n", "0600")
         ctx.host.exec(["systemd-run", "--unit=ha-standin", "--property=EnvironmentFile=/etc/ha-standin.env",
                        "python3", "/opt/ha-standin/home_assistant.py"])
-    return e2e.ingestor_data(images, SOURCE)
+    return e2e.ingestor_data(images, SOURCE, ingestor_healthcheck_timing=PATIENT, ingestor_health_timeout_s=300)
 
 
 def youtube_data(ctx: Context) -> dict:
@@ -345,7 +349,7 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
         return 1
     print(f"\n=== demo: {system} on {name} ({host.address}) ===")
     print(f"changes: {'unknown' if changed is None else changed}"
-          + ("" if first else " (a re-run of the same deploy and data)"))
+          + (" (first deploy to a new host)" if first else " (a re-run on the same host with the same data)"))
     print(f"again:   make demo{'' if system == DEFAULT else f' DEMO={system}'}   (0 changes), or the same run by hand:")
     print(f"         {again_command(system, name, state, env_file)}")
     print(f"host:    ssh -F {rel(demo.ssh_config_path)} {name}")
