@@ -85,3 +85,17 @@ def test_debootstrap_stages():
     assert debootstrap_step("I: Retrieving libc6 2.36-9") == "Retrieving"
     assert debootstrap_step("I: Base system installed successfully.") == "Base"
     assert debootstrap_step("W: something") is None
+
+
+def test_every_system_has_a_demo_and_its_e2e_hooks_exist():
+    """The docker-host demos call into their e2e modules: a rename there must fail here."""
+    import importlib
+
+    assert set(demo.DEMOS) == set(demo.known_systems())
+    hooks = {"tests.e2e.test_archon": ["archon_data"], "tests.e2e.test_hivesync": ["server_data"],
+             "tests.e2e.test_ingestor": ["ingestor_data"], "tests.e2e.test_youtube": ["prepare", "DATA"],
+             "tests.apps.archon.build": ["ensure_standin_images"], "tests.apps.hivesync.build": ["ensure_images"],
+             "tests.apps.ingestor.build": ["ensure_standin_images", "HA_STANDIN", "SOURCE"]}
+    for module, names in hooks.items():
+        loaded = importlib.import_module(module)
+        assert [n for n in names if not hasattr(loaded, n)] == [], module
