@@ -1,47 +1,67 @@
 # Every target depends on the venv. Choose what to deploy with DEPLOY=<system> and
 # where with ENV=prod|staging|test (default: test, the disposable hosts).
-SHELL := /bin/bash
-VENV  := .venv
-PY    := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-ENV   ?= test
+# Each target's `##` comment is its line in `make help`.
+SHELL  := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+ENV    ?= test
 DEPLOY ?= hello
 DEPLOY_FILE := deploys/$(DEPLOY).py
-LIMIT ?=
+LIMIT  ?=
 LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
+# Installs missing system packages (apt-get as root or through sudo), else names the command.
+BOOTSTRAP = @command -v $(PYTHON) >/dev/null || { echo "python3 is not installed: as root run" \
+	"apt-get update && apt-get install -y python3 python3-venv" >&2; exit 1; }; $(PYTHON) tools/bootstrap.py
+DEMO   ?= music
+DEMO_FLAGS ?=
 
+.PHONY: help bootstrap history knobs archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
-.PHONY: history knobs archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+help:  ## This list (generated from the Makefile's `##` comments)
+	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | \
+	  sed -E 's/^([^:]+):[^#]*## (.*)$$/\1\t\2/' | \
+	  while IFS=$$'\t' read -r targets text; do for t in $$targets; do printf '  %-18s %s\n' "$$t" "$$text"; done; done
 
-setup: $(STAMP)
+bootstrap:  ## Install what demo and test need when missing: Docker engine, debootstrap, python3-venv, nginx
+	$(BOOTSTRAP) venv hosts unit
+
+setup: $(STAMP)  ## Make the venv (.venv) with pyinfra and the test tools (python3-venv installed if missing)
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+	$(BOOTSTRAP) venv
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-test: setup  ## Unit tests, then end-to-end tests on disposable hosts (the CI command)
+test: setup  ## Unit tests, then end-to-end tests on disposable hosts (the CI command; installs Docker if missing)
+	$(BOOTSTRAP) hosts unit
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/e2e -v -m e2e --durations=0
 
-test-unit: setup
+test-unit: setup  ## Unit tests only (about 20 s, no Docker needed)
 	$(PY) -m pytest tests/unit -q
 
-test-e2e: setup
-	$(PY) -m pytest tests/e2e -v -m e2e --durations=0
+test-e2e: setup  ## End-to-end tests only (K=<expr> selects tests)
+	$(BOOTSTRAP) hosts
+	$(PY) -m pytest tests/e2e -v -m e2e --durations=0 $(if $(K),-k '$(K)')
 
-hosts-up: setup  ## Disposable hosts + DNS and ACME helpers; writes .hosts/inventory.json
+hosts-up: setup  ## Disposable hosts + DNS and ACME helpers; writes .hosts/inventory.json (HOSTS="name:group ...")
+	$(BOOTSTRAP) hosts
 	$(PY) -m tests.harness up --dns --acme --hosts $(or $(HOSTS),hello-1:hello)
 
-hosts-down: setup
+hosts-down: setup  ## Remove the disposable hosts of hosts-up and of the demo (by id; images stay cached)
 	$(PY) -m tests.harness down
 
-hosts-status: setup
+hosts-status: setup  ## The disposable hosts that are up, with their SSH ports and addresses
 	$(PY) -m tests.harness status
 
-demo: setup  ## Bring up a disposable host and deploy to it, then show health
-	$(PY) -m tools.demo
+demo: setup  ## Disposable host + the DEMO=<system> deploy (default music), then its URLs; again: 0 changes
+	$(BOOTSTRAP) hosts
+	$(PY) -m tools.demo $(DEMO) $(DEMO_FLAGS)
 
 plan: setup  ## Pending changes and file diffs, changes nothing
 	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) --dry --diff
@@ -49,7 +69,7 @@ plan: setup  ## Pending changes and file diffs, changes nothing
 drift: setup  ## Exit 0 when in sync, 2 when the deploy would change something
 	DEPLOY_ENV=$(ENV) $(PY) tools/drift.py $(DEPLOY_FILE) $(LIMIT_ARGS)
 
-apply: setup
+apply: setup  ## Apply DEPLOY=<system> to ENV (default: the disposable test hosts)
 	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS)
 
 prod: setup  ## Production: shows the changes and asks before applying
@@ -80,8 +100,9 @@ history: setup  ## Recorded deploy runs on the system's hosts: who, when, commit
 knobs: setup  ## Every knob: type, default, the group file declaring it, its comment (GROUP=name)
 	$(PY) -m deploys.settings $(GROUP)
 
-bench: setup
+bench: setup  ## Render speed, no-op apply time and pyinfra memory against the targets
 	$(PY) tools/bench.py
 
-clean:
-	rm -rf $(VENV) .pytest_cache
+clean:  ## Remove the demo's hosts and state, the venv and caches (test-host images stay cached)
+	if [ -x $(PY) ]; then $(PY) -m tests.harness down --dir .hosts/demo; fi
+	rm -rf $(VENV) .pytest_cache .hosts/demo

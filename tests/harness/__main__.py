@@ -1,7 +1,8 @@
 """CLI: `python -m tests.harness up|down|status|build-image` (wired to make hosts-up/down).
 
+    engine                start a Docker engine if none answers (dockerd / systemd)
     up [--hosts NAME[:group,group] ...] [--docker] [--dns] [--acme]
-    down
+    down [--dir DIR ...]  (default: the INFRA_HOSTS_DIR cluster and the demo's)
     status
     build-image [--variant base|docker|docker-v1|helper|all]
     prune-images          (remove infra-testhost images no current recipe produces)
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ._util import HOSTS_DIR, HarnessError, docker
+from ._util import DEMO_DIR, HOSTS_DIR, HarnessError, docker
 from .engine import ensure_engine
 from .hosts import Cluster, HostSpec
 from .image import ALL_VARIANTS, ensure_image, prune_images
@@ -38,19 +40,34 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(_: argparse.Namespace) -> int:
-    cluster = Cluster.load(HOSTS_DIR)
-    if cluster is None:
-        print(f"no test cluster recorded in {HOSTS_DIR / 'state.json'}; nothing to do")
-        return 0
+def _load(hosts_dir: Path) -> Cluster | None:
+    """The recorded cluster; an unreadable state file is a clear error, not a traceback."""
+    try:
+        return Cluster.load(hosts_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"{hosts_dir / 'state.json'} is unreadable ({exc!r}); remove the "
+                           "containers labelled infra-test=<run id> by hand and delete the file") from exc
+
+
+def cmd_engine(_: argparse.Namespace) -> int:
     ensure_engine()
-    cluster.down()
-    print(f"removed test cluster {cluster.run_id}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    for hosts_dir in dict.fromkeys(args.dir or [HOSTS_DIR, DEMO_DIR]):
+        cluster = _load(hosts_dir)
+        if cluster is None:
+            print(f"no test cluster recorded in {hosts_dir / 'state.json'}; nothing to do")
+            continue
+        ensure_engine()
+        cluster.down()
+        print(f"removed test cluster {cluster.run_id} ({hosts_dir})")
     return 0
 
 
 def cmd_status(_: argparse.Namespace) -> int:
-    cluster = Cluster.load(HOSTS_DIR)
+    cluster = _load(HOSTS_DIR)
     if cluster is None:
         print("no test cluster is up")
         return 0
@@ -103,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dns", action="store_true", help="dnsmasq helper as the hosts' resolver")
     up.add_argument("--acme", action="store_true", help="pebble ACME helper (implies --dns)")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="remove the recorded test cluster").set_defaults(func=cmd_down)
+    sub.add_parser("engine", help="start a Docker engine if none answers").set_defaults(func=cmd_engine)
+    down = sub.add_parser("down", help="remove the recorded test clusters (hosts-up and demo)")
+    down.add_argument("--dir", type=Path, action="append", help="a state dir (repeatable)")
+    down.set_defaults(func=cmd_down)
     sub.add_parser("status", help="show the recorded test cluster").set_defaults(func=cmd_status)
     build = sub.add_parser("build-image", help="build (or find cached) host images")
     build.add_argument("--variant", choices=[*ALL_VARIANTS, "all"], default="base")
@@ -116,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Keys, state and the generated inventory (git-ignored; the repo's inventory.py reads it).
 HOSTS_DIR = Path(os.environ.get("INFRA_HOSTS_DIR", REPO_ROOT / ".hosts")).resolve()
+# `make demo`'s own cluster and state (secret, sample wheel), apart from `make hosts-up`'s.
+DEMO_DIR = Path(os.environ.get("INFRA_DEMO_DIR", REPO_ROOT / ".hosts" / "demo")).resolve()
 # Build scratch space, engine log, locks (git-ignored).
 CACHE_DIR = Path(os.environ.get("INFRA_HARNESS_CACHE", REPO_ROOT / ".cache" / "harness")).resolve()
 
@@ -75,6 +77,42 @@ def run(
             f"{_tail(proc.stderr or proc.stdout)}"
         )
     return proc
+
+
+def run_with_progress(args: Sequence[str], *, what: str, timeout: float,
+                      step: Callable[[str], str | None], every: float = 10.0) -> None:
+    """Run a long command, logging its steps instead of minutes of silence.
+
+    `step(line)` names the step an output line starts (e.g. "Retrieving"), or None. A line
+    is logged at each new step and at most every `every` seconds within one, with the
+    elapsed time; the failure message carries the output's tail.
+    """
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+    except FileNotFoundError as exc:
+        raise HarnessError(f"{what}: command not found: {args[0]}") from exc
+    tail: list[str] = []
+    current, last_log = None, 0.0
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-25:]
+            now = time.monotonic() - start
+            name = step(line)
+            if name and name != current or now - last_log >= every:
+                current = name or current
+                log(f"{what}: {line[:100]}  ({now:.0f}s)")
+                last_log = now
+            if now > timeout:
+                proc.kill()
+                raise HarnessError(f"{what}: timed out after {timeout:.0f}s: {_cmd(args)}")
+    finally:
+        returncode = proc.wait()
+    if returncode != 0:
+        raise HarnessError(f"{what} failed (exit {returncode}): {_cmd(args)}\n" + "\n".join(tail))
 
 
 def _cmd(args: Sequence[str]) -> str:

@@ -62,24 +62,48 @@ def ensure_engine(timeout: float = ENGINE_TIMEOUT) -> None:
 
 
 def _start_dockerd() -> None:
-    """Launch dockerd detached (own session) so it outlives this process."""
+    """Launch dockerd: detached as root (no init system here), else through systemd + sudo."""
     if not shutil.which("docker"):
-        raise EngineError("the `docker` CLI is not installed (apt-get install docker.io)")
-    dockerd = shutil.which("dockerd")
-    if not dockerd:
-        raise EngineError("no Docker engine answers and `dockerd` is not installed; "
-                          "start Docker Desktop / `systemctl start docker`, or apt-get install docker.io")
-    if os.geteuid() != 0:
-        raise EngineError("no Docker engine answers and starting dockerd needs root; "
-                          "start it with `sudo systemctl start docker` (or Docker Desktop)")
-    if _dockerd_running():
-        log("dockerd is already starting; waiting for it")
+        raise EngineError("the `docker` CLI is not installed: run `make bootstrap` "
+                          "(or apt-get install docker.io)")
+    dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/usr/bin")
+    action = start_action(euid=os.geteuid(), dockerd=dockerd, sudo=shutil.which("sudo"),
+                          systemd=os.path.isdir("/run/systemd/system"),
+                          info_error=_docker_info_error() or "")
+    if isinstance(action, str):
+        raise EngineError(action)
+    if action == ["dockerd"]:
+        if _dockerd_running():
+            log("dockerd is already starting; waiting for it")
+            return
+        DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(DOCKERD_LOG, "ab") as logf:
+            subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                             start_new_session=True, close_fds=True)
+        log(f"started dockerd (log: {DOCKERD_LOG})")
         return
-    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(DOCKERD_LOG, "ab") as logf:
-        subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                         start_new_session=True, close_fds=True)
-    log(f"started dockerd (log: {DOCKERD_LOG})")
+    log(f"starting the engine: {' '.join(action)}")
+    if subprocess.run(action).returncode != 0:
+        raise EngineError(f"`{' '.join(action)}` failed; start the Docker engine by hand and retry")
+
+
+def start_action(*, euid: int, dockerd: str | None, sudo: str | None, systemd: bool,
+                 info_error: str) -> list[str] | str:
+    """How to get an engine answering: ["dockerd"] (detached, as root), a command to run
+    (systemd through sudo), or the one-line message that tells the user what to do."""
+    if "permission denied" in info_error.lower():
+        return ("the Docker engine runs but this user may not use it (permission denied on its "
+                "socket): run `sudo usermod -aG docker $USER`, then log in again (or `newgrp docker`)")
+    if not dockerd:
+        return ("no Docker engine answers and `dockerd` is not installed: run `make bootstrap` "
+                "(apt-get install docker.io), or start Docker Desktop")
+    if euid == 0:
+        return ["systemctl", "start", "docker"] if systemd else ["dockerd"]
+    if systemd and sudo:
+        return [sudo, "systemctl", "start", "docker"]
+    return ("no Docker engine answers and starting dockerd needs root: run "
+            + ("`sudo systemctl start docker`" if systemd else "`sudo dockerd &`")
+            + " (or start Docker Desktop)")
 
 
 def _dockerd_running() -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ._util import log
+from ._util import HarnessError, log
 from .engine import EngineError, ensure_engine
 from .hosts import Cluster, Host, HostSpec
 
@@ -73,7 +73,10 @@ def _session_cluster(config: pytest.Config) -> Cluster:
     cluster = Cluster(owner="pytest")
     config.add_cleanup(lambda: _teardown(cluster))  # registered first: covers a failed start
     _terminate_cleanly_on_sigterm()
-    cluster.start(dns=True, acme=True)
+    try:
+        cluster.start(dns=True, acme=True)
+    except HarnessError as exc:  # an expected failure (image build, engine): one message
+        pytest.fail(f"test cluster could not start: {exc}", pytrace=False)
     # subprocesses (pyinfra with inventory.py) find this cluster's inventory through it
     os.environ.setdefault("INFRA_HOSTS_DIR", str(cluster.hosts_dir))
     _SESSION = cluster

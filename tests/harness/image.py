@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._util import CACHE_DIR, HarnessError, docker, file_lock, log, run
+from ._util import CACHE_DIR, HarnessError, docker, file_lock, log, run, run_with_progress
 
 RECIPE_VERSION = "1"
 REPO = "infra-testhost"
@@ -101,6 +101,9 @@ VARIANTS: dict[str, Variant] = {
     "helper": Variant("base", ("dnsmasq", "pebble")),
 }
 ALL_VARIANTS = ("base", *VARIANTS)
+# What a build costs on a 2-core VM (measured), printed when one starts.
+BUILD_HINT = {"base": "about 70 s", "helper": "about 10 s", "docker-v1": "about 20 s",
+              "docker": "about 5 s"}
 
 
 # ---------------------------------------------------------------- public entry points
@@ -115,6 +118,7 @@ def ensure_image(variant: str = "base") -> str:
     with file_lock(f"build-{variant}"):  # concurrent sessions build once
         if not image_exists(tag):
             start = time.monotonic()
+            log(f"building the {variant} test-host image {tag} (first run only; {BUILD_HINT[variant]}) ...")
             _build(variant, tag)
             log(f"{variant} image built in {time.monotonic() - start:.1f}s ({tag})")
     return tag
@@ -193,9 +197,10 @@ def _build_base_debootstrap(tag: str, digest: str, mirror: str, security: str,
     rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{digest}-", dir=CACHE_DIR))
     try:
         start = time.monotonic()
-        log(f"debootstrap {SUITE} from {mirror} (about a minute) ...")
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             SUITE, str(rootfs), mirror], timeout=900, what="debootstrap")
+        log(f"debootstrap {SUITE} from {mirror} (about a minute, once: the image is cached) ...")
+        run_with_progress(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                           SUITE, str(rootfs), mirror], timeout=900, what="debootstrap",
+                          step=debootstrap_step)
         log(f"debootstrap done in {time.monotonic() - start:.1f}s")
         _write_apt_sources(rootfs, mirror, security)
         _copy_certs(certs, rootfs / EXTRA_CA_DIR.relative_to("/"))
@@ -205,6 +210,14 @@ def _build_base_debootstrap(tag: str, digest: str, mirror: str, security: str,
         log(f"rootfs imported in {time.monotonic() - start:.1f}s")
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def debootstrap_step(line: str) -> str | None:
+    """debootstrap's stage of an output line ("I: Retrieving libc6 ..." -> "Retrieving")."""
+    words = line.split()
+    if len(words) >= 2 and words[0] == "I:":
+        return words[1].rstrip(".")
+    return None
 
 
 def _write_apt_sources(rootfs: Path, mirror: str, security: str) -> None:
