@@ -23,6 +23,9 @@ import textwrap
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
@@ -67,7 +70,7 @@ SMOKE_DEPLOY = textwrap.dedent('''
 
 OLD_LAYOUT_SH = r"""
 set -eu
-H=$1 P=$2
+H=$1 P=$2 K=$3
 label=com.supabase.cli.project=supabase
 for n in supabase_network_supabase supabase_network_archon supabase_network_root; do
     docker network create --label "$label" "$n" >/dev/null
@@ -91,8 +94,11 @@ docker exec -i supabase_db_supabase psql -U postgres -d postgres -v ON_ERROR_STO
 CREATE TABLE api_keys (id serial PRIMARY KEY, name text NOT NULL, key_hash text NOT NULL,
                        created_at timestamptz DEFAULT now(), last_used_at timestamptz);
 INSERT INTO api_keys (name, key_hash) SELECT 'key-' || i, md5(i::text) FROM generate_series(1, 25) i;
-CREATE TABLE archon_settings (key text PRIMARY KEY, value text, is_encrypted boolean DEFAULT false);
-INSERT INTO archon_settings SELECT 'SETTING_' || i, 'value ' || i FROM generate_series(1, 40) i;
+-- archon_settings as Archon's migration/complete_setup.sql (ecaece4) creates it
+CREATE TABLE archon_settings (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, key varchar(255) UNIQUE NOT NULL,
+                              value text, encrypted_value text, is_encrypted boolean DEFAULT false,
+                              category varchar(100), description text);
+INSERT INTO archon_settings (key, value) SELECT 'SETTING_' || i, 'value ' || i FROM generate_series(1, 40) i;
 CREATE TABLE archon_crawled_pages (id bigserial PRIMARY KEY, url text, chunk_number int, content text,
                                    metadata jsonb);
 INSERT INTO archon_crawled_pages (url, chunk_number, content, metadata)
@@ -102,7 +108,7 @@ SQL
 # the old Archon compose project (/opt/archon, project "archon", app-network + external nets)
 mkdir -p /opt/archon/supabase/migrations
 echo 'project_id = "supabase"' > /opt/archon/supabase/config.toml
-printf 'SUPABASE_URL=http://host.docker.internal:54321\nSUPABASE_SERVICE_KEY=old-service-key\n' > /opt/archon/.env
+printf 'SUPABASE_URL=http://host.docker.internal:54321\nSUPABASE_SERVICE_KEY=%s\nOPENAI_API_KEY=\n' "$K" > /opt/archon/.env
 cat > /opt/archon/docker-compose.yml <<YML
 services:
   archon-server:
@@ -110,14 +116,14 @@ services:
     container_name: archon-server
     restart: unless-stopped
     ports: ["8181:8181"]
-    environment: {STANDIN_NAME: old-archon-server}
+    environment: {STANDIN_NAME: old-archon-server, SUPABASE_URL: \${SUPABASE_URL}, SUPABASE_SERVICE_KEY: \${SUPABASE_SERVICE_KEY}, ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon, supabase_network_supabase]
   archon-mcp:
     image: $H
     container_name: archon-mcp
     restart: unless-stopped
     ports: ["8051:8051"]
-    environment: {STANDIN_NAME: old-archon-mcp}
+    environment: {STANDIN_NAME: old-archon-mcp, SUPABASE_URL: \${SUPABASE_URL}, SUPABASE_SERVICE_KEY: \${SUPABASE_SERVICE_KEY}, ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon]
   archon-frontend:
     image: $H
@@ -235,6 +241,34 @@ COUNT_SQL = ("SELECT 'api_keys', count(*) FROM api_keys UNION ALL SELECT 'archon
 
 
 SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
+# The old layout's keys: the supabase CLI's default JWT secret and a service_role key signed with it
+OLD_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+STORED_SECRET = "sk-stored-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
+
+
+def jwt_hs256(secret: str, claims: dict) -> str:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return signing + "." + b64(hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest())
+
+
+OLD_SERVICE_KEY = jwt_hs256(OLD_JWT_SECRET, {"iss": "supabase-demo", "role": "service_role", "exp": 1983812996})
+
+
+def _fernet(service_key: str) -> Fernet:
+    """Archon's credential key (ecaece4 python/src/server/services/credential_service.py
+    _get_encryption_key): PBKDF2-SHA256 of SUPABASE_SERVICE_KEY, fixed salt, 100000 rounds."""
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=b"static_salt_for_credentials", iterations=100000)
+    return Fernet(base64.urlsafe_b64encode(kdf.derive(service_key.encode())))
+
+
+def encrypt_credential(service_key: str, value: str) -> str:
+    return base64.urlsafe_b64encode(_fernet(service_key).encrypt(value.encode())).decode()
+
+
+def decrypt_credential(service_key: str, stored: str) -> str:
+    return _fernet(service_key).decrypt(base64.urlsafe_b64decode(stored.encode())).decode()
 
 
 def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
@@ -283,7 +317,11 @@ def old_layout(archon, images, test_cluster):  # noqa: F811
     for name in (ARCHON, STUDIO):
         test_cluster.set_record(name, archon.address)
     archon.exec(["docker", "compose", "-p", "smoke", "-f", "/opt/smoke/docker-compose.yml", "down"], check=False)
-    archon.exec(["bash", "-s", images["http"], images["postgres"]], input=OLD_LAYOUT_SH, timeout=300)
+    archon.exec(["bash", "-s", images["http"], images["postgres"], OLD_SERVICE_KEY], input=OLD_LAYOUT_SH, timeout=300)
+    # a provider key Archon stored through its settings API, encrypted with the old service key
+    stored = encrypt_credential(OLD_SERVICE_KEY, STORED_SECRET)
+    psql(archon, "supabase_db_supabase", "INSERT INTO archon_settings (key, encrypted_value, is_encrypted, category) "
+         f"VALUES ('OPENAI_API_KEY', '{stored}', true, 'api_keys')")
     archon.write_file("/etc/archon/test-acme-root.pem", test_cluster.acme_root_file().read_text())
     return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL)}
 
@@ -300,6 +338,9 @@ def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: 
     ps = v1_host.exec("cd /opt/archon && docker-compose ps --services --filter status=running").stdout.split()
     assert sorted(ps) == sorted(s for s in SERVICES if s != "archon-agents")
     assert json.loads(v1_host.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "archon-server"
+    # Archon's schema ran after Supabase's init, with upstream's migration tracking
+    assert psql(v1_host, "archon-postgres", "SELECT count(*) FROM archon_migrations WHERE version = '0.1.0'").strip() == "11"
+    assert psql(v1_host, "archon-postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").strip() == "f"
 
 
 def test_failed_migration_rolls_back_to_the_old_layout(archon, old_layout, images):
@@ -345,6 +386,35 @@ def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout,
     secrets = host_secrets(archon)
     assert not [name for name, value in secrets.items() if value in run.output]
     assert OPENAI not in run.output
+
+
+def container_env(host, container) -> dict:
+    out = host.exec(["docker", "inspect", "-f", "{{json .Config.Env}}", container]).stdout
+    return dict(item.split("=", 1) for item in json.loads(out))
+
+
+def test_stored_credentials_decrypt_after_the_migration(archon):
+    """Archon's stored provider keys are encrypted with a key derived from
+    SUPABASE_SERVICE_KEY: the migrated stack must run with the old key (and the JWT secret
+    that signed it), or every stored key is silently unreadable."""
+    stored = psql(archon, "archon-postgres", "SELECT encrypted_value FROM archon_settings WHERE key = 'OPENAI_API_KEY'").strip()
+    server_key = container_env(archon, "archon-server")["SUPABASE_SERVICE_KEY"]
+    assert decrypt_credential(server_key, stored) == STORED_SECRET
+    jwt_secret = container_env(archon, "archon-rest")["PGRST_JWT_SECRET"]
+    header, payload, signature = server_key.split(".")
+    assert _b64(signature) == hmac.new(jwt_secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+
+
+def test_the_new_database_is_a_supabase_database(archon):
+    """supabase_admin is the only superuser, the API roles and auth.role() exist (Supabase's
+    init ran), the pgsodium key sits on a volume."""
+    roles = psql(archon, "archon-postgres", "SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN "
+                 "('postgres', 'supabase_admin', 'anon', 'authenticated', 'service_role', 'authenticator') ORDER BY 1")
+    assert roles.split("\n") == ["anon f", "authenticated f", "authenticator f", "postgres f", "service_role f",
+                                 "supabase_admin t"]
+    assert psql(archon, "archon-postgres", "SELECT auth.role() IS NULL").strip() == "t"
+    mounts = json.loads(archon.exec("docker inspect -f '{{json .Mounts}}' archon-postgres").stdout)
+    assert {m["Destination"]: m["Type"] for m in mounts}.get("/etc/postgresql-custom") == "volume"
 
 
 def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):

@@ -1,5 +1,14 @@
 """Stand-in for every Archon/Supabase HTTP service (kong, rest, studio, meta, archon-*).
 
+As archon-server / archon-mcp / archon-agents (STANDIN_NAME ending in one of those) it
+first applies upstream's start-up configuration checks, from coleam00/Archon branch
+archive/v1-task-management-rag @ ecaece4, python/src/server/config/config.py
+(load_environment_config, validate_supabase_url, validate_supabase_key): SUPABASE_URL and
+SUPABASE_SERVICE_KEY required; plain http only for localhost, 127.0.0.1,
+host.docker.internal, *.localhost or a private/loopback/link-local IP literal; a JWT
+service key with role anon or any role but service_role is refused. Like the real
+service it then exits (status 1) with the ConfigurationError message.
+
 One process listens on all the plan's container ports, so one image serves every
 service; it answers every path with 200 JSON (the plan's health paths included) and
 echoes WebSocket frames on /socket.io/ (nginx's WebSocket proxying is tested through it).
@@ -13,6 +22,7 @@ Environment:
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import signal
@@ -21,11 +31,70 @@ import struct
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
 
 DEFAULT_PORTS = "3000,3001,3737,8000,8051,8052,8080,8181"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FAIL = os.environ.get("STANDIN_HEALTH", "") == "fail"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
+
+
+ARCHON_SERVICES = ("archon-server", "archon-mcp", "archon-agents")
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def validate_supabase_url(url):
+    """config.py validate_supabase_url (ecaece4)."""
+    if not url:
+        raise ConfigurationError("Supabase URL cannot be empty")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ConfigurationError("Supabase URL must use HTTP or HTTPS")
+    if parsed.scheme == "http":
+        hostname = parsed.hostname or ""
+        if hostname in ("localhost", "127.0.0.1", "host.docker.internal") or hostname.endswith(".localhost"):
+            return True
+        try:
+            ip = ipaddress.ip_address(hostname)
+            if (ip.is_private or ip.is_loopback or ip.is_link_local) and not ip.is_unspecified:
+                return True
+        except ValueError:
+            pass
+        raise ConfigurationError(f"Supabase URL must use HTTPS for non-local environments (hostname: {hostname})")
+    if not parsed.netloc:
+        raise ConfigurationError("Invalid Supabase URL format")
+    return True
+
+
+def supabase_key_role(key):
+    """The JWT's role claim, unverified (config.py validate_supabase_key); None: not a JWT."""
+    try:
+        payload = key.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("role")
+    except Exception:  # noqa: BLE001 - upstream lets undecodable keys through
+        return None
+
+
+def check_archon_config(env):
+    """config.py load_environment_config (ecaece4), the parts that stop the service."""
+    url = env.get("SUPABASE_URL")
+    if not url:
+        raise ConfigurationError("SUPABASE_URL environment variable is required")
+    key = env.get("SUPABASE_SERVICE_KEY")
+    if not key:
+        raise ConfigurationError("SUPABASE_SERVICE_KEY environment variable is required")
+    openai = env.get("OPENAI_API_KEY")
+    if openai and not openai.startswith("sk-"):
+        raise ConfigurationError("OpenAI API key must start with 'sk-'")
+    validate_supabase_url(url)
+    role = supabase_key_role(key)
+    if role == "anon":
+        raise ConfigurationError("CRITICAL: You are using a Supabase ANON key instead of a SERVICE key.")
+    if role is not None and role != "service_role":
+        raise ConfigurationError(f"CRITICAL: Unknown Supabase key role '{role}'.")
 
 
 def read_frame(rfile):
@@ -95,6 +164,12 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     # PID 1 in a container gets no default signal handlers: stop promptly on `docker stop`
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if NAME.endswith(ARCHON_SERVICES):
+        try:
+            check_archon_config(os.environ)
+        except ConfigurationError as exc:
+            print(f"src.server.config.config.ConfigurationError: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
     ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
     servers = []
     for port in ports:
