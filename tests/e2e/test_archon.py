@@ -116,14 +116,14 @@ services:
     container_name: archon-server
     restart: unless-stopped
     ports: ["8181:8181"]
-    environment: {STANDIN_NAME: old-archon-server, SUPABASE_URL: \${SUPABASE_URL}, SUPABASE_SERVICE_KEY: \${SUPABASE_SERVICE_KEY}, ARCHON_MCP_PORT: '8051'}
+    environment: {STANDIN_NAME: old-archon-server, SUPABASE_URL: "\${SUPABASE_URL}", SUPABASE_SERVICE_KEY: "\${SUPABASE_SERVICE_KEY}", ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon, supabase_network_supabase]
   archon-mcp:
     image: $H
     container_name: archon-mcp
     restart: unless-stopped
     ports: ["8051:8051"]
-    environment: {STANDIN_NAME: old-archon-mcp, SUPABASE_URL: \${SUPABASE_URL}, SUPABASE_SERVICE_KEY: \${SUPABASE_SERVICE_KEY}, ARCHON_MCP_PORT: '8051'}
+    environment: {STANDIN_NAME: old-archon-mcp, SUPABASE_URL: "\${SUPABASE_URL}", SUPABASE_SERVICE_KEY: "\${SUPABASE_SERVICE_KEY}", ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon]
   archon-frontend:
     image: $H
@@ -137,7 +137,7 @@ networks:
   supabase_network_archon: {external: true}
   supabase_network_supabase: {external: true}
 YML
-cd /opt/archon && docker compose up -d --quiet-pull >/dev/null 2>&1
+cd /opt/archon && docker compose up -d --quiet-pull >/dev/null
 cat > /etc/systemd/system/supabase-rebind.service <<UNIT
 [Unit]
 Description=Rebind Supabase ports to localhost (old layout)
