@@ -24,6 +24,7 @@ import re
 import shlex
 from io import BytesIO, StringIO
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
@@ -46,7 +47,7 @@ from deploys.parts.health import health_check_timer, http_gate
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import TEMPLATES, render, render_io
-from facts.archon import ArchonEnvStatus, ArchonOldLayout, migration_action
+from facts.archon import ArchonEnvStatus, ArchonOldLayout, ArchonSchema, migration_action
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
@@ -59,6 +60,7 @@ GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_r
 ENV_SCRIPT = (TEMPLATES / "opt/archon/archon-env.py").read_text()
 HEALTH_UNIT = "archon-health-check"
 MIGRATE_SCRIPT = "bin/archon-migrate"
+DB_INIT_DIR = "db"  # in archon_dir: init scripts added to the Supabase image's
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TIMING_KEYS = {"interval", "timeout", "retries", "start_period"}
@@ -99,7 +101,8 @@ def check_config(data) -> None:
         ipaddress.ip_network(str(data.archon_network_subnet))
     except ValueError:
         problems.append(f"archon_network_subnet {data.archon_network_subnet!r} is not a network (e.g. 172.20.0.0/16)")
-    for knob in ("archon_compose_project", "archon_network", "archon_postgres_volume", "archon_old_compose_project"):
+    for knob in ("archon_compose_project", "archon_network", "archon_postgres_volume", "archon_postgres_config_volume",
+                 "archon_old_compose_project"):
         if not _NAME.match(str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not a valid docker name")
     if data.archon_compose_project == data.archon_old_compose_project:
@@ -117,8 +120,62 @@ def check_config(data) -> None:
     for name in (data.archon_public_name, data.archon_studio_name):
         if not name or not re.match(r"^[A-Za-z0-9.-]+$", str(name)):
             problems.append(f"public name {name!r} is not a DNS name")
+    problems += supabase_url_problems(data)
     if problems:
         raise ConfigError("archon: " + "; ".join(problems))
+
+
+def archon_accepts_supabase_url(url: str) -> str | None:
+    """None when archon-server starts with SUPABASE_URL=`url`, else its reason. Upstream's
+    rule (coleam00/Archon ecaece4, python/src/server/config/config.py validate_supabase_url):
+    https, or plain http only to localhost, 127.0.0.1, host.docker.internal, *.localhost or
+    a private/loopback/link-local IP."""
+    parsed = urlparse(str(url))
+    if parsed.scheme not in ("http", "https"):
+        return "it must use http or https"
+    if parsed.scheme == "https":
+        return None if parsed.netloc else "it has no host"
+    hostname = parsed.hostname or ""
+    if hostname in ("localhost", "127.0.0.1", "host.docker.internal") or hostname.endswith(".localhost"):
+        return None
+    try:
+        ip = ipaddress.ip_address(hostname)
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.is_private or ip.is_loopback or ip.is_link_local) and not ip.is_unspecified:
+        return None
+    return f"archon-server accepts plain http only to localhost, host.docker.internal, *.localhost or a private IP, not {hostname!r}"
+
+
+def kong_address(data) -> tuple[str, str]:
+    """("alias", name) or ("ip", address): how Kong gets the name in archon_supabase_url."""
+    hostname = urlparse(str(data.archon_supabase_url)).hostname or ""
+    try:
+        ipaddress.ip_address(hostname)
+        return "ip", hostname
+    except ValueError:
+        return "alias", hostname
+
+
+def supabase_url_problems(data) -> list[str]:
+    url = str(data.archon_supabase_url or "")
+    why = archon_accepts_supabase_url(url)
+    if why:
+        return [f"archon_supabase_url {url!r}: {why} (use e.g. http://kong.localhost:8000)"]
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or (parsed.port or 80) != CONTAINER_PORT["kong"]:
+        return [f"archon_supabase_url {url!r} must be http://<name or IP>:{CONTAINER_PORT['kong']} (Kong on the stack network)"]
+    kind, value = kong_address(data)
+    if kind == "ip":
+        try:
+            inside = ipaddress.ip_address(value) in ipaddress.ip_network(str(data.archon_network_subnet))
+        except ValueError:
+            inside = False
+        if not inside:
+            return [f"archon_supabase_url {url!r}: {value} is not in archon_network_subnet {data.archon_network_subnet}"]
+    elif not value.endswith(".localhost"):
+        return [f"archon_supabase_url {url!r}: a name for Kong must end in .localhost"]
+    return []
 
 
 def services_enabled(data) -> list[str]:
@@ -156,11 +213,13 @@ def allowed_hosts(data) -> str:
 
 def stack(data) -> dict:
     """The consolidated compose document: 9 services (agents behind a profile), one network."""
-    user, db = _lit(data.archon_postgres_user), _lit(data.archon_postgres_db)
+    admin, db = _lit(data.archon_postgres_admin_user), _lit(data.archon_postgres_db)
     net = [data.archon_network]
+    kind, kong_name = kong_address(data)
+    kong_net = {data.archon_network: ({"aliases": [kong_name]} if kind == "alias" else {"ipv4_address": kong_name})}
     sp, ap, mp = CONTAINER_PORT["archon-server"], CONTAINER_PORT["archon-agents"], CONTAINER_PORT["archon-mcp"]
     common_archon = {
-        "SUPABASE_URL": "http://kong:8000",
+        "SUPABASE_URL": _lit(data.archon_supabase_url),
         "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
         "LOGFIRE_TOKEN": "${LOGFIRE_TOKEN:-}",
         "LOG_LEVEL": _lit(data.archon_log_level),
@@ -172,16 +231,25 @@ def stack(data) -> dict:
     }
     services = {
         "postgres": {
+            # Supabase's compose (docker/docker-compose.yml, db): no POSTGRES_USER (the image's
+            # supabase_admin), its init extended by two scripts, the key dir on a volume
             "environment": {
-                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
-                "POSTGRES_USER": user,
-                "POSTGRES_DB": db,
                 "POSTGRES_HOST": "/var/run/postgresql",
+                "PGPORT": "5432",
+                "POSTGRES_PORT": "5432",
+                "PGPASSWORD": "${POSTGRES_PASSWORD}",
+                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+                "PGDATABASE": db,
+                "POSTGRES_DB": db,
                 "JWT_SECRET": "${JWT_SECRET}",
                 "JWT_EXP": str(int(data.archon_jwt_exp)),
             },
-            "volumes": ["postgres-data:/var/lib/postgresql/data"]
-            + ([f"{_lit(data.archon_initdb_dir)}:/docker-entrypoint-initdb.d:ro"] if data.archon_initdb_dir else []),
+            "volumes": [
+                "postgres-data:/var/lib/postgresql/data",
+                "postgres-config:/etc/postgresql-custom",
+                f"./{DB_INIT_DIR}/roles.sql:/docker-entrypoint-initdb.d/init-scripts/99-roles.sql:ro",
+                f"./{DB_INIT_DIR}/jwt.sql:/docker-entrypoint-initdb.d/init-scripts/99-jwt.sql:ro",
+            ],
             "command": [_lit(a) for a in data.archon_postgres_command],
             "healthcheck": _healthcheck(data, "postgres", "10s", "5s", 5, "10s"),
         },
@@ -206,7 +274,7 @@ def stack(data) -> dict:
         },
         "rest": {
             "environment": {
-                "PGRST_DB_URI": f"postgres://{user}:${{POSTGRES_PASSWORD}}@postgres:5432/{db}",
+                "PGRST_DB_URI": f"postgres://authenticator:${{POSTGRES_PASSWORD}}@postgres:5432/{db}",
                 "PGRST_DB_SCHEMAS": "public,storage,graphql_public",
                 "PGRST_DB_ANON_ROLE": "anon",
                 "PGRST_JWT_SECRET": "${JWT_SECRET}",
@@ -237,7 +305,7 @@ def stack(data) -> dict:
                 "PG_META_DB_HOST": "postgres",
                 "PG_META_DB_PORT": "5432",
                 "PG_META_DB_NAME": db,
-                "PG_META_DB_USER": user,
+                "PG_META_DB_USER": admin,
                 "PG_META_DB_PASSWORD": "${POSTGRES_PASSWORD}",
             },
             "depends_on": _healthy("postgres"),
@@ -251,6 +319,8 @@ def stack(data) -> dict:
                 "ARCHON_BOOTSTRAP_SECRET": "${ARCHON_BOOTSTRAP_SECRET}",
             },
             "extra_hosts": ["host.docker.internal:host-gateway"],
+            # upstream's migration tracking reads the SQL files here (migration_service.py)
+            "volumes": [f"{_lit(data.archon_migration_dir)}:/app/migration:ro"],
             "depends_on": _healthy("postgres", "kong"),
             "healthcheck": _healthcheck(data, "archon-server", "30s", "10s", 3, "40s"),
         },
@@ -287,7 +357,7 @@ def stack(data) -> dict:
         },
     }
     if data.archon_server_docker_socket:
-        services["archon-server"]["volumes"] = ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+        services["archon-server"]["volumes"].append("/var/run/docker.sock:/var/run/docker.sock:ro")
     document = {}
     for service in SERVICES:
         spec = services[service]
@@ -301,14 +371,15 @@ def stack(data) -> dict:
         if service in CONTAINER_PORT:
             entry["ports"] = _ports(data, service)
         entry["environment"] = env
-        entry["networks"] = net
+        entry["networks"] = kong_net if service == "kong" else net
         entry.update(spec)
         document[service] = entry
     return {
         "services": document,
         "networks": {data.archon_network: {"name": data.archon_network, "driver": "bridge",
                                            "ipam": {"config": [{"subnet": str(data.archon_network_subnet)}]}}},
-        "volumes": {"postgres-data": {"name": data.archon_postgres_volume}},
+        "volumes": {"postgres-data": {"name": data.archon_postgres_volume},
+                    "postgres-config": {"name": data.archon_postgres_config_volume}},
     }
 
 
@@ -366,9 +437,14 @@ def stack_env(spec: dict):
     """
     spec_json = json.dumps(spec, sort_keys=True)
     status = host.get_fact(ArchonEnvStatus, script=ENV_SCRIPT, spec=spec_json)
+    if status and status.get("error"):
+        yield fail_command(f"{spec['target']}: {status['error']}")
+        return
     if status and status.get("ok"):
         host.noop(f"{spec['target']} is up to date")
         return
+    if status and status.get("carried"):
+        host.log(f"{spec['target']}: carrying over {', '.join(status['carried'])} from the old layout")
     missing = status["missing"] if status else list(GENERATED_RANDOM) + list(GENERATED_JWT)
     host.log(f"{spec['target']}: " + (f"generating {', '.join(missing)} on the host" if missing else "rewriting"))
     yield StringCommand("python3", "-c", QuoteString(ENV_SCRIPT), "apply", QuoteString(spec_json))
@@ -396,6 +472,17 @@ def count_sql(schemas) -> str:
     )
 
 
+def extensions_sql(schemas) -> str:
+    """The old database's extensions in the migrated schemas (or Supabase's `extensions`),
+    as statements for the new one: a schema dump does not carry them."""
+    names = ", ".join(f"'{s}'" for s in [*schemas, "extensions"])
+    return (
+        "SELECT format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I;', e.extname, n.nspname) "
+        "FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        f"WHERE e.extname <> 'plpgsql' AND n.nspname IN ({names}) ORDER BY e.oid"
+    )
+
+
 def render_migrate_script(data) -> str:
     script = f"{data.archon_dir}/{MIGRATE_SCRIPT}"
     return render(
@@ -419,7 +506,11 @@ def render_migrate_script(data) -> str:
         old_entry_files=_qs(f for f in (data.archon_old_compose_file, data.archon_old_env_file) if f),
         old_config=_qs(data.archon_old_config),
         rebind_unit=_q(data.archon_old_rebind_unit or ""),
-        db_user=_q(data.archon_postgres_user),
+        db_admin=_q(data.archon_postgres_admin_user),
+        new_config_volume=_q(data.archon_postgres_config_volume),
+        old_config_volume=_q(data.archon_old_config_volume or ""),
+        schema_args=_qs(a for schema in data.archon_verify_schemas for a in ("-n", schema)),
+        extensions_sql=_q(extensions_sql(data.archon_verify_schemas)),
         db_name=_q(data.archon_postgres_db),
         api_health_url=_q(data.archon_api_health_url),
         health_timeout=int(data.archon_health_timeout_s),
@@ -441,17 +532,26 @@ def layout_args(data) -> dict:
 
 @operation()
 def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: str, layout_args: dict,
-                       db_container: str, db_volume: str):
-    """Phases 1-7 of the plan, only on a host that still has the old layout (read when
-    the operation runs). Already migrated and clean: no change."""
+                       db_container: str, db_volume: str, phase: str = "migrate"):
+    """phase "migrate": the plan's phases 1-6, only on a host that still has the old layout
+    (read when the operation runs); phase "cleanup": phase 7, once the host was migrated
+    (the deploy asks for it after nginx, TLS and the external checks). Nothing left: no change."""
     layout = host.get_fact(ArchonOldLayout, **layout_args)
     action, why = migration_action(layout, db_container, db_volume)
     if action == "none":
-        host.noop("no old layout to migrate")
+        host.noop("no old layout left")
         return
     if action == "blocked":
         yield fail_command(why)
         return
+    if phase == "migrate" and action == "cleanup":
+        host.noop(f"migrated already; the old layout is removed later in this run ({why})")
+        return
+    if phase == "cleanup" and action == "migrate":
+        if state.is_executing:
+            yield fail_command(f"the old layout was not migrated: {why}")
+            return
+        action = "cleanup"  # (planning: the migration runs first in this run)
     cli = detected_cli()
     if cli is None:
         if state.is_executing:
@@ -464,6 +564,32 @@ def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: s
         yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
         yield StringCommand("chmod", "644", QuoteString(compose_path))
     yield StringCommand(f"COMPOSE={shlex.quote(cli)}", QuoteString(script), action)
+
+
+@operation()
+def archon_schema(container: str, admin_user: str, db: str, sql_path: str, restart: list[str]):
+    """Archon's migration/complete_setup.sql, once, on a database without Archon's tables
+    (a fresh install; a migrated database has them). It runs after Supabase's init (it needs
+    its roles and auth.role()), in one transaction that stops at the first error, as
+    postgres (the owner of the developer's tables on Supabase, as in its SQL editor), and
+    records upstream's migrations in archon_migrations. The Archon services started before
+    their tables existed: restarted after it."""
+    status = host.get_fact(ArchonSchema, container=container, admin_user=admin_user, db=db)
+    if status == "present":
+        host.noop("Archon's schema is in the database")
+        return
+    if status == "unknown" and state.is_executing:
+        yield fail_command(f"{container} does not answer as {admin_user}: cannot check Archon's schema")
+        return
+    host.log(f"running {sql_path} (a database without Archon's tables)")
+    quoted = QuoteString(sql_path)
+    yield StringCommand(
+        "test", "-f", quoted, "||", "{", "echo", QuoteString(f"{sql_path} is missing: set archon_migration_source "
+                                                                 "or put Archon's migration/ there"), ">&2;", "false;", "}",
+        "&&", "docker", "exec", "-i", QuoteString(container), "psql", "-h", "127.0.0.1", "-U", "postgres",
+        "-d", QuoteString(db), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "<", quoted,
+        "&&", "docker", "restart", *[QuoteString(c) for c in restart], ">/dev/null",
+    )
 
 
 @operation()
@@ -509,17 +635,35 @@ def layout(data):
     files.directory(name=f"{base}/bin", path=f"{base}/bin", user="root", group="root", mode="755")
     files.directory(name=f"{base}/kong", path=f"{base}/kong", user="root", group="root", mode="755")
     files.directory(name=data.archon_secrets_dir, path=data.archon_secrets_dir, user="root", group="root", mode="700")
+    files.directory(name=f"{base}/{DB_INIT_DIR}", path=f"{base}/{DB_INIT_DIR}", user="root", group="root", mode="755")
+    for script in ("roles.sql", "jwt.sql"):
+        # read by the image's init as the postgres user: world-readable, no secret in it
+        files.put(name=f"{base}/{DB_INIT_DIR}/{script}", src=StringIO(render(f"opt/archon/{DB_INIT_DIR}/{script}")),
+                  dest=f"{base}/{DB_INIT_DIR}/{script}", user="root", group="root", mode="644")
+    if data.archon_migration_source:
+        files.sync(name=f"{data.archon_migration_dir} (Archon's schema, from {data.archon_migration_source})",
+                   src=str(data.archon_migration_source), dest=data.archon_migration_dir,
+                   user="root", group="root", mode="644", dir_mode="755", delete=True)
     files.put(name=f"{base}/kong/kong.yml", src=StringIO(render_kong(data)), dest=f"{base}/kong/kong.yml",
                      user="root", group="root", mode="644")
     files.put(name=f"{base}/{MIGRATE_SCRIPT}", src=StringIO(render_migrate_script(data)),
               dest=f"{base}/{MIGRATE_SCRIPT}", user="root", group="root", mode="750")
 
 
+def carry_spec(data) -> dict:
+    """What the env script takes over from the old layout's .env (read on the host)."""
+    return {
+        "path": f"{data.archon_dir}/{data.archon_old_env_file}" if data.archon_old_env_file else "",
+        "names": ["JWT_SECRET", *GENERATED_JWT],
+        "known_jwt_secrets": list(data.archon_known_jwt_secrets or []),
+    }
+
+
 @deploy("Environment file (secrets generated on the host)")
 def environment(data):
     from deploys.operations import secret_file
 
-    spec = env_spec(data)
+    spec = {**env_spec(data), "carry": carry_spec(data)}
     values = {"COMPOSE_PROJECT_NAME": data.archon_compose_project, **user_secrets(data)}
     user = secret_file(
         name=f"{spec['user']} (secrets from .env)",
@@ -606,6 +750,14 @@ def main(data):
         profiles=profiles(data),
         recreate_when=(env,),
     )
+    archon_schema(
+        name="Archon's schema (once, on a new database)",
+        container=CONTAINER["postgres"],
+        admin_user=data.archon_postgres_admin_user,
+        db=data.archon_postgres_db,
+        sql_path=f"{data.archon_migration_dir}/{data.archon_schema_file}",
+        restart=[CONTAINER[s] for s in services_enabled(data) if s.startswith("archon-") and s != "archon-ui"],
+    )
     shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
                   path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
     shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
@@ -614,6 +766,20 @@ def main(data):
     if data.archon_proxy:
         https_site(data.archon_nginx_site, vhosts(data),
                    [data.archon_public_name, data.archon_studio_name], data)
+        if data.archon_health_check_external:
+            for name in (data.archon_public_name, data.archon_studio_name):
+                http_gate(f"https://{name}/", timeout_s=60, ca_file=data.archon_health_ca_file)
+    migrate_old_layout(
+        name="Remove the old layout (after a verified migration, nginx and TLS)",
+        data_dir=base,
+        compose_file=data.archon_compose_file,
+        compose=compose,
+        script=f"{base}/{MIGRATE_SCRIPT}",
+        layout_args=layout_args(data),
+        db_container=data.archon_old_db_container,
+        db_volume=data.archon_old_db_volume,
+        phase="cleanup",
+    )
     monitoring(data)
 
 

@@ -149,3 +149,38 @@ class ArchonEnvStatus(FactBase[dict[str, Any] | None]):
             if line.strip().startswith("{"):
                 return json.loads(line)
         return None
+
+
+class ArchonSchema(FactBase[str]):
+    """Whether Archon's schema is in the stack's database: "present" (archon_settings
+    exists), "absent" (a database without it), "unknown" (no such container, or the database
+    does not answer). Asked as `admin_user` over 127.0.0.1 inside the container."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self, container: str, admin_user: str, db: str) -> str:
+        sql = "SELECT to_regclass('public.archon_settings') IS NOT NULL"
+        return (
+            f"out=$(docker exec {shlex.quote(container)} psql -h 127.0.0.1 -U {shlex.quote(admin_user)} "
+            f"-d {shlex.quote(db)} -XAtq -c {shlex.quote(sql)} 2>/dev/null) || out=unknown; echo \"schema $out\""
+        )
+
+    @staticmethod
+    @override
+    def default() -> str:
+        return "unknown"
+
+    @override
+    def process(self, output: list[str]) -> str:
+        return parse_schema(output)
+
+
+def parse_schema(output: list[str]) -> str:
+    for line in output:
+        words = line.split()
+        if len(words) == 2 and words[0] == "schema":
+            return {"t": "present", "f": "absent"}.get(words[1], "unknown")
+    return "unknown"

@@ -21,6 +21,8 @@ import os
 import socket
 import textwrap
 
+from pathlib import Path
+
 import httpx
 import pytest
 from cryptography.fernet import Fernet
@@ -80,7 +82,8 @@ for v in supabase_db_supabase supabase_storage_supabase supabase_config_supabase
 done
 # supabase CLI containers (published on every interface, as `supabase start` does)
 docker run -d --name supabase_db_supabase --network supabase_network_supabase --restart unless-stopped \
-    --label "$label" -v supabase_db_supabase:/var/lib/postgresql/data -e POSTGRES_PASSWORD=postgres \
+    --label "$label" -v supabase_db_supabase:/var/lib/postgresql/data -v supabase_config_supabase:/etc/postgresql-custom \
+    -e POSTGRES_PASSWORD=postgres \
     -p 54322:5432 "$P" >/dev/null
 for spec in kong:54321:8000 rest:: studio:54323:3000 meta::; do
     name=${spec%%:*} ports=${spec#*:}
@@ -287,6 +290,8 @@ def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
         "archon_health_timeout_s": 90,
         "archon_health_ca_file": "/etc/archon/test-acme-root.pem",
         "nginx_listen_ipv6": False,
+        # the stand-in of Archon's migration/ (complete_setup.sql), uploaded to the host
+        "archon_migration_source": str(Path(__file__).resolve().parents[2] / "tests/apps/archon/migration"),
         **extra,
     }
 
@@ -323,7 +328,8 @@ def old_layout(archon, images, test_cluster):  # noqa: F811
     psql(archon, "supabase_db_supabase", "INSERT INTO archon_settings (key, encrypted_value, is_encrypted, category) "
          f"VALUES ('OPENAI_API_KEY', '{stored}', true, 'api_keys')")
     archon.write_file("/etc/archon/test-acme-root.pem", test_cluster.acme_root_file().read_text())
-    return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL)}
+    key = archon.exec("docker exec supabase_db_supabase cat /etc/postgresql-custom/pgsodium_root.key").stdout
+    return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL), "pgsodium_key": key}
 
 
 def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: F811
@@ -367,7 +373,7 @@ def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout,
     assert run.did("Migrate the old layout (only where one is found)"), run.changed
     assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
     assert names(archon, "network") == {"archon_production", "bridge", "host", "none"}
-    assert names(archon, "volume") == {"archon_postgres_data"}
+    assert names(archon, "volume") == {"archon_postgres_data", "archon_postgres_config"}
     assert names(archon, "container") == {
         "archon-postgres", "archon-kong", "archon-rest", "archon-studio", "archon-meta",
         "archon-server", "archon-mcp", "archon-ui"}
@@ -380,8 +386,9 @@ def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout,
     assert sorted(line.split()[0] for line in ps if line) == sorted(names(archon, "container"))
     backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
     listing = archon.exec(f"ls {backup}").stdout.split()
-    for name in ("archon-db.sql", "archon-config.tar.gz", "postgres-volume.tar.gz", "migrate.log", "old-layout"):
-        assert name in listing
+    for name in ("archon-db.sql", "archon-schemas.sql", "archon-config.tar.gz", "postgres-volume.tar.gz", "migrate.log",
+                 "old-layout", "volume-supabase_storage_supabase.tar.gz", "volume-supabase_config_supabase.tar.gz"):
+        assert name in listing  # every volume the cleanup removed is in the backup
     assert archon.exec(f"stat -c %a {backup}").stdout.strip() == "700"
     secrets = host_secrets(archon)
     assert not [name for name, value in secrets.items() if value in run.output]
@@ -417,6 +424,11 @@ def test_the_new_database_is_a_supabase_database(archon):
     assert {m["Destination"]: m["Type"] for m in mounts}.get("/etc/postgresql-custom") == "volume"
 
 
+def test_the_pgsodium_key_came_along(archon, old_layout):
+    key = archon.exec("docker exec archon-postgres cat /etc/postgresql-custom/pgsodium_root.key").stdout
+    assert key == old_layout["pgsodium_key"] and len(key) == 64
+
+
 def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):
     before = host_secrets(archon)
     env_sum = archon.exec("sha256sum /opt/archon/.env.production").stdout
@@ -441,8 +453,11 @@ def test_env_file_holds_generated_secrets_and_signed_supabase_keys(archon):
         digest = hmac.new(values["JWT_SECRET"].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
         assert _b64(signature) == digest and json.loads(_b64(payload))["role"] == role
     assert OPENAI not in archon.exec("cat /opt/archon/docker-compose.production.yml").stdout
-    # the migrated database answers with the generated password over TCP
-    archon.exec("docker exec archon-postgres sh -c 'PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U postgres -Atc \"select 1\"'")
+    # the generated password logs in over the network address (127.0.0.1 is trusted), a wrong one does not
+    ip = archon.exec("docker inspect -f '{{(index .NetworkSettings.Networks \"archon_production\").IPAddress}}' archon-postgres").stdout.strip()
+    login = "docker exec archon-postgres sh -c 'PGPASSWORD={} psql -h {} -U supabase_admin -d postgres -Atc \"select 1\"'"
+    assert archon.exec(login.format("$POSTGRES_PASSWORD", ip)).stdout.strip() == "1"
+    assert archon.exec(login.format("wrong", ip), check=False).returncode != 0
 
 
 def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
@@ -450,9 +465,10 @@ def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
     scratch = "archon-e2e-scratch"
     archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
     try:
-        archon.exec(f"docker run -d --name {scratch} -e POSTGRES_PASSWORD=scratch {images['postgres']}")
+        # the whole-cluster dump into a bare cluster (the image's init hidden), as its superuser
+        archon.exec(f"docker run -d --name {scratch} --tmpfs /docker-entrypoint-initdb.d -e POSTGRES_PASSWORD=scratch {images['postgres']}")
         archon.exec(f"for i in $(seq 60); do docker exec {scratch} pg_isready -h 127.0.0.1 -q && exit 0; sleep 1; done; exit 1")
-        archon.exec(f"docker exec -i {scratch} psql -U postgres -d postgres -Xq < {backup}/archon-db.sql", timeout=180)
+        archon.exec(f"docker exec -i {scratch} psql -h 127.0.0.1 -U supabase_admin -d postgres -Xq < {backup}/archon-db.sql", timeout=180)
         assert psql(archon, scratch, COUNT_SQL) == old_layout["counts"]
         # the data-volume tarball is a PostgreSQL data directory that starts and has the rows
         archon.exec(f"docker volume create {scratch} >/dev/null && docker run --rm --entrypoint tar -v {scratch}:/target "
