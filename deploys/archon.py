@@ -55,7 +55,7 @@ CONTAINER = {s: (s if s.startswith("archon-") else f"archon-{s}") for s in SERVI
 # container ports (the plan's; the host side is data: archon_ports)
 CONTAINER_PORT = {"kong": 8000, "postgres": 5432, "studio": 3000, "archon-server": 8181,
                   "archon-mcp": 8051, "archon-ui": 3737, "archon-agents": 8052}
-GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32}
+GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32, "DASHBOARD_PASSWORD": 16}
 GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_role"}
 ENV_SCRIPT = (TEMPLATES / "opt/archon/archon-env.py").read_text()
 HEALTH_UNIT = "archon-health-check"
@@ -120,6 +120,8 @@ def check_config(data) -> None:
     for name in (data.archon_public_name, data.archon_studio_name):
         if not name or not re.match(r"^[A-Za-z0-9.-]+$", str(name)):
             problems.append(f"public name {name!r} is not a DNS name")
+    if not re.match(r"^[A-Za-z0-9_.-]+$", str(data.archon_dashboard_username or "")):
+        problems.append(f"archon_dashboard_username {data.archon_dashboard_username!r}: letters, digits, _ . - only")
     problems += supabase_url_problems(data)
     if problems:
         raise ConfigError("archon: " + "; ".join(problems))
@@ -258,9 +260,12 @@ def stack(data) -> dict:
                 "KONG_DATABASE": "off",
                 "KONG_DECLARATIVE_CONFIG": "/home/kong/kong.yml",
                 "KONG_DNS_ORDER": "LAST,A,CNAME",
-                "KONG_PLUGINS": "request-transformer,cors,key-auth,acl",
+                "KONG_PLUGINS": "request-transformer,cors,key-auth,acl,basic-auth",
                 "SUPABASE_ANON_KEY": "${SUPABASE_ANON_KEY}",
                 "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
+                # Studio behind Kong's basic-auth (Supabase's own setup)
+                "DASHBOARD_USERNAME": _lit(data.archon_dashboard_username),
+                "DASHBOARD_PASSWORD": "${DASHBOARD_PASSWORD}",
             },
             "volumes": ["./kong/kong.yml:/home/kong/temp.yml:ro"],
             # a new kong.yml changes this label, so compose recreates kong to read it
@@ -621,7 +626,7 @@ def checked_preflight(data) -> None:
     if data.archon_proxy:
         ports.update({80: "nginx.service", 443: "nginx.service"})
     preflight(
-        names=[data.archon_public_name, data.archon_studio_name] if data.archon_proxy else [],
+        names=public_names(data) if data.archon_proxy else [],
         ports=ports,
         secrets=data.required_secrets,
         disk_paths=("/",),
@@ -674,10 +679,18 @@ def environment(data):
     return user, env
 
 
+def public_names(data) -> list[str]:
+    """The names nginx serves (and certbot proves): Studio's only when it is opened."""
+    return [data.archon_public_name] + ([data.archon_studio_name] if data.archon_studio_public else [])
+
+
 def vhosts(data) -> list[dict]:
-    """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket); Studio host."""
+    """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket). Studio's host
+    only when archon_studio_public, and then to Kong, whose catch-all route asks for
+    DASHBOARD_USERNAME/DASHBOARD_PASSWORD (basic-auth) before it proxies to Studio."""
     bind, ports = data.archon_bind_address, data.archon_ports
     server = f"{bind}:{ports['archon-server']}"
+    studio = [{"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['kong']}", "websocket": True}]
     return [
         {
             "server_name": data.archon_public_name,
@@ -689,8 +702,7 @@ def vhosts(data) -> list[dict]:
                 {"path": "/socket.io/", "upstream": server, "websocket": True},
             ],
         },
-        {"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['studio']}", "websocket": True},
-    ]
+    ] + (studio if data.archon_studio_public else [])
 
 
 def health_files(data) -> dict[str, StringIO]:
@@ -698,7 +710,7 @@ def health_files(data) -> dict[str, StringIO]:
     script = f"{base}/bin/{HEALTH_UNIT}"
     bind, ports = data.archon_bind_address, data.archon_ports
     local = [data.archon_api_health_url, f"http://{bind}:{ports['archon-ui']}/", f"http://{bind}:{ports['studio']}/"]
-    external = [f"https://{data.archon_public_name}/", f"https://{data.archon_studio_name}/"]
+    external = [f"https://{data.archon_public_name}/"]
     context = {
         "unit": HEALTH_UNIT, "script": script, "dir": _q(base), "every": data.archon_health_check_every,
         "containers": [CONTAINER[s] for s in services_enabled(data)],
@@ -707,6 +719,10 @@ def health_files(data) -> dict[str, StringIO]:
         "curl_ca": f"--cacert {_q(data.archon_health_ca_file)} " if data.archon_health_ca_file else "",
         "api_key_file": _q(data.archon_health_api_key_file),
         "auth_url": _q(f"https://{data.archon_public_name}{data.archon_auth_check_path}"),
+        "api_auth": bool(data.archon_api_auth),
+        # Studio's host must refuse a request without credentials (Kong basic-auth)
+        "studio_url": _q(f"https://{data.archon_studio_name}/") if data.archon_studio_public and data.archon_proxy
+        and data.archon_health_check_external else "",
     }
     return {
         script: render_io(f"opt/archon/bin/{HEALTH_UNIT}.j2", **context),
@@ -764,11 +780,9 @@ def main(data):
     compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
     http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
     if data.archon_proxy:
-        https_site(data.archon_nginx_site, vhosts(data),
-                   [data.archon_public_name, data.archon_studio_name], data)
+        https_site(data.archon_nginx_site, vhosts(data), public_names(data), data)
         if data.archon_health_check_external:
-            for name in (data.archon_public_name, data.archon_studio_name):
-                http_gate(f"https://{name}/", timeout_s=60, ca_file=data.archon_health_ca_file)
+            http_gate(f"https://{data.archon_public_name}/", timeout_s=60, ca_file=data.archon_health_ca_file)
     migrate_old_layout(
         name="Remove the old layout (after a verified migration, nginx and TLS)",
         data_dir=base,

@@ -41,6 +41,12 @@ archon_jwt_lifetime_days = 3650
 # --- public names (nginx vhosts + TLS) ---------------------------------------------------
 archon_public_name = "archon.nexorithm.io"  # UI, /api/ and /socket.io/ (WebSocket)
 archon_studio_name = "supabase.archon.nexorithm.io"  # Supabase Studio
+# Studio reaches the SQL editor as postgres: closed by default (no vhost, no certificate).
+# True: its host is served through Kong, which asks for DASHBOARD_USERNAME (below) and
+# DASHBOARD_PASSWORD (generated on the host, /etc/archon/generated.env, or from .env),
+# Supabase's own basic-auth setup.
+archon_studio_public = False
+archon_dashboard_username = "supabase"
 # nginx + Let's Encrypt on this host (False: another proxy fronts the stack; then the public
 # names need not resolve here and ports 80/443 are left alone).
 archon_proxy = True
@@ -159,6 +165,10 @@ archon_health_ca_file = None
 # authenticated endpoint below; without it that check is skipped.
 archon_health_api_key_file = "/etc/archon/health.env"
 archon_auth_check_path = "/api/auth/validate"
+# The plan's API-key authentication (the operator's fork; upstream v1 has none). On: the
+# health check also proves that archon_auth_check_path refuses a request without a key
+# (401/403); a 2xx there fails the check.
+archon_api_auth = False
 
 # --- migration from the old layout (supabase CLI + separate archon compose) ---------------
 # Backups land in <dir>/archon-<YYYYmmdd_HHMMSS>/ (0700): pg_dumpall, config tarball,

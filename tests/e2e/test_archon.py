@@ -237,7 +237,8 @@ STUDIO = "studio.archon.test"
 OPENAI = "sk-e2e-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
 ENV = {"OPENAI_API_KEY": OPENAI}
 STACK_PORTS = (54321, 54322, 54323, 8181, 8051, 3737)
-GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_KEY")
+GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "DASHBOARD_PASSWORD", "SUPABASE_ANON_KEY",
+             "SUPABASE_SERVICE_KEY")
 COUNT_SQL = ("SELECT 'api_keys', count(*) FROM api_keys UNION ALL SELECT 'archon_settings', count(*) FROM "
              "archon_settings UNION ALL SELECT 'archon_crawled_pages', count(*) FROM archon_crawled_pages "
              "UNION ALL SELECT 'checksum', sum(hashtext(content))::text::bigint FROM archon_crawled_pages")
@@ -286,6 +287,7 @@ def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
         "archon_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 5, "start_period": "2s"},
         "archon_network_subnet": "10.213.0.0/24",
         "archon_public_name": names[0],
+        "archon_studio_public": True,  # (closed by default) served through Kong's basic-auth
         "archon_studio_name": names[1],
         "archon_health_timeout_s": 90,
         "archon_health_ca_file": "/etc/archon/test-acme-root.pem",
@@ -515,8 +517,8 @@ print(" ".join(map(str, found)))
         assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]
 
 
-def https(test_cluster, host, name, path="/"):  # noqa: F811
-    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10) as client:
+def https(test_cluster, host, name, path="/", auth=None):  # noqa: F811
+    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10, auth=auth) as client:
         return client.get(f"https://{host.address}{path}", headers={"Host": name}, extensions={"sni_hostname": name})
 
 
@@ -525,7 +527,10 @@ def test_vhosts_route_ui_api_websocket_and_studio(archon, test_cluster):  # noqa
     assert (ui["service"], ui["port"]) == ("archon-ui", 3737)
     assert https(test_cluster, archon, ARCHON, "/api/health").json() == {
         "status": "healthy", "service": "archon-server", "port": 8181, "path": "/api/health"}
-    studio = https(test_cluster, archon, STUDIO, "/").json()
+    closed = https(test_cluster, archon, STUDIO, "/")
+    assert closed.status_code == 401 and closed.headers["www-authenticate"] == 'Basic realm="kong"'
+    assert https(test_cluster, archon, STUDIO, "/", auth=("supabase", "wrong")).status_code == 401
+    studio = https(test_cluster, archon, STUDIO, "/", auth=("supabase", host_secrets(archon)["DASHBOARD_PASSWORD"])).json()
     assert (studio["service"], studio["port"]) == ("studio", 3000)
     redirect = httpx.get(f"http://{archon.address}/x", headers={"Host": STUDIO}, timeout=10)
     assert redirect.status_code == 301 and redirect.headers["location"] == f"https://{STUDIO}/x"

@@ -68,7 +68,7 @@ def test_cleanup_runs_after_nginx_and_the_external_checks():
     source = (archon.REPO / "deploys/archon.py").read_text()
     main = source[source.index("def main(data):"):]
     assert main.index("https_site(") < main.index('phase="cleanup"')
-    assert main.index('http_gate(f"https://{name}/"') < main.index('phase="cleanup"')
+    assert main.index('http_gate(f"https://{data.archon_public_name}/"') < main.index('phase="cleanup"')
     assert "cmd_cleanup\n}" not in archon.render_migrate_script(data()).split("cmd_migrate()")[1].split("cmd_cleanup()")[0]
 
 

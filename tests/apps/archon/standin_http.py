@@ -13,6 +13,13 @@ One process listens on all the plan's container ports, so one image serves every
 service; it answers every path with 200 JSON (the plan's health paths included) and
 echoes WebSocket frames on /socket.io/ (nginx's WebSocket proxying is tested through it).
 
+As kong (STANDIN_NAME ending in "kong") with a declarative config at /home/kong/kong.yml
+(written by the compose entrypoint, as in Supabase's docker/docker-compose.yml) that has
+`basicauth_credentials`, it does what Supabase's kong.yml makes Kong do for Studio: paths
+outside /rest/v1/ and /pg/ need HTTP basic auth (401 + WWW-Authenticate otherwise, like
+Kong's basic-auth plugin) and are then proxied to http://studio:3000. `kong health` (the
+healthcheck) asks the node itself, not a route: /__standin/health.
+
 Environment:
     STANDIN_PORTS   comma-separated ports (default: the plan's container ports)
     STANDIN_HEALTH  "fail": answer 500 everywhere, so healthchecks never pass (tests of
@@ -25,7 +32,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import signal
+import urllib.error
+import urllib.request
 import socket
 import struct
 import sys
@@ -36,7 +46,9 @@ from urllib.parse import urlparse
 DEFAULT_PORTS = "3000,3001,3737,8000,8051,8052,8080,8181"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FAIL = os.environ.get("STANDIN_HEALTH", "") == "fail"
+KONG_CONFIG = "/home/kong/kong.yml"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
+KONG_LOGIN = None
 
 
 ARCHON_SERVICES = ("archon-server", "archon-mcp", "archon-agents")
@@ -97,6 +109,16 @@ def check_archon_config(env):
         raise ConfigurationError(f"CRITICAL: Unknown Supabase key role '{role}'.")
 
 
+def kong_basic_auth():
+    """(username, password) of Studio's login in Kong's config, or None."""
+    if not NAME.endswith("kong") or not os.path.exists(KONG_CONFIG):
+        return None
+    with open(KONG_CONFIG) as f:
+        text = f.read()
+    match = re.search(r"basicauth_credentials:.*?username: '([^']*)'\s*password: '([^']*)'", text, re.S)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def read_frame(rfile):
     head = rfile.read(2)
     if len(head) < 2:
@@ -132,9 +154,38 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(raw)
 
+    def kong_dashboard(self, login):
+        """Kong's catch-all dashboard route: basic-auth, then Studio."""
+        given = self.headers.get("Authorization", "")
+        wanted = "Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        if given != wanted:
+            raw = b'{"message":"Unauthorized"}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="kong"')
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        try:
+            with urllib.request.urlopen("http://studio:3000" + self.path, timeout=10) as upstream:
+                status, body = upstream.status, upstream.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        except OSError as exc:
+            status, body = 502, json.dumps({"message": f"An invalid response was received from the upstream server: {exc}"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self):
         if FAIL:
             return self.answer(500, {"status": "unhealthy", "service": NAME})
+        login = KONG_LOGIN if self.server.server_address[1] == 8000 else None
+        if login and self.path != "/__standin/health" and not self.path.startswith(("/rest/v1/", "/pg/")):
+            return self.kong_dashboard(login)
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
         port = self.server.server_address[1]
@@ -170,6 +221,8 @@ def main():
         except ConfigurationError as exc:
             print(f"src.server.config.config.ConfigurationError: {exc}", file=sys.stderr, flush=True)
             sys.exit(1)
+    global KONG_LOGIN
+    KONG_LOGIN = kong_basic_auth()
     ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
     servers = []
     for port in ports:
