@@ -47,7 +47,14 @@ from deploys.parts.health import health_check_timer, http_gate
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import TEMPLATES, render, render_io
-from facts.archon import ArchonEnvStatus, ArchonOldLayout, ArchonSchema, migration_action
+from facts.archon import (
+    ArchonEnvStatus,
+    ArchonOldLayout,
+    ArchonSchema,
+    DockerNetworkSubnets,
+    migration_action,
+    overlapping_networks,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
@@ -621,6 +628,11 @@ def checked_preflight(data) -> None:
     action, why = migration_action(layout, data.archon_old_db_container, data.archon_old_db_volume)
     if action == "blocked":
         raise PreflightFailed(f"preflight failed on {host.name}: {why}")
+    # the old networks are still there during the migration: the new one must not overlap them
+    clash = overlapping_networks(host.get_fact(DockerNetworkSubnets), str(data.archon_network_subnet), data.archon_network)
+    if clash:
+        raise PreflightFailed(f"preflight failed on {host.name}: archon_network_subnet {data.archon_network_subnet} "
+                              f"overlaps Docker network(s) {', '.join(clash)}: pick another subnet")
     ports = {port: "docker.service" for service, port in data.archon_ports.items()
              if service != "archon-agents" or data.archon_agents_enabled}
     if data.archon_proxy:

@@ -19,6 +19,7 @@ import hmac
 import json
 import os
 import socket
+import subprocess
 import textwrap
 
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 HOST = "archon-1"
 V1_HOST = "archon-v1"
 
@@ -441,6 +443,13 @@ def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):
     assert not [name for name, value in before.items() if value in run.output]
 
 
+def test_a_subnet_overlapping_a_docker_network_stops_before_any_change(archon, images):
+    bridge = archon.exec("docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' bridge").stdout.strip()
+    run = deploy_archon(archon, archon_data(images, archon_network_subnet=bridge), check=False)
+    assert run.returncode != 0 and f"overlaps Docker network(s) bridge ({bridge})" in run.output, run.output[-2000:]
+    assert "Beginning operation run" not in run.output  # refused at prepare: nothing executed
+
+
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
@@ -482,6 +491,27 @@ def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
         assert {"docker-compose.yml", ".env", "supabase/config.toml"} <= set(config)
     finally:
         archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
+
+
+def test_make_archon_restore_puts_a_backup_back(archon, old_layout):
+    """`make archon-restore BACKUP=<dir>`: the database as in the backup (rows and the
+    stored credential), the one it replaced kept in a backup of its own."""
+    backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
+    psql(archon, "archon-postgres", "DELETE FROM api_keys WHERE id > 5; UPDATE archon_settings SET encrypted_value = 'x'")
+    assert psql(archon, "archon-postgres", COUNT_SQL) != old_layout["counts"]
+    run = subprocess.run(["make", "archon-restore", f"BACKUP={backup}", f"LIMIT={HOST}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert f"RESTORED from {backup}" in run.stdout + run.stderr
+    assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
+    stored = psql(archon, "archon-postgres", "SELECT encrypted_value FROM archon_settings WHERE key = 'OPENAI_API_KEY'").strip()
+    assert decrypt_credential(container_env(archon, "archon-server")["SUPABASE_SERVICE_KEY"], stored) == STORED_SECRET
+    before = archon.exec("ls -d /root/backups/archon-*-before-restore").stdout.split()
+    assert len(before) == 1 and "archon-schemas.sql" in archon.exec(f"ls {before[0]}").stdout
+    # a bad argument changes nothing
+    bad = subprocess.run(["make", "archon-restore", "BACKUP=/nonexistent", f"LIMIT={HOST}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
 
 
 def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster, request):  # noqa: F811

@@ -167,3 +167,16 @@ def test_operators_supply_any_generated_name_once(tmp_path):
 def test_an_anon_key_as_service_key_is_refused(tmp_path):
     spec = _carry_spec(tmp_path, "SUPABASE_SERVICE_KEY=" + _jwt(CLI_SECRET, {"role": "anon"}) + "\n")
     assert "has role 'anon', not service_role" in json.loads(_env(tmp_path, "check", spec).stdout)["error"]
+
+
+def test_subnet_overlap_with_docker_networks():
+    from facts.archon import overlapping_networks, parse_network_subnets
+
+    subnets = parse_network_subnets(["networks", "bridge 172.17.0.0/16 ", "supabase_network_archon 172.20.0.0/16 ",
+                                     "archon_production 172.20.0.0/16", "host ", "v6 fd00::/64 10.1.0.0/24"])
+    assert subnets["host"] == [] and subnets["v6"] == ["fd00::/64", "10.1.0.0/24"]
+    assert overlapping_networks(subnets, "172.20.0.0/16", "archon_production") == ["supabase_network_archon (172.20.0.0/16)"]
+    assert overlapping_networks(subnets, "172.20.128.0/24", "x") == ["archon_production (172.20.0.0/16)",
+                                                                     "supabase_network_archon (172.20.0.0/16)"]
+    assert overlapping_networks(subnets, "10.213.0.0/24", "archon_production") == []
+    assert overlapping_networks(parse_network_subnets(["networks"]), "10.0.0.0/8", "a") == []
