@@ -121,6 +121,9 @@ def check_config(data) -> None:
     timing = data.archon_healthcheck_timing or {}
     if set(timing) - _TIMING_KEYS:
         problems.append(f"archon_healthcheck_timing: unknown keys {sorted(set(timing) - _TIMING_KEYS)}")
+    for service, override in (data.archon_healthcheck_timing_by_service or {}).items():
+        if service not in SERVICES or not isinstance(override, dict) or set(override) - _TIMING_KEYS:
+            problems.append(f"archon_healthcheck_timing_by_service[{service!r}]: a service and {sorted(_TIMING_KEYS)} only")
     unknown = set(data.archon_service_env or {}) - set(SERVICES)
     if unknown:
         problems.append(f"archon_service_env: unknown services {sorted(unknown)}")
@@ -204,6 +207,7 @@ def _healthcheck(data, service: str, interval: str, timeout: str, retries: int, 
     if start_period:
         check["start_period"] = start_period
     check.update(data.archon_healthcheck_timing or {})
+    check.update((data.archon_healthcheck_timing_by_service or {}).get(service, {}))
     return check
 
 

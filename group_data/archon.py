@@ -147,6 +147,9 @@ archon_healthchecks = {
 }
 # Override interval/timeout/retries/start_period of every healthcheck (tests: seconds).
 archon_healthcheck_timing = None
+# ... and per service, over that (e.g. {"postgres": {"start_period": "120s"}}: Supabase's
+# init on a new volume takes a while; failures in start_period do not count).
+archon_healthcheck_timing_by_service = {}
 # Extra (non-secret) environment per service, e.g. {"archon-server": {"LOG_LEVEL": "DEBUG"}}.
 archon_service_env = {}
 

@@ -287,6 +287,8 @@ def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
         "archon_images": {s: images["postgres" if s == "postgres" else "http"] for s in SERVICES},
         "archon_service_env": service_env,
         "archon_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 5, "start_period": "2s"},
+        # Supabase's init on a new volume (a busy CI machine): a success ends it early
+        "archon_healthcheck_timing_by_service": {"postgres": {"start_period": "180s"}},
         "archon_network_subnet": "10.213.0.0/24",
         "archon_public_name": names[0],
         "archon_studio_public": True,  # (closed by default) served through Kong's basic-auth
