@@ -3,12 +3,19 @@
     pyinfra inventory.py deploys/archon.py                  # disposable test hosts
     DEPLOY_ENV=prod pyinfra inventory.py deploys/archon.py  # archon.nexorithm.io
 
-Phases: preflight (OS, disk, memory, ports, DNS, secrets; an old layout the deploy cannot
-migrate stops the run here) -> Docker host (engine, daemon.json, compose v2 or v1) ->
-layout (/opt/archon, Kong config, scripts) -> env file (secrets generated ON the host,
-once) -> migration from the old layout (only where one is found: backups, stop, load,
-start, verify, cleanup; automatic rollback) -> the compose stack (idempotent `up -d`) ->
-health gates -> nginx + TLS -> the plan's health check on a timer.
+Phases: preflight (OS, disk, memory, ports, DNS, secrets, SUPABASE_URL as archon-server
+accepts it, subnet overlap; an old layout the deploy cannot migrate stops the run here) ->
+Docker host (engine, daemon.json, compose v2 or v1) -> layout (/opt/archon, Kong config,
+Supabase init additions, Archon's migration/, scripts) -> env file (secrets settled ON the
+host once: the operator's, carried over from the old .env, or generated) -> migration from
+the old layout (only where one is found: backups, stop, load, start, verify; automatic
+rollback) -> the compose stack (idempotent `up -d`) -> Archon's schema (once, on a new
+database) -> health gates -> nginx + TLS -> external check -> cleanup of the old layout ->
+the plan's health check on a timer. `make archon-restore BACKUP=<dir>` puts a backup back.
+
+Checked against the real images: coleam00/Archon archive/v1-task-management-rag (ecaece4),
+supabase/postgres (the image's supabase_admin, init scripts, pg_hba, pgsodium key dir) and
+Supabase's self-hosting compose and kong.yml (supabase/supabase docker/).
 
 The plan's development habits are fixed for production: no `--reload`, no source-code
 bind mounts, no docker.sock (unless `archon_server_docker_socket`), every published port
@@ -272,6 +279,8 @@ def stack(data) -> dict:
                 "KONG_DECLARATIVE_CONFIG": "/home/kong/kong.yml",
                 "KONG_DNS_ORDER": "LAST,A,CNAME",
                 "KONG_PLUGINS": "request-transformer,cors,key-auth,acl,basic-auth",
+                "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "160k",  # (Supabase's values: Studio's large headers)
+                "KONG_NGINX_PROXY_PROXY_BUFFERS": "64 160k",
                 "SUPABASE_ANON_KEY": "${SUPABASE_ANON_KEY}",
                 "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
                 # Studio behind Kong's basic-auth (Supabase's own setup)
@@ -304,7 +313,11 @@ def stack(data) -> dict:
         },
         "studio": {
             "environment": {
+                # Next.js binds to $HOSTNAME, which Docker sets to the container id: the
+                # healthcheck's localhost would not answer (Supabase's compose sets "::")
+                "HOSTNAME": "::",
                 "SUPABASE_URL": "http://kong:8000",
+                "AUTH_JWT_SECRET": "${JWT_SECRET}",
                 "SUPABASE_PUBLIC_URL": f"https://{_lit(data.archon_studio_name)}",
                 "STUDIO_PG_META_URL": "http://meta:8080",
                 "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
