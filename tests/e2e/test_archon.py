@@ -585,3 +585,26 @@ def test_health_check_script_on_a_timer(archon):
     assert archon.exec("systemctl is-enabled archon-health-check.timer").stdout.strip() == "enabled"
     out = archon.exec("systemctl start archon-health-check.service && journalctl -u archon-health-check -o cat --no-pager | tail -30")
     assert "HEALTHY" in out.stdout and "FAIL" not in out.stdout, out.stdout
+
+
+def _health_check(host) -> str:
+    host.exec("systemctl start archon-health-check.service", check=False)
+    return host.exec("journalctl -u archon-health-check -o cat --no-pager | tail -40").stdout.rsplit("=== Container status ===", 1)[-1]
+
+
+def test_api_auth_check_proves_that_a_request_without_a_key_is_refused(archon, images):
+    """archon_api_auth: the health check fails while the API answers without a key, and
+    passes once it refuses (401) and accepts the key, which curl reads from a header file."""
+    run = deploy_archon(archon, archon_data(images, archon_api_auth=True))
+    assert run.changed, run.changed
+    out = _health_check(archon)
+    assert "answered 200 without a key (want 401 or 403)" in out and "UNHEALTHY" in out, out
+    key = "e2e-" + os.urandom(8).hex()
+    archon.write_file("/etc/archon/health.env", f"API_KEY={key}\n", mode="0600")
+    archon.exec("chmod 600 /etc/archon/health.env")
+    data = archon_data(images, archon_api_auth=True)
+    data["archon_service_env"]["archon-server"]["STANDIN_API_KEY"] = key
+    deploy_archon(archon, data)
+    out = _health_check(archon)
+    assert "refuses a request without a key (401)" in out and "HEALTHY" in out and "FAIL" not in out, out
+    assert key not in archon.exec("cat /opt/archon/bin/archon-health-check").stdout

@@ -162,5 +162,5 @@ if current_target() != wanted:
     write_0600(spec["target"], wanted)
 os.chmod(spec["target"], 0o600)
 os.chown(spec["target"], 0, 0)
-print("settled: " + (", ".join(missing) or "none") + (" (carried over: " + ", ".join(carried) + ")" if carried else "")
+print("generated: " + (", ".join(missing) or "none") + ("; carried over: " + ", ".join(carried) if carried else "")
       + "; wrote " + spec["target"])

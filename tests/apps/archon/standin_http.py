@@ -20,6 +20,10 @@ outside /rest/v1/ and /pg/ need HTTP basic auth (401 + WWW-Authenticate otherwis
 Kong's basic-auth plugin) and are then proxied to http://studio:3000. `kong health` (the
 healthcheck) asks the node itself, not a route: /__standin/health.
 
+With STANDIN_API_KEY set it models the plan's API-key authentication (the operator's fork,
+not upstream v1): every /api/ path but /api/health needs `Authorization: Bearer <key>`
+(401 otherwise).
+
 Environment:
     STANDIN_PORTS   comma-separated ports (default: the plan's container ports)
     STANDIN_HEALTH  "fail": answer 500 everywhere, so healthchecks never pass (tests of
@@ -46,6 +50,7 @@ from urllib.parse import urlparse
 DEFAULT_PORTS = "3000,3001,3737,8000,8051,8052,8080,8181"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FAIL = os.environ.get("STANDIN_HEALTH", "") == "fail"
+API_KEY = os.environ.get("STANDIN_API_KEY", "")
 KONG_CONFIG = "/home/kong/kong.yml"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
 KONG_LOGIN = None
@@ -183,6 +188,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if FAIL:
             return self.answer(500, {"status": "unhealthy", "service": NAME})
+        if API_KEY and self.path.startswith("/api/") and not self.path.startswith("/api/health"):
+            if self.headers.get("Authorization", "") != f"Bearer {API_KEY}":
+                return self.answer(401, {"detail": "Invalid or missing API key"})
         login = KONG_LOGIN if self.server.server_address[1] == 8000 else None
         if login and self.path != "/__standin/health" and not self.path.startswith(("/rest/v1/", "/pg/")):
             return self.kong_dashboard(login)
