@@ -803,9 +803,6 @@ def main(data):
         sql_path=f"{data.archon_migration_dir}/{data.archon_schema_file}",
         restart=[CONTAINER[s] for s in services_enabled(data) if s.startswith("archon-") and s != "archon-ui"],
     )
-    shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
-                  path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
-    shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
     compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
     http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
     if data.archon_proxy:
@@ -823,6 +820,10 @@ def main(data):
         db_volume=data.archon_old_db_volume,
         phase="cleanup",
     )
+    # (the old layout's own docker-compose.yml and .env are moved away by its cleanup)
+    shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
+                  path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
+    shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
     monitoring(data)
 
 
