@@ -423,7 +423,7 @@ def test_the_new_database_is_a_supabase_database(archon):
     init ran), the pgsodium key sits on a volume."""
     roles = psql(archon, "archon-postgres", "SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN "
                  "('postgres', 'supabase_admin', 'anon', 'authenticated', 'service_role', 'authenticator') ORDER BY 1")
-    assert roles.split("\n") == ["anon f", "authenticated f", "authenticator f", "postgres f", "service_role f",
+    assert roles.splitlines() == ["anon f", "authenticated f", "authenticator f", "postgres f", "service_role f",
                                  "supabase_admin t"]
     assert psql(archon, "archon-postgres", "SELECT auth.role() IS NULL").strip() == "t"
     mounts = json.loads(archon.exec("docker inspect -f '{{json .Mounts}}' archon-postgres").stdout)
