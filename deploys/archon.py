@@ -596,29 +596,38 @@ def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: s
 
 
 @operation()
-def archon_schema(container: str, admin_user: str, db: str, sql_path: str, restart: list[str]):
+def archon_schema(data_dir: str, compose_file: str, compose: str, env_file: str, project: str, container: str,
+                  admin_user: str, db: str, sql_path: str, restart: list[str], timeout_s: int):
     """Archon's migration/complete_setup.sql, once, on a database without Archon's tables
-    (a fresh install; a migrated database has them). It runs after Supabase's init (it needs
-    its roles and auth.role()), in one transaction that stops at the first error, as
-    postgres (the owner of the developer's tables on Supabase, as in its SQL editor), and
-    records upstream's migrations in archon_migrations. The Archon services started before
-    their tables existed: restarted after it."""
+    (a fresh install; a migrated database has them), BEFORE the Archon services start:
+    archon-server's /health answers 503 ("migration_required") until its tables exist, so
+    its healthcheck and everything that depends on it would never pass. On a new host this
+    starts postgres alone first (Supabase's init: roles, auth.role()), then runs the file in
+    one transaction that stops at the first error, as postgres (the owner of the
+    developer's tables on Supabase, as in its SQL editor); it records upstream's
+    migrations in archon_migrations. Archon services already running are restarted."""
     status = host.get_fact(ArchonSchema, container=container, admin_user=admin_user, db=db)
     if status == "present":
         host.noop("Archon's schema is in the database")
         return
-    if status == "unknown" and state.is_executing:
-        yield fail_command(f"{container} does not answer as {admin_user}: cannot check Archon's schema")
-        return
-    host.log(f"running {sql_path} (a database without Archon's tables)")
-    quoted = QuoteString(sql_path)
-    yield StringCommand(
-        "test", "-f", quoted, "||", "{", "echo", QuoteString(f"{sql_path} is missing: set archon_migration_source "
-                                                                 "or put Archon's migration/ there"), ">&2;", "false;", "}",
-        "&&", "docker", "exec", "-i", QuoteString(container), "psql", "-h", "127.0.0.1", "-U", "postgres",
-        "-d", QuoteString(db), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "<", quoted,
-        "&&", "docker", "restart", *[QuoteString(c) for c in restart], ">/dev/null",
+    cli = detected_cli()
+    if cli is None:
+        if state.is_executing:
+            yield fail_command(f"no compose CLI on {host.name}")
+            return
+        cli = "docker compose"
+    host.log(f"{sql_path}: once, on a database without Archon's tables")
+    compose_path = f"{data_dir}/{compose_file}"
+    if host.get_fact(Sha256File, path=compose_path) != hashlib.sha256(compose.encode()).hexdigest():
+        yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
+        yield StringCommand("chmod", "644", QuoteString(compose_path))
+    script = render(
+        "opt/archon/bin/archon-schema.sh.j2",
+        dir=_q(data_dir), cli=cli, project=_q(project), compose_file=_q(compose_file), env_file=_q(env_file),
+        container=_q(container), admin=_q(admin_user), db=_q(db), sql=_q(sql_path), restart=_qs(restart),
+        timeout=int(timeout_s),
     )
+    yield StringCommand("bash", "-c", QuoteString(script))
 
 
 @operation()
@@ -783,6 +792,20 @@ def main(data):
         db_container=data.archon_old_db_container,
         db_volume=data.archon_old_db_volume,
     )
+    archon_schema(
+        name="Archon's schema (once, on a new database, before the Archon services start)",
+        data_dir=base,
+        compose_file=data.archon_compose_file,
+        compose=compose,
+        env_file=data.archon_env_file,
+        project=data.archon_compose_project,
+        container=CONTAINER["postgres"],
+        admin_user=data.archon_postgres_admin_user,
+        db=data.archon_postgres_db,
+        sql_path=f"{data.archon_migration_dir}/{data.archon_schema_file}",
+        restart=[CONTAINER[s] for s in services_enabled(data) if s.startswith("archon-") and s != "archon-ui"],
+        timeout_s=data.archon_health_timeout_s,
+    )
     services = services_enabled(data)
     compose_stack(
         name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
@@ -794,14 +817,6 @@ def main(data):
         services=services,
         profiles=profiles(data),
         recreate_when=(env,),
-    )
-    archon_schema(
-        name="Archon's schema (once, on a new database)",
-        container=CONTAINER["postgres"],
-        admin_user=data.archon_postgres_admin_user,
-        db=data.archon_postgres_db,
-        sql_path=f"{data.archon_migration_dir}/{data.archon_schema_file}",
-        restart=[CONTAINER[s] for s in services_enabled(data) if s.startswith("archon-") and s != "archon-ui"],
     )
     compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
     http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)

@@ -180,3 +180,20 @@ def test_subnet_overlap_with_docker_networks():
                                                                      "supabase_network_archon (172.20.0.0/16)"]
     assert overlapping_networks(subnets, "10.213.0.0/24", "archon_production") == []
     assert overlapping_networks(parse_network_subnets(["networks"]), "10.0.0.0/8", "a") == []
+
+
+def test_archons_schema_runs_before_its_services_start():
+    """archon-server's /health is 503 until its tables exist (upstream main.py
+    _check_database_schema): the schema must be there before compose starts it."""
+    import subprocess as sp
+
+    from deploys.templating import render
+
+    source = (archon.REPO / "deploys/archon.py").read_text()
+    main = source[source.index("def main(data):"):]
+    assert main.index("archon_schema(") < main.index("compose_stack(")
+    script = render("opt/archon/bin/archon-schema.sh.j2", dir="/opt/archon", cli="docker compose", project="p",
+                    compose_file="f.yml", env_file=".env", container="archon-postgres", admin="supabase_admin",
+                    db="postgres", sql="/opt/archon/migration/complete_setup.sql", restart="archon-server", timeout=60)
+    sp.run(["bash", "-n", "-c", script], check=True)
+    assert "up -d postgres" in script and "ON_ERROR_STOP=1 -1" in script
