@@ -197,3 +197,34 @@ def test_archons_schema_runs_before_its_services_start():
                     db="postgres", sql="/opt/archon/migration/complete_setup.sql", restart="archon-server", timeout=60)
     sp.run(["bash", "-n", "-c", script], check=True)
     assert "up -d postgres" in script and "ON_ERROR_STOP=1 -1" in script
+
+
+def _health_script(**overrides):
+    from unittest import mock
+
+    with mock.patch.object(archon, "host"):
+        files = archon.health_files(data(**overrides))
+    return files["/opt/archon/bin/archon-health-check"].getvalue()
+
+
+def test_health_check_proves_studio_and_api_refusals_and_keeps_the_key_out_of_argv():
+    import subprocess as sp
+
+    plain = _health_script()
+    assert "Kong basic-auth" not in plain and "without a key (want 401 or 403)" not in plain
+    script = _health_script(archon_studio_public=True, archon_api_auth=True)
+    sp.run(["bash", "-n", "-c", script], check=True)
+    assert "https://supabase.archon.nexorithm.io/" in script and '"$code" = 401' in script
+    assert "401|403) ok" in script
+    assert '-H "@$header"' in script and "Bearer $api_key\"" not in script.replace("printf 'Authorization: Bearer %s", "")
+
+
+def test_studio_is_closed_by_default_and_goes_through_kong_when_opened():
+    assert [v["server_name"] for v in archon.vhosts(data())] == ["archon.nexorithm.io"]
+    assert archon.public_names(data()) == ["archon.nexorithm.io"]
+    opened = archon.vhosts(data(archon_studio_public=True))
+    assert opened[1]["server_name"] == "supabase.archon.nexorithm.io" and opened[1]["upstream"] == "127.0.0.1:54321"
+    kong = archon.render_kong(data())
+    assert "basic-auth" in kong and "$DASHBOARD_PASSWORD" in kong and "url: http://studio:3000/" in kong
+    env = archon.stack(data())["services"]["kong"]["environment"]
+    assert env["DASHBOARD_PASSWORD"] == "${DASHBOARD_PASSWORD}" and "basic-auth" in env["KONG_PLUGINS"]
