@@ -19,7 +19,7 @@ BOOTSTRAP = @command -v $(PYTHON) >/dev/null || { echo "python3 is not installed
 DEMO   ?= music
 DEMO_FLAGS ?=
 
-.PHONY: help bootstrap history knobs archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+.PHONY: help bootstrap history knobs archon-status archon-restore ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 help:  ## This list (generated from the Makefile's `##` comments)
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | \
@@ -80,6 +80,10 @@ music-status: setup  ## The plan's success criteria on the music host(s)
 
 archon-status: setup  ## The Archon stack's health check on the archon host(s)
 	INFRA_SYSTEMS=archon $(PYINFRA) exec -- /opt/archon/bin/archon-health-check --stats
+
+archon-restore: setup  ## The Archon database from a backup on the host: make archon-restore BACKUP=/root/backups/archon-<stamp> [LIMIT=host]
+	@[[ "$(BACKUP)" =~ ^/[A-Za-z0-9_./-]+$$ ]] || { echo "usage: make archon-restore BACKUP=<absolute backup dir on the host> [ENV=prod] [LIMIT=host]" >&2; exit 2; }
+	INFRA_SYSTEMS=archon $(PYINFRA) exec $(LIMIT_ARGS) -- /opt/archon/bin/archon-migrate restore $(BACKUP)
 
 ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tables, devices/entities, bucket)
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json

@@ -3,12 +3,19 @@
     pyinfra inventory.py deploys/archon.py                  # disposable test hosts
     DEPLOY_ENV=prod pyinfra inventory.py deploys/archon.py  # archon.nexorithm.io
 
-Phases: preflight (OS, disk, memory, ports, DNS, secrets; an old layout the deploy cannot
-migrate stops the run here) -> Docker host (engine, daemon.json, compose v2 or v1) ->
-layout (/opt/archon, Kong config, scripts) -> env file (secrets generated ON the host,
-once) -> migration from the old layout (only where one is found: backups, stop, load,
-start, verify, cleanup; automatic rollback) -> the compose stack (idempotent `up -d`) ->
-health gates -> nginx + TLS -> the plan's health check on a timer.
+Phases: preflight (OS, disk, memory, ports, DNS, secrets, SUPABASE_URL as archon-server
+accepts it, subnet overlap; an old layout the deploy cannot migrate stops the run here) ->
+Docker host (engine, daemon.json, compose v2 or v1) -> layout (/opt/archon, Kong config,
+Supabase init additions, Archon's migration/, scripts) -> env file (secrets settled ON the
+host once: the operator's, carried over from the old .env, or generated) -> migration from
+the old layout (only where one is found: backups, stop, load, start, verify; automatic
+rollback) -> the compose stack (idempotent `up -d`) -> Archon's schema (once, on a new
+database) -> health gates -> nginx + TLS -> external check -> cleanup of the old layout ->
+the plan's health check on a timer. `make archon-restore BACKUP=<dir>` puts a backup back.
+
+Checked against the real images: coleam00/Archon archive/v1-task-management-rag (ecaece4),
+supabase/postgres (the image's supabase_admin, init scripts, pg_hba, pgsodium key dir) and
+Supabase's self-hosting compose and kong.yml (supabase/supabase docker/).
 
 The plan's development habits are fixed for production: no `--reload`, no source-code
 bind mounts, no docker.sock (unless `archon_server_docker_socket`), every published port
@@ -24,6 +31,7 @@ import re
 import shlex
 from io import BytesIO, StringIO
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
@@ -46,7 +54,14 @@ from deploys.parts.health import health_check_timer, http_gate
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import TEMPLATES, render, render_io
-from facts.archon import ArchonEnvStatus, ArchonOldLayout, migration_action
+from facts.archon import (
+    ArchonEnvStatus,
+    ArchonOldLayout,
+    ArchonSchema,
+    DockerNetworkSubnets,
+    migration_action,
+    overlapping_networks,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
@@ -54,11 +69,12 @@ CONTAINER = {s: (s if s.startswith("archon-") else f"archon-{s}") for s in SERVI
 # container ports (the plan's; the host side is data: archon_ports)
 CONTAINER_PORT = {"kong": 8000, "postgres": 5432, "studio": 3000, "archon-server": 8181,
                   "archon-mcp": 8051, "archon-ui": 3737, "archon-agents": 8052}
-GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32}
+GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32, "DASHBOARD_PASSWORD": 16}
 GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_role"}
 ENV_SCRIPT = (TEMPLATES / "opt/archon/archon-env.py").read_text()
 HEALTH_UNIT = "archon-health-check"
 MIGRATE_SCRIPT = "bin/archon-migrate"
+DB_INIT_DIR = "db"  # in archon_dir: init scripts added to the Supabase image's
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TIMING_KEYS = {"interval", "timeout", "retries", "start_period"}
@@ -99,7 +115,8 @@ def check_config(data) -> None:
         ipaddress.ip_network(str(data.archon_network_subnet))
     except ValueError:
         problems.append(f"archon_network_subnet {data.archon_network_subnet!r} is not a network (e.g. 172.20.0.0/16)")
-    for knob in ("archon_compose_project", "archon_network", "archon_postgres_volume", "archon_old_compose_project"):
+    for knob in ("archon_compose_project", "archon_network", "archon_postgres_volume", "archon_postgres_config_volume",
+                 "archon_old_compose_project"):
         if not _NAME.match(str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not a valid docker name")
     if data.archon_compose_project == data.archon_old_compose_project:
@@ -111,14 +128,73 @@ def check_config(data) -> None:
     timing = data.archon_healthcheck_timing or {}
     if set(timing) - _TIMING_KEYS:
         problems.append(f"archon_healthcheck_timing: unknown keys {sorted(set(timing) - _TIMING_KEYS)}")
+    for service, override in (data.archon_healthcheck_timing_by_service or {}).items():
+        if service not in SERVICES or not isinstance(override, dict) or set(override) - _TIMING_KEYS:
+            problems.append(f"archon_healthcheck_timing_by_service[{service!r}]: a service and {sorted(_TIMING_KEYS)} only")
     unknown = set(data.archon_service_env or {}) - set(SERVICES)
     if unknown:
         problems.append(f"archon_service_env: unknown services {sorted(unknown)}")
     for name in (data.archon_public_name, data.archon_studio_name):
         if not name or not re.match(r"^[A-Za-z0-9.-]+$", str(name)):
             problems.append(f"public name {name!r} is not a DNS name")
+    if not re.match(r"^[A-Za-z0-9_.-]+$", str(data.archon_dashboard_username or "")):
+        problems.append(f"archon_dashboard_username {data.archon_dashboard_username!r}: letters, digits, _ . - only")
+    problems += supabase_url_problems(data)
     if problems:
         raise ConfigError("archon: " + "; ".join(problems))
+
+
+def archon_accepts_supabase_url(url: str) -> str | None:
+    """None when archon-server starts with SUPABASE_URL=`url`, else its reason. Upstream's
+    rule (coleam00/Archon ecaece4, python/src/server/config/config.py validate_supabase_url):
+    https, or plain http only to localhost, 127.0.0.1, host.docker.internal, *.localhost or
+    a private/loopback/link-local IP."""
+    parsed = urlparse(str(url))
+    if parsed.scheme not in ("http", "https"):
+        return "it must use http or https"
+    if parsed.scheme == "https":
+        return None if parsed.netloc else "it has no host"
+    hostname = parsed.hostname or ""
+    if hostname in ("localhost", "127.0.0.1", "host.docker.internal") or hostname.endswith(".localhost"):
+        return None
+    try:
+        ip = ipaddress.ip_address(hostname)
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.is_private or ip.is_loopback or ip.is_link_local) and not ip.is_unspecified:
+        return None
+    return f"archon-server accepts plain http only to localhost, host.docker.internal, *.localhost or a private IP, not {hostname!r}"
+
+
+def kong_address(data) -> tuple[str, str]:
+    """("alias", name) or ("ip", address): how Kong gets the name in archon_supabase_url."""
+    hostname = urlparse(str(data.archon_supabase_url)).hostname or ""
+    try:
+        ipaddress.ip_address(hostname)
+        return "ip", hostname
+    except ValueError:
+        return "alias", hostname
+
+
+def supabase_url_problems(data) -> list[str]:
+    url = str(data.archon_supabase_url or "")
+    why = archon_accepts_supabase_url(url)
+    if why:
+        return [f"archon_supabase_url {url!r}: {why} (use e.g. http://kong.localhost:8000)"]
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or (parsed.port or 80) != CONTAINER_PORT["kong"]:
+        return [f"archon_supabase_url {url!r} must be http://<name or IP>:{CONTAINER_PORT['kong']} (Kong on the stack network)"]
+    kind, value = kong_address(data)
+    if kind == "ip":
+        try:
+            inside = ipaddress.ip_address(value) in ipaddress.ip_network(str(data.archon_network_subnet))
+        except ValueError:
+            inside = False
+        if not inside:
+            return [f"archon_supabase_url {url!r}: {value} is not in archon_network_subnet {data.archon_network_subnet}"]
+    elif not value.endswith(".localhost"):
+        return [f"archon_supabase_url {url!r}: a name for Kong must end in .localhost"]
+    return []
 
 
 def services_enabled(data) -> list[str]:
@@ -138,6 +214,7 @@ def _healthcheck(data, service: str, interval: str, timeout: str, retries: int, 
     if start_period:
         check["start_period"] = start_period
     check.update(data.archon_healthcheck_timing or {})
+    check.update((data.archon_healthcheck_timing_by_service or {}).get(service, {}))
     return check
 
 
@@ -156,11 +233,13 @@ def allowed_hosts(data) -> str:
 
 def stack(data) -> dict:
     """The consolidated compose document: 9 services (agents behind a profile), one network."""
-    user, db = _lit(data.archon_postgres_user), _lit(data.archon_postgres_db)
+    admin, db = _lit(data.archon_postgres_admin_user), _lit(data.archon_postgres_db)
     net = [data.archon_network]
+    kind, kong_name = kong_address(data)
+    kong_net = {data.archon_network: ({"aliases": [kong_name]} if kind == "alias" else {"ipv4_address": kong_name})}
     sp, ap, mp = CONTAINER_PORT["archon-server"], CONTAINER_PORT["archon-agents"], CONTAINER_PORT["archon-mcp"]
     common_archon = {
-        "SUPABASE_URL": "http://kong:8000",
+        "SUPABASE_URL": _lit(data.archon_supabase_url),
         "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
         "LOGFIRE_TOKEN": "${LOGFIRE_TOKEN:-}",
         "LOG_LEVEL": _lit(data.archon_log_level),
@@ -172,16 +251,25 @@ def stack(data) -> dict:
     }
     services = {
         "postgres": {
+            # Supabase's compose (docker/docker-compose.yml, db): no POSTGRES_USER (the image's
+            # supabase_admin), its init extended by two scripts, the key dir on a volume
             "environment": {
-                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
-                "POSTGRES_USER": user,
-                "POSTGRES_DB": db,
                 "POSTGRES_HOST": "/var/run/postgresql",
+                "PGPORT": "5432",
+                "POSTGRES_PORT": "5432",
+                "PGPASSWORD": "${POSTGRES_PASSWORD}",
+                "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+                "PGDATABASE": db,
+                "POSTGRES_DB": db,
                 "JWT_SECRET": "${JWT_SECRET}",
                 "JWT_EXP": str(int(data.archon_jwt_exp)),
             },
-            "volumes": ["postgres-data:/var/lib/postgresql/data"]
-            + ([f"{_lit(data.archon_initdb_dir)}:/docker-entrypoint-initdb.d:ro"] if data.archon_initdb_dir else []),
+            "volumes": [
+                "postgres-data:/var/lib/postgresql/data",
+                "postgres-config:/etc/postgresql-custom",
+                f"./{DB_INIT_DIR}/roles.sql:/docker-entrypoint-initdb.d/init-scripts/99-roles.sql:ro",
+                f"./{DB_INIT_DIR}/jwt.sql:/docker-entrypoint-initdb.d/init-scripts/99-jwt.sql:ro",
+            ],
             "command": [_lit(a) for a in data.archon_postgres_command],
             "healthcheck": _healthcheck(data, "postgres", "10s", "5s", 5, "10s"),
         },
@@ -190,9 +278,14 @@ def stack(data) -> dict:
                 "KONG_DATABASE": "off",
                 "KONG_DECLARATIVE_CONFIG": "/home/kong/kong.yml",
                 "KONG_DNS_ORDER": "LAST,A,CNAME",
-                "KONG_PLUGINS": "request-transformer,cors,key-auth,acl",
+                "KONG_PLUGINS": "request-transformer,cors,key-auth,acl,basic-auth",
+                "KONG_NGINX_PROXY_PROXY_BUFFER_SIZE": "160k",  # (Supabase's values: Studio's large headers)
+                "KONG_NGINX_PROXY_PROXY_BUFFERS": "64 160k",
                 "SUPABASE_ANON_KEY": "${SUPABASE_ANON_KEY}",
                 "SUPABASE_SERVICE_KEY": "${SUPABASE_SERVICE_KEY}",
+                # Studio behind Kong's basic-auth (Supabase's own setup)
+                "DASHBOARD_USERNAME": _lit(data.archon_dashboard_username),
+                "DASHBOARD_PASSWORD": "${DASHBOARD_PASSWORD}",
             },
             "volumes": ["./kong/kong.yml:/home/kong/temp.yml:ro"],
             # a new kong.yml changes this label, so compose recreates kong to read it
@@ -206,7 +299,7 @@ def stack(data) -> dict:
         },
         "rest": {
             "environment": {
-                "PGRST_DB_URI": f"postgres://{user}:${{POSTGRES_PASSWORD}}@postgres:5432/{db}",
+                "PGRST_DB_URI": f"postgres://authenticator:${{POSTGRES_PASSWORD}}@postgres:5432/{db}",
                 "PGRST_DB_SCHEMAS": "public,storage,graphql_public",
                 "PGRST_DB_ANON_ROLE": "anon",
                 "PGRST_JWT_SECRET": "${JWT_SECRET}",
@@ -220,7 +313,11 @@ def stack(data) -> dict:
         },
         "studio": {
             "environment": {
+                # Next.js binds to $HOSTNAME, which Docker sets to the container id: the
+                # healthcheck's localhost would not answer (Supabase's compose sets "::")
+                "HOSTNAME": "::",
                 "SUPABASE_URL": "http://kong:8000",
+                "AUTH_JWT_SECRET": "${JWT_SECRET}",
                 "SUPABASE_PUBLIC_URL": f"https://{_lit(data.archon_studio_name)}",
                 "STUDIO_PG_META_URL": "http://meta:8080",
                 "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
@@ -237,7 +334,7 @@ def stack(data) -> dict:
                 "PG_META_DB_HOST": "postgres",
                 "PG_META_DB_PORT": "5432",
                 "PG_META_DB_NAME": db,
-                "PG_META_DB_USER": user,
+                "PG_META_DB_USER": admin,
                 "PG_META_DB_PASSWORD": "${POSTGRES_PASSWORD}",
             },
             "depends_on": _healthy("postgres"),
@@ -251,6 +348,8 @@ def stack(data) -> dict:
                 "ARCHON_BOOTSTRAP_SECRET": "${ARCHON_BOOTSTRAP_SECRET}",
             },
             "extra_hosts": ["host.docker.internal:host-gateway"],
+            # upstream's migration tracking reads the SQL files here (migration_service.py)
+            "volumes": [f"{_lit(data.archon_migration_dir)}:/app/migration:ro"],
             "depends_on": _healthy("postgres", "kong"),
             "healthcheck": _healthcheck(data, "archon-server", "30s", "10s", 3, "40s"),
         },
@@ -287,7 +386,7 @@ def stack(data) -> dict:
         },
     }
     if data.archon_server_docker_socket:
-        services["archon-server"]["volumes"] = ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+        services["archon-server"]["volumes"].append("/var/run/docker.sock:/var/run/docker.sock:ro")
     document = {}
     for service in SERVICES:
         spec = services[service]
@@ -301,14 +400,15 @@ def stack(data) -> dict:
         if service in CONTAINER_PORT:
             entry["ports"] = _ports(data, service)
         entry["environment"] = env
-        entry["networks"] = net
+        entry["networks"] = kong_net if service == "kong" else net
         entry.update(spec)
         document[service] = entry
     return {
         "services": document,
         "networks": {data.archon_network: {"name": data.archon_network, "driver": "bridge",
                                            "ipam": {"config": [{"subnet": str(data.archon_network_subnet)}]}}},
-        "volumes": {"postgres-data": {"name": data.archon_postgres_volume}},
+        "volumes": {"postgres-data": {"name": data.archon_postgres_volume},
+                    "postgres-config": {"name": data.archon_postgres_config_volume}},
     }
 
 
@@ -366,9 +466,14 @@ def stack_env(spec: dict):
     """
     spec_json = json.dumps(spec, sort_keys=True)
     status = host.get_fact(ArchonEnvStatus, script=ENV_SCRIPT, spec=spec_json)
+    if status and status.get("error"):
+        yield fail_command(f"{spec['target']}: {status['error']}")
+        return
     if status and status.get("ok"):
         host.noop(f"{spec['target']} is up to date")
         return
+    if status and status.get("carried"):
+        host.log(f"{spec['target']}: carrying over {', '.join(status['carried'])} from the old layout")
     missing = status["missing"] if status else list(GENERATED_RANDOM) + list(GENERATED_JWT)
     host.log(f"{spec['target']}: " + (f"generating {', '.join(missing)} on the host" if missing else "rewriting"))
     yield StringCommand("python3", "-c", QuoteString(ENV_SCRIPT), "apply", QuoteString(spec_json))
@@ -396,6 +501,17 @@ def count_sql(schemas) -> str:
     )
 
 
+def extensions_sql(schemas) -> str:
+    """The old database's extensions in the migrated schemas (or Supabase's `extensions`),
+    as statements for the new one: a schema dump does not carry them."""
+    names = ", ".join(f"'{s}'" for s in [*schemas, "extensions"])
+    return (
+        "SELECT format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I;', e.extname, n.nspname) "
+        "FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        f"WHERE e.extname <> 'plpgsql' AND n.nspname IN ({names}) ORDER BY e.oid"
+    )
+
+
 def render_migrate_script(data) -> str:
     script = f"{data.archon_dir}/{MIGRATE_SCRIPT}"
     return render(
@@ -419,7 +535,11 @@ def render_migrate_script(data) -> str:
         old_entry_files=_qs(f for f in (data.archon_old_compose_file, data.archon_old_env_file) if f),
         old_config=_qs(data.archon_old_config),
         rebind_unit=_q(data.archon_old_rebind_unit or ""),
-        db_user=_q(data.archon_postgres_user),
+        db_admin=_q(data.archon_postgres_admin_user),
+        new_config_volume=_q(data.archon_postgres_config_volume),
+        old_config_volume=_q(data.archon_old_config_volume or ""),
+        schema_args=_qs(a for schema in data.archon_verify_schemas for a in ("-n", schema)),
+        extensions_sql=_q(extensions_sql(data.archon_verify_schemas)),
         db_name=_q(data.archon_postgres_db),
         api_health_url=_q(data.archon_api_health_url),
         health_timeout=int(data.archon_health_timeout_s),
@@ -441,17 +561,26 @@ def layout_args(data) -> dict:
 
 @operation()
 def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: str, layout_args: dict,
-                       db_container: str, db_volume: str):
-    """Phases 1-7 of the plan, only on a host that still has the old layout (read when
-    the operation runs). Already migrated and clean: no change."""
+                       db_container: str, db_volume: str, phase: str = "migrate"):
+    """phase "migrate": the plan's phases 1-6, only on a host that still has the old layout
+    (read when the operation runs); phase "cleanup": phase 7, once the host was migrated
+    (the deploy asks for it after nginx, TLS and the external checks). Nothing left: no change."""
     layout = host.get_fact(ArchonOldLayout, **layout_args)
     action, why = migration_action(layout, db_container, db_volume)
     if action == "none":
-        host.noop("no old layout to migrate")
+        host.noop("no old layout left")
         return
     if action == "blocked":
         yield fail_command(why)
         return
+    if phase == "migrate" and action == "cleanup":
+        host.noop(f"migrated already; the old layout is removed later in this run ({why})")
+        return
+    if phase == "cleanup" and action == "migrate":
+        if state.is_executing:
+            yield fail_command(f"the old layout was not migrated: {why}")
+            return
+        action = "cleanup"  # (planning: the migration runs first in this run)
     cli = detected_cli()
     if cli is None:
         if state.is_executing:
@@ -464,6 +593,41 @@ def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: s
         yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
         yield StringCommand("chmod", "644", QuoteString(compose_path))
     yield StringCommand(f"COMPOSE={shlex.quote(cli)}", QuoteString(script), action)
+
+
+@operation()
+def archon_schema(data_dir: str, compose_file: str, compose: str, env_file: str, project: str, container: str,
+                  admin_user: str, db: str, sql_path: str, restart: list[str], timeout_s: int):
+    """Archon's migration/complete_setup.sql, once, on a database without Archon's tables
+    (a fresh install; a migrated database has them), BEFORE the Archon services start:
+    archon-server's /health answers 503 ("migration_required") until its tables exist, so
+    its healthcheck and everything that depends on it would never pass. On a new host this
+    starts postgres alone first (Supabase's init: roles, auth.role()), then runs the file in
+    one transaction that stops at the first error, as postgres (the owner of the
+    developer's tables on Supabase, as in its SQL editor); it records upstream's
+    migrations in archon_migrations. Archon services already running are restarted."""
+    status = host.get_fact(ArchonSchema, container=container, admin_user=admin_user, db=db)
+    if status == "present":
+        host.noop("Archon's schema is in the database")
+        return
+    cli = detected_cli()
+    if cli is None:
+        if state.is_executing:
+            yield fail_command(f"no compose CLI on {host.name}")
+            return
+        cli = "docker compose"
+    host.log(f"{sql_path}: once, on a database without Archon's tables")
+    compose_path = f"{data_dir}/{compose_file}"
+    if host.get_fact(Sha256File, path=compose_path) != hashlib.sha256(compose.encode()).hexdigest():
+        yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
+        yield StringCommand("chmod", "644", QuoteString(compose_path))
+    script = render(
+        "opt/archon/bin/archon-schema.sh.j2",
+        dir=_q(data_dir), cli=cli, project=_q(project), compose_file=_q(compose_file), env_file=_q(env_file),
+        container=_q(container), admin=_q(admin_user), db=_q(db), sql=_q(sql_path), restart=_qs(restart),
+        timeout=int(timeout_s),
+    )
+    yield StringCommand("bash", "-c", QuoteString(script))
 
 
 @operation()
@@ -490,12 +654,17 @@ def checked_preflight(data) -> None:
     action, why = migration_action(layout, data.archon_old_db_container, data.archon_old_db_volume)
     if action == "blocked":
         raise PreflightFailed(f"preflight failed on {host.name}: {why}")
+    # the old networks are still there during the migration: the new one must not overlap them
+    clash = overlapping_networks(host.get_fact(DockerNetworkSubnets), str(data.archon_network_subnet), data.archon_network)
+    if clash:
+        raise PreflightFailed(f"preflight failed on {host.name}: archon_network_subnet {data.archon_network_subnet} "
+                              f"overlaps Docker network(s) {', '.join(clash)}: pick another subnet")
     ports = {port: "docker.service" for service, port in data.archon_ports.items()
              if service != "archon-agents" or data.archon_agents_enabled}
     if data.archon_proxy:
         ports.update({80: "nginx.service", 443: "nginx.service"})
     preflight(
-        names=[data.archon_public_name, data.archon_studio_name] if data.archon_proxy else [],
+        names=public_names(data) if data.archon_proxy else [],
         ports=ports,
         secrets=data.required_secrets,
         disk_paths=("/",),
@@ -509,17 +678,35 @@ def layout(data):
     files.directory(name=f"{base}/bin", path=f"{base}/bin", user="root", group="root", mode="755")
     files.directory(name=f"{base}/kong", path=f"{base}/kong", user="root", group="root", mode="755")
     files.directory(name=data.archon_secrets_dir, path=data.archon_secrets_dir, user="root", group="root", mode="700")
+    files.directory(name=f"{base}/{DB_INIT_DIR}", path=f"{base}/{DB_INIT_DIR}", user="root", group="root", mode="755")
+    for script in ("roles.sql", "jwt.sql"):
+        # read by the image's init as the postgres user: world-readable, no secret in it
+        files.put(name=f"{base}/{DB_INIT_DIR}/{script}", src=StringIO(render(f"opt/archon/{DB_INIT_DIR}/{script}")),
+                  dest=f"{base}/{DB_INIT_DIR}/{script}", user="root", group="root", mode="644")
+    if data.archon_migration_source:
+        files.sync(name=f"{data.archon_migration_dir} (Archon's schema, from {data.archon_migration_source})",
+                   src=str(data.archon_migration_source), dest=data.archon_migration_dir,
+                   user="root", group="root", mode="644", dir_mode="755", delete=True)
     files.put(name=f"{base}/kong/kong.yml", src=StringIO(render_kong(data)), dest=f"{base}/kong/kong.yml",
                      user="root", group="root", mode="644")
     files.put(name=f"{base}/{MIGRATE_SCRIPT}", src=StringIO(render_migrate_script(data)),
               dest=f"{base}/{MIGRATE_SCRIPT}", user="root", group="root", mode="750")
 
 
+def carry_spec(data) -> dict:
+    """What the env script takes over from the old layout's .env (read on the host)."""
+    return {
+        "path": f"{data.archon_dir}/{data.archon_old_env_file}" if data.archon_old_env_file else "",
+        "names": ["JWT_SECRET", *GENERATED_JWT],
+        "known_jwt_secrets": list(data.archon_known_jwt_secrets or []),
+    }
+
+
 @deploy("Environment file (secrets generated on the host)")
 def environment(data):
     from deploys.operations import secret_file
 
-    spec = env_spec(data)
+    spec = {**env_spec(data), "carry": carry_spec(data)}
     values = {"COMPOSE_PROJECT_NAME": data.archon_compose_project, **user_secrets(data)}
     user = secret_file(
         name=f"{spec['user']} (secrets from .env)",
@@ -530,10 +717,18 @@ def environment(data):
     return user, env
 
 
+def public_names(data) -> list[str]:
+    """The names nginx serves (and certbot proves): Studio's only when it is opened."""
+    return [data.archon_public_name] + ([data.archon_studio_name] if data.archon_studio_public else [])
+
+
 def vhosts(data) -> list[dict]:
-    """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket); Studio host."""
+    """UI host: / -> UI, /api/ -> server, /socket.io/ -> server (WebSocket). Studio's host
+    only when archon_studio_public, and then to Kong, whose catch-all route asks for
+    DASHBOARD_USERNAME/DASHBOARD_PASSWORD (basic-auth) before it proxies to Studio."""
     bind, ports = data.archon_bind_address, data.archon_ports
     server = f"{bind}:{ports['archon-server']}"
+    studio = [{"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['kong']}", "websocket": True}]
     return [
         {
             "server_name": data.archon_public_name,
@@ -545,8 +740,7 @@ def vhosts(data) -> list[dict]:
                 {"path": "/socket.io/", "upstream": server, "websocket": True},
             ],
         },
-        {"server_name": data.archon_studio_name, "upstream": f"{bind}:{ports['studio']}", "websocket": True},
-    ]
+    ] + (studio if data.archon_studio_public else [])
 
 
 def health_files(data) -> dict[str, StringIO]:
@@ -554,7 +748,7 @@ def health_files(data) -> dict[str, StringIO]:
     script = f"{base}/bin/{HEALTH_UNIT}"
     bind, ports = data.archon_bind_address, data.archon_ports
     local = [data.archon_api_health_url, f"http://{bind}:{ports['archon-ui']}/", f"http://{bind}:{ports['studio']}/"]
-    external = [f"https://{data.archon_public_name}/", f"https://{data.archon_studio_name}/"]
+    external = [f"https://{data.archon_public_name}/"]
     context = {
         "unit": HEALTH_UNIT, "script": script, "dir": _q(base), "every": data.archon_health_check_every,
         "containers": [CONTAINER[s] for s in services_enabled(data)],
@@ -563,6 +757,10 @@ def health_files(data) -> dict[str, StringIO]:
         "curl_ca": f"--cacert {_q(data.archon_health_ca_file)} " if data.archon_health_ca_file else "",
         "api_key_file": _q(data.archon_health_api_key_file),
         "auth_url": _q(f"https://{data.archon_public_name}{data.archon_auth_check_path}"),
+        "api_auth": bool(data.archon_api_auth),
+        # Studio's host must refuse a request without credentials (Kong basic-auth)
+        "studio_url": _q(f"https://{data.archon_studio_name}/") if data.archon_studio_public and data.archon_proxy
+        and data.archon_health_check_external else "",
     }
     return {
         script: render_io(f"opt/archon/bin/{HEALTH_UNIT}.j2", **context),
@@ -594,6 +792,20 @@ def main(data):
         db_container=data.archon_old_db_container,
         db_volume=data.archon_old_db_volume,
     )
+    archon_schema(
+        name="Archon's schema (once, on a new database, before the Archon services start)",
+        data_dir=base,
+        compose_file=data.archon_compose_file,
+        compose=compose,
+        env_file=data.archon_env_file,
+        project=data.archon_compose_project,
+        container=CONTAINER["postgres"],
+        admin_user=data.archon_postgres_admin_user,
+        db=data.archon_postgres_db,
+        sql_path=f"{data.archon_migration_dir}/{data.archon_schema_file}",
+        restart=[CONTAINER[s] for s in services_enabled(data) if s.startswith("archon-") and s != "archon-ui"],
+        timeout_s=data.archon_health_timeout_s,
+    )
     services = services_enabled(data)
     compose_stack(
         name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
@@ -606,14 +818,27 @@ def main(data):
         profiles=profiles(data),
         recreate_when=(env,),
     )
-    shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
-                  path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
-    shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
     compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
     http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
     if data.archon_proxy:
-        https_site(data.archon_nginx_site, vhosts(data),
-                   [data.archon_public_name, data.archon_studio_name], data)
+        https_site(data.archon_nginx_site, vhosts(data), public_names(data), data)
+        if data.archon_health_check_external:
+            http_gate(f"https://{data.archon_public_name}/", timeout_s=60, ca_file=data.archon_health_ca_file)
+    migrate_old_layout(
+        name="Remove the old layout (after a verified migration, nginx and TLS)",
+        data_dir=base,
+        compose_file=data.archon_compose_file,
+        compose=compose,
+        script=f"{base}/{MIGRATE_SCRIPT}",
+        layout_args=layout_args(data),
+        db_container=data.archon_old_db_container,
+        db_volume=data.archon_old_db_volume,
+        phase="cleanup",
+    )
+    # (the old layout's own docker-compose.yml and .env are moved away by its cleanup)
+    shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
+                  path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
+    shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
     monitoring(data)
 
 

@@ -149,3 +149,94 @@ class ArchonEnvStatus(FactBase[dict[str, Any] | None]):
             if line.strip().startswith("{"):
                 return json.loads(line)
         return None
+
+
+class ArchonSchema(FactBase[str]):
+    """Whether Archon's schema is in the stack's database: "present" (archon_settings
+    exists), "absent" (a database without it), "unknown" (no such container, or the database
+    does not answer). Asked as `admin_user` over 127.0.0.1 inside the container."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self, container: str, admin_user: str, db: str) -> str:
+        sql = "SELECT to_regclass('public.archon_settings') IS NOT NULL"
+        return (
+            f"out=$(docker exec {shlex.quote(container)} psql -h 127.0.0.1 -U {shlex.quote(admin_user)} "
+            f"-d {shlex.quote(db)} -XAtq -c {shlex.quote(sql)} 2>/dev/null) || out=unknown; echo \"schema $out\""
+        )
+
+    @staticmethod
+    @override
+    def default() -> str:
+        return "unknown"
+
+    @override
+    def process(self, output: list[str]) -> str:
+        return parse_schema(output)
+
+
+def parse_schema(output: list[str]) -> str:
+    for line in output:
+        words = line.split()
+        if len(words) == 2 and words[0] == "schema":
+            return {"t": "present", "f": "absent"}.get(words[1], "unknown")
+    return "unknown"
+
+
+class DockerNetworkSubnets(FactBase[dict[str, list[str]]]):
+    """Every Docker network's subnets, ``{"name": ["172.18.0.0/16", ...]}`` (from
+    `docker network inspect`); {} without docker. A header line tells "no networks" from
+    a daemon that does not answer (that fails the fact)."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    @override
+    def command(self) -> str:
+        return (
+            "ids=$(docker network ls -q) || exit 1; echo networks; "
+            "[ -z \"$ids\" ] || docker network inspect --format "
+            "'{{.Name}} {{range .IPAM.Config}}{{.Subnet}} {{end}}' $ids"
+        )
+
+    @staticmethod
+    @override
+    def default() -> dict[str, list[str]]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        return parse_network_subnets(output)
+
+
+def parse_network_subnets(output: list[str]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for line in output:
+        words = line.split()
+        if not words or words == ["networks"]:
+            continue
+        result[words[0]] = words[1:]
+    return result
+
+
+def overlapping_networks(subnets: dict[str, list[str]], wanted: str, own: str) -> list[str]:
+    """Networks other than `own` whose subnets overlap `wanted` ("name (subnet)")."""
+    import ipaddress
+
+    target = ipaddress.ip_network(wanted)
+    found = []
+    for name, nets in sorted(subnets.items()):
+        if name == own:
+            continue
+        for net in nets:
+            try:
+                other = ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                continue
+            if other.version == target.version and other.overlaps(target):
+                found.append(f"{name} ({net})")
+    return found

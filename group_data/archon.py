@@ -11,8 +11,15 @@ gates -> nginx + TLS -> health-check timer. Test overrides come from the e2e tes
 # stack's env file (0600) only. POSTGRES_PASSWORD, JWT_SECRET, ARCHON_BOOTSTRAP_SECRET and
 # the two Supabase JWTs are NOT here: they are generated once on the host and kept there.
 required_secrets = ["OPENAI_API_KEY"]
-# Passed to the stack when set (empty otherwise).
-archon_optional_secrets = ["LOGFIRE_TOKEN", "LOGFLARE_API_KEY"]
+# Passed to the stack when set (empty otherwise). The generated names may be set too: a
+# value in .env is used instead of generating one (once: the deploy never rotates them).
+archon_optional_secrets = ["LOGFIRE_TOKEN", "LOGFLARE_API_KEY", "POSTGRES_PASSWORD", "JWT_SECRET",
+                           "ARCHON_BOOTSTRAP_SECRET", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_KEY"]
+# A migration carries JWT_SECRET, SUPABASE_ANON_KEY and SUPABASE_SERVICE_KEY over from the old
+# layout's .env (archon_old_env_file): Archon's stored provider keys are encrypted with a key
+# derived from SUPABASE_SERVICE_KEY. An old key without its JWT_SECRET is checked against
+# these (the supabase CLI's default); none matching stops the run: put JWT_SECRET in .env.
+archon_known_jwt_secrets = ["super-secret-jwt-token-with-at-least-32-characters-long"]
 
 # --- layout on the host ------------------------------------------------------------------
 archon_dir = "/opt/archon"
@@ -34,6 +41,12 @@ archon_jwt_lifetime_days = 3650
 # --- public names (nginx vhosts + TLS) ---------------------------------------------------
 archon_public_name = "archon.nexorithm.io"  # UI, /api/ and /socket.io/ (WebSocket)
 archon_studio_name = "supabase.archon.nexorithm.io"  # Supabase Studio
+# Studio reaches the SQL editor as postgres: closed by default (no vhost, no certificate).
+# True: its host is served through Kong, which asks for DASHBOARD_USERNAME (below) and
+# DASHBOARD_PASSWORD (generated on the host, /etc/archon/generated.env, or from .env),
+# Supabase's own basic-auth setup.
+archon_studio_public = False
+archon_dashboard_username = "supabase"
 # nginx + Let's Encrypt on this host (False: another proxy fronts the stack; then the public
 # names need not resolve here and ports 80/443 are left alone).
 archon_proxy = True
@@ -77,8 +90,31 @@ archon_images = {
 archon_network = "archon_production"
 archon_network_subnet = "172.20.0.0/16"
 archon_postgres_volume = "archon_postgres_data"
-archon_postgres_user = "postgres"
+# /etc/postgresql-custom of the Supabase image (its pgsodium root key): on a volume, as in
+# Supabase's own compose (db-config), so the key outlives the container. A migration seeds
+# it with the old database's key (archon_old_config_volume).
+archon_postgres_config_volume = "archon_postgres_config"
+# The image's superuser (supabase/postgres sets POSTGRES_USER=supabase_admin; its init
+# scripts need it). `postgres` is NOT a superuser on Supabase: dumps and admin SQL run as
+# this user, over 127.0.0.1 inside the container (trusted by the image's pg_hba).
+archon_postgres_admin_user = "supabase_admin"
 archon_postgres_db = "postgres"
+# How Archon reaches Kong. archon-server refuses plain http except to localhost,
+# host.docker.internal, *.localhost or a private IP (upstream config.py
+# validate_supabase_url), so `http://kong:8000` would stop it at start-up. A name ending in
+# .localhost becomes a network alias of kong; an IP literal becomes kong's fixed address on
+# the stack network (it must lie in archon_network_subnet).
+archon_supabase_url = "http://kong.localhost:8000"
+# Archon's own schema: migration/<archon_schema_file> of the Archon checkout on the host
+# (the old layout built from source in /opt/archon). Run once, after Supabase's init, on a
+# database without Archon's tables; mounted read-only at /app/migration in archon-server,
+# where upstream's migration tracking (archon_migrations) reads it.
+archon_migration_dir = "/opt/archon/migration"
+archon_schema_file = "complete_setup.sql"
+# A local directory (on the machine running pyinfra) to upload to archon_migration_dir
+# (e.g. the `migration/` of an Archon checkout at the deployed version). None: use what the
+# host has.
+archon_migration_source = None
 # postgres command. The plan's `-c shared_preload_libraries=...` listed SQL-only
 # extensions (pgjwt, pgcrypto, uuid-ossp) the server cannot preload and would refuse to
 # start with; the Supabase image's own config file already preloads the right ones.
@@ -89,10 +125,6 @@ archon_postgres_command = [
     "-c", "max_connections=200",
     "-c", "shared_buffers=256MB",
 ]
-# Host directory of *.sql files run when the database is first created (empty volume),
-# mounted read-only at /docker-entrypoint-initdb.d. None: no mount. Not used by a
-# migration (the data comes from the old database).
-archon_initdb_dir = None
 # Optional agents service (compose profile "agents").
 archon_agents_enabled = False
 # Mount /var/run/docker.sock (read-only) into archon-server. Off: the plan mounted it for
@@ -103,7 +135,7 @@ archon_jwt_exp = 3600
 archon_log_level = "INFO"
 # Healthcheck commands per service (["CMD", ...] or ["CMD-SHELL", "..."]).
 archon_healthchecks = {
-    "postgres": ["CMD-SHELL", "pg_isready -U postgres"],
+    "postgres": ["CMD", "pg_isready", "-U", "postgres", "-h", "localhost"],
     "kong": ["CMD", "kong", "health"],
     "rest": ["CMD", "postgrest", "--ready"],
     "studio": ["CMD", "node", "-e", "fetch('http://localhost:3000/api/platform/profile').then((r) => {if (r.status !== 200) throw new Error(r.status)})"],
@@ -115,6 +147,9 @@ archon_healthchecks = {
 }
 # Override interval/timeout/retries/start_period of every healthcheck (tests: seconds).
 archon_healthcheck_timing = None
+# ... and per service, over that (e.g. {"postgres": {"start_period": "120s"}}: Supabase's
+# init on a new volume takes a while; failures in start_period do not count).
+archon_healthcheck_timing_by_service = {}
 # Extra (non-secret) environment per service, e.g. {"archon-server": {"LOG_LEVEL": "DEBUG"}}.
 archon_service_env = {}
 
@@ -133,6 +168,10 @@ archon_health_ca_file = None
 # authenticated endpoint below; without it that check is skipped.
 archon_health_api_key_file = "/etc/archon/health.env"
 archon_auth_check_path = "/api/auth/validate"
+# The plan's API-key authentication (the operator's fork; upstream v1 has none). On: the
+# health check also proves that archon_auth_check_path refuses a request without a key
+# (401/403); a 2xx there fails the check.
+archon_api_auth = False
 
 # --- migration from the old layout (supabase CLI + separate archon compose) ---------------
 # Backups land in <dir>/archon-<YYYYmmdd_HHMMSS>/ (0700): pg_dumpall, config tarball,
@@ -140,6 +179,9 @@ archon_auth_check_path = "/api/auth/validate"
 archon_backup_dir = "/root/backups"
 archon_old_db_container = "supabase_db_supabase"
 archon_old_db_volume = "supabase_db_supabase"
+# The old database's /etc/postgresql-custom (supabase CLI: supabase_config_<project>): its
+# pgsodium root key is copied to the new stack's config volume (None: a new key).
+archon_old_config_volume = "supabase_config_supabase"
 # Containers and volumes of the old layout, by name prefix (supabase CLI naming).
 archon_old_container_prefix = "supabase_"
 archon_old_volume_prefix = "supabase_"
@@ -156,5 +198,7 @@ archon_old_compose_file = "docker-compose.yml"
 archon_old_env_file = ".env"
 archon_old_config = ["docker-compose.yml", ".env", "supabase"]
 archon_old_rebind_unit = "supabase-rebind.service"
-# Schemas whose row counts must match between the old and the new database.
+# Schemas moved from the old database into the new (Supabase-initialised) one, with the
+# extensions they use; their row counts must match afterwards. Supabase's own schemas
+# (auth, storage, ...) come from the new image's init; the old ones stay in the backups.
 archon_verify_schemas = ["public"]

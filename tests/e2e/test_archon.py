@@ -19,10 +19,16 @@ import hmac
 import json
 import os
 import socket
+import subprocess
 import textwrap
+
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
@@ -31,6 +37,7 @@ from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
 HOST = "archon-1"
 V1_HOST = "archon-v1"
 
@@ -67,7 +74,7 @@ SMOKE_DEPLOY = textwrap.dedent('''
 
 OLD_LAYOUT_SH = r"""
 set -eu
-H=$1 P=$2
+H=$1 P=$2 K=$3
 label=com.supabase.cli.project=supabase
 for n in supabase_network_supabase supabase_network_archon supabase_network_root; do
     docker network create --label "$label" "$n" >/dev/null
@@ -77,7 +84,8 @@ for v in supabase_db_supabase supabase_storage_supabase supabase_config_supabase
 done
 # supabase CLI containers (published on every interface, as `supabase start` does)
 docker run -d --name supabase_db_supabase --network supabase_network_supabase --restart unless-stopped \
-    --label "$label" -v supabase_db_supabase:/var/lib/postgresql/data -e POSTGRES_PASSWORD=postgres \
+    --label "$label" -v supabase_db_supabase:/var/lib/postgresql/data -v supabase_config_supabase:/etc/postgresql-custom \
+    -e POSTGRES_PASSWORD=postgres \
     -p 54322:5432 "$P" >/dev/null
 for spec in kong:54321:8000 rest:: studio:54323:3000 meta::; do
     name=${spec%%:*} ports=${spec#*:}
@@ -91,8 +99,11 @@ docker exec -i supabase_db_supabase psql -U postgres -d postgres -v ON_ERROR_STO
 CREATE TABLE api_keys (id serial PRIMARY KEY, name text NOT NULL, key_hash text NOT NULL,
                        created_at timestamptz DEFAULT now(), last_used_at timestamptz);
 INSERT INTO api_keys (name, key_hash) SELECT 'key-' || i, md5(i::text) FROM generate_series(1, 25) i;
-CREATE TABLE archon_settings (key text PRIMARY KEY, value text, is_encrypted boolean DEFAULT false);
-INSERT INTO archon_settings SELECT 'SETTING_' || i, 'value ' || i FROM generate_series(1, 40) i;
+-- archon_settings as Archon's migration/complete_setup.sql (ecaece4) creates it
+CREATE TABLE archon_settings (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, key varchar(255) UNIQUE NOT NULL,
+                              value text, encrypted_value text, is_encrypted boolean DEFAULT false,
+                              category varchar(100), description text);
+INSERT INTO archon_settings (key, value) SELECT 'SETTING_' || i, 'value ' || i FROM generate_series(1, 40) i;
 CREATE TABLE archon_crawled_pages (id bigserial PRIMARY KEY, url text, chunk_number int, content text,
                                    metadata jsonb);
 INSERT INTO archon_crawled_pages (url, chunk_number, content, metadata)
@@ -102,7 +113,7 @@ SQL
 # the old Archon compose project (/opt/archon, project "archon", app-network + external nets)
 mkdir -p /opt/archon/supabase/migrations
 echo 'project_id = "supabase"' > /opt/archon/supabase/config.toml
-printf 'SUPABASE_URL=http://host.docker.internal:54321\nSUPABASE_SERVICE_KEY=old-service-key\n' > /opt/archon/.env
+printf 'SUPABASE_URL=http://host.docker.internal:54321\nSUPABASE_SERVICE_KEY=%s\nOPENAI_API_KEY=\n' "$K" > /opt/archon/.env
 cat > /opt/archon/docker-compose.yml <<YML
 services:
   archon-server:
@@ -110,14 +121,14 @@ services:
     container_name: archon-server
     restart: unless-stopped
     ports: ["8181:8181"]
-    environment: {STANDIN_NAME: old-archon-server}
+    environment: {STANDIN_NAME: old-archon-server, SUPABASE_URL: "\${SUPABASE_URL}", SUPABASE_SERVICE_KEY: "\${SUPABASE_SERVICE_KEY}", ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon, supabase_network_supabase]
   archon-mcp:
     image: $H
     container_name: archon-mcp
     restart: unless-stopped
     ports: ["8051:8051"]
-    environment: {STANDIN_NAME: old-archon-mcp}
+    environment: {STANDIN_NAME: old-archon-mcp, SUPABASE_URL: "\${SUPABASE_URL}", SUPABASE_SERVICE_KEY: "\${SUPABASE_SERVICE_KEY}", ARCHON_MCP_PORT: '8051'}
     networks: [app-network, supabase_network_archon]
   archon-frontend:
     image: $H
@@ -131,7 +142,7 @@ networks:
   supabase_network_archon: {external: true}
   supabase_network_supabase: {external: true}
 YML
-cd /opt/archon && docker compose up -d --quiet-pull >/dev/null 2>&1
+cd /opt/archon && docker compose up -d --quiet-pull >/dev/null
 cat > /etc/systemd/system/supabase-rebind.service <<UNIT
 [Unit]
 Description=Rebind Supabase ports to localhost (old layout)
@@ -228,13 +239,42 @@ STUDIO = "studio.archon.test"
 OPENAI = "sk-e2e-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
 ENV = {"OPENAI_API_KEY": OPENAI}
 STACK_PORTS = (54321, 54322, 54323, 8181, 8051, 3737)
-GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_KEY")
+GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "DASHBOARD_PASSWORD", "SUPABASE_ANON_KEY",
+             "SUPABASE_SERVICE_KEY")
 COUNT_SQL = ("SELECT 'api_keys', count(*) FROM api_keys UNION ALL SELECT 'archon_settings', count(*) FROM "
              "archon_settings UNION ALL SELECT 'archon_crawled_pages', count(*) FROM archon_crawled_pages "
              "UNION ALL SELECT 'checksum', sum(hashtext(content))::text::bigint FROM archon_crawled_pages")
 
 
 SERVICES = ("postgres", "kong", "rest", "studio", "meta", "archon-server", "archon-mcp", "archon-ui", "archon-agents")
+# The old layout's keys: the supabase CLI's default JWT secret and a service_role key signed with it
+OLD_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+STORED_SECRET = "sk-stored-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
+
+
+def jwt_hs256(secret: str, claims: dict) -> str:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return signing + "." + b64(hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest())
+
+
+OLD_SERVICE_KEY = jwt_hs256(OLD_JWT_SECRET, {"iss": "supabase-demo", "role": "service_role", "exp": 1983812996})
+
+
+def _fernet(service_key: str) -> Fernet:
+    """Archon's credential key (ecaece4 python/src/server/services/credential_service.py
+    _get_encryption_key): PBKDF2-SHA256 of SUPABASE_SERVICE_KEY, fixed salt, 100000 rounds."""
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=b"static_salt_for_credentials", iterations=100000)
+    return Fernet(base64.urlsafe_b64encode(kdf.derive(service_key.encode())))
+
+
+def encrypt_credential(service_key: str, value: str) -> str:
+    return base64.urlsafe_b64encode(_fernet(service_key).encrypt(value.encode())).decode()
+
+
+def decrypt_credential(service_key: str, stored: str) -> str:
+    return _fernet(service_key).decrypt(base64.urlsafe_b64decode(stored.encode())).decode()
 
 
 def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
@@ -247,12 +287,17 @@ def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
         "archon_images": {s: images["postgres" if s == "postgres" else "http"] for s in SERVICES},
         "archon_service_env": service_env,
         "archon_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 5, "start_period": "2s"},
+        # Supabase's init on a new volume (a busy CI machine): a success ends it early
+        "archon_healthcheck_timing_by_service": {"postgres": {"start_period": "180s"}},
         "archon_network_subnet": "10.213.0.0/24",
         "archon_public_name": names[0],
+        "archon_studio_public": True,  # (closed by default) served through Kong's basic-auth
         "archon_studio_name": names[1],
         "archon_health_timeout_s": 90,
         "archon_health_ca_file": "/etc/archon/test-acme-root.pem",
         "nginx_listen_ipv6": False,
+        # the stand-in of Archon's migration/ (complete_setup.sql), uploaded to the host
+        "archon_migration_source": str(Path(__file__).resolve().parents[2] / "tests/apps/archon/migration"),
         **extra,
     }
 
@@ -283,9 +328,14 @@ def old_layout(archon, images, test_cluster):  # noqa: F811
     for name in (ARCHON, STUDIO):
         test_cluster.set_record(name, archon.address)
     archon.exec(["docker", "compose", "-p", "smoke", "-f", "/opt/smoke/docker-compose.yml", "down"], check=False)
-    archon.exec(["bash", "-s", images["http"], images["postgres"]], input=OLD_LAYOUT_SH, timeout=300)
+    archon.exec(["bash", "-s", images["http"], images["postgres"], OLD_SERVICE_KEY], input=OLD_LAYOUT_SH, timeout=300)
+    # a provider key Archon stored through its settings API, encrypted with the old service key
+    stored = encrypt_credential(OLD_SERVICE_KEY, STORED_SECRET)
+    psql(archon, "supabase_db_supabase", "INSERT INTO archon_settings (key, encrypted_value, is_encrypted, category) "
+         f"VALUES ('OPENAI_API_KEY', '{stored}', true, 'api_keys')")
     archon.write_file("/etc/archon/test-acme-root.pem", test_cluster.acme_root_file().read_text())
-    return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL)}
+    key = archon.exec("docker exec supabase_db_supabase cat /etc/postgresql-custom/pgsodium_root.key").stdout
+    return {"counts": psql(archon, "supabase_db_supabase", COUNT_SQL), "pgsodium_key": key}
 
 
 def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: F811
@@ -300,6 +350,9 @@ def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: 
     ps = v1_host.exec("cd /opt/archon && docker-compose ps --services --filter status=running").stdout.split()
     assert sorted(ps) == sorted(s for s in SERVICES if s != "archon-agents")
     assert json.loads(v1_host.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "archon-server"
+    # Archon's schema ran after Supabase's init, with upstream's migration tracking
+    assert psql(v1_host, "archon-postgres", "SELECT count(*) FROM archon_migrations WHERE version = '0.1.0'").strip() == "11"
+    assert psql(v1_host, "archon-postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").strip() == "f"
 
 
 def test_failed_migration_rolls_back_to_the_old_layout(archon, old_layout, images):
@@ -326,7 +379,7 @@ def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout,
     assert run.did("Migrate the old layout (only where one is found)"), run.changed
     assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
     assert names(archon, "network") == {"archon_production", "bridge", "host", "none"}
-    assert names(archon, "volume") == {"archon_postgres_data"}
+    assert names(archon, "volume") == {"archon_postgres_data", "archon_postgres_config"}
     assert names(archon, "container") == {
         "archon-postgres", "archon-kong", "archon-rest", "archon-studio", "archon-meta",
         "archon-server", "archon-mcp", "archon-ui"}
@@ -339,12 +392,47 @@ def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout,
     assert sorted(line.split()[0] for line in ps if line) == sorted(names(archon, "container"))
     backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
     listing = archon.exec(f"ls {backup}").stdout.split()
-    for name in ("archon-db.sql", "archon-config.tar.gz", "postgres-volume.tar.gz", "migrate.log", "old-layout"):
-        assert name in listing
+    for name in ("archon-db.sql", "archon-schemas.sql", "archon-config.tar.gz", "postgres-volume.tar.gz", "migrate.log",
+                 "old-layout", "volume-supabase_storage_supabase.tar.gz", "volume-supabase_config_supabase.tar.gz"):
+        assert name in listing  # every volume the cleanup removed is in the backup
     assert archon.exec(f"stat -c %a {backup}").stdout.strip() == "700"
     secrets = host_secrets(archon)
     assert not [name for name, value in secrets.items() if value in run.output]
     assert OPENAI not in run.output
+
+
+def container_env(host, container) -> dict:
+    out = host.exec(["docker", "inspect", "-f", "{{json .Config.Env}}", container]).stdout
+    return dict(item.split("=", 1) for item in json.loads(out))
+
+
+def test_stored_credentials_decrypt_after_the_migration(archon):
+    """Archon's stored provider keys are encrypted with a key derived from
+    SUPABASE_SERVICE_KEY: the migrated stack must run with the old key (and the JWT secret
+    that signed it), or every stored key is silently unreadable."""
+    stored = psql(archon, "archon-postgres", "SELECT encrypted_value FROM archon_settings WHERE key = 'OPENAI_API_KEY'").strip()
+    server_key = container_env(archon, "archon-server")["SUPABASE_SERVICE_KEY"]
+    assert decrypt_credential(server_key, stored) == STORED_SECRET
+    jwt_secret = container_env(archon, "archon-rest")["PGRST_JWT_SECRET"]
+    header, payload, signature = server_key.split(".")
+    assert _b64(signature) == hmac.new(jwt_secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+
+
+def test_the_new_database_is_a_supabase_database(archon):
+    """supabase_admin is the only superuser, the API roles and auth.role() exist (Supabase's
+    init ran), the pgsodium key sits on a volume."""
+    roles = psql(archon, "archon-postgres", "SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN "
+                 "('postgres', 'supabase_admin', 'anon', 'authenticated', 'service_role', 'authenticator') ORDER BY 1")
+    assert roles.splitlines() == ["anon f", "authenticated f", "authenticator f", "postgres f", "service_role f",
+                                 "supabase_admin t"]
+    assert psql(archon, "archon-postgres", "SELECT auth.role() IS NULL").strip() == "t"
+    mounts = json.loads(archon.exec("docker inspect -f '{{json .Mounts}}' archon-postgres").stdout)
+    assert {m["Destination"]: m["Type"] for m in mounts}.get("/etc/postgresql-custom") == "volume"
+
+
+def test_the_pgsodium_key_came_along(archon, old_layout):
+    key = archon.exec("docker exec archon-postgres cat /etc/postgresql-custom/pgsodium_root.key").stdout
+    assert key == old_layout["pgsodium_key"] and len(key) == 64
 
 
 def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):
@@ -355,6 +443,13 @@ def test_second_apply_changes_nothing_and_keeps_the_secrets(archon, images):
     assert host_secrets(archon) == before
     assert archon.exec("sha256sum /opt/archon/.env.production").stdout == env_sum
     assert not [name for name, value in before.items() if value in run.output]
+
+
+def test_a_subnet_overlapping_a_docker_network_stops_before_any_change(archon, images):
+    bridge = archon.exec("docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' bridge").stdout.strip()
+    run = deploy_archon(archon, archon_data(images, archon_network_subnet=bridge), check=False)
+    assert run.returncode != 0 and f"overlaps Docker network(s) bridge ({bridge})" in run.output, run.output[-2000:]
+    assert "Beginning operation run" not in run.output  # refused at prepare: nothing executed
 
 
 def _b64(part: str) -> bytes:
@@ -371,8 +466,11 @@ def test_env_file_holds_generated_secrets_and_signed_supabase_keys(archon):
         digest = hmac.new(values["JWT_SECRET"].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
         assert _b64(signature) == digest and json.loads(_b64(payload))["role"] == role
     assert OPENAI not in archon.exec("cat /opt/archon/docker-compose.production.yml").stdout
-    # the migrated database answers with the generated password over TCP
-    archon.exec("docker exec archon-postgres sh -c 'PGPASSWORD=$POSTGRES_PASSWORD psql -h 127.0.0.1 -U postgres -Atc \"select 1\"'")
+    # the generated password logs in over the network address (127.0.0.1 is trusted), a wrong one does not
+    ip = archon.exec("docker inspect -f '{{(index .NetworkSettings.Networks \"archon_production\").IPAddress}}' archon-postgres").stdout.strip()
+    login = "docker exec archon-postgres sh -c 'PGPASSWORD={} psql -h {} -U supabase_admin -d postgres -Atc \"select 1\"'"
+    assert archon.exec(login.format("$POSTGRES_PASSWORD", ip)).stdout.strip() == "1"
+    assert archon.exec(login.format("wrong", ip), check=False).returncode != 0
 
 
 def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
@@ -380,9 +478,10 @@ def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
     scratch = "archon-e2e-scratch"
     archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
     try:
-        archon.exec(f"docker run -d --name {scratch} -e POSTGRES_PASSWORD=scratch {images['postgres']}")
+        # the whole-cluster dump into a bare cluster (the image's init hidden), as its superuser
+        archon.exec(f"docker run -d --name {scratch} --tmpfs /docker-entrypoint-initdb.d -e POSTGRES_PASSWORD=scratch {images['postgres']}")
         archon.exec(f"for i in $(seq 60); do docker exec {scratch} pg_isready -h 127.0.0.1 -q && exit 0; sleep 1; done; exit 1")
-        archon.exec(f"docker exec -i {scratch} psql -U postgres -d postgres -Xq < {backup}/archon-db.sql", timeout=180)
+        archon.exec(f"docker exec -i {scratch} psql -h 127.0.0.1 -U supabase_admin -d postgres -Xq < {backup}/archon-db.sql", timeout=180)
         assert psql(archon, scratch, COUNT_SQL) == old_layout["counts"]
         # the data-volume tarball is a PostgreSQL data directory that starts and has the rows
         archon.exec(f"docker volume create {scratch} >/dev/null && docker run --rm --entrypoint tar -v {scratch}:/target "
@@ -394,6 +493,27 @@ def test_backups_restore_into_a_scratch_database(archon, old_layout, images):
         assert {"docker-compose.yml", ".env", "supabase/config.toml"} <= set(config)
     finally:
         archon.exec(f"docker rm -f {scratch} {scratch}-vol >/dev/null 2>&1; docker volume rm -f {scratch} >/dev/null 2>&1", check=False)
+
+
+def test_make_archon_restore_puts_a_backup_back(archon, old_layout):
+    """`make archon-restore BACKUP=<dir>`: the database as in the backup (rows and the
+    stored credential), the one it replaced kept in a backup of its own."""
+    backup = archon.exec("cat /opt/archon/.migrated").stdout.strip()
+    psql(archon, "archon-postgres", "DELETE FROM api_keys WHERE id > 5; UPDATE archon_settings SET encrypted_value = 'x'")
+    assert psql(archon, "archon-postgres", COUNT_SQL) != old_layout["counts"]
+    run = subprocess.run(["make", "archon-restore", f"BACKUP={backup}", f"LIMIT={HOST}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert f"RESTORED from {backup}" in run.stdout + run.stderr
+    assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
+    stored = psql(archon, "archon-postgres", "SELECT encrypted_value FROM archon_settings WHERE key = 'OPENAI_API_KEY'").strip()
+    assert decrypt_credential(container_env(archon, "archon-server")["SUPABASE_SERVICE_KEY"], stored) == STORED_SECRET
+    before = archon.exec("ls -d /root/backups/archon-*-before-restore").stdout.split()
+    assert len(before) == 1 and "archon-schemas.sql" in archon.exec(f"ls {before[0]}").stdout
+    # a bad argument changes nothing
+    bad = subprocess.run(["make", "archon-restore", "BACKUP=/nonexistent", f"LIMIT={HOST}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
 
 
 def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster, request):  # noqa: F811
@@ -429,8 +549,8 @@ print(" ".join(map(str, found)))
         assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]
 
 
-def https(test_cluster, host, name, path="/"):  # noqa: F811
-    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10) as client:
+def https(test_cluster, host, name, path="/", auth=None):  # noqa: F811
+    with httpx.Client(verify=test_cluster.acme_ssl_context(), timeout=10, auth=auth) as client:
         return client.get(f"https://{host.address}{path}", headers={"Host": name}, extensions={"sni_hostname": name})
 
 
@@ -439,7 +559,10 @@ def test_vhosts_route_ui_api_websocket_and_studio(archon, test_cluster):  # noqa
     assert (ui["service"], ui["port"]) == ("archon-ui", 3737)
     assert https(test_cluster, archon, ARCHON, "/api/health").json() == {
         "status": "healthy", "service": "archon-server", "port": 8181, "path": "/api/health"}
-    studio = https(test_cluster, archon, STUDIO, "/").json()
+    closed = https(test_cluster, archon, STUDIO, "/")
+    assert closed.status_code == 401 and closed.headers["www-authenticate"] == 'Basic realm="kong"'
+    assert https(test_cluster, archon, STUDIO, "/", auth=("supabase", "wrong")).status_code == 401
+    studio = https(test_cluster, archon, STUDIO, "/", auth=("supabase", host_secrets(archon)["DASHBOARD_PASSWORD"])).json()
     assert (studio["service"], studio["port"]) == ("studio", 3000)
     redirect = httpx.get(f"http://{archon.address}/x", headers={"Host": STUDIO}, timeout=10)
     assert redirect.status_code == 301 and redirect.headers["location"] == f"https://{STUDIO}/x"
@@ -462,3 +585,26 @@ def test_health_check_script_on_a_timer(archon):
     assert archon.exec("systemctl is-enabled archon-health-check.timer").stdout.strip() == "enabled"
     out = archon.exec("systemctl start archon-health-check.service && journalctl -u archon-health-check -o cat --no-pager | tail -30")
     assert "HEALTHY" in out.stdout and "FAIL" not in out.stdout, out.stdout
+
+
+def _health_check(host) -> str:
+    host.exec("systemctl start archon-health-check.service", check=False)
+    return host.exec("journalctl -u archon-health-check -o cat --no-pager | tail -40").stdout.rsplit("=== Container status ===", 1)[-1]
+
+
+def test_api_auth_check_proves_that_a_request_without_a_key_is_refused(archon, images):
+    """archon_api_auth: the health check fails while the API answers without a key, and
+    passes once it refuses (401) and accepts the key, which curl reads from a header file."""
+    run = deploy_archon(archon, archon_data(images, archon_api_auth=True))
+    assert run.changed, run.changed
+    out = _health_check(archon)
+    assert "answered 200 without a key (want 401 or 403)" in out and "UNHEALTHY" in out, out
+    key = "e2e-" + os.urandom(8).hex()
+    archon.write_file("/etc/archon/health.env", f"API_KEY={key}\n", mode="0600")
+    archon.exec("chmod 600 /etc/archon/health.env")
+    data = archon_data(images, archon_api_auth=True)
+    data["archon_service_env"]["archon-server"]["STANDIN_API_KEY"] = key
+    deploy_archon(archon, data)
+    out = _health_check(archon)
+    assert "refuses a request without a key (401)" in out and "HEALTHY" in out and "FAIL" not in out, out
+    assert key not in archon.exec("cat /opt/archon/bin/archon-health-check").stdout

@@ -56,13 +56,14 @@ def test_stack_has_the_plans_services_one_network_and_loopback_ports():
     assert list(doc["services"]) == list(archon.SERVICES)
     assert list(doc["networks"]) == ["archon_production"]
     assert doc["networks"]["archon_production"]["ipam"]["config"] == [{"subnet": "172.20.0.0/16"}]
-    assert doc["volumes"] == {"postgres-data": {"name": "archon_postgres_data"}}
+    assert doc["volumes"] == {"postgres-data": {"name": "archon_postgres_data"},
+                              "postgres-config": {"name": "archon_postgres_config"}}
     published = [p for s in doc["services"].values() for p in s.get("ports", [])]
     assert sorted(published) == sorted([
         "127.0.0.1:54321:8000", "127.0.0.1:54322:5432", "127.0.0.1:54323:3000", "127.0.0.1:8181:8181",
         "127.0.0.1:8051:8051", "127.0.0.1:3737:3737", "127.0.0.1:8052:8052"])
     for name, service in doc["services"].items():
-        assert service["networks"] == ["archon_production"], name
+        assert list(service["networks"]) == ["archon_production"], name
         assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
         assert service["restart"] == "unless-stopped"
         for dep in service.get("depends_on", {}).values():
@@ -75,9 +76,11 @@ def test_development_habits_are_gone():
     assert "--reload" not in text and "docker.sock" not in text and "build:" not in text
     for service in archon.stack(data())["services"].values():
         for volume in service.get("volumes", []):
-            assert not volume.startswith(("./python", "./archon-ui-main", "./migration")), volume
+            # (upstream's SQL files, read-only, for its migration tracking: no source code)
+            assert not volume.startswith(("./python", "./archon-ui-main")), volume
     with_socket = archon.stack(data(archon_server_docker_socket=True))["services"]["archon-server"]
-    assert with_socket["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    assert with_socket["volumes"] == ["/opt/archon/migration:/app/migration:ro",
+                                      "/var/run/docker.sock:/var/run/docker.sock:ro"]
 
 
 def test_secrets_are_references_never_values():
@@ -121,7 +124,7 @@ def test_compose_v2_accepts_the_rendered_file(tmp_path, compose_v2):
     assert out.returncode == 0, out.stderr
     config = json.loads(out.stdout)
     assert len(config["services"]) == 9
-    assert config["services"]["rest"]["environment"]["PGRST_DB_URI"] == "postgres://postgres:x@postgres:5432/postgres"
+    assert config["services"]["rest"]["environment"]["PGRST_DB_URI"] == "postgres://authenticator:x@postgres:5432/postgres"
     for service in config["services"].values():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1"
@@ -150,7 +153,7 @@ def _b64decode(part):
 def test_env_script_generates_once_and_signs_the_supabase_keys(tmp_path):
     spec = _spec(tmp_path)
     assert json.loads(_run_env(tmp_path, "check", spec)) == {
-        "ok": False, "missing": list(archon.GENERATED_RANDOM) + list(archon.GENERATED_JWT), "stale": True}
+        "ok": False, "missing": list(archon.GENERATED_RANDOM) + list(archon.GENERATED_JWT), "stale": True, "carried": []}
     out = _run_env(tmp_path, "apply", spec)
     values = dict(line.split("=", 1) for line in Path(spec["target"]).read_text().splitlines() if "=" in line and not line.startswith("#"))
     for name in (*archon.GENERATED_RANDOM, *archon.GENERATED_JWT):
@@ -168,7 +171,7 @@ def test_env_script_generates_once_and_signs_the_supabase_keys(tmp_path):
     assert json.loads(_run_env(tmp_path, "check", spec))["ok"] is True
     before = Path(spec["generated"]).read_text()
     (tmp_path / "etc" / "user.env").write_text("OPENAI_API_KEY=sk-other\n")
-    assert json.loads(_run_env(tmp_path, "check", spec)) == {"ok": False, "missing": [], "stale": True}
+    assert json.loads(_run_env(tmp_path, "check", spec)) == {"ok": False, "missing": [], "stale": True, "carried": []}
     _run_env(tmp_path, "apply", spec)
     assert Path(spec["generated"]).read_text() == before  # never regenerated
     assert "OPENAI_API_KEY=sk-other" in Path(spec["target"]).read_text()

@@ -27,7 +27,11 @@ from tests.harness._util import docker, file_lock, log, timed
 from tests.harness.image import ensure_image, image_exists
 
 HERE = Path(__file__).resolve().parent
-FILES = {"http": ("rootfs.sh", "standin_http.py", "standin-shim"), "postgres": ("rootfs.sh", "standin-postgres")}
+FILES = {
+    "http": ("rootfs.sh", "standin_http.py", "standin-shim"),
+    "postgres": ("rootfs.sh", "standin-postgres", "standin-migrate.sh", "standin-initial-schema.sql",
+                 "standin-post-setup.sql", "standin-pg_hba.conf", "standin-pg_ident.conf"),
+}
 KINDS = tuple(FILES)
 
 

@@ -1,8 +1,28 @@
 """Stand-in for every Archon/Supabase HTTP service (kong, rest, studio, meta, archon-*).
 
+As archon-server / archon-mcp / archon-agents (STANDIN_NAME ending in one of those) it
+first applies upstream's start-up configuration checks, from coleam00/Archon branch
+archive/v1-task-management-rag @ ecaece4, python/src/server/config/config.py
+(load_environment_config, validate_supabase_url, validate_supabase_key): SUPABASE_URL and
+SUPABASE_SERVICE_KEY required; plain http only for localhost, 127.0.0.1,
+host.docker.internal, *.localhost or a private/loopback/link-local IP literal; a JWT
+service key with role anon or any role but service_role is refused. Like the real
+service it then exits (status 1) with the ConfigurationError message.
+
 One process listens on all the plan's container ports, so one image serves every
 service; it answers every path with 200 JSON (the plan's health paths included) and
 echoes WebSocket frames on /socket.io/ (nginx's WebSocket proxying is tested through it).
+
+As kong (STANDIN_NAME ending in "kong") with a declarative config at /home/kong/kong.yml
+(written by the compose entrypoint, as in Supabase's docker/docker-compose.yml) that has
+`basicauth_credentials`, it does what Supabase's kong.yml makes Kong do for Studio: paths
+outside /rest/v1/ and /pg/ need HTTP basic auth (401 + WWW-Authenticate otherwise, like
+Kong's basic-auth plugin) and are then proxied to http://studio:3000. `kong health` (the
+healthcheck) asks the node itself, not a route: /__standin/health.
+
+With STANDIN_API_KEY set it models the plan's API-key authentication (the operator's fork,
+not upstream v1): every /api/ path but /api/health needs `Authorization: Bearer <key>`
+(401 otherwise).
 
 Environment:
     STANDIN_PORTS   comma-separated ports (default: the plan's container ports)
@@ -13,19 +33,95 @@ Environment:
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import signal
+import urllib.error
+import urllib.request
 import socket
 import struct
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
 
 DEFAULT_PORTS = "3000,3001,3737,8000,8051,8052,8080,8181"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FAIL = os.environ.get("STANDIN_HEALTH", "") == "fail"
+API_KEY = os.environ.get("STANDIN_API_KEY", "")
+KONG_CONFIG = "/home/kong/kong.yml"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
+KONG_LOGIN = None
+
+
+ARCHON_SERVICES = ("archon-server", "archon-mcp", "archon-agents")
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def validate_supabase_url(url):
+    """config.py validate_supabase_url (ecaece4)."""
+    if not url:
+        raise ConfigurationError("Supabase URL cannot be empty")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ConfigurationError("Supabase URL must use HTTP or HTTPS")
+    if parsed.scheme == "http":
+        hostname = parsed.hostname or ""
+        if hostname in ("localhost", "127.0.0.1", "host.docker.internal") or hostname.endswith(".localhost"):
+            return True
+        try:
+            ip = ipaddress.ip_address(hostname)
+            if (ip.is_private or ip.is_loopback or ip.is_link_local) and not ip.is_unspecified:
+                return True
+        except ValueError:
+            pass
+        raise ConfigurationError(f"Supabase URL must use HTTPS for non-local environments (hostname: {hostname})")
+    if not parsed.netloc:
+        raise ConfigurationError("Invalid Supabase URL format")
+    return True
+
+
+def supabase_key_role(key):
+    """The JWT's role claim, unverified (config.py validate_supabase_key); None: not a JWT."""
+    try:
+        payload = key.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("role")
+    except Exception:  # noqa: BLE001 - upstream lets undecodable keys through
+        return None
+
+
+def check_archon_config(env):
+    """config.py load_environment_config (ecaece4), the parts that stop the service."""
+    url = env.get("SUPABASE_URL")
+    if not url:
+        raise ConfigurationError("SUPABASE_URL environment variable is required")
+    key = env.get("SUPABASE_SERVICE_KEY")
+    if not key:
+        raise ConfigurationError("SUPABASE_SERVICE_KEY environment variable is required")
+    openai = env.get("OPENAI_API_KEY")
+    if openai and not openai.startswith("sk-"):
+        raise ConfigurationError("OpenAI API key must start with 'sk-'")
+    validate_supabase_url(url)
+    role = supabase_key_role(key)
+    if role == "anon":
+        raise ConfigurationError("CRITICAL: You are using a Supabase ANON key instead of a SERVICE key.")
+    if role is not None and role != "service_role":
+        raise ConfigurationError(f"CRITICAL: Unknown Supabase key role '{role}'.")
+
+
+def kong_basic_auth():
+    """(username, password) of Studio's login in Kong's config, or None."""
+    if not NAME.endswith("kong") or not os.path.exists(KONG_CONFIG):
+        return None
+    with open(KONG_CONFIG) as f:
+        text = f.read()
+    match = re.search(r"basicauth_credentials:.*?username: '([^']*)'\s*password: '([^']*)'", text, re.S)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def read_frame(rfile):
@@ -63,9 +159,41 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(raw)
 
+    def kong_dashboard(self, login):
+        """Kong's catch-all dashboard route: basic-auth, then Studio."""
+        given = self.headers.get("Authorization", "")
+        wanted = "Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        if given != wanted:
+            raw = b'{"message":"Unauthorized"}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="kong"')
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        try:
+            with urllib.request.urlopen("http://studio:3000" + self.path, timeout=10) as upstream:
+                status, body = upstream.status, upstream.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        except OSError as exc:
+            status, body = 502, json.dumps({"message": f"An invalid response was received from the upstream server: {exc}"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self):
         if FAIL:
             return self.answer(500, {"status": "unhealthy", "service": NAME})
+        if API_KEY and self.path.startswith("/api/") and not self.path.startswith("/api/health"):
+            if self.headers.get("Authorization", "") != f"Bearer {API_KEY}":
+                return self.answer(401, {"detail": "Invalid or missing API key"})
+        login = KONG_LOGIN if self.server.server_address[1] == 8000 else None
+        if login and self.path != "/__standin/health" and not self.path.startswith(("/rest/v1/", "/pg/")):
+            return self.kong_dashboard(login)
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
         port = self.server.server_address[1]
@@ -95,6 +223,14 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     # PID 1 in a container gets no default signal handlers: stop promptly on `docker stop`
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if NAME.endswith(ARCHON_SERVICES):
+        try:
+            check_archon_config(os.environ)
+        except ConfigurationError as exc:
+            print(f"src.server.config.config.ConfigurationError: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
+    global KONG_LOGIN
+    KONG_LOGIN = kong_basic_auth()
     ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
     servers = []
     for port in ports:
