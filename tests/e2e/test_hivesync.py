@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 
 import httpx
