@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 import shlex
 from io import BytesIO, StringIO
@@ -39,7 +38,6 @@ from pyinfra.context import ctx_host, state
 from pyinfra.facts.files import Link, Sha256File
 from pyinfra.operations import files
 
-from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.parts.compose import (
     compose_health_gate,
@@ -50,12 +48,12 @@ from deploys.parts.compose import (
     to_yaml,
 )
 from deploys.parts.docker_host import docker_host
+from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
 from deploys.parts.health import health_check_timer, http_gate
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
-from deploys.templating import TEMPLATES, render, render_io
+from deploys.templating import render, render_io
 from facts.archon import (
-    ArchonEnvStatus,
     ArchonOldLayout,
     ArchonSchema,
     DockerNetworkSubnets,
@@ -71,7 +69,6 @@ CONTAINER_PORT = {"kong": 8000, "postgres": 5432, "studio": 3000, "archon-server
                   "archon-mcp": 8051, "archon-ui": 3737, "archon-agents": 8052}
 GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP_SECRET": 32, "DASHBOARD_PASSWORD": 16}
 GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_role"}
-ENV_SCRIPT = (TEMPLATES / "opt/archon/archon-env.py").read_text()
 HEALTH_UNIT = "archon-health-check"
 MIGRATE_SCRIPT = "bin/archon-migrate"
 DB_INIT_DIR = "db"  # in archon_dir: init scripts added to the Supabase image's
@@ -429,16 +426,6 @@ def render_kong(data) -> str:
 # ----------------------------------------------------------------------------- secrets / env
 
 
-def user_secrets(data) -> dict:
-    """.env values the stack gets (required ones must be set, optional ones may be empty)."""
-    values = secrets.load()
-    found = secrets.get(list(data.required_secrets), values)
-    for name in data.archon_optional_secrets or []:
-        raw = values.get(name)
-        found[name] = HiddenValue("" if secrets.is_placeholder(raw) else raw)
-    return found
-
-
 def env_spec(data) -> dict:
     d = data.archon_secrets_dir
     return {
@@ -455,28 +442,6 @@ def env_spec(data) -> dict:
             f"{d}/user.env (the operator's .env).\n"
         ),
     }
-
-
-@operation()
-def stack_env(spec: dict):
-    """The stack's env file, assembled ON the host; generated secrets made once, never shown.
-
-    The host-side script (templates/opt/archon/archon-env.py) checks first (names only);
-    it runs only when a generated secret is missing or the file is not what it should be.
-    """
-    spec_json = json.dumps(spec, sort_keys=True)
-    status = host.get_fact(ArchonEnvStatus, script=ENV_SCRIPT, spec=spec_json)
-    if status and status.get("error"):
-        yield fail_command(f"{spec['target']}: {status['error']}")
-        return
-    if status and status.get("ok"):
-        host.noop(f"{spec['target']} is up to date")
-        return
-    if status and status.get("carried"):
-        host.log(f"{spec['target']}: carrying over {', '.join(status['carried'])} from the old layout")
-    missing = status["missing"] if status else list(GENERATED_RANDOM) + list(GENERATED_JWT)
-    host.log(f"{spec['target']}: " + (f"generating {', '.join(missing)} on the host" if missing else "rewriting"))
-    yield StringCommand("python3", "-c", QuoteString(ENV_SCRIPT), "apply", QuoteString(spec_json))
 
 
 # ----------------------------------------------------------------------------- migration
@@ -707,7 +672,7 @@ def environment(data):
     from deploys.operations import secret_file
 
     spec = {**env_spec(data), "carry": carry_spec(data)}
-    values = {"COMPOSE_PROJECT_NAME": data.archon_compose_project, **user_secrets(data)}
+    values = {"COMPOSE_PROJECT_NAME": data.archon_compose_project, **user_secrets(data, data.archon_optional_secrets)}
     user = secret_file(
         name=f"{spec['user']} (secrets from .env)",
         dest=spec["user"],

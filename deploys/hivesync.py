@@ -5,34 +5,40 @@
 
 Each host plays one role (`hivesync_role`, from the inventory):
 
-server (the Linode VM): preflight (OS, disk, RAM, the domain's A record, ports 80/443
-free or nginx's, secrets) -> ufw (deny incoming; 22, 80, 443) -> Docker -> the env file
-(.env.production, 0600; POSTGRES_PASSWORD and JWT_SECRET generated once on the host) ->
-backup (pg_dump, verified) when the backend image changes -> the compose stack
-(backend, postgres, redis; volumes; ports on 127.0.0.1) -> health gate (compose
-healthchecks, /api/health, Alembic at head) that rolls the backend back to the previous
-image when it fails (and restores the dump when the failed release had migrated the
-database) -> nginx (HTTP -> HTTPS, /api/, WebSocket, /internal/ denied) +
-certbot -> HTTPS checked from the machine running pyinfra.
+server (the Linode VM): preflight (OS, disk, total and available memory, the domain's A
+record, ports 80/443 free or nginx's, secrets) -> ufw (deny incoming; 22, 80, 443) ->
+Docker -> backup (pg_dump, verified, + the compose and env files) when the backend image
+or the compose file changes -> the env file (.env.production, 0600; the backend's own
+secrets, backend/app/config.py at upstream c5680a2, generated once on the host) -> the
+compose stack (backend, postgres, redis; volumes; ports on 127.0.0.1; one port knob
+drives the command, the container and PORT) -> health gate (compose healthchecks, the
+backend's /health, and Alembic at head when it has an alembic.ini, else the plan's
+tables) that rolls back to the previous release when it fails (restoring the dump when
+the failed release changed the database) -> nginx (HTTP -> HTTPS, /api/ with its prefix
+stripped, WebSocket, /internal denied, nothing else) + certbot -> final gate -> HTTPS
+checked from the machine running pyinfra. On a first deploy (nothing to roll back to)
+a failing gate lets nginx/TLS come up and the final gate fails the run.
 
-workstation (the operator's machine): refused until https://<domain>/api/health answers
-with a valid certificate; then per worker a wrangler.toml ([env.dev], [env.production],
-the R2 binding, WORKER_CALLBACK_URL), `wrangler deploy --env production` only when the
-worker's source or config changed (a local digest), and its secrets pushed with
-`wrangler secret put NAME --env production` on stdin (never in argv, never printed).
-The check runs before anything changes, so the very first deploy goes in two steps:
-`--limit <the Linode>` first, then a plain run (the workstation then passes).
+workstation (the operator's machine): refused (this host only, one message) until
+https://<domain>/api/health answers with a valid certificate and the checkout has its
+workers folder (upstream has none yet); then per worker a wrangler.toml ([env.dev],
+[env.production], the R2 binding, WORKER_CALLBACK_URL), `wrangler deploy --env
+production` only when the worker's source or config changed (a local digest), and its
+secrets pushed with `wrangler secret put NAME --env production` on stdin (never in argv,
+never printed). The very first deploy goes in two steps: `--limit <the Linode>` first,
+then a plain run (the workstation then passes, or fails alone).
 
-Where the plan is naive, this does what a careful operator would: the backend's own
-`alembic upgrade head` on start is verified from outside (the DB must be at head), an
-image change is preceded by a verified dump, and the same WORKER_CALLBACK_SECRET reaches
-the backend and the workers (HMAC callbacks are the backend's job).
+Where the plan is naive, this follows the real backend: it serves at its root (nginx
+strips /api/), creates its tables with create_all (no Alembic), reads R2_ACCESS_KEY /
+R2_SECRET_KEY / R2_ENDPOINT; an image change is preceded by a verified dump, and the same
+WORKER_CALLBACK_SECRET reaches the backend and the workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import re
 import time
 from io import BytesIO, StringIO
@@ -41,7 +47,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.facts.server import Home
 from pyinfra.operations import files
 
@@ -51,14 +57,16 @@ from deploys.operations import poll, secret_file, wait_until
 from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
-from deploys.parts.preflight import collect_problems
+from deploys.parts.generated_env import env_spec, stack_env, user_secrets
+from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.health import external_https_check
 from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
-from facts.hivesync import AlembicAtHead, ContainerImage, R2Buckets
-from facts.system import MemAvailableMb
+from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, R2Buckets, missing_tables
+from facts.system import MemAvailableMb, MemTotalMb
 
+logger = logging.getLogger("pyinfra")
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("backend", "postgres", "redis")
 CONTAINER = {s: f"hivesync-{s}" for s in SERVICES}
@@ -99,6 +107,7 @@ def config_problems(data) -> list[str]:
                             "(nginx is the only public entry)")
     except ValueError:
         problems.append(f"hivesync_bind_address {data.hivesync_bind_address!r} is not an IP address")
+    problems += backend_problems(data)
     ports = {"hivesync_backend_port": data.hivesync_backend_port, "hivesync_postgres_port": data.hivesync_postgres_port,
              "hivesync_redis_port": data.hivesync_redis_port}
     for knob, port in ports.items():
@@ -113,6 +122,8 @@ def config_problems(data) -> list[str]:
         if not getattr(data, f"hivesync_{service}_image"):
             problems.append(f"hivesync_{service}_image is not set")
         test = (data.hivesync_healthchecks or {}).get(service)
+        if service == "backend" and test is None:
+            continue  # derived from the port and hivesync_backend_health_path
         if not (isinstance(test, list) and test and test[0] in ("CMD", "CMD-SHELL")):
             problems.append(f"hivesync_healthchecks[{service!r}] must be a list starting with CMD or CMD-SHELL")
     env = data.hivesync_backend_env or {}
@@ -142,6 +153,35 @@ def config_problems(data) -> list[str]:
     return problems
 
 
+def backend_problems(data) -> list[str]:
+    """The knobs that must agree with the real backend (upstream c5680a2)."""
+    problems = []
+    command = data.hivesync_backend_command
+    if command is not None and not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+        problems.append(f"hivesync_backend_command {command!r} must be a list of strings (or None: the image's CMD)")
+    elif command is not None and not any("{port}" in a for a in command):
+        problems.append("hivesync_backend_command must pass {port} (e.g. `--port {port}`): the port is set in one "
+                        "place, hivesync_backend_port, and the image's own CMD hard-codes 4000")
+    elif command is None and data.hivesync_backend_port != 4000:
+        problems.append(f"hivesync_backend_port {data.hivesync_backend_port} needs hivesync_backend_command: "
+                        "the image's CMD listens on 4000")
+    if "PORT" in (data.hivesync_backend_env or {}):
+        problems.append("hivesync_backend_env: PORT comes from hivesync_backend_port (one place for the port)")
+    for knob in ("hivesync_backend_health_path", "hivesync_public_health_path", "hivesync_api_prefix"):
+        if not re.match(r"^/[A-Za-z0-9._~/-]*$", str(getattr(data, knob) or "")):
+            problems.append(f"{knob} {getattr(data, knob)!r} is not an absolute URL path")
+    if not str(data.hivesync_api_prefix or "").endswith("/"):
+        problems.append(f"hivesync_api_prefix {data.hivesync_api_prefix!r} must end with '/'")
+    elif not str(data.hivesync_public_health_path or "").startswith(data.hivesync_api_prefix):
+        problems.append(f"hivesync_public_health_path {data.hivesync_public_health_path!r} is not under "
+                        f"hivesync_api_prefix {data.hivesync_api_prefix!r} (nginx publishes only that prefix)")
+    if data.hivesync_migrations not in ("auto", "alembic", "tables"):
+        problems.append(f"hivesync_migrations {data.hivesync_migrations!r} is not 'auto', 'alembic' or 'tables'")
+    if data.hivesync_missing_tables not in ("warn", "fail"):
+        problems.append(f"hivesync_missing_tables {data.hivesync_missing_tables!r} is not 'warn' or 'fail'")
+    return problems
+
+
 def check_config(data) -> None:
     if problems := config_problems(data):
         raise ConfigError("hivesync: " + "; ".join(problems))
@@ -155,11 +195,27 @@ def base_url(data) -> str:
 
 
 def container_port(data) -> int:
-    return int((data.hivesync_backend_env or {}).get("PORT", 4000))
+    """One setting: the host port, the container port, `--port` of the command and PORT."""
+    return int(data.hivesync_backend_port)
+
+
+def backend_command(data) -> list[str] | None:
+    """hivesync_backend_command with {port} filled in (None: the image's CMD)."""
+    command = data.hivesync_backend_command
+    return None if command is None else [a.replace("{port}", str(container_port(data))) for a in command]
+
+
+def backend_url(data, path: str | None = None) -> str:
+    """The backend as the host sees it (published on the loopback bind address)."""
+    return f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}{path or data.hivesync_backend_health_path}"
 
 
 def _healthcheck(data, service: str) -> dict:
-    return {"test": list(data.hivesync_healthchecks[service]), **(data.hivesync_healthcheck_timing or {})}
+    test = (data.hivesync_healthchecks or {}).get(service)
+    if test is None:  # backend: python3 is in the app's image (python:3.11-slim)
+        url = f"http://127.0.0.1:{container_port(data)}{data.hivesync_backend_health_path}"
+        test = ["CMD-SHELL", f"python3 -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=4)\""]
+    return {"test": list(test), **(data.hivesync_healthcheck_timing or {})}
 
 
 def _healthy(*services: str) -> dict:
@@ -173,13 +229,15 @@ def stack(data) -> dict:
         "image": _lit(data.hivesync_backend_image),
         "container_name": CONTAINER["backend"],
         "restart": "unless-stopped",
-        # .env.production: the plan's variables (data) + secrets; the backend runs
-        # `alembic upgrade head` itself before serving (N.7.3).
+        # .env.production: the app's settings (backend/app/config.py: data + secrets); the
+        # backend creates its tables itself at start-up (create_all, or Alembic when it has it).
         "env_file": [data.hivesync_env_file],
         "ports": [f"{bind}:{data.hivesync_backend_port}:{container_port(data)}"],
         "depends_on": _healthy("postgres", "redis"),
         "healthcheck": _healthcheck(data, "backend"),
     }
+    if command := backend_command(data):
+        backend["command"] = [_lit(a) for a in command]
     if data.hivesync_backend_build:
         backend["build"] = {"context": _lit(data.hivesync_backend_build)}
     postgres = {
@@ -225,38 +283,46 @@ def render_compose(data) -> str:
 
 
 def backend_env(data) -> dict:
-    """The plan's non-secret backend variables (BASE_URL from the domain)."""
-    values = {"BASE_URL": base_url(data)}
+    """The app's non-secret settings (BASE_URL from the domain, PORT from the one port knob)."""
+    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data))}
     values.update({k: "" if v is None else str(v) for k, v in data.hivesync_backend_env.items()})
     return values
 
 
-def env_spec(data) -> dict:
+def r2_endpoint(data, account_id: str) -> str:
+    """R2_ENDPOINT (config.py): the knob, else the account's S3 endpoint."""
+    return data.hivesync_r2_endpoint or f"https://{account_id}.r2.cloudflarestorage.com"
+
+
+def backend_values(data) -> dict:
+    """Everything user.env holds: data, the required secrets, the optional ones that are
+    set, and R2_ENDPOINT (derived from R2_ACCOUNT_ID unless set)."""
+    found = user_secrets(data, optional=data.hivesync_optional_secrets or [])
+    values = {"COMPOSE_PROJECT_NAME": data.hivesync_compose_project, **backend_env(data), **found}
+    account = found.get("R2_ACCOUNT_ID")
+    if "R2_ENDPOINT" not in values and account is not None:
+        values["R2_ENDPOINT"] = HiddenValue(r2_endpoint(data, account.unmask()))
+    return values
+
+
+def hivesync_env_spec(data) -> dict:
     """For the host-side env script: generated secrets + the operator's values."""
     d = data.hivesync_secrets_dir
-    return {
-        "generated": f"{d}/generated.env",
-        "user": f"{d}/user.env",
-        "target": f"{data.hivesync_dir}/{data.hivesync_env_file}",
-        "random": dict(data.hivesync_generated_secrets),
-        "jwt": {},
-        "jwt_secret": "JWT_SECRET",
-        "jwt_expiry_s": 0,
-        "header": (
-            "Managed by pyinfra (deploys/hivesync.py): the plan's .env.production. Do not edit:\n"
+    return env_spec(
+        secrets_dir=d, target=f"{data.hivesync_dir}/{data.hivesync_env_file}",
+        random=dict(data.hivesync_generated_secrets),
+        header=(
+            "Managed by pyinfra (deploys/hivesync.py): the backend's .env.production. Do not edit:\n"
             f"{', '.join(data.hivesync_generated_secrets)} come from {d}/generated.env (made once on\n"
             f"this host), the rest from {d}/user.env (data + the operator's .env).\n"
         ),
-    }
+    )
 
 
 @deploy("Environment file (.env.production)")
 def environment(data):
-    from deploys.archon import stack_env
-
-    values = {"COMPOSE_PROJECT_NAME": data.hivesync_compose_project, **backend_env(data),
-              **secrets.get(list(data.required_secrets))}
-    spec = env_spec(data)
+    values = backend_values(data)
+    spec = hivesync_env_spec(data)
     files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, user="root", group="root",
                     mode="700")
     files.directory(name=data.hivesync_dir, path=data.hivesync_dir, user="root", group="root", mode="755")
@@ -276,16 +342,31 @@ def _psql(data, sql: str) -> list:
 
 
 REVISION_SQL = "SELECT version_num FROM alembic_version"
+# The schema's fingerprint (tables, columns, types): create_all and Alembic both change it.
+SCHEMA_SQL = ("SELECT count(DISTINCT table_name) || 't-' || left(md5(coalesce(string_agg(table_name || '.' || "
+              "column_name || ':' || data_type, ',' ORDER BY table_name, column_name), '')), 12) "
+              "FROM information_schema.columns WHERE table_schema = 'public'")
+
+
+def db_state_shell(data, var: str) -> list:
+    """Shell words setting $var to `<schema fingerprint>@<Alembic revision or ->`: what a
+    rollback compares to decide whether the failed release changed the database."""
+    return [f"{var}_s=$(", *_psql(data, SCHEMA_SQL), "2>/dev/null);",
+            f"{var}_r=$(", *_psql(data, REVISION_SQL), "2>/dev/null | tr -s '\\n' ',');",
+            f'{var}="${{{var}_s:-?}}@${{{var}_r%,}}"; {var}="${{{var}%@}}";',
+            f'case "${var}" in *@*) ;; *) {var}="${var}@-";; esac;']
 
 
 def backup_command(data, stamp: str, running: dict) -> StringCommand:
     """pg_dump (custom format) of the live DB, verified with pg_restore --list, plus what a
     rollback needs in <dir>/.previous-image: the image id + name running now, the DB's
-    Alembic revision and the dump (restored when the new release migrated the DB)."""
+    state (schema fingerprint + Alembic revision if any) and the dump (restored when the
+    failed release changed the database); the compose and env files as they are now."""
     env = data.hivesync_backend_env
     base, backups = data.hivesync_dir, data.hivesync_backup_dir
     dump = f"{backups}/hivesync-{stamp}.dump"
     compose = f"{base}/{data.hivesync_compose_file}"
+    env_path = f"{base}/{data.hivesync_env_file}"
     return StringCommand(
         "set -e;", "umask 077;", "mkdir -p", QuoteString(backups), ";", "chmod 700", QuoteString(backups), ";",
         "docker exec", QuoteString(CONTAINER["postgres"]), "pg_dump -U", QuoteString(env["POSTGRES_USER"]),
@@ -295,35 +376,68 @@ def backup_command(data, stamp: str, running: dict) -> StringCommand:
         'if [ "$tables" -lt 1 ]; then echo', QuoteString(f"backup {dump} holds no table: refusing to change the image"),
         ">&2; rm -f", QuoteString(dump + ".tmp"), "; exit 1; fi;",
         "mv", QuoteString(dump + ".tmp"), QuoteString(dump), ";",
-        "revision=$(", *_psql(data, REVISION_SQL), "2>/dev/null || true);",
+        *db_state_shell(data, "dbstate"),
         "cp -p", QuoteString(compose), QuoteString(f"{compose}.previous"), ";",
-        "echo", QuoteString(f"{running['running_id']} {running['running_name']}"), '"${revision:--}"',
+        "cp -p", QuoteString(env_path), QuoteString(f"{env_path}.previous"), ";",
+        "echo", QuoteString(f"{running['running_id']} {running['running_name']}"), '"$dbstate"',
         QuoteString(dump), ">", QuoteString(f"{base}/.previous-image"), ";",
-        "echo", QuoteString(f"backup {dump}: "), '"$tables tables, revision ${revision:-none}";',
+        "echo", QuoteString(f"backup {dump}: "), '"$tables tables, database $dbstate";',
         "ls -1t", QuoteString(backups), "| grep '^hivesync-.*\\.dump$' | tail -n +" + str(int(data.hivesync_keep_backups) + 1),
         "| sed", QuoteString(f"s#^#{backups}/#"), "| xargs -r rm -f",
     )
 
 
 @operation()
-def backup_before_image_change():
-    """A verified pg_dump before the backend's image changes (first deploy: nothing to save)."""
+def backup_before_release(compose: str):
+    """A verified pg_dump and the current files before the release changes: a new image
+    or a new compose file (port, command, ...). First deploy: nothing to save."""
     data = host.data
     current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=data.hivesync_backend_image)
     if not current["running_id"]:
         host.noop("no backend running yet: nothing to back up")
         return
-    if current["wanted_id"] and current["wanted_id"] == current["running_id"]:
-        host.noop(f"backend already runs {data.hivesync_backend_image}")
+    path = f"{data.hivesync_dir}/{data.hivesync_compose_file}"
+    same_image = current["wanted_id"] and current["wanted_id"] == current["running_id"]
+    same_compose = host.get_fact(Sha256File, path=path) == hashlib.sha256(compose.encode()).hexdigest()
+    if same_image and same_compose:
+        host.noop(f"backend already runs {data.hivesync_backend_image} from this compose file")
         return
-    host.log(f"backend image changes ({current['running_name']} -> {data.hivesync_backend_image}): pg_dump first")
+    what = "compose file changes" if same_image else f"image changes ({current['running_name']} -> " \
+        f"{data.hivesync_backend_image})"
+    host.log(f"backend {what}: pg_dump first")
     yield backup_command(data, time.strftime("%Y%m%dT%H%M%S"), current)
 
 
-def stack_check(data):
-    """Ok when compose says healthy, /api/health answers 2xx and the DB is at Alembic's head."""
+def schema_check(data) -> tuple[bool, str]:
+    """Alembic at head when the backend has an alembic.ini (or hivesync_migrations says
+    so); else the plan's required tables, missing ones a warning or an error by knob."""
+    env = data.hivesync_backend_env
+    schema = host.get_fact(DatabaseSchema, backend=CONTAINER["backend"], postgres=CONTAINER["postgres"],
+                           user=env["POSTGRES_USER"], db=env["POSTGRES_DB"], alembic_ini=data.hivesync_alembic_ini)
+    mode = data.hivesync_migrations
+    if mode == "alembic" or (mode == "auto" and schema["alembic"]):
+        alembic = host.get_fact(AlembicAtHead, container=CONTAINER["backend"],
+                                current=list(data.hivesync_alembic_current), heads=list(data.hivesync_alembic_heads))
+        if not alembic["at_head"]:
+            return False, f"database not at Alembic head (current {alembic['current']}, heads {alembic['heads']})"
+        return True, f"database at Alembic head {','.join(alembic['heads'])}"
+    if schema["tables"] is None:
+        return False, "cannot list the database's tables (psql in the postgres container failed)"
+    missing = missing_tables(list(data.hivesync_required_tables), schema["tables"])
+    how = "no alembic.ini in the backend: create_all" if mode == "auto" else "hivesync_migrations = 'tables'"
+    if not missing:
+        return True, f"{how}; the plan's {len(data.hivesync_required_tables)} tables present"
+    message = f"tables of the plan missing: {', '.join(missing)} ({how}; {len(schema['tables'])} tables)"
+    if data.hivesync_missing_tables == "fail":
+        return False, message + "; hivesync_missing_tables = 'fail'"
+    return True, "warning: " + message
+
+
+def stack_check(data, schema: bool = True):
+    """Ok when compose says healthy, the backend's health path answers 2xx and (with
+    `schema`) the database passes `schema_check`."""
     services = compose_check(data.hivesync_compose_project, SERVICES)
-    url = f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}{data.hivesync_health_path}"
+    url = backend_url(data)
 
     def check():
         ok, observed = services()
@@ -332,11 +446,10 @@ def stack_check(data):
         health = host.get_fact(HttpHealth, url=url)
         if not (health and health.get("ok")):
             return False, f"{url}: {describe(health)}"
-        alembic = host.get_fact(AlembicAtHead, container=CONTAINER["backend"],
-                                current=list(data.hivesync_alembic_current), heads=list(data.hivesync_alembic_heads))
-        if not alembic["at_head"]:
-            return False, f"database not at Alembic head (current {alembic['current']}, heads {alembic['heads']})"
-        return True, f"{observed}; {url} healthy; database at head {','.join(alembic['heads'])}"
+        if not schema:
+            return True, f"{observed}; {url} healthy"
+        ok, database = schema_check(data)
+        return ok, f"{observed}; {url} healthy; {database}" if ok else database
 
     return check
 
@@ -348,19 +461,22 @@ def rollback_command(data, reason: str) -> StringCommand:
     base = data.hivesync_dir
     compose = f"{base}/{data.hivesync_compose_file}"
     cli = detected_cli() or "docker compose"
-    url = f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}{data.hivesync_health_path}"
-    message = f"{reason}. Rolled back the backend to the previous image"
+    url = backend_url(data)
+    env_path = f"{base}/{data.hivesync_env_file}"
+    message = f"{reason}. Rolled back the backend to the previous release"
     impossible = QuoteString(f"{reason}. Rollback impossible, host left as the failed release left it: ")
     pg, user, db = QuoteString(CONTAINER["postgres"]), QuoteString(env["POSTGRES_USER"]), QuoteString(env["POSTGRES_DB"])
     return StringCommand(
-        "cd", QuoteString(base), "&&", "read -r prev_id prev_name prev_rev dump <", QuoteString(f"{base}/.previous-image"),
+        "cd", QuoteString(base), "&&", "read -r prev_id prev_name prev_state dump <", QuoteString(f"{base}/.previous-image"),
         "|| { printf '%s%s\\n'", impossible, "'no record of the previous image'", ">&2; exit 1; };",
         'docker tag "$prev_id" "$prev_name"',
         "|| { printf '%s%s\\n'", impossible, '"previous image $prev_id is gone"', ">&2; exit 1; };",
         "cp -p", QuoteString(f"{compose}.previous"), QuoteString(compose),
         "|| { printf '%s%s\\n'", impossible, "'the previous compose file is gone'", ">&2; exit 1; };",
-        "now_rev=$(", *_psql(data, REVISION_SQL), "2>/dev/null || true);", "restored='';",
-        'if [ "${now_rev:--}" != "$prev_rev" ]; then',
+        "if [ -e", QuoteString(f"{env_path}.previous"), "]; then cp -p", QuoteString(f"{env_path}.previous"),
+        QuoteString(env_path), "; fi;",
+        *db_state_shell(data, "now_state"), "restored='';",
+        'if [ "$now_state" != "$prev_state" ]; then',
         "docker stop", QuoteString(CONTAINER["backend"]), ">/dev/null;",
         # Into an empty schema, in one transaction: `pg_restore --clean` would only drop what
         # the dump has, leaving the failed migration's new tables behind.
@@ -370,8 +486,8 @@ def rollback_command(data, reason: str) -> StringCommand:
         "&& { echo 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'; cat \"$sql\"; }",
         "| docker exec -i", pg, "psql -q -v ON_ERROR_STOP=1 --single-transaction -U", user, "-d", db, ">/dev/null;",
         'rc=$?; rm -f "$sql";', 'if [ "$rc" -eq 0 ]; then',
-        'restored=" and restored the database from $dump (the release had migrated it from ${prev_rev} to ${now_rev})";',
-        'else restored=" BUT restoring $dump FAILED: the database stays at ${now_rev}";',
+        'restored=" and restored the database from $dump (the release had changed the database: ${prev_state} -> ${now_state})";',
+        'else restored=" BUT restoring $dump FAILED: the database stays at ${now_state}";',
         "fi;",
         "fi;",
         *cli.split(), "-p", QuoteString(data.hivesync_compose_project), "-f", QuoteString(compose),
@@ -384,20 +500,31 @@ def rollback_command(data, reason: str) -> StringCommand:
 
 
 @operation(is_idempotent=True)
-def gate_or_rollback(upgraded, timeout_s: float, interval_s: float):
-    """Health gate; when it fails after this run changed the backend image, roll back."""
+def gate_or_rollback(upgraded, timeout_s: float, interval_s: float, defer: bool = False, schema: bool = True):
+    """Health gate; when it fails after this run changed the release, roll back.
+
+    With `defer`, a failure that has nothing to roll back to (the first deploy) does not
+    stop the run here: nginx and TLS still come up, and the final gate fails the run.
+    """
     data = host.data
     description = f"compose project {data.hivesync_compose_project}"
     if not state.is_executing:
         host.noop(f"{description}: checked when the deploy runs")
         return
-    ok, observed = poll(stack_check(data), timeout_s, interval_s)
+    ok, observed = poll(stack_check(data, schema=schema), timeout_s, interval_s)
     if ok:
+        if "warning: " in observed:
+            host.log(observed[observed.index("warning: "):], log_func=logger.warning)
         host.noop(f"{description}: {observed}")
         return
     reason = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
     if upgraded() and host.get_fact(File, path=f"{data.hivesync_dir}/.previous-image"):
         yield rollback_command(data, reason)
+        return
+    if defer:
+        host.log(f"{reason}; no previous release to roll back to: setting up nginx/TLS, "
+                 "the final health gate decides", log_func=logger.warning)
+        host.noop(f"{description}: not healthy yet (first deploy)")
         return
     yield fail_command(reason)
 
@@ -406,31 +533,28 @@ def gate_or_rollback(upgraded, timeout_s: float, interval_s: float):
 
 
 def vhosts(data) -> list[dict]:
+    """The plan's N.8: /api/ (its prefix stripped: the backend serves at its root) and the
+    WebSocket path(s) only; /internal denied; anything else 404 (no /docs in public)."""
     backend = f"{data.hivesync_bind_address}:{data.hivesync_backend_port}"
     locations = [{"path": p, "deny": True} for p in data.hivesync_denied_paths]
-    locations.append({"path": "/api/", "upstream": backend, "websocket": True})
+    locations.append({"path": data.hivesync_api_prefix, "upstream": backend, "websocket": True,
+                      "strip_prefix": bool(data.hivesync_strip_api_prefix)})
     locations += [{"path": p, "upstream": backend, "websocket": True} for p in data.hivesync_websocket_paths]
     return [{"server_name": data.hivesync_domain, "upstream": backend, "websocket": True,
-             "max_body": data.hivesync_max_body, "locations": locations}]
+             "max_body": data.hivesync_max_body, "locations": locations, "catch_all": False}]
 
 
 def external_check(data):
-    url = f"https://{data.hivesync_domain}{data.hivesync_health_path}"
+    url = f"https://{data.hivesync_domain}{data.hivesync_public_health_path}"
     wait_until(
         name=f"{url} healthy through nginx (from here)",
-        check=external_https_check(data.hivesync_health_path, data.hivesync_domain,
+        check=external_https_check(data.hivesync_public_health_path, data.hivesync_domain,
                                    data.hivesync_external_address, data.hivesync_external_ca_file),
         description=url, timeout_s=data.health_timeout_s, interval_s=data.health_interval_s,
     )
 
 
 # ----------------------------------------------------------------------------- server role
-
-
-def memory_problem(available_mb: int | None, minimum_mb: int) -> str | None:
-    if available_mb is not None and available_mb < minimum_mb:
-        return f"only {available_mb} MiB memory available; the plan sizes the Linode at >= {minimum_mb} MiB"
-    return None
 
 
 def server_preflight(data) -> None:
@@ -440,11 +564,12 @@ def server_preflight(data) -> None:
         if port:
             ports[port] = "docker.service"
     problems = collect_problems(names=[data.hivesync_domain], ports=ports, secrets=data.required_secrets)
-    if memory := memory_problem(host.get_fact(MemAvailableMb), int(data.hivesync_min_memory_mb)):
-        if data.hivesync_memory_policy == "fail":
-            problems.append(memory)
-        else:
-            host.log(f"warning: {memory}")
+    memory = memory_problems(host.get_fact(MemTotalMb), host.get_fact(MemAvailableMb),
+                             int(data.hivesync_min_memory_mb), int(data.hivesync_stack_memory_mb))
+    if data.hivesync_memory_policy == "fail":
+        problems += memory
+    for problem in memory if data.hivesync_memory_policy != "fail" else []:
+        host.log(f"warning: {problem}", log_func=logger.warning)
     if problems:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
 
@@ -453,13 +578,15 @@ def server(data):
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
     docker_host()
+    compose = render_compose(data)
+    # before the env file changes: the backup keeps the compose and env files a rollback restores
+    backup = backup_before_release(name="Database backup before a backend release change", compose=compose)
     _, env = environment(data)
-    backup = backup_before_image_change(name="Database backup before a backend image change")
     compose_stack(
         name=f"Compose stack {data.hivesync_compose_project} (backend, postgres, redis)",
         project=data.hivesync_compose_project,
         directory=data.hivesync_dir,
-        compose=render_compose(data),
+        compose=compose,
         compose_file=data.hivesync_compose_file,
         env_file=data.hivesync_env_file,
         services=SERVICES,
@@ -468,10 +595,16 @@ def server(data):
         recreate_when=(env, backup),
     )
     gate_or_rollback(
-        name="Backend healthy and database at Alembic head (else roll back)",
+        name="Backend healthy and its database schema checked (else roll back)",
         upgraded=backup.did_change, timeout_s=data.hivesync_health_timeout_s, interval_s=data.health_interval_s,
+        defer=True,
     )
     https_site(data.hivesync_nginx_site, vhosts(data), [data.hivesync_domain], data)
+    # the first deploy's gate does not block nginx/TLS; this one fails such a run
+    gate_or_rollback(
+        name="Backend healthy (final gate)", upgraded=lambda: False, timeout_s=data.hivesync_health_timeout_s,
+        interval_s=data.health_interval_s, schema=False,
+    )
     if data.hivesync_external_check:
         external_check(data)
 
@@ -595,19 +728,36 @@ def r2_bucket(bucket: str):
     yield StringCommand(*wrangler_argv(data, "r2", "bucket", "create", bucket))
 
 
-def workers_preflight(data) -> None:
-    """The plan: SSL must succeed before Worker callbacks are allowed."""
-    url = f"https://{data.hivesync_domain}{data.hivesync_health_path}"
+def workers_problems(data) -> list[str]:
+    """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
+    problems = []
+    src = _local(data.hivesync_workers_src)
+    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    if src is None or not src.is_dir():
+        problems.append(f"no workers folder {src} (hivesync_workers_src): the HiveSync checkout has no Cloudflare "
+                        "workers yet, so there is nothing to deploy from this machine; the server role is unaffected")
+    elif missing := [w for w in enabled if not (src / w).is_dir()]:
+        problems.append(f"workers {', '.join(missing)} have no folder under {src} (hivesync_workers_src); "
+                        "disable them in hivesync_workers or add their source")
+    # The plan: SSL must succeed before Worker callbacks are allowed.
+    url = f"https://{data.hivesync_domain}{data.hivesync_public_health_path}"
     health = host.get_fact(HttpHealth, url=url, ca_file=data.get("hivesync_workers_ca_file"))
     if not (health and health.get("ok")):
-        raise PreflightFailed(
-            f"preflight failed on {host.name}: the backend does not answer over HTTPS yet ({url}: "
-            f"{describe(health)}); deploy the server role first - workers call back only over verified TLS"
-        )
+        problems.append(f"the backend does not answer over HTTPS yet ({url}: {describe(health)}); deploy the server "
+                        "role first - workers call back only over verified TLS")
+    return problems
+
+
+@operation()
+def refuse(message: str):
+    """Fail this host only, with one message (raising at prepare time would stop every host)."""
+    yield fail_command(message)
 
 
 def workers(data):
-    workers_preflight(data)
+    if problems := workers_problems(data):
+        refuse(name="HiveSync workers: preflight", message=f"preflight failed on {host.name}: " + "; ".join(problems))
+        return
     values = secrets.get(list(data.hivesync_worker_secrets))
     state_dir = str(data.hivesync_workers_state_dir)
     home = host.get_fact(Home) or "~"

@@ -24,7 +24,6 @@ target host, so 127.0.0.1 backends and the host's own resolver are what get chec
   excludes)``, ``AlembicState(backend_dir, python, db_path)`` (read-only).
 - ``facts.archon.ArchonOldLayout(...)`` -> the supabase-CLI layout's containers / networks /
   volumes / rebind unit and whether it is migrated (helper ``migration_action``);
-  ``facts.archon.ArchonEnvStatus(script, spec)`` -> ``{"ok", "missing", "stale"}`` (names only).
 - ``facts.firewall.UfwStatus()`` -> ``{"active", "defaults", "allowed", "added", "other"}`` from
   ``ufw status verbose`` + ``ufw show added`` (None without ufw); ``SshServerPort()`` -> the
   server port of the SSH session pyinfra runs over (``$SSH_CONNECTION``).

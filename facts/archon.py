@@ -5,12 +5,10 @@ stack's env file (names only: secret values never leave the host).
 - ``ArchonOldLayout(...)`` -> what is left of the old layout on the host: supabase-CLI
   containers (name -> state), the old networks and volumes, the rebind unit, and whether
   this deploy already migrated the host (marker file). Helper ``migration_action``.
-- ``ArchonEnvStatus(...)`` -> what the host-side env script would change (names only).
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -126,29 +124,6 @@ def migration_action(layout: dict[str, Any], db_container: str, db_volume: str) 
             "start the old stack (`supabase start` in /opt/archon/supabase) and run the deploy again"
         )
     return "cleanup", "old parts without data: " + ", ".join(parts)
-
-
-class ArchonEnvStatus(FactBase[dict[str, Any] | None]):
-    """The host-side env script in check mode: ``{"ok": bool, "missing": [...],
-    "stale": bool}`` (names only, never values). None without python3."""
-
-    requires_command = "python3"
-
-    @override
-    def command(self, script: str, spec: str) -> str:
-        return f"python3 -c {shlex.quote(script)} check {shlex.quote(spec)}"
-
-    @staticmethod
-    @override
-    def default() -> dict[str, Any] | None:
-        return None
-
-    @override
-    def process(self, output: list[str]) -> dict[str, Any] | None:
-        for line in reversed(output):
-            if line.strip().startswith("{"):
-                return json.loads(line)
-        return None
 
 
 class ArchonSchema(FactBase[str]):

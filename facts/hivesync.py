@@ -1,5 +1,7 @@
-"""Facts of the HiveSync deploy: which image a container runs, and whether the
-database behind the backend is at Alembic's head (asked inside the running backend)."""
+"""Facts of the HiveSync deploy: which image a container runs, how the backend manages
+its schema (Alembic when its working directory has an alembic.ini, else create_all at
+start-up, as upstream c5680a2 does), the database's tables, and whether the database
+is at Alembic's head (asked inside the running backend)."""
 
 from __future__ import annotations
 
@@ -76,6 +78,49 @@ class AlembicAtHead(FactBase[dict[str, Any]]):
     @override
     def process(self, output: list[str]) -> dict[str, Any]:
         return parse_alembic([line.rstrip() for line in output])
+
+
+_SCHEMA_HEADER = "__hivesync_schema__"
+
+
+def parse_schema(lines: list[str]) -> dict[str, Any]:
+    """`{"alembic": bool | None, "tables": [...] | None}` (None: could not tell)."""
+    result: dict[str, Any] = {"alembic": None, "tables": None}
+    for line in lines:
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "alembic_ini" and rest in ("yes", "no"):
+            result["alembic"] = rest == "yes"
+        elif kind == "tables" and rest.strip() != "?":
+            result["tables"] = sorted(set(rest.split()))
+    return result
+
+
+class DatabaseSchema(FactBase[dict[str, Any]]):
+    """Whether the backend container's working directory has `alembic_ini` (then it
+    migrates with Alembic) and the public tables of the database (psql in `postgres`)."""
+
+    @override
+    def command(self, backend: str, postgres: str, user: str, db: str, alembic_ini: str) -> str:
+        b, p = shlex.quote(backend), shlex.quote(postgres)
+        sql = shlex.quote("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return (f"echo {_SCHEMA_HEADER}; "
+                f"if docker exec {b} test -f {shlex.quote(alembic_ini)} 2>/dev/null; then echo 'alembic_ini yes'; "
+                f"elif docker inspect {b} >/dev/null 2>&1; then echo 'alembic_ini no'; fi; "
+                f"t=$(docker exec {p} psql -XAtq -U {shlex.quote(user)} -d {shlex.quote(db)} -c {sql} 2>/dev/null) "
+                "&& echo tables $t || echo 'tables ?'")
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"alembic": None, "tables": None}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return parse_schema(output)
+
+
+def missing_tables(required: list[str], present: list[str]) -> list[str]:
+    return sorted(set(required) - set(present))
 
 
 _LISTING = "__r2_bucket_list__"

@@ -37,6 +37,23 @@ def parse_meminfo_available_mb(output: list[str]) -> int | None:
     return None
 
 
+def parse_meminfo_total_mb(output: list[str]) -> int | None:
+    for line in output:
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+class MemTotalMb(FactBase[int | None]):
+    """Installed memory as the kernel sees it, MiB (MemTotal of /proc/meminfo)."""
+
+    def command(self) -> str:
+        return "cat /proc/meminfo"
+
+    def process(self, output: list[str]) -> int | None:
+        return parse_meminfo_total_mb(output)
+
+
 class MemAvailableMb(FactBase[int | None]):
     """Memory available to new processes, MiB (MemAvailable of /proc/meminfo)."""
 

@@ -12,23 +12,39 @@ deploys/hivesync.py runs one of two roles per host (`hivesync_role`, set in the 
   worker changed. Refused until the backend answers over HTTPS (the plan: "SSL must
   succeed before Worker callbacks allowed").
 
-Secrets (from .env or the environment, checked before connecting). POSTGRES_PASSWORD and
-JWT_SECRET are NOT here: they never leave the server, so the deploy generates them once ON
-the host (/etc/hivesync/generated.env, 0600) and keeps them. WORKER_CALLBACK_SECRET is
-shared by the backend and the workers, so it must come from the operator's .env.
+The backend's settings follow the real app (quirky14-dev/HiveSync at c5680a2,
+backend/app/config.py), not only the plan: it reads R2_ACCESS_KEY / R2_SECRET_KEY /
+R2_ENDPOINT / R2_PUBLIC_BASE_URL (the plan says R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY /
+R2_PUBLIC_URL), and eight secrets of its own whose defaults are placeholders.
+
+Secrets (from .env or the environment, checked before connecting). The server-only ones
+are NOT here: no person needs them, so the deploy generates them once ON the host
+(/etc/hivesync/generated.env, 0600) and keeps them. WORKER_CALLBACK_SECRET is shared by
+the backend and the workers, so it must come from the operator's .env.
 """
 
 required_secrets = [
-    "RESEND_API_KEY",
-    "OPENAI_API_KEY",
     "R2_ACCOUNT_ID",
-    "R2_ACCESS_KEY_ID",
-    "R2_SECRET_ACCESS_KEY",
+    "R2_ACCESS_KEY",
+    "R2_SECRET_KEY",
     "WORKER_CALLBACK_SECRET",
 ]
-# Generated once on the server and kept (name -> random bytes, hex-encoded). Move a name
-# to required_secrets (and out of here) to supply it yourself instead.
-hivesync_generated_secrets = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32}
+# Passed to the backend when set in .env, left empty otherwise (the plan lists the first
+# two; the app at c5680a2 reads none of them yet except LZ_API_KEY/SENTRY_DSN/AUTH_*).
+hivesync_optional_secrets = ["RESEND_API_KEY", "OPENAI_API_KEY", "LZ_API_KEY", "AUTH_APPLE_PRIVATE_KEY", "SENTRY_DSN"]
+# Generated once on the server and kept (name -> random bytes, hex-encoded): config.py's
+# own secrets. Move a name to required_secrets (and out of here) to supply it yourself,
+# e.g. LZ_WEBHOOK_SECRET once LemonSqueezy billing is on (it must match the store's).
+hivesync_generated_secrets = {
+    "POSTGRES_PASSWORD": 24,
+    "JWT_SECRET": 32,
+    "API_TOKEN_PEPPER": 32,
+    "SESSION_SECRET": 32,
+    "DEVICE_TOKEN_SECRET": 32,
+    "PREVIEW_TOKEN_SECRET": 32,
+    "PREVIEW_DEVICE_CONTEXT_SECRET": 32,
+    "LZ_WEBHOOK_SECRET": 32,
+}
 
 # "server" (Linode VM) or "workstation" (wrangler for the Workers). Set per host in the
 # inventory (deploys/environments.py); this default only serves unnamed hosts.
@@ -37,8 +53,11 @@ hivesync_role = "server"
 # --- preflight ---------------------------------------------------------------------------
 # The supported OS (Ubuntu 22.04) and the firewall's allow list (22, 80, 443) are the
 # `linode` kind's: group_data/linode.py.
-# The plan starts at 2 GB RAM: below this, `hivesync_memory_policy` decides.
-hivesync_min_memory_mb = 2048
+# The plan starts at a 2 GB Linode, which reports about 1.9 GiB (MemTotal): below this
+# total, or below `hivesync_stack_memory_mb` available, `hivesync_memory_policy` decides.
+hivesync_min_memory_mb = 1800
+# What backend + postgres + redis need free before they start.
+hivesync_stack_memory_mb = 768
 # "warn" (log and go on) or "fail" (preflight refuses the host).
 hivesync_memory_policy = "warn"
 preflight_min_disk_mb = 4096
@@ -56,7 +75,12 @@ hivesync_env_file = ".env.production"
 hivesync_secrets_dir = "/etc/hivesync"
 # Every published port binds here: nginx is the only public entry.
 hivesync_bind_address = "127.0.0.1"
+# THE backend port: published on the bind address, the container's port, `--port` in
+# the command below and PORT in its env.
 hivesync_backend_port = 4000
+# The backend's command; {port} is hivesync_backend_port. This is upstream's Dockerfile
+# CMD (which hard-codes 4000). None: the image's own CMD (then the port must be 4000).
+hivesync_backend_command = ["uvicorn", "backend.app.main:app", "--host", "0.0.0.0", "--port", "{port}"]
 # Host ports for postgres and redis (None: not published at all, only on the compose network).
 hivesync_postgres_port = 5432
 hivesync_redis_port = 6379
@@ -72,27 +96,37 @@ hivesync_postgres_volume = "hivesync_postgres_data"
 hivesync_redis_volume = "hivesync_redis_data"
 # redis persistence: append-only file in its volume.
 hivesync_redis_command = ["redis-server", "--appendonly", "yes"]
-# Healthchecks (compose `test`) and their timing.
+# Healthchecks (compose `test`) and their timing. backend None: python3 asks
+# http://127.0.0.1:<port><hivesync_backend_health_path> inside the container.
 hivesync_healthchecks = {
-    "backend": ["CMD-SHELL", "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:4000/api/health')\""],
+    "backend": None,
     "postgres": ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U hivesync -d hivesync"],
     "redis": ["CMD", "redis-cli", "ping"],
 }
 hivesync_healthcheck_timing = {"interval": "10s", "timeout": "5s", "retries": 5, "start_period": "20s"}
-# The backend runs `alembic upgrade head` on start (the plan's N.7.3); the deploy checks
-# the result with these commands inside the backend container (working dir: the app's).
+# How the backend makes its schema: "auto" (Alembic when its working directory has
+# hivesync_alembic_ini, else create_all at start-up: upstream c5680a2 has no Alembic),
+# "alembic" or "tables". With Alembic the gate wants the DB at head (these commands run
+# in the backend container); without, it looks for the plan's N.7.2 tables.
+hivesync_migrations = "auto"
+hivesync_alembic_ini = "alembic.ini"
 hivesync_alembic_current = ["alembic", "current"]
 hivesync_alembic_heads = ["alembic", "heads"]
-hivesync_health_path = "/api/health"
+hivesync_required_tables = ["preview_jobs", "ai_doc_jobs", "worker_nodes", "worker_heartbeats", "audit_logs",
+                            "notifications", "tasks", "attachments", "teams", "projects", "users"]
+# A required table missing: "warn" (the app at c5680a2 has 6 of the 11) or "fail".
+hivesync_missing_tables = "warn"
+# The backend's own health path (compose healthcheck, gate, rollback): upstream's /health.
+hivesync_backend_health_path = "/health"
 hivesync_health_timeout_s = 180
 # pg_dump (custom format, verified with pg_restore --list) before the backend image changes.
 hivesync_backup_dir = "/var/backups/hivesync"
 hivesync_keep_backups = 10
 
-# --- backend environment (non-secret; the plan's N.3 list) --------------------------------
-# BASE_URL is https://<hivesync_domain>; POSTGRES_HOST/REDIS_HOST are the compose services.
+# --- backend environment (non-secret: config.py's settings + the plan's N.3 list) ----------
+# BASE_URL is https://<hivesync_domain>, PORT is hivesync_backend_port; POSTGRES_HOST and
+# REDIS_HOST are the compose services.
 hivesync_backend_env = {
-    "PORT": 4000,
     "POSTGRES_HOST": "postgres",
     "POSTGRES_PORT": 5432,
     "POSTGRES_DB": "hivesync",
@@ -107,9 +141,11 @@ hivesync_backend_env = {
     "PREVIEW_MAX_TIMEOUT_MS": 8000,
     "LOG_LEVEL": "info",
     "R2_BUCKET": "hivesync-r2",
-    # public R2 URL for public assets; empty when none are used
-    "R2_PUBLIC_URL": "",
+    # public R2 URL for public assets (config.py's name); empty when none are used
+    "R2_PUBLIC_BASE_URL": "",
 }
+# R2_ENDPOINT (config.py); None: https://<R2_ACCOUNT_ID>.r2.cloudflarestorage.com
+hivesync_r2_endpoint = None
 
 # --- nginx + TLS -------------------------------------------------------------------------
 hivesync_nginx_site = "hivesync"
@@ -117,11 +153,19 @@ acme_webroot = "/var/www/acme"
 acme_staging = False
 nginx_listen_ipv6 = True
 hivesync_max_body = "25m"
-# Paths nginx refuses (403); the plan's N.8 "deny /internal/*".
-hivesync_denied_paths = ["/internal/"]
+# Paths nginx refuses (403); the plan's N.8 "deny /internal/*" (and /internal itself).
+hivesync_denied_paths = ["= /internal", "/internal/"]
+# nginx publishes this prefix (and the WebSocket paths), nothing else. The backend
+# serves at its root (/health, /auth/..., /projects), so the prefix is stripped:
+# https://<domain>/api/auth/register -> backend /auth/register.
+hivesync_api_prefix = "/api/"
+hivesync_strip_api_prefix = True
+# The public health URL path (through nginx): the external check and the workstation.
+hivesync_public_health_path = "/api/health"
 # WebSocket path(s) of the backend (proxied with the Upgrade headers; /api/ has them too).
+# Upstream c5680a2 has no WebSocket route yet.
 hivesync_websocket_paths = ["/ws/"]
-# After TLS: GET https://<domain><health path> from the machine running pyinfra.
+# After TLS: GET https://<domain><public health path> from the machine running pyinfra.
 hivesync_external_check = True
 # Address to connect to instead of resolving the domain (tests), and a CA file to trust.
 hivesync_external_address = None

@@ -16,7 +16,6 @@ test defaults, plus the few data items a `Demo` entry below adds (sample artifac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import secrets as token

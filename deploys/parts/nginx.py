@@ -18,7 +18,9 @@ Vhost data (one dict per public name):
      "websocket": True,                      # Upgrade/Connection headers, long timeouts
      "locations": [{"path": "/internal/", "deny": True},
                    {"path": "/old", "return": "301 /new"},
-                   {"path": "/api/", "upstream": "127.0.0.1:9000", "websocket": False}],
+                   {"path": "/api/", "upstream": "127.0.0.1:9000", "websocket": False},
+                   {"path": "/v1/", "strip_prefix": True}],   # /v1/x -> upstream's /x
+     "catch_all": False,                     # no `location /` proxy: only the locations (else 404)
      "cert": "/etc/letsencrypt/live/<name>/fullchain.pem",   # default
      "key": "/etc/letsencrypt/live/<name>/privkey.pem",      # default
      "max_body": "50m"}                      # optional client_max_body_size
@@ -47,8 +49,8 @@ BACKUP_DIR = "/var/backups/infra-nginx"
 _SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
 _SITE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _LOCATION = re.compile(r"^(=\s*|~\*?\s*|\^~\s*)?/[^\s{};]*$")
-_VHOST_KEYS = {"server_name", "upstream", "websocket", "locations", "cert", "key", "max_body"}
-_LOCATION_KEYS = {"path", "deny", "return", "upstream", "websocket"}
+_VHOST_KEYS = {"server_name", "upstream", "websocket", "locations", "cert", "key", "max_body", "catch_all"}
+_LOCATION_KEYS = {"path", "deny", "return", "upstream", "websocket", "strip_prefix"}
 
 
 def cert_paths(server_name: str, live_dir: str = "/etc/letsencrypt/live") -> tuple[str, str]:
@@ -76,6 +78,8 @@ def _normalise_location(loc: dict, where: str, problems: list[str]) -> dict:
         problems.append(f"{where}: location path {loc.get('path')!r} is not a valid nginx location")
     if loc.get("upstream"):
         _loopback_upstream(loc["upstream"], where, problems)
+    if loc.get("strip_prefix") and not str(loc.get("path", "")).startswith("/"):
+        problems.append(f"{where}: strip_prefix needs a plain prefix location, not {loc.get('path')!r}")
     if loc.get("return") is not None and not re.match(r"^\d{3}( \S+)?$", str(loc["return"])):
         problems.append(f"{where}: return {loc['return']!r} must be 'CODE' or 'CODE URL'")
     return {
@@ -84,6 +88,7 @@ def _normalise_location(loc: dict, where: str, problems: list[str]) -> dict:
         "return": loc.get("return"),
         "upstream": loc.get("upstream"),
         "websocket": loc.get("websocket"),
+        "strip_prefix": bool(loc.get("strip_prefix")),
     }
 
 
@@ -116,6 +121,7 @@ def normalise_vhosts(vhosts: list[dict], live_dir: str = "/etc/letsencrypt/live"
                 "cert": vhost.get("cert") or cert,
                 "key": vhost.get("key") or key,
                 "max_body": vhost.get("max_body"),
+                "catch_all": bool(vhost.get("catch_all", True)),
             }
         )
     if problems:

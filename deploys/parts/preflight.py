@@ -58,6 +58,17 @@ def capacity_problems(free_disk: dict[str, int | None], mem_mb: int | None, min_
     return problems
 
 
+def memory_problems(total_mb: int | None, available_mb: int | None, sized_mb: int, needed_mb: int) -> list[str]:
+    """Total memory against the plan's sizing of the machine (a "2 GB" VM reports a bit
+    less: the kernel keeps some), available memory against what the stack needs now."""
+    problems = []
+    if total_mb is not None and total_mb < sized_mb:
+        problems.append(f"only {total_mb} MiB memory installed; the plan sizes this host at >= {sized_mb} MiB")
+    if available_mb is not None and available_mb < needed_mb:
+        problems.append(f"only {available_mb} MiB memory available; the stack needs about {needed_mb} MiB")
+    return problems
+
+
 def port_problems(ports: dict[int, str | None], listeners: dict[int, list[str]]) -> list[str]:
     """A port is fine when free, or held only by its declared owner unit."""
     problems = []

@@ -1,6 +1,7 @@
 """deploys/hivesync.py: rendered compose / nginx vhost / wrangler.toml, config and
-secret checks, facts (container image, Alembic state), the sample backend's HMAC rule."""
+secret checks, facts (container image, Alembic state, tables), the sample backend."""
 
+import ast
 import json
 import os
 import runpy
@@ -15,17 +16,23 @@ import pytest
 from deploys import hivesync, secrets
 from deploys.errors import ConfigError, SecretsMissing
 from deploys.parts.nginx import render_site
-from facts.hivesync import AlembicAtHead, ContainerImage, parse_alembic
+from deploys.parts.preflight import memory_problems
+from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, missing_tables, parse_alembic, parse_schema
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests/apps/hivesync"
 PLAN_TABLES = {"preview_jobs", "ai_doc_jobs", "worker_nodes", "worker_heartbeats", "audit_logs", "notifications",
                "tasks", "attachments", "teams", "projects", "users"}
+# The plan's N.3 names, with the R2 ones as the app reads them (backend/app/config.py at
+# c5680a2: R2_ACCESS_KEY, R2_SECRET_KEY, R2_PUBLIC_BASE_URL; R2_ENDPOINT derived).
 PLAN_BACKEND_VARS = {"PORT", "BASE_URL", "JWT_SECRET", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER",
                      "POSTGRES_PASSWORD", "REDIS_HOST", "REDIS_PORT", "EMAIL_PROVIDER", "RESEND_API_KEY", "AI_PRIMARY",
                      "AI_MODEL", "OPENAI_API_KEY", "LOCAL_AI_ENABLED", "LOCAL_AI_MODEL_PATH", "PREVIEW_MAX_TIMEOUT_MS",
-                     "LOG_LEVEL", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET",
-                     "R2_PUBLIC_URL", "WORKER_CALLBACK_SECRET"}
+                     "LOG_LEVEL", "R2_ACCOUNT_ID", "R2_ACCESS_KEY", "R2_SECRET_KEY", "R2_BUCKET",
+                     "R2_PUBLIC_BASE_URL", "WORKER_CALLBACK_SECRET"}
+# config.py's secrets whose defaults are placeholders
+APP_SECRETS = {"POSTGRES_PASSWORD", "JWT_SECRET", "API_TOKEN_PEPPER", "SESSION_SECRET", "DEVICE_TOKEN_SECRET",
+               "WORKER_CALLBACK_SECRET", "PREVIEW_TOKEN_SECRET", "PREVIEW_DEVICE_CONTEXT_SECRET", "LZ_WEBHOOK_SECRET"}
 
 
 class Data(dict):
@@ -47,19 +54,30 @@ def test_defaults_are_valid():
 
 def test_every_variable_of_the_plan_is_data_a_secret_or_generated():
     d = data()
-    names = set(hivesync.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
+    names = (set(hivesync.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
+             | set(d.hivesync_optional_secrets))
     assert PLAN_BACKEND_VARS <= names, PLAN_BACKEND_VARS - names
     assert hivesync.backend_env(d)["BASE_URL"] == "https://hivesync.example.com"
-    assert set(d.hivesync_generated_secrets) == {"POSTGRES_PASSWORD", "JWT_SECRET"}
+    assert hivesync.backend_env(d)["PORT"] == "4000"
+    # every secret of the app's own is generated or required: none keeps its placeholder
+    assert APP_SECRETS <= set(d.required_secrets) | set(d.hivesync_generated_secrets)
+
+
+def test_r2_endpoint_is_derived_from_the_account_unless_set():
+    assert hivesync.r2_endpoint(data(), "abc") == "https://abc.r2.cloudflarestorage.com"
+    assert hivesync.r2_endpoint(data(hivesync_r2_endpoint="https://x.example"), "abc") == "https://x.example"
 
 
 def test_the_linode_is_ubuntu_2204_with_2gb_and_the_plans_firewall():
     d = data()
     assert d.supported_os == {"ubuntu": ["22.04"]}
-    assert d.hivesync_min_memory_mb == 2048
+    assert d.hivesync_min_memory_mb == 1800  # MemTotal of a 2 GB Linode is ~1970 MiB
     assert d.firewall_allow_tcp == [22, 80, 443]
-    assert hivesync.memory_problem(1500, 2048).startswith("only 1500 MiB")
-    assert hivesync.memory_problem(4000, 2048) is None
+    # a 2 GB Linode reports ~1970 MiB total: it passes; available memory is checked against the stack's need
+    assert memory_problems(1970, 1500, d.hivesync_min_memory_mb, d.hivesync_stack_memory_mb) == []
+    assert memory_problems(990, 1500, 1800, 768) == ["only 990 MiB memory installed; the plan sizes this host at >= "
+                                                     "1800 MiB"]
+    assert memory_problems(1970, 500, 1800, 768) == ["only 500 MiB memory available; the stack needs about 768 MiB"]
 
 
 def test_every_config_problem_is_reported_together():
@@ -80,9 +98,9 @@ def test_missing_and_placeholder_secrets_are_named_in_one_message():
     with pytest.raises(SecretsMissing) as err:
         secrets.check_required({"hivesync": data().required_secrets}, values)
     text = str(err.value)
-    for name in ("RESEND_API_KEY", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "WORKER_CALLBACK_SECRET"):
+    for name in ("R2_ACCOUNT_ID", "R2_ACCESS_KEY", "R2_SECRET_KEY", "WORKER_CALLBACK_SECRET"):
         assert name in text
-    assert "OPENAI_API_KEY" not in text
+    assert "OPENAI_API_KEY" not in text and "RESEND_API_KEY" not in text  # optional: the app does not read them
 
 
 def test_stack_publishes_on_loopback_only_with_volumes_and_healthchecks():
@@ -99,6 +117,31 @@ def test_stack_publishes_on_loopback_only_with_volumes_and_healthchecks():
     assert doc["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD}"
     unpublished = hivesync.stack(data(hivesync_postgres_port=None, hivesync_redis_port=None))["services"]
     assert "ports" not in unpublished["postgres"] and "ports" not in unpublished["redis"]
+
+
+def test_one_port_setting_drives_the_command_the_container_and_the_healthcheck():
+    backend = hivesync.stack(data(hivesync_backend_port=5000))["services"]["backend"]
+    assert backend["ports"] == ["127.0.0.1:5000:5000"]
+    assert backend["command"] == ["uvicorn", "backend.app.main:app", "--host", "0.0.0.0", "--port", "5000"]
+    assert "http://127.0.0.1:5000/health" in backend["healthcheck"]["test"][1]
+    assert hivesync.backend_env(data(hivesync_backend_port=5000))["PORT"] == "5000"
+    default = hivesync.stack(data())["services"]["backend"]
+    assert default["command"][-1] == "4000" and "http://127.0.0.1:4000/health" in default["healthcheck"]["test"][1]
+
+
+def test_port_command_and_path_knobs_that_would_drift_are_refused():
+    with pytest.raises(ConfigError) as err:
+        hivesync.check_config(data(hivesync_backend_command=["uvicorn", "x:app", "--port", "4000"],
+                                   hivesync_backend_env={**data().hivesync_backend_env, "PORT": 4000},
+                                   hivesync_public_health_path="/health", hivesync_missing_tables="maybe",
+                                   hivesync_migrations="flyway"))
+    text = str(err.value)
+    for part in ("must pass {port}", "PORT comes from hivesync_backend_port", "is not under hivesync_api_prefix",
+                 "hivesync_missing_tables 'maybe'", "hivesync_migrations 'flyway'"):
+        assert part in text, part
+    with pytest.raises(ConfigError, match="needs hivesync_backend_command"):
+        hivesync.check_config(data(hivesync_backend_command=None, hivesync_backend_port=5000))
+    hivesync.check_config(data(hivesync_backend_command=None))  # the image's CMD on 4000
 
 
 def test_compose_v2_accepts_the_rendered_file(tmp_path):
@@ -121,14 +164,21 @@ def test_compose_v2_accepts_the_rendered_file(tmp_path):
             assert port["host_ip"] == "127.0.0.1"
 
 
-def test_nginx_vhost_redirects_proxies_api_and_websocket_and_denies_internal():
+def test_nginx_vhost_publishes_api_without_prefix_and_websocket_only_and_denies_internal():
     site = render_site("hivesync", hivesync.vhosts(data()), "/var/www/acme", tls_names=["hivesync.example.com"])
     assert "return 301 https://hivesync.example.com$request_uri;" in site
-    internal = site.split("location /internal/ {")[1].split("}")[0]
-    assert "deny all;" in internal
+    for path in ("= /internal", "/internal/"):
+        assert "deny all;" in site.split(f"location {path} {{")[1].split("}")[0], path
     api = site.split("location /api/ {")[1].split("}")[0]
-    assert "proxy_pass http://127.0.0.1:4000;" in api and "proxy_set_header Upgrade $http_upgrade;" in api
-    assert "location /ws/ {" in site
+    # the trailing slash: nginx replaces /api/ with / (the backend serves at its root)
+    assert "proxy_pass http://127.0.0.1:4000/;" in api and "proxy_set_header Upgrade $http_upgrade;" in api
+    ws = site.split("location /ws/ {")[1].split("}")[0]
+    assert "proxy_pass http://127.0.0.1:4000;" in ws
+    https = site.split("listen 443")[1]
+    assert "return 404;" in https.split("location / {")[1].split("}")[0]  # no /docs in public
+    kept = render_site("hivesync", hivesync.vhosts(data(hivesync_strip_api_prefix=False)), "/var/www/acme",
+                       tls_names=["hivesync.example.com"])
+    assert "proxy_pass http://127.0.0.1:4000;" in kept.split("location /api/ {")[1].split("}")[0]
     bootstrap = render_site("hivesync", hivesync.vhosts(data()), "/var/www/acme", tls_names=[])
     assert "listen 443" not in bootstrap and "return 503;" in bootstrap
 
@@ -192,27 +242,28 @@ def test_alembic_state():
                                                          heads=["alembic", "heads"])
 
 
-def test_initial_migration_creates_every_table_of_the_plan():
-    text = (APPS / "backend/alembic/versions/0001_initial.py").read_text()
-    created = {line.split('"')[1] for line in text.splitlines() if "op.create_table(" in line}
-    assert created == PLAN_TABLES
+def test_schema_fact_and_missing_tables():
+    assert parse_schema(["__hivesync_schema__", "alembic_ini no", "tables users teams"]) == {
+        "alembic": False, "tables": ["teams", "users"]}
+    assert parse_schema(["__hivesync_schema__", "alembic_ini yes", "tables ?"]) == {"alembic": True, "tables": None}
+    assert parse_schema(["__hivesync_schema__", "tables "]) == {"alembic": None, "tables": []}
+    command = DatabaseSchema().command(backend="b", postgres="p", user="u", db="d", alembic_ini="alembic.ini")
+    assert "docker exec b test -f alembic.ini" in command and "pg_tables" in command
+    assert missing_tables(sorted(PLAN_TABLES), ["users", "teams"])[:2] == ["ai_doc_jobs", "attachments"]
 
 
-def test_sample_backend_hmac_rule():
-    import hashlib
-    import hmac
-
-    sys.path.insert(0, str(APPS / "backend"))
-    try:
-        from callbacks import verify_callback
-    finally:
-        sys.path.remove(str(APPS / "backend"))
-    body, now = b'{"id": 1}', 1_700_000_000
-    good = hmac.new(b"s3cret", f"{now}.".encode() + body, hashlib.sha256).hexdigest()
-    assert verify_callback("s3cret", str(now), good, body, now + 10) is None
-    assert verify_callback("s3cret", str(now), good, body, now + 301) == "stale timestamp"
-    assert verify_callback("other", str(now), good, body, now) == "bad signature"
-    assert verify_callback("s3cret", "x", good, body, now) == "missing or malformed timestamp"
+def test_sample_backend_is_upstreams_shape():
+    """Root routes, /health {"ok": true}, create_all of upstream's 14 tables (6 of the
+    plan's 11), no Alembic, uvicorn's command line."""
+    text = (APPS / "backend/app.py").read_text()
+    assert "c5680a2" in text and not (APPS / "backend/alembic.ini").exists()
+    keys = {node.targets[0].id: {k.value for k in node.value.keys}
+            for node in ast.parse(text).body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and isinstance(node.targets[0], ast.Name)}
+    assert PLAN_TABLES & keys["TABLES"] == {"audit_logs", "notifications", "tasks", "teams", "projects", "users"}
+    assert len(keys["TABLES"]) == 14 and keys["SECRET_DEFAULTS"] == APP_SECRETS
+    dockerfile = (APPS / "Dockerfile.backend").read_text()
+    assert 'CMD ["uvicorn", "backend.app.main:app", "--host", "0.0.0.0", "--port", "4000"]' in dockerfile
 
 
 class StrictData(dict):
@@ -233,15 +284,18 @@ def test_workstation_config_needs_no_server_knobs():
     hivesync.check_config(StrictData({**values, "hivesync_role": "workstation"}))
 
 
-def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_after_a_migration(monkeypatch):
+def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_when_the_database_changed(monkeypatch):
     monkeypatch.setattr(hivesync, "detected_cli", lambda: "docker compose")
     backup = hivesync.backup_command(data(), "20250101T000000", {"running_id": "sha256:a", "running_name": "img:1"})
     text = backup.get_raw_value()
     assert "pg_dump -U hivesync -d hivesync -Fc > /var/backups/hivesync/hivesync-20250101T000000.dump.tmp" in text
     assert text.index("pg_restore --list") < text.index("mv /var/backups")  # verified before it counts
     assert "SELECT version_num FROM alembic_version" in text and "/opt/hivesync/.previous-image" in text
+    assert "information_schema.columns" in text  # the schema fingerprint: create_all has no revision
+    assert "cp -p /opt/hivesync/.env.production /opt/hivesync/.env.production.previous" in text
     rollback = hivesync.rollback_command(data(), "why").get_raw_value()
-    assert 'if [ "${now_rev:--}" != "$prev_rev" ]' in rollback
+    assert 'if [ "$now_state" != "$prev_state" ]' in rollback
+    assert "cp -p /opt/hivesync/.env.production.previous /opt/hivesync/.env.production" in rollback
     assert rollback.index("docker stop hivesync-backend") < rollback.index("DROP SCHEMA public CASCADE") < rollback.index("up -d")
     # the dump is extracted in full before the DROP, and the restore is one transaction
     assert rollback.index('pg_restore -f - < "$dump" > "$sql" &&') < rollback.index("DROP SCHEMA")

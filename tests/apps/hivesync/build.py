@@ -5,9 +5,9 @@
 No registry is reachable in tests: the stack's images are replaced (through test data) by
 local images built FROM the harness's cached Debian 12 base:
 
-* `hivesync-sample-backend:<hash>`: the sample backend on a busybox + python3 rootfs (backend/: Alembic migration of the
-  plan's tables, /api/health, WebSocket, /internal/, HMAC callbacks);
-* `hivesync-sample-backend-broken:<hash>`: the same with a failing /api/health (rollback);
+* `hivesync-sample-backend:<hash>`: the sample backend on a busybox + python3 rootfs (backend/: upstream
+  c5680a2's root routes, /health, create_all, no Alembic; see backend/app.py);
+* `hivesync-sample-backend-broken:<hash>`: the same, adding a table and failing /health (rollback);
 * `hivesync-standin-redis:<hash>`: Debian's redis-server (busybox rootfs);
 * postgres: the Archon tests' stand-in (Debian's PostgreSQL 15), shared.
 """
@@ -28,7 +28,7 @@ from tests.harness.image import ensure_image, image_exists
 HERE = Path(__file__).resolve().parent
 RECIPES = {
     "backend": ("Dockerfile.backend", ["../archon/rootfs.sh", "slim.sh", "backend"]),
-    "broken": ("Dockerfile.broken", ["broken"]),
+    "broken": ("Dockerfile.broken", []),
     "redis": ("Dockerfile.redis", ["../archon/rootfs.sh", "slim.sh", "redis-entrypoint.sh"]),
 }
 NAMES = {"backend": "hivesync-sample-backend", "broken": "hivesync-sample-backend-broken",

@@ -17,10 +17,9 @@ copy() {  # PATH...: files (as they are) and every shared library they load
 }
 export DEBIAN_FRONTEND=noninteractive
 if [ "$kind" = backend ]; then
-    apt-get install -y -qq --no-install-recommends python3-sqlalchemy python3-psycopg2 alembic >/dev/null
+    apt-get install -y -qq --no-install-recommends python3-sqlalchemy python3-psycopg2 >/dev/null
     cp -a --parents /usr/lib/python3/dist-packages $R
     find /usr/lib/python3/dist-packages -name '*.so' | while read -r so; do copy "$so"; done
-    cp -a /usr/bin/alembic $R/usr/bin/alembic
 else
     apt-get install -y -qq --no-install-recommends redis-server >/dev/null
     copy /usr/bin/redis-server "$(readlink -f /usr/bin/redis-server)" /usr/bin/redis-cli

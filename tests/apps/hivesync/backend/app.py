@@ -1,136 +1,163 @@
-"""Sample HiveSync backend: behaves like the real FastAPI backend where the deploy touches it.
+"""Sample HiveSync backend: the real one (quirky14-dev/HiveSync at c5680a2) wherever the
+deploy touches it. Derived from, at that commit:
 
-- `alembic upgrade head` runs before serving (entrypoint.sh), against PostgreSQL built from
-  POSTGRES_HOST/PORT/DB/USER/PASSWORD (the plan's variables);
-- GET /api/health: JSON with the database (SELECT 1 + Alembic revision) and redis (PING);
-- WebSocket echo on /ws/ and /api/ws (RFC 6455 handshake, text frames);
-- /internal/*: answers 200 here, so a 403 through nginx proves nginx denies it;
-- POST /api/v1/workers/callback: HMAC-SHA256 over "<timestamp>.<body>" with
-  WORKER_CALLBACK_SECRET (headers X-HiveSync-Timestamp, X-HiveSync-Signature), rejects a
-  bad signature or a timestamp more than CALLBACK_MAX_SKEW_S (300) away; accepted callbacks
-  land in audit_logs;
-- SAMPLE_BROKEN=1 (the "broken image" of the rollback test): /api/health answers 500.
+- Dockerfile: `CMD ["uvicorn", "backend.app.main:app", "--host", "0.0.0.0", "--port",
+  "4000"]`, WORKDIR /app, no alembic.ini copied (there is none in the repository). The
+  port comes from the command line only: PORT in the environment changes nothing. Here
+  `uvicorn` is a shim (backend/uvicorn) that takes the same arguments and runs this file.
+- backend/app/main.py: routes at the ROOT (no /api prefix); `GET /health` answers
+  `{"ok": true, "service": "hivesync-backend", "slice": "core"}` without touching the
+  database; the lifespan runs `init_db()` before serving, and a failing start exits.
+- backend/app/db.py: `Base.metadata.create_all` at start-up (no Alembic, no
+  alembic_version table), these 14 tables: users, teams, team_members, projects, tasks,
+  comments, notifications, preview_sessions, ai_jobs, workers, audit_logs,
+  session_tokens, refresh_tokens, dead_letters (6 of the plan's 11 N.7.2 tables).
+- backend/app/routers.py: `POST /auth/register` (409 when the e-mail is taken, a token
+  pair otherwise), `/projects`, ...; FastAPI's `/docs` and `/openapi.json`. No WebSocket
+  route, no worker callback route, no /internal route (404 like any unknown path).
+- backend/app/config.py: the settings it reads (POSTGRES_*, REDIS_*, JWT_SECRET,
+  API_TOKEN_PEPPER, SESSION_SECRET, DEVICE_TOKEN_SECRET, WORKER_CALLBACK_SECRET,
+  PREVIEW_TOKEN_SECRET, PREVIEW_DEVICE_CONTEXT_SECRET, LZ_WEBHOOK_SECRET, R2_BUCKET,
+  R2_ACCESS_KEY, R2_SECRET_KEY, R2_ACCOUNT_ID, R2_ENDPOINT, R2_PUBLIC_BASE_URL, ...).
+  `GET /_standin/settings` (stand-in only) tells which of its secrets are still at
+  config.py's placeholder default, by name, so a test can prove the env reached it.
+
+SAMPLE_BROKEN=1 (the rollback test's bad release): its create_all adds one more table
+(`preview_priorities`) and then /health answers 500.
 
 stdlib + SQLAlchemy/psycopg2 (Debian packages in the image); no FastAPI needed.
 """
 
-import base64
 import hashlib
 import json
 import os
+import secrets
 import signal
-import socket
 import sys
-import struct
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import create_engine, text
 
-from callbacks import verify_callback
-
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BROKEN = os.environ.get("SAMPLE_BROKEN") == "1"
+# config.py's secrets and their placeholder defaults.
+SECRET_DEFAULTS = {
+    "POSTGRES_PASSWORD": "REPLACE_ME",
+    "API_TOKEN_PEPPER": "REPLACE_ME_WITH_LONG_RANDOM_STRING",
+    "JWT_SECRET": "REPLACE_ME_WITH_LONG_RANDOM_STRING",
+    "SESSION_SECRET": "REPLACE_ME_FOR_BROWSER_SESSIONS",
+    "DEVICE_TOKEN_SECRET": "REPLACE_ME_WITH_LONG_RANDOM_STRING",
+    "WORKER_CALLBACK_SECRET": "REPLACE_ME_WITH_LONG_RANDOM_STRING",
+    "PREVIEW_TOKEN_SECRET": "REPLACE_ME_WITH_LONG_RANDOM_STRING",
+    "PREVIEW_DEVICE_CONTEXT_SECRET": "REPLACE_ME",
+    "LZ_WEBHOOK_SECRET": "REPLACE_ME",
+}
+R2_SETTINGS = ("R2_BUCKET", "R2_ACCESS_KEY", "R2_SECRET_KEY", "R2_ACCOUNT_ID", "R2_ENDPOINT", "R2_PUBLIC_BASE_URL")
+_ID = "id UUID PRIMARY KEY"
+TABLES = {
+    "users": f"{_ID}, email VARCHAR(320) UNIQUE NOT NULL, username VARCHAR(64) UNIQUE, password_hash VARCHAR(255), "
+             "created_at TIMESTAMPTZ, tier VARCHAR(16)",
+    "teams": f"{_ID}, name VARCHAR(120) UNIQUE, created_at TIMESTAMPTZ",
+    "team_members": f"{_ID}, team_id UUID REFERENCES teams(id) ON DELETE CASCADE, "
+                    "user_id UUID REFERENCES users(id) ON DELETE CASCADE, role VARCHAR(16)",
+    "projects": f"{_ID}, team_id UUID REFERENCES teams(id) ON DELETE CASCADE, name VARCHAR(160), description TEXT",
+    "tasks": f"{_ID}, project_id UUID REFERENCES projects(id) ON DELETE CASCADE, title VARCHAR(200)",
+    "comments": f"{_ID}, task_id UUID REFERENCES tasks(id) ON DELETE CASCADE, body TEXT",
+    "notifications": f"{_ID}, user_id UUID REFERENCES users(id) ON DELETE CASCADE, type VARCHAR(64), data JSON",
+    "preview_sessions": f"{_ID}, preview_id VARCHAR(128) UNIQUE, status VARCHAR(16)",
+    "ai_jobs": f"{_ID}, job_type VARCHAR(64), status VARCHAR(16), params JSON",
+    "workers": f"{_ID}, worker_id VARCHAR(128) UNIQUE, kind VARCHAR(64), last_heartbeat_at TIMESTAMPTZ",
+    "audit_logs": f"{_ID}, event_type VARCHAR(80), metadata_ JSON, created_at TIMESTAMPTZ",
+    "session_tokens": "token VARCHAR(64) PRIMARY KEY, user_id UUID REFERENCES users(id) ON DELETE CASCADE",
+    "refresh_tokens": f"{_ID}, user_id UUID REFERENCES users(id) ON DELETE CASCADE, token_hash VARCHAR(255) UNIQUE",
+    "dead_letters": f"{_ID}, task_name VARCHAR(200), queue VARCHAR(120), error_message TEXT",
+}
+if BROKEN:
+    TABLES["preview_priorities"] = f"{_ID}, preview_id VARCHAR(128), priority INTEGER"
 
 
 def database_url() -> str:
-    e = os.environ
-    return (f"postgresql+psycopg2://{e['POSTGRES_USER']}:{e['POSTGRES_PASSWORD']}@{e['POSTGRES_HOST']}:"
-            f"{e.get('POSTGRES_PORT', '5432')}/{e['POSTGRES_DB']}")
+    """config.py's database_url (postgresql+asyncpg there; psycopg2 here)."""
+    e = os.environ.get
+    return (f"postgresql+psycopg2://{e('POSTGRES_USER', 'hivesync')}:{e('POSTGRES_PASSWORD', 'REPLACE_ME')}"
+            f"@{e('POSTGRES_HOST', 'postgres')}:{e('POSTGRES_PORT', '5432')}/{e('POSTGRES_DB', 'hivesync')}")
 
 
 ENGINE = create_engine(database_url(), pool_pre_ping=True)
 
 
-def redis_ping() -> str:
-    try:
-        with socket.create_connection((os.environ["REDIS_HOST"], int(os.environ.get("REDIS_PORT", "6379"))), 2) as s:
-            s.sendall(b"PING\r\n")
-            return "ok" if s.recv(64).startswith(b"+PONG") else "bad answer"
-    except OSError as exc:
-        return f"error: {exc}"
+def init_db() -> None:
+    """db.py's init_db: create_all (CREATE TABLE for the missing ones only)."""
+    with ENGINE.begin() as conn:
+        for name, columns in TABLES.items():
+            conn.execute(text(f"CREATE TABLE IF NOT EXISTS {name} ({columns})"))
 
 
-def db_state() -> tuple[str, str | None]:
-    try:
-        with ENGINE.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        return "ok", revision
-    except Exception as exc:  # noqa: BLE001
-        return f"error: {type(exc).__name__}", None
+def _pepper_hash(password: str) -> str:
+    pepper = os.environ.get("API_TOKEN_PEPPER", SECRET_DEFAULTS["API_TOKEN_PEPPER"])
+    return hashlib.sha256((pepper + password).encode()).hexdigest()
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def answer(self, status: int, body: dict) -> None:
-        raw = json.dumps(body).encode()
+    def answer(self, status: int, body, content_type: str = "application/json") -> None:
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
-        if self.headers.get("Upgrade", "").lower() == "websocket" and path in ("/ws/", "/api/ws"):
-            return self.websocket()
-        if path == "/api/health":
-            db, revision = db_state()
-            redis = redis_ping()
-            ok = db == "ok" and redis == "ok" and not BROKEN
-            return self.answer(200 if ok else 500, {"status": "ok" if ok else "unhealthy", "db": db,
-                                                    "redis": redis, "revision": revision, "broken": BROKEN})
-        if path.startswith("/internal/"):
-            return self.answer(200, {"internal": True, "path": path})
-        return self.answer(200 if path.startswith("/api/") else 404, {"service": "hivesync-backend", "path": path})
+        if path == "/health":
+            if BROKEN:
+                return self.answer(500, {"detail": "Internal Server Error"})
+            return self.answer(200, {"ok": True, "service": "hivesync-backend", "slice": "core"})
+        if path == "/docs":
+            return self.answer(200, "<html><title>HiveSync Backend (core) - Swagger UI</title></html>", "text/html")
+        if path == "/openapi.json":
+            return self.answer(200, {"openapi": "3.1.0", "info": {"title": "HiveSync Backend (core)"}})
+        if path == "/_standin/settings":
+            env = os.environ
+            return self.answer(200, {
+                "placeholder_secrets": sorted(k for k, v in SECRET_DEFAULTS.items() if env.get(k, v) == v),
+                "r2": {k: bool(env.get(k)) for k in R2_SETTINGS},
+            })
+        return self.answer(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path != "/api/v1/workers/callback":
-            return self.answer(404, {"error": "not found"})
-        problem = verify_callback(os.environ.get("WORKER_CALLBACK_SECRET", ""),
-                                  self.headers.get("X-HiveSync-Timestamp", ""),
-                                  self.headers.get("X-HiveSync-Signature", ""), body, time.time())
-        if problem:
-            return self.answer(401, {"accepted": False, "error": problem})
+        if self.path.split("?")[0] != "/auth/register":
+            return self.answer(404 if self.path.split("?")[0] != "/health" else 405, {"detail": "Not Found"})
+        try:
+            data = json.loads(body or b"{}")
+            email, password = str(data["email"]), str(data["password"])
+        except (ValueError, KeyError):
+            return self.answer(422, {"detail": "email and password are required"})
+        if "@" not in email or len(password) < 8:
+            return self.answer(422, {"detail": "invalid email or password too short"})
         with ENGINE.begin() as conn:
-            conn.execute(text("INSERT INTO audit_logs (action, detail) VALUES ('worker_callback', :d)"),
-                         {"d": body.decode("utf-8", "replace")})
-        return self.answer(200, {"accepted": True})
-
-    def websocket(self) -> None:
-        key = self.headers.get("Sec-WebSocket-Key", "")
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.end_headers()
-        self.wfile.flush()
-        while True:
-            head = self.rfile.read(2)
-            if len(head) < 2:
-                return
-            opcode, length = head[0] & 0x0F, head[1] & 0x7F
-            if length == 126:
-                length = struct.unpack(">H", self.rfile.read(2))[0]
-            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
-            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
-            if opcode == 8:
-                return
-            self.wfile.write(bytes([0x81, len(data)]) + data)
-            self.wfile.flush()
+            if conn.execute(text("SELECT 1 FROM users WHERE email = :e"), {"e": email}).first():
+                return self.answer(409, {"detail": "Email already registered"})
+            conn.execute(text("INSERT INTO users (id, email, password_hash, tier, created_at) "
+                              "VALUES (gen_random_uuid(), :e, :h, 'Free', now())"),
+                         {"e": email, "h": _pepper_hash(password)})
+        return self.answer(200, {"access_token": secrets.token_urlsafe(24), "token_type": "bearer",
+                                 "expires_in_seconds": 900, "refresh_token": secrets.token_urlsafe(24)})
 
     def log_message(self, fmt, *args) -> None:
         print(f"{self.address_string()} {fmt % args}", flush=True)
 
 
-if __name__ == "__main__":
+def serve(host: str, port: int) -> None:
     # PID 1 in its container: without a handler SIGTERM is ignored and `docker stop` waits 10 s.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        init_db()
+    except Exception as exc:  # noqa: BLE001 - uvicorn: "Application startup failed. Exiting."
+        print(f"ERROR: Application startup failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(3)
     ThreadingHTTPServer.daemon_threads = True
-    port = int(os.environ.get("PORT", "4000"))
-    print(f"hivesync sample backend on :{port}", flush=True)
-    ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+    print(f"INFO: Uvicorn running on http://{host}:{port}", flush=True)
+    ThreadingHTTPServer((host, port), Handler).serve_forever()

@@ -1,4 +1,5 @@
-# Runs ON the Archon host (python3 -c, stdlib only), put there by deploys/archon.py:
+# Runs ON the host (python3 -c, stdlib only), sent by deploys/parts/generated_env.py
+# (archon, hivesync):
 #   check SPEC  -> prints {"ok", "missing", "stale", "carried", "error"} (names only, never values)
 #   apply SPEC  -> generates the missing secrets once, then writes the stack's env file
 # SPEC (JSON): generated/user/target paths, random secrets (name -> bytes), the JWTs to
