@@ -79,3 +79,12 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Releases (deploys/parts/releases.py; youtube today): list them, or go back to the previous
+# one (TO=<id or prefix> for another kept one), code and data.
+.PHONY: releases rollback
+releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=releases
+
+rollback: setup  ## DEPLOY back to the previous release (TO=<id>), with the database of that release
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=rollback $(if $(TO),--data release_to=$(TO))

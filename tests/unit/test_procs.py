@@ -40,7 +40,8 @@ from facts.procs import (
     procs_spec,
 )
 
-FAMILY = "test-instance:/tmp/x:web"
+# Unique per run: other checkouts may run this suite at the same time on one machine.
+FAMILY = f"test-instance-{os.getpid()}:/tmp/x:web"
 
 
 def free_port() -> int:
