@@ -244,6 +244,10 @@ def render_unit(spec: ProcSpec, data, after: tuple[str, ...] = ()) -> str:
         marker=f"INFRA_PROC={spec.marker('systemd')}",
         env=[f"{k}={v}" for k, v in sorted(spec.env.items())],
         exec_start=systemd_exec_quote(exec_line),
+        log_max_bytes=spec.log_max_bytes,
+        rotate=systemd_exec_quote(
+            f"[ $(stat -c %s {q(spec.log)} 2>/dev/null || echo 0) -le {spec.log_max_bytes} ] || mv -f {q(spec.log)} {q(spec.log + '.1')}"
+        ),
         restart=data.youtube_restart,
         restart_sec=int(data.youtube_restart_sec),
         stop_timeout_s=int(data.youtube_stop_timeout_s),

@@ -198,7 +198,7 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
             _say(host_, f"data backed up to {backup}")
 
     def rollback(reason: str, data_touched: bool) -> bool:
-        _say(host_, f"FAILED: {reason}")
+        _say(host_, f"FAILED: {reason.splitlines()[0] if reason else ''}")
         for c in reversed(changes):
             _step(host_, f"{c.name} (new release) stopped", c.stop)
         for c in changes:

@@ -138,6 +138,8 @@ def test_user_units_always_restart_start_at_login_and_log_in_the_prod_dir():
     assert 'ExecStart=/bin/sh -c "exec sh ./.infra-run"' in frontend
     assert f'PATH={HOME}/.nvm/versions/node/v20/bin:"$PATH"; export PATH\n' in run_script(d, lay, "frontend")
     assert "TimeoutStopSec=15" in backend
+    # the log is size-capped before each start (20 MiB by default)
+    assert f"ExecStartPre=/bin/sh -c \"[ $$(stat -c %%s {lay.prod}/backend.log 2>/dev/null || echo 0) -le 20971520 ]" in backend
 
 
 def test_exec_quoting_survives_systemd_unescaping():
