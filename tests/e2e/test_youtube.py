@@ -86,18 +86,24 @@ def pidfile(host, name: str) -> int | None:
 
 def instances(host, port: int) -> int:
     """How many servers of user yt serve `port` (uvicorn, or server.py under its launcher)."""
-    out = host.exec(f"pgrep -u {USER} -f -- '(--port|server.py .*-p) {port}$' || true").stdout
+    out = host.exec(f"pgrep -u {USER} -f -- '(--port|^python3 server.py .*-p) {port}$' || true").stdout
     return len(out.split())
 
 
-def parent(host, pid: int) -> int:
-    return int(host.exec(f"ps -o ppid= -p {pid}").stdout.strip())
+def ancestors(host, pid: int) -> list[int]:
+    """pid's parent, grandparent, ... up to (not including) PID 1."""
+    out = []
+    while True:
+        pid = int(host.exec(f"ps -o ppid= -p {pid}").stdout.strip() or 1)
+        if pid <= 1:
+            return out
+        out.append(pid)
 
 
 def served_by(host, name: str, port: int) -> bool:
-    """The PID file names the listener, or (frontend) the launcher whose child listens."""
+    """The PID file names the listener, or (frontend) the launcher whose descendant listens."""
     pid, listener = pidfile(host, name), listener_pid(host, port)
-    return bool(pid and listener) and (pid == listener or parent(host, listener) == pid)
+    return bool(pid and listener) and (pid == listener or pid in ancestors(host, listener))
 
 
 def bound_address(host, port: int) -> str:
@@ -265,9 +271,10 @@ def test_env_files_are_private_and_hold_the_operators_values(yt):
 
 
 def test_pid_files_logs_and_processes_belong_to_the_user(yt):
-    # the frontend is a tree, as with npm: the PID file names the launcher, its child listens
+    # the frontend is a tree, as npm -> sh -c "next start" -> next-server: the PID file names
+    # the launcher, a descendant listens
     launcher, server = pidfile(yt, "frontend"), listener_pid(yt, 3001)
-    assert launcher != server and parent(yt, server) == launcher
+    assert launcher != server and launcher in ancestors(yt, server)
     assert "launch.py start" in yt.exec(f"cat /proc/{launcher}/cmdline | tr '\\0' ' '").stdout
     assert int(yt.exec(f"ps -o pgid= -p {server}").stdout) == launcher  # one group: stop signals the tree
     assert pidfile(yt, "backend") == listener_pid(yt, 8001)

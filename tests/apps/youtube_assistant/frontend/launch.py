@@ -5,7 +5,7 @@ production runs `npm start` = `next start`: npm (the PID a PID file or systemd s
 the script through `sh -c`, and the listening socket belongs to the child `next-server`,
 not to npm. This launcher keeps that shape so the deploy's process-group handling (stop
 the whole tree, no orphaned server) is exercised: `python3 launch.py start -- ARGS` runs
-`sh -c "<scripts.start> ARGS"`. SIGTERM/SIGINT are passed to the child and, as npm does,
+`sh -c "<scripts.start> ARGS"` (launcher -> sh -> server, like npm -> sh -> next-server). SIGTERM/SIGINT are passed to the child and, as npm does,
 the launcher then exits 0 (a clean exit that `Restart=on-failure` would not restart).
 """
 
