@@ -168,3 +168,22 @@ def test_first_word(command, word):
 def test_digest_is_stable_and_sensitive():
     assert digest("a", {"x": 1, "y": 2}) == digest("a", {"y": 2, "x": 1})
     assert digest("a", [1]) != digest("a", [2])
+
+
+def test_interpreter_preflight_asks_for_the_version_the_app_needs():
+    from deploys.youtube import Context, interpreter_problems, version_tuple
+
+    d = data()
+    ctx = Context(d, {}, layout(d), proc_specs(d, layout(d)))
+    old = {"path": "/usr/bin/python3", "version": "3.9.2", "requested": "python3", "source": "default"}
+    (problem,) = interpreter_problems(ctx, old)
+    assert "needs Python 3.11+ (datetime.UTC), but /usr/bin/python3 is 3.9.2: set youtube_python" in problem
+    assert interpreter_problems(ctx, {**old, "version": "3.13.1"}) == []
+    assert "does not run" in interpreter_problems(ctx, {"path": None, "requested": "python3.13"})[0]
+    assert version_tuple("3.11") < version_tuple("3.11.2") < version_tuple("3.13")
+    with pytest.raises(ConfigError, match="youtube_python_min"):
+        check_config(data(youtube_python_min=3.11))
+    with pytest.raises(ConfigError, match="youtube_mode 'systemctl'"):
+        check_config(data(youtube_mode="systemctl"))
+    with pytest.raises(ConfigError, match="release_action 'undo'"):
+        check_config(data(release_action="undo"))
