@@ -1,10 +1,12 @@
 """YouTube assistant production beside development, on the operator's own machine.
 
-deploys/youtube.py, as the operator (never root): build (frontend production build,
-backend venv-prod with runtime dependencies only, each rebuilt only when its sources or
-lockfile changed) -> deploy (copy, not symlink, to the production directory; .env files
-0600; database backup, then Alembic migrations) -> run (PID files, or systemd user units)
--> health gates. `youtube_action` chooses deploy / start / stop / restart / status.
+deploys/youtube.py, as the operator (never root): build beside the live release
+(frontend production build, backend venv-prod with runtime dependencies only, each
+rebuilt only when its sources or lockfile changed) -> switch only the component that
+changed (database backup, Alembic migrations, health gate; on failure the previous
+release and database come back) -> run (PID files, or systemd user units).
+`youtube_action` chooses deploy / start / stop / restart / status; `make releases` and
+`make rollback [TO=id]` (release_action) list and go back.
 
 Paths may start with `~/` (the login user's home). Commands and env values may use
 {home}, {prod_dir}, {backend_dir}, {frontend_dir}, {venv}, {db_path}, {bind},
