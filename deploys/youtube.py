@@ -728,7 +728,8 @@ def legacy_adopted(ctx: Context, st: dict) -> None:
     stop_all(ctx)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     moves = [
-        f"if [ -f {q(layout.legacy_db)} ] && [ ! -e {q(layout.db_path)} ]; then mv {q(layout.legacy_db)} {q(layout.db_path)}; fi"
+        f"if [ -f {q(layout.legacy_db)} ] && [ ! -e {q(layout.db_path)} ]; then mv {q(layout.legacy_db)} {q(layout.db_path)}; fi",
+        f"rm -f {q(layout.prod + '/.release')}",  # the old single-release marker
     ]
     for c in legacy:
         moves.append(f"mkdir -p {q(f'{layout.prod}/releases/{c}')} && mv -T {q(f'{layout.prod}/{c}')} {q(f'{layout.prod}/releases/{c}/legacy-{stamp}')}")
