@@ -110,3 +110,12 @@ bench: setup  ## Render speed, no-op apply time and pyinfra memory against the t
 clean:  ## Remove the demo's hosts and state, the venv and caches (test-host images stay cached)
 	if [ -x $(PY) ]; then $(PY) -m tests.harness down --dir .hosts/demo; fi
 	rm -rf $(VENV) .pytest_cache .hosts/demo
+
+# Releases (deploys/parts/releases.py; youtube today): list them, or go back to the previous
+# one (TO=<id or prefix> for another kept one), code and data.
+.PHONY: releases rollback
+releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=releases
+
+rollback: setup  ## DEPLOY back to the previous release (TO=<id>), with the database of that release
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=rollback $(if $(TO),--data release_to=$(TO))

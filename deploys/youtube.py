@@ -3,23 +3,26 @@
     pyinfra inventory.py deploys/youtube.py                          # test hosts
     DEPLOY_ENV=prod pyinfra inventory.py deploys/youtube.py          # this machine (@local)
     ... --data youtube_action=start|stop|restart|status              # run control
+    ... --data release_action=rollback [--data release_to=ID]        # make rollback
+    ... --data release_action=releases                               # make releases
 
 The plan (seed 003), phases 1 and 2, as one idempotent deploy on the machine that holds
-the development checkout (`youtube_source_dir`):
+the development checkout (`youtube_source_dir`), with safe updates (issue 14):
 
-- build: the frontend's production build runs in a scratch copy of the frontend
-  (`youtube_build_dir`, so dev's .next is never touched), with the production env baked
-  in; the backend gets `venv-prod` with runtime requirements only. Each is rebuilt only
-  when its sources / lockfile / build settings changed (SHA-256 digests in stamp files).
-- deploy: copies (never symlinks) to `youtube_prod_dir`; `.env` files (0600) rendered from
-  data plus secret values from the operator's .env; the production database is backed up,
-  then migrated with Alembic before anything starts.
-- run: PID files (`pids/`, logs in the production directory) or systemd user units
-  (`youtube_mode`), see deploys/parts/procs.py for every edge case; switching modes stops
-  the other mode's processes first. Health gates on both ports.
+- build, beside the live release (deploys/parts/releases.py): the frontend's production
+  build runs in a scratch copy (`youtube_build_dir`; dev's .next is never touched, and
+  node_modules is reinstalled only when package*.json changed), then becomes
+  `releases/frontend/<id>` (node_modules hard-linked, not copied). The backend becomes
+  `releases/backend/<id>` (code, .env 0600, `venv-prod` -> a venv shared by releases with
+  the same requirements, built once). Each release holds its `.infra-run` command.
+- switch: only the component whose release id changed is stopped, linked (`<prod>/backend`,
+  `<prod>/frontend`), started and health-gated; the database is backed up first and
+  migrated with Alembic. A failed pip install or build never reaches the switch; a failed
+  migration, start or gate puts back the previous release and its database.
+- run: PID files (`pids/`, logs in the production directory, rotated at start) or systemd
+  user units (`youtube_mode`, remembered in `<prod>/.mode`), see deploys/parts/procs.py.
 
-Production is stopped before anything it uses changes and started again afterwards; a
-run that changes nothing touches nothing (0 changes). Development (8000/3000,
+A run that changes nothing touches nothing (0 changes). Development (8000/3000,
 youtube_assistant.db, its venv and node_modules) shares no port, database, venv or file.
 """
 
@@ -34,7 +37,7 @@ from io import StringIO
 from pathlib import PurePosixPath
 
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, StringCommand, deploy, operation
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import files, server
@@ -42,7 +45,8 @@ from pyinfra.operations.util import any_changed
 
 from deploys import secrets as secret_store
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import secret_file, wait_until
+from deploys.operations import poll, wait_until
+from deploys.parts import releases
 from deploys.parts.health import http_check
 from deploys.parts.preflight import collect_problems
 from deploys.parts.procs import (
@@ -54,7 +58,9 @@ from deploys.parts.procs import (
     port_problem,
     processes,
     say,
+    start_now,
     status_report,
+    stop_now,
     user_units_removed,
     user_units_running,
     user_units_stopped,
@@ -64,24 +70,30 @@ from deploys.templating import render
 from facts.procs import (
     USER_SYSTEMCTL,
     AlembicState,
+    GitRevision,
     Identity,
+    Interpreter,
     MissingCommands,
+    MissingCommandsIn,
     MissingPaths,
     MissingPythonModules,
     TextFile,
     TreeDigest,
+    UserManagerPath,
     UserUnits,
     at_head,
 )
-from facts.system import PythonVersion
 
 q = shlex.quote
 ACTIONS = ("deploy", "start", "stop", "restart", "status")
+RELEASE_ACTIONS = ("rollback", "releases")
+COMPONENTS = ["backend", "frontend"]
+RUN_SCRIPT = ".infra-run"
 PLACEHOLDERS = (
     "home", "prod_dir", "backend_dir", "frontend_dir", "venv", "db_path", "bind", "backend_port", "frontend_port",
 )
 UNIT_TEMPLATE = "home/.config/systemd/user/user-service.j2"
-BACKEND_EXCLUDES = ["__pycache__", "*.pyc", ".env*", "*.db", "venv*", ".venv", ".pytest_cache"]
+BACKEND_EXCLUDES = ["__pycache__", "*.pyc", ".env*", "*.db", "venv*", ".venv", ".pytest_cache", ".python-version"]
 
 
 # ----------------------------------------------------------------------------- layout
@@ -121,16 +133,20 @@ class Layout:
 
     src_backend = property(lambda self: f"{self.source}/backend")
     src_frontend = property(lambda self: f"{self.source}/frontend")
+    # live links into releases/<component>/<id> (before releases: plain directories)
     backend = property(lambda self: f"{self.prod}/backend")
     frontend = property(lambda self: f"{self.prod}/frontend")
     venv = property(lambda self: f"{self.prod}/backend/venv-prod")
-    db_path = property(lambda self: f"{self.prod}/backend/{self.db_name}")
+    venvs = property(lambda self: f"{self.prod}/venvs")
+    shared = property(lambda self: f"{self.prod}/shared")
+    db_path = property(lambda self: f"{self.prod}/shared/{self.db_name}")
+    legacy_db = property(lambda self: f"{self.prod}/backend/{self.db_name}")
     pids = property(lambda self: f"{self.prod}/pids")
     backups = property(lambda self: f"{self.prod}/backups")
-    release_marker = property(lambda self: f"{self.prod}/.release")
+    mode_file = property(lambda self: f"{self.prod}/.mode")
     build_frontend = property(lambda self: f"{self.build_root}/frontend")
     build_stamp = property(lambda self: f"{self.build_root}/frontend.built")
-    venv_stamp = property(lambda self: f"{self.prod}/backend/venv-prod/.infra-requirements")
+    install_stamp = property(lambda self: f"{self.build_root}/frontend.installed")
 
 
 def placeholders(data, layout: Layout) -> dict[str, str]:
@@ -175,14 +191,15 @@ def proc_specs(data, layout: Layout) -> list[ProcSpec]:
     values = placeholders(data, layout)
     family = f"aqa-youtube-prod:{layout.prod}"
     prefix = data.youtube_unit_prefix
-    common = {"path_prepend": path_prepend(data, layout)}
 
     def proc(role: str, cwd: str) -> ProcSpec:
         port = int(data.get(f"youtube_{role}_port"))
+        fill(data.get(f"youtube_{role}_cmd"), values, f"youtube_{role}_cmd")  # unknown placeholders fail here
         return ProcSpec(
             id=role,
             description=f"YouTube assistant production {role}",
-            command=fill(data.get(f"youtube_{role}_cmd"), values, f"youtube_{role}_cmd"),
+            # the command lives in the release (run_script), so a rollback brings its command back
+            command=f"sh ./{RUN_SCRIPT}",
             cwd=cwd,
             env_file=f"{cwd}/.env",
             log=f"{layout.prod}/{role}.log",
@@ -191,10 +208,20 @@ def proc_specs(data, layout: Layout) -> list[ProcSpec]:
             family=f"{family}:{role}",
             unit=f"{prefix}-{role}.service",
             health_url=f"http://127.0.0.1:{port}{data.get(f'youtube_{role}_health_path')}",
-            **common,
+            log_max_bytes=int(data.youtube_log_max_mb or 0) * 1024 * 1024,
         )
 
     return [proc("backend", layout.backend), proc("frontend", layout.frontend)]
+
+
+def run_script(data, layout: Layout, role: str) -> str:
+    """`<release>/.infra-run`: how this release's process runs (PATH additions, command)."""
+    command = fill(data.get(f"youtube_{role}_cmd"), placeholders(data, layout), f"youtube_{role}_cmd")
+    lines = ["#!/bin/sh", f"# Managed by infra (deploys/youtube.py): the {role} of this release."]
+    if path := path_prepend(data, layout):
+        lines.append(f'PATH={q(":".join(path))}:"$PATH"; export PATH')
+    lines.append(f"exec {command}")
+    return "\n".join(lines) + "\n"
 
 
 def systemd_exec_quote(command: str) -> str:
@@ -206,8 +233,6 @@ def systemd_exec_quote(command: str) -> str:
 
 def render_unit(spec: ProcSpec, data, after: tuple[str, ...] = ()) -> str:
     exec_line = f"exec {spec.command}"
-    if spec.path_prepend:
-        exec_line = f'PATH={q(":".join(spec.path_prepend))}:"$PATH" {exec_line}'
     return render(
         UNIT_TEMPLATE,
         source="deploys/youtube.py",
@@ -219,6 +244,10 @@ def render_unit(spec: ProcSpec, data, after: tuple[str, ...] = ()) -> str:
         marker=f"INFRA_PROC={spec.marker('systemd')}",
         env=[f"{k}={v}" for k, v in sorted(spec.env.items())],
         exec_start=systemd_exec_quote(exec_line),
+        log_max_bytes=spec.log_max_bytes,
+        rotate=systemd_exec_quote(
+            f"[ $(stat -c %s {q(spec.log)} 2>/dev/null || echo 0) -le {spec.log_max_bytes} ] || mv -f {q(spec.log)} {q(spec.log + '.1')}"
+        ),
         restart=data.youtube_restart,
         restart_sec=int(data.youtube_restart_sec),
         stop_timeout_s=int(data.youtube_stop_timeout_s),
@@ -266,8 +295,17 @@ def check_config(data) -> None:
     problems = []
     if data.youtube_action not in ACTIONS:
         problems.append(f"youtube_action {data.youtube_action!r} is not one of {', '.join(ACTIONS)}")
-    if data.youtube_mode not in MODES:
-        problems.append(f"youtube_mode {data.youtube_mode!r} is not one of {', '.join(MODES)}")
+    if data.get("release_action") not in (None, "", *RELEASE_ACTIONS):
+        problems.append(f"release_action {data.get('release_action')!r} is not one of {', '.join(RELEASE_ACTIONS)}")
+    if data.youtube_mode not in (None, "", *MODES):
+        problems.append(f"youtube_mode {data.youtube_mode!r} is not one of {', '.join(MODES)} (or None: the recorded mode)")
+    if not str(data.youtube_python or "").strip() or any(c.isspace() for c in str(data.youtube_python)):
+        problems.append(f"youtube_python {data.youtube_python!r} must be 'auto' or an interpreter (name or path)")
+    if not isinstance(data.youtube_python_min, str) or not all(x.isdigit() for x in data.youtube_python_min.split(".")):
+        problems.append(f"youtube_python_min {data.youtube_python_min!r} must be a version like '3.11'")
+    for key in ("youtube_keep_releases", "youtube_keep_backups"):
+        if not isinstance(data.get(key), int) or data.get(key) < 1:
+            problems.append(f"{key} {data.get(key)!r} must be a whole number >= 1")
     ports = {}
     for key in ("youtube_backend_port", "youtube_frontend_port"):
         value = data.get(key)
@@ -318,7 +356,7 @@ def check_config(data) -> None:
         fill(arg, placeholders(data, layout), "youtube_pip_args")
 
 
-# ----------------------------------------------------------------------------- operations
+# ----------------------------------------------------------------------------- builds
 
 
 @operation()
@@ -327,6 +365,8 @@ def frontend_built(
     build_dir: str,
     stamp: str,
     wanted: str,
+    install_stamp: str,
+    install_wanted: str,
     excludes: list[str],
     install_cmd: str,
     build_cmd: str,
@@ -335,76 +375,73 @@ def frontend_built(
     artifact: str = ".next",
 ):
     """The production build in a scratch copy of the frontend; nothing when the stamp
-    (digest of sources, lockfile, commands and baked env) matches and the artifact exists."""
+    (digest of sources, lockfile, commands and baked env) matches and the artifact exists.
+    node_modules stays while package*.json and the install command are unchanged."""
     current = host.get_fact(TextFile, path=stamp)
     if current == wanted and not host.get_fact(MissingPaths, paths=json.dumps([f"{build_dir}/{artifact}"])):
         host.noop(f"frontend build is current ({wanted[:12]})")
         return
-    say(f"building the frontend ({'sources changed' if current else 'first build'}) in {build_dir}")
+    reinstall = host.get_fact(TextFile, path=install_stamp) != install_wanted or not install_cmd
+    say(f"building the frontend ({'sources changed' if current else 'first build'}"
+        f"{'' if reinstall else ', dependencies unchanged'}) in {build_dir}")
     ex = " ".join(f"--exclude={q(p)}" for p in excludes)
+    keep = "" if reinstall else " ! -name node_modules"
     yield StringCommand(
-        f"rm -rf {q(build_dir)} {q(stamp)} && mkdir -p {q(build_dir)} && "
+        f"rm -f {q(stamp)} && mkdir -p {q(build_dir)} && find {q(build_dir)} -mindepth 1 -maxdepth 1{keep} -exec rm -rf {{}} + && "
         f"tar -C {q(src)} {ex} -cf - . | tar -C {q(build_dir)} -xf -"
     )
     exports = " ".join(f"{k}={q(str(v))}" for k, v in sorted(env.items()))
     exports = f"export {exports} && " if exports else ""
     if path:
         exports += f'export PATH={q(":".join(path))}:"$PATH" && '
-    for what, cmd in (("install", install_cmd), ("build", build_cmd)):
+    steps = [("build", build_cmd)]
+    if reinstall and install_cmd:
+        steps.insert(0, ("install", install_cmd))
+        yield StringCommand(f"rm -f {q(install_stamp)}")
+    for what, cmd in steps:
         if cmd:
             yield StringCommand(f"cd {q(build_dir)} && {exports}{cmd} > .infra-{what}.log 2>&1 || {{ tail -n 40 .infra-{what}.log >&2; echo {q(f'frontend {what} failed: {cmd}')} >&2; exit 1; }}")
+        if what == "install":
+            yield StringCommand(f"echo {q(install_wanted)} > {q(install_stamp)}")
     target = f"{build_dir}/{artifact}"
     yield StringCommand(f"[ -e {q(target)} ] || {{ echo {q(f'the frontend build produced no {artifact} (youtube_frontend_artifact)')} >&2; exit 1; }}")
     yield StringCommand(f"echo {q(wanted)} > {q(stamp)}")
 
 
 @operation()
-def backend_venv(venv: str, requirements: str, pip_args: list[str], wanted: str, stamp: str):
-    """venv-prod from the runtime requirements; rebuilt only when the stamp (requirements
-    digest, pip arguments, python version) differs. Built in place: venvs are not relocatable."""
-    if host.get_fact(TextFile, path=stamp) == wanted and not host.get_fact(
-        MissingPaths, paths=json.dumps([f"{venv}/bin/python"])
-    ):
-        host.noop(f"venv-prod is current ({wanted[:12]})")
+def venv_built(venv: str, python: str, requirements: str, pip_args: list[str]):
+    """A venv from the runtime requirements at its final path (venvs are not relocatable),
+    shared by every backend release with the same requirements; `.complete` last, so a
+    failed pip install is never used and is rebuilt from scratch next time."""
+    if not host.get_fact(MissingPaths, paths=json.dumps([f"{venv}/.complete", f"{venv}/bin/python"])):
+        host.noop(f"venv {venv.rsplit('/', 1)[-1]} is built")
         return
-    say(f"building venv-prod from {requirements}")
-    yield StringCommand(f"rm -rf {q(venv)} && python3 -m venv {q(venv)}")
+    say(f"building the backend venv {venv} with {python} from {requirements}")
     args = " ".join(q(a) for a in pip_args)
     yield StringCommand(
-        f"{q(venv + '/bin/pip')} install --quiet --disable-pip-version-check {args} -r {q(requirements)}"
+        f"rm -rf {q(venv)} && mkdir -p {q(venv.rsplit('/', 1)[0])} && {q(python)} -m venv {q(venv)} && "
+        f"{{ {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check {args} -r {q(requirements)} > {q(venv + '.log')} 2>&1 "
+        f"|| {{ tail -n 30 {q(venv + '.log')} >&2; echo 'pip install failed: the live release keeps serving' >&2; exit 1; }}; }} && "
+        f"touch {q(venv + '/.complete')}"
     )
-    yield StringCommand(f"echo {q(wanted)} > {q(stamp)}")
 
 
-@operation()
-def release_installed(
-    release: str,
-    marker: str,
-    copies: list[tuple[str, str, list[str], bool]],
-    required: list[str],
-):
-    """Copy (never link) the backend code and the frontend build into production.
+def copy_steps(src: str, names: list[str], excludes: list[str], hard_link: tuple[str, ...] = ()) -> list[str]:
+    """Commands copying `names` (those that exist) from `src` into `{release}`; names in
+    `hard_link` are hard-linked (no copy; safe while nothing rewrites them in place)."""
+    ex = " ".join(f"--exclude={q(p)}" for p in excludes)
+    steps = []
+    for name in names:
+        s = q(f"{src}/{name}")
+        if name in hard_link:
+            copy = f"{{ cp -al {s} {{release}}/ 2>/dev/null || cp -a {s} {{release}}/; }} && rm -rf {{release}}/{q(name)}/.cache"
+        else:
+            copy = f"tar -C {q(src)} {ex} -cf - {q(name)} | tar -C {{release}} -xf -"
+        steps.append(f"if [ -e {s} ] || [ -L {s} ]; then {copy}; fi")
+    return steps
 
-    `copies`: (source dir, production dir, names, drop caches) - each name is replaced as
-    a whole, so files deleted in the source disappear; with "drop caches", __pycache__
-    directories copied from the checkout are removed. Nothing happens when `marker` holds `release`
-    and the required paths exist.
-    """
-    if host.get_fact(TextFile, path=marker) == release and not host.get_fact(MissingPaths, paths=json.dumps(required)):
-        host.noop(f"release {release[:12]} is installed")
-        return
-    say(f"installing release {release[:12]}")
-    yield StringCommand(f"rm -f {q(marker)}")
-    for src, dest, names, drop_caches in copies:
-        for name in names:
-            s, d = q(f"{src}/{name}"), q(f"{dest}/{name}")
-            yield StringCommand(f"rm -rf {d} && if [ -e {s} ] || [ -L {s} ]; then cp -a {s} {d}; fi")
-        if drop_caches:
-            targets = " ".join(q(f"{dest}/{n}") for n in names)
-            yield StringCommand(
-                f"for t in {targets}; do [ -d \"$t\" ] && find \"$t\" -name __pycache__ -prune -exec rm -rf {{}} +; done; true"
-            )
-    yield StringCommand(f"echo {q(release)} > {q(marker)}")
+
+# ----------------------------------------------------------------------------- data
 
 
 # python3 -c BACKUP SRC DEST: a consistent SQLite copy (online backup API), never the live file.
@@ -414,36 +451,50 @@ BACKUP_SCRIPT = (
 )
 
 
-@operation()
-def database_migrated(
-    backend_dir: str,
-    python: str,
-    db_path: str,
-    backups: str,
-    keep: int,
-    env_file: str,
-    migrate_cmd: str,
-    stamp: str,
-):
-    """Back up the database, then `alembic upgrade head`; nothing when it is at head."""
-    st = host.get_fact(AlembicState, backend_dir=backend_dir, python=python, db_path=db_path)
-    if at_head(st):
-        host.noop(f"database at head {', '.join(st['heads'])}")
-        return
-    current = ", ".join(st.get("current") or []) or ("empty" if st.get("db_exists") else "new")
-    say(f"migrating {db_path} from {current} to {', '.join(st.get('heads') or ['head'])}")
-    if st.get("db_exists"):
-        name = PurePosixPath(db_path).stem
-        dest = f"{backups}/{name}-{stamp}-at-{(st.get('current') or ['none'])[0]}.db"
-        say(f"backing up the database to {dest}")
-        yield StringCommand(
-            f"umask 077 && mkdir -p {q(backups)} && python3 -c {q(BACKUP_SCRIPT)} {q(db_path)} {q(dest)} && "
-            f"ls -1t {q(backups)}/{q(name)}-*.db | tail -n +{int(keep) + 1} | xargs -r rm -f"
-        )
-    yield StringCommand(
-        f"cd {q(backend_dir)} && set -a && . {q(env_file)} && set +a && {migrate_cmd} "
-        f"|| {{ echo {q('alembic migration failed (the backup is in ' + backups + ')')} >&2; exit 1; }}"
-    )
+def _sh(host_, command: str) -> tuple[bool, str]:
+    ok, output = host_.run_shell_command(StringCommand(command))
+    return ok, "\n".join([*output.stdout_lines, *output.stderr_lines][-30:])
+
+
+def data_steps(ctx: Context, migrate: bool, restore_for: str | None = None) -> releases.DataSteps:
+    """Backup before every switch; migrations (deploy) or the matching backup (rollback)."""
+    data, layout = ctx.data, ctx.layout
+    db, backups, keep = layout.db_path, layout.backups, int(data.youtube_keep_backups)
+    stem = PurePosixPath(db).stem
+
+    def backup(host_, tag: str):
+        dest = f"{backups}/{stem}-{time.strftime('%Y%m%dT%H%M%S')}-{tag}.db"
+        ok, out = _sh(host_, (
+            f"[ -f {q(db)} ] || {{ echo none; exit 0; }}; umask 077 && mkdir -p {q(backups)} && "
+            f"python3 -c {q(BACKUP_SCRIPT)} {q(db)} {q(dest)} && "
+            f"{{ ls -1t {q(backups)}/{q(stem)}-*.db | tail -n +{keep + 1} | xargs -r rm -f; }} && echo {q(dest)}"
+        ))
+        return ok, ("" if out.strip().endswith("none") else dest) if ok else out
+
+    def restore(host_, path: str):
+        return _sh(host_, f"rm -f {q(db)}-journal {q(db)}-wal {q(db)}-shm && cp -p {q(path)} {q(db)}.restore && mv -f {q(db)}.restore {q(db)}")
+
+    def migrate_db(host_):
+        cmd = fill(data.youtube_migrate_cmd, placeholders(data, layout), "youtube_migrate_cmd")
+        ok, out = _sh(host_, f"cd {q(layout.backend)} && set -a && . ./.env && set +a && {cmd} 2>&1")
+        return ok, ("database migrated" if ok else f"migration failed ({cmd}):\n{out}")
+
+    def matching_backup(host_):
+        st = host_.get_fact(AlembicState, backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=db)
+        if at_head(st) or not st.get("db_exists"):
+            return True, "the database already matches this release: kept as it is"
+        ok, found = _sh(host_, f"ls -1t {q(backups)}/{q(stem)}-*-{restore_for}.db 2>/dev/null | head -n 1")
+        if not ok or not found.strip():
+            return False, f"the database is at {st.get('current')} but no backup taken while {restore_for} was live is kept"
+        ok, out = restore(host_, found.strip())
+        return ok, f"database restored from {found.strip()} (its state when {restore_for} was live)" if ok else out
+
+    prepare = None
+    if migrate:
+        prepare = migrate_db
+    elif restore_for:
+        prepare = matching_backup
+    return releases.DataSteps(backup=backup, restore=restore, prepare=prepare)
 
 
 # ----------------------------------------------------------------------------- phases
@@ -455,11 +506,57 @@ class Context:
     ident: dict
     layout: Layout
     specs: list[ProcSpec]
+    mode: str = "pidfile"
+    units_done: bool = False  # systemd mode: unit files already handled in this run
+
+
+def resolve_mode(data, layout: Layout) -> str:
+    """The mode asked for, else the one recorded on the machine, else PID files."""
+    return data.youtube_mode or host.get_fact(TextFile, path=layout.mode_file) or "pidfile"
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in str(text).split(".")[:3])
+    except ValueError:
+        return ()
+
+
+def interpreter_problems(ctx: Context, interp: dict) -> list[str]:
+    data = ctx.data
+    need = version_tuple(data.youtube_python_min)
+    if not interp.get("path"):
+        return [f"youtube_python {interp.get('requested') or data.youtube_python!r} does not run: install it or set youtube_python"]
+    problems = []
+    if version_tuple(interp.get("version")) < need:
+        problems.append(
+            f"the backend needs Python {data.youtube_python_min}+ (datetime.UTC), but {interp['path']} is {interp['version']}: "
+            "set youtube_python to a newer interpreter (or install the checkout's .python-version with pyenv)"
+        )
+    if interp.get("source") == "pyenv-missing":
+        say(f"backend/.python-version asks for {interp.get('pinned')}, which pyenv does not have: using {interp['path']} ({interp['version']})")
+    return problems
+
+
+def manager_path_problems(ctx: Context) -> list[str]:
+    """systemd mode: the user manager's PATH (not the login shell's) must find the commands."""
+    manager_path = host.get_fact(UserManagerPath)
+    if not manager_path:
+        return []
+    words = {first_word(fill(ctx.data.get(f"youtube_{r}_cmd"), placeholders(ctx.data, ctx.layout), r)) for r in COMPONENTS}
+    words = sorted(w for w in words if w and "/" not in w)
+    search = ":".join([*path_prepend(ctx.data, ctx.layout), manager_path])
+    missing = host.get_fact(MissingCommandsIn, commands=" ".join(words), search_path=search)
+    return [
+        f"`{w}` is not on the systemd user manager's PATH ({manager_path}): user units would not find it; "
+        "add its directory (e.g. nvm's node bin) to youtube_path_prepend"
+        for w in missing
+    ]
 
 
 def preflight(ctx: Context, action: str, extra: list[str] | None = None) -> None:
     """Everything that would stop the run, checked before the first change; one message."""
-    data, layout = ctx.data, ctx.layout
+    data, layout, mode = ctx.data, ctx.layout, ctx.mode
     problems = list(extra or [])
     if ctx.ident.get("uid") == 0:
         problems.append(
@@ -468,12 +565,12 @@ def preflight(ctx: Context, action: str, extra: list[str] | None = None) -> None
         )
     secrets = list(data.youtube_backend_secrets or []) if action == "deploy" else []
     problems += collect_problems(secrets=secrets, disk_paths=(layout.home,))
-    if action in ("deploy", "start", "restart"):
-        info = processes(ctx.specs, data.youtube_mode)
+    if action in ("deploy", "start", "restart", "rollback"):
+        info = processes(ctx.specs, mode)
         for spec in ctx.specs:
             if problem := port_problem(spec, info.get(spec.id, {})):
                 problems.append(problem)
-        if data.youtube_mode == "systemd" and data.youtube_linger and not ctx.ident.get("linger") and not data.youtube_linger_sudo:
+        if mode == "systemd" and data.youtube_linger and not ctx.ident.get("linger") and not data.youtube_linger_sudo:
             user = ctx.ident.get("user")
             problems.append(
                 f"youtube_mode 'systemd' starts the units at boot/login through lingering, which is off for {user}: "
@@ -481,10 +578,12 @@ def preflight(ctx: Context, action: str, extra: list[str] | None = None) -> None
                 "or set youtube_linger_sudo = True to let the deploy run that one command with sudo "
                 "(or youtube_linger = False: units start at login and stop at logout)"
             )
-        if data.youtube_mode == "systemd" and not data.youtube_linger:
+        if mode == "systemd" and not data.youtube_linger:
             manager = host.get_fact(UserUnits, units="default.target").get("manager")
             if manager in (None, "offline"):
                 problems.append("no systemd user manager answers (no desktop session, lingering off): enable lingering")
+        if mode == "systemd":
+            problems += manager_path_problems(ctx)
     if problems:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
     host.noop("preflight checks passed")
@@ -533,11 +632,10 @@ def deployed_problems(ctx: Context) -> list[str]:
     """'Run without a build': start needs a complete deployment."""
     layout, data = ctx.layout, ctx.data
     wanted = [
-        layout.release_marker,
+        f"{layout.backend}/.complete",
+        f"{layout.frontend}/.complete",
         f"{layout.venv}/bin/python",
         f"{layout.frontend}/{data.youtube_frontend_artifact}",
-        f"{layout.backend}/.env",
-        f"{layout.frontend}/.env",
     ]
     missing = host.get_fact(MissingPaths, paths=json.dumps(wanted))
     if not missing:
@@ -555,18 +653,14 @@ def stop_all(ctx: Context):
     user_units_stopped(name="User units stopped", specs=ctx.specs)
 
 
-@deploy("Run production")
-def run(ctx: Context):
-    data, specs, layout = ctx.data, ctx.specs, ctx.layout
-    if data.youtube_mode == "pidfile":
-        user_units_removed(name="No systemd user units (PID-file mode)", specs=specs, unit_dir=layout.unit_dir)
-        for spec in specs:
-            pid_process_running(name=f"{spec.id} running (PID file)", spec=spec, start_timeout_s=data.youtube_start_timeout_s)
+def units_installed(ctx: Context) -> None:
+    """systemd mode: lingering, the unit files, daemon-reload (before any start)."""
+    data, layout, specs = ctx.data, ctx.layout, ctx.specs
+    if ctx.units_done:
         return
+    ctx.units_done = True
     if data.youtube_linger:
         linger_enabled(name="Lingering enabled (units start at boot)", use_sudo=bool(data.youtube_linger_sudo))
-    for spec in reversed(specs):
-        pid_process_stopped(name=f"{spec.id}: no PID-file instance (systemd mode)", spec=spec, stop_timeout_s=data.youtube_stop_timeout_s)
     files.directory(name=f"{layout.unit_dir}", path=layout.unit_dir, present=True)
     changed = []
     for unit, text in unit_files(specs, data).items():
@@ -576,6 +670,19 @@ def run(ctx: Context):
         commands=[f"{USER_SYSTEMCTL} daemon-reload"],
         _if=any_changed(*changed),
     )
+
+
+@deploy("Run production")
+def run(ctx: Context):
+    data, specs, layout = ctx.data, ctx.specs, ctx.layout
+    if ctx.mode == "pidfile":
+        user_units_removed(name="No systemd user units (PID-file mode)", specs=specs, unit_dir=layout.unit_dir)
+        for spec in specs:
+            pid_process_running(name=f"{spec.id} running (PID file)", spec=spec, start_timeout_s=data.youtube_start_timeout_s)
+        return
+    for spec in reversed(specs):
+        pid_process_stopped(name=f"{spec.id}: no PID-file instance (systemd mode)", spec=spec, stop_timeout_s=data.youtube_stop_timeout_s)
+    units_installed(ctx)
     user_units_running(name="Units enabled and running", specs=specs, start_timeout_s=data.youtube_start_timeout_s)
 
 
@@ -591,12 +698,49 @@ def health(ctx: Context):
         )
 
 
-def deploy_all(ctx: Context) -> None:
-    data, layout, specs = ctx.data, ctx.layout, ctx.specs
+def switch_components(ctx: Context, rids: dict[str, str], start: bool) -> list[releases.Component]:
+    """Each component with its process hooks (stop in any mode, start in ctx.mode, gate)."""
+    data = ctx.data
+    out = []
+    for spec in ctx.specs:
+        gate = None
+        if start and spec.health_url:
+            check = http_check(spec.health_url)
+            gate = (lambda check: lambda host_: poll(check, float(data.health_timeout_s), 1))(check)
+        out.append(releases.Component(
+            name=spec.id,
+            rid=rids[spec.id],
+            stop=(lambda spec: lambda host_: stop_now(host_, spec, float(data.youtube_stop_timeout_s)))(spec),
+            start=(lambda spec: lambda host_: start_now(host_, spec, ctx.mode, float(data.youtube_start_timeout_s)))(spec) if start else None,
+            gate=gate,
+        ))
+    return out
+
+
+def legacy_adopted(ctx: Context, st: dict) -> None:
+    """An install from before releases (plain backend/ and frontend/ directories): stop it,
+    move its database to shared/ and keep the old directories under releases/<c>/legacy-*."""
+    legacy = [c for c in COMPONENTS if (st["components"].get(c) or {}).get("legacy_dir")]
+    if not legacy:
+        return
+    layout = ctx.layout
+    host.log(f"adopting the install from before releases ({', '.join(legacy)}): stopped once, database moved to {layout.shared}")
+    stop_all(ctx)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moves = [
+        f"if [ -f {q(layout.legacy_db)} ] && [ ! -e {q(layout.db_path)} ]; then mv {q(layout.legacy_db)} {q(layout.db_path)}; fi",
+        f"rm -f {q(layout.prod + '/.release')}",  # the old single-release marker
+    ]
+    for c in legacy:
+        moves.append(f"mkdir -p {q(f'{layout.prod}/releases/{c}')} && mv -T {q(f'{layout.prod}/{c}')} {q(f'{layout.prod}/releases/{c}/legacy-{stamp}')}")
+    server.shell(name="Install from before releases adopted", commands=moves)
+
+
+def release_ids(ctx: Context) -> dict:
+    """Everything a deploy would build, as release ids (all read now; one pass of facts)."""
+    data, layout = ctx.data, ctx.layout
     values = placeholders(data, layout)
     path = path_prepend(data, layout)
-
-    # What the run would change (all read now; only this deploy changes these files).
     src_backend = host.get_fact(
         TreeDigest, base=layout.src_backend, includes=json.dumps(data.youtube_backend_paths),
         excludes=json.dumps(BACKEND_EXCLUDES),
@@ -604,90 +748,200 @@ def deploy_all(ctx: Context) -> None:
     src_frontend = host.get_fact(
         TreeDigest, base=layout.src_frontend, includes="[]", excludes=json.dumps(data.youtube_frontend_excludes),
     )
-    fe_env = frontend_env(data, layout)
-    build_wanted = digest(
-        "frontend", src_frontend.get("digest"), data.youtube_frontend_install_cmd, data.youtube_frontend_build_cmd,
-        fe_env, path, data.youtube_frontend_excludes,
+    lock = host.get_fact(
+        TreeDigest, base=layout.src_frontend, includes=json.dumps(["package.json", "package-lock.json"]), excludes="[]",
     )
+    fe_env = frontend_env(data, layout)
+    install_cmd = fill(data.youtube_frontend_install_cmd or "", values, "youtube_frontend_install_cmd")
+    build_cmd = fill(data.youtube_frontend_build_cmd or "", values, "youtube_frontend_build_cmd")
+    install_wanted = digest("install", lock.get("digest"), install_cmd, path)
+    build_wanted = digest("frontend", src_frontend.get("digest"), install_wanted, build_cmd, fe_env, path, data.youtube_frontend_excludes)
+    interp = host.get_fact(Interpreter, wanted=str(data.youtube_python), app_dir=layout.src_backend)
     requirements = f"{layout.src_backend}/{data.youtube_backend_requirements}"
     pip_args = [fill(a, values, "youtube_pip_args") for a in data.youtube_pip_args or []]
-    venv_wanted = digest(
-        "venv", host.get_fact(Sha256File, path=requirements), pip_args, host.get_fact(PythonVersion),
-    )
-    release = digest(
-        "release", src_backend.get("digest"), build_wanted, data.youtube_backend_paths, data.youtube_frontend_paths,
-    )
+    venv_id = releases.release_id("venv", host.get_fact(Sha256File, path=requirements), pip_args, interp.get("path"), interp.get("version"))
     secret_values = secret_store.get(list(data.youtube_backend_secrets or []))
-    env_files = {
-        f"{layout.backend}/.env": render_env_file(backend_env(data, layout, secret_values)),
-        f"{layout.frontend}/.env": render_env_file(fe_env),
+    be_env_file = render_env_file(backend_env(data, layout, secret_values))
+    fe_env_file = render_env_file(fe_env)
+    backend_run, frontend_run = run_script(data, layout, "backend"), run_script(data, layout, "frontend")
+    return {
+        "interp": interp, "requirements": requirements, "pip_args": pip_args, "venv_id": venv_id,
+        "install_cmd": install_cmd, "build_cmd": build_cmd, "install_wanted": install_wanted,
+        "build_wanted": build_wanted, "fe_env": fe_env, "path": path,
+        "backend_env_file": be_env_file, "frontend_env_file": fe_env_file,
+        "backend_run": backend_run, "frontend_run": frontend_run,
+        "backend": releases.release_id(
+            "backend", src_backend.get("digest"), data.youtube_backend_paths, venv_id,
+            sha256_text(be_env_file.unmask()), backend_run,
+        ),
+        "frontend": releases.release_id(
+            "frontend", build_wanted, data.youtube_frontend_paths, sha256_text(fe_env_file.unmask()), frontend_run,
+        ),
     }
-    venv_pending = host.get_fact(TextFile, path=layout.venv_stamp) != venv_wanted
-    preflight(ctx, "deploy", source_problems(ctx) + command_problems(ctx, venv_pending))
 
-    pending = [
-        what
-        for what, differs in (
-            ("release", host.get_fact(TextFile, path=layout.release_marker) != release),
-            ("venv-prod", venv_pending),
-            ("configuration", any(
-                host.get_fact(Sha256File, path=dest) != sha256_text(content.unmask()) for dest, content in env_files.items()
-            )),
-            ("database", at_head(host.get_fact(
-                AlembicState, backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=layout.db_path,
-            )) is False),
-            ("units", data.youtube_mode == "systemd" and any(
-                host.get_fact(Sha256File, path=f"{layout.unit_dir}/{u}") != sha256_text(t)
-                for u, t in unit_files(specs, data).items()
-            )),
-        )
-        if differs
-    ]
 
-    for path_, mode in ((layout.prod, "700"), (layout.backend, "700"), (layout.frontend, "700"),
-                        (layout.pids, "700"), (layout.backups, "700"), (layout.build_root, "700")):
+def release_meta(ctx: Context) -> dict:
+    rev = host.get_fact(GitRevision, repo=ctx.layout.source)
+    return {"commit": rev.get("commit"), "dirty": rev.get("dirty"), "by": f"{ctx.ident.get('user')}@{host.name.lstrip('@')}", "mode": ctx.mode}
+
+
+def mode_recorded(ctx: Context) -> None:
+    files.put(name=f"Run mode recorded ({ctx.mode})", src=StringIO(ctx.mode + "\n"), dest=ctx.layout.mode_file, mode="600")
+
+
+def deploy_all(ctx: Context) -> None:
+    data, layout = ctx.data, ctx.layout
+    ids = release_ids(ctx)
+    st = releases.read(layout.prod, COMPONENTS)
+    built = {c: ((st["components"].get(c) or {}).get("releases", {}).get(ids[c]) or {}).get("complete") for c in COMPONENTS}
+    venv = f"{layout.venvs}/{ids['venv_id']}"
+    venv_pending = not built["backend"] and bool(host.get_fact(MissingPaths, paths=json.dumps([f"{venv}/.complete"])))
+    problems = source_problems(ctx) + command_problems(ctx, venv_pending)
+    if venv_pending:
+        problems += interpreter_problems(ctx, ids["interp"])
+    preflight(ctx, "deploy", problems)
+
+    for path_, mode in ((layout.prod, "700"), (layout.pids, "700"), (layout.backups, "700"),
+                        (layout.shared, "700"), (layout.venvs, "700"), (layout.build_root, "700")):
         files.directory(name=f"{path_}", path=path_, present=True, mode=mode)
+    mode_recorded(ctx)
+    meta = release_meta(ctx)
 
-    frontend_built(
-        name="Frontend production build",
-        src=layout.src_frontend, build_dir=layout.build_frontend, stamp=layout.build_stamp, wanted=build_wanted,
-        excludes=list(data.youtube_frontend_excludes or []),
-        install_cmd=fill(data.youtube_frontend_install_cmd or "", values, "youtube_frontend_install_cmd"),
-        build_cmd=fill(data.youtube_frontend_build_cmd or "", values, "youtube_frontend_build_cmd"),
-        env=fe_env, path=path, artifact=data.youtube_frontend_artifact,
-    )
-    if pending:
-        then = ", then started again" if data.youtube_start_after_deploy else " (and left stopped: youtube_start_after_deploy)"
-        host.log(f"production changes ({', '.join(pending)}): it is stopped first{then}")
-        stop_all(ctx)
-    backend_venv(
-        name="Backend venv-prod (runtime requirements)",
-        venv=layout.venv, requirements=requirements, pip_args=pip_args, wanted=venv_wanted, stamp=layout.venv_stamp,
-    )
-    release_installed(
-        name="Release copied into production",
-        release=release, marker=layout.release_marker,
-        copies=[
-            (layout.src_backend, layout.backend, list(data.youtube_backend_paths), True),
-            (layout.build_frontend, layout.frontend, list(data.youtube_frontend_paths), False),
-        ],
-        required=[f"{layout.backend}/{data.youtube_backend_paths[0]}", f"{layout.frontend}/{data.youtube_frontend_artifact}"],
-    )
-    for dest, content in env_files.items():
-        secret_file(
-            name=f"{dest} (0600)", dest=dest, content=content,
-            user=ctx.ident["user"], group=ctx.ident["group"], mode="600",
+    if not built["frontend"]:
+        frontend_built(
+            name="Frontend production build",
+            src=layout.src_frontend, build_dir=layout.build_frontend, stamp=layout.build_stamp, wanted=ids["build_wanted"],
+            install_stamp=layout.install_stamp, install_wanted=ids["install_wanted"],
+            excludes=list(data.youtube_frontend_excludes or []), install_cmd=ids["install_cmd"], build_cmd=ids["build_cmd"],
+            env=ids["fe_env"], path=ids["path"], artifact=data.youtube_frontend_artifact,
         )
-    database_migrated(
-        name="Database backed up and migrated",
-        backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=layout.db_path,
-        backups=layout.backups, keep=data.youtube_keep_backups, env_file=f"{layout.backend}/.env",
-        migrate_cmd=fill(data.youtube_migrate_cmd, values, "youtube_migrate_cmd"),
-        stamp=time.strftime("%Y%m%dT%H%M%S"),
+        releases.release_built(
+            name="Frontend release built",
+            root=layout.prod, component="frontend", rid=ids["frontend"], meta=meta,
+            build=[
+                *copy_steps(layout.build_frontend, list(data.youtube_frontend_paths), [], hard_link=("node_modules",)),
+                f"[ -e {{release}}/{q(data.youtube_frontend_artifact)} ] || {{ echo 'frontend release lacks {data.youtube_frontend_artifact}' >&2; exit 1; }}",
+                *release_files(layout, "frontend", ids["frontend"], ids["frontend_env_file"], ids["frontend_run"]),
+            ],
+        )
+    if not built["backend"]:
+        venv_built(
+            name="Backend venv (runtime requirements)",
+            venv=venv, python=ids["interp"].get("path") or "python3", requirements=ids["requirements"], pip_args=ids["pip_args"],
+        )
+        releases.release_built(
+            name="Backend release built",
+            root=layout.prod, component="backend", rid=ids["backend"], meta={**meta, "venv": ids["venv_id"]},
+            build=[
+                *copy_steps(layout.src_backend, list(data.youtube_backend_paths), BACKEND_EXCLUDES),
+                f"ln -sfn {q('../../../venvs/' + ids['venv_id'])} {{release}}/venv-prod",
+                *release_files(layout, "backend", ids["backend"], ids["backend_env_file"], ids["backend_run"]),
+            ],
+        )
+    legacy_adopted(ctx, st)
+    if ctx.mode == "systemd":
+        units_installed(ctx)
+    current = releases.current_components(st, COMPONENTS)
+    start = bool(data.youtube_start_after_deploy)
+    releases.releases_switched(
+        name="Release switched (only what changed restarts; rolled back on failure)",
+        root=layout.prod, names=COMPONENTS,
+        components=switch_components(ctx, {c: ids[c] for c in COMPONENTS}, start),
+        data=data_steps(ctx, migrate=current.get("backend") != ids["backend"]),
+        switch=releases.Switch("deploy", meta), keep=int(data.youtube_keep_releases),
+        cleanup=venv_cleanup(layout),
     )
-    if data.youtube_start_after_deploy:
+    migrated(ctx)
+    if start:
         run(ctx)
         health(ctx)
+
+
+def release_files(layout: Layout, role: str, rid: str, env_file, run_text: str) -> list:
+    """.env (0600, uploaded) and .infra-run of a release."""
+    path = releases.release_path(layout.prod, role, rid)
+    return [
+        f"install -m 600 /dev/null {q(path + '/.env')}",
+        FileUploadCommand(StringIO(env_file.unmask()), f"{path}/.env"),
+        FileUploadCommand(StringIO(run_text), f"{path}/{RUN_SCRIPT}"),
+        f"chmod 700 {q(path + '/' + RUN_SCRIPT)}",
+    ]
+
+
+def venv_cleanup(layout: Layout):
+    """Venvs no kept backend release links to are deleted after a switch."""
+    def cleanup(host_):
+        return _sh(host_, (
+            f"cd {q(layout.venvs)} 2>/dev/null || exit 0; used=$(for r in ../releases/backend/*/venv-prod; do "
+            "[ -L \"$r\" ] && basename \"$(readlink \"$r\")\"; done); "
+            "for v in *; do [ -d \"$v\" ] || continue; echo \"$used\" | grep -qx \"$v\" || { rm -rf \"$v\" \"$v.log\"; echo \"removed venv $v\"; }; done; true"
+        ))
+    return cleanup
+
+
+@operation()
+def database_at_head(backend_dir: str, python: str, db_path: str, env_file: str, migrate_cmd: str, backups: str):
+    """The live backend's database at its migration heads (e.g. after the database was
+    replaced by hand); normally the switch already migrated it and this is a no-op."""
+    st = host.get_fact(AlembicState, backend_dir=backend_dir, python=python, db_path=db_path)
+    if at_head(st) is not False:
+        host.noop(f"database at head {', '.join(st.get('heads') or [])}")
+        return
+    say(f"migrating {db_path} from {', '.join(st.get('current') or []) or 'new'} to {', '.join(st.get('heads') or [])}")
+    if st.get("db_exists"):
+        dest = f"{backups}/{PurePosixPath(db_path).stem}-{time.strftime('%Y%m%dT%H%M%S')}-premigrate.db"
+        yield StringCommand(f"umask 077 && python3 -c {q(BACKUP_SCRIPT)} {q(db_path)} {q(dest)}")
+    yield StringCommand(
+        f"cd {q(backend_dir)} && set -a && . {q(env_file)} && set +a && {migrate_cmd} "
+        f"|| {{ echo {q('alembic migration failed (the backup is in ' + backups + ')')} >&2; exit 1; }}"
+    )
+
+
+def migrated(ctx: Context) -> None:
+    layout = ctx.layout
+    database_at_head(
+        name="Database at the release's migration head",
+        backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=layout.db_path,
+        env_file=f"{layout.backend}/.env", backups=layout.backups,
+        migrate_cmd=fill(ctx.data.youtube_migrate_cmd, placeholders(ctx.data, layout), "youtube_migrate_cmd"),
+    )
+
+
+def rollback(ctx: Context) -> None:
+    """`make rollback [TO=id]`: the previous (or the named) kept release, with its data."""
+    layout, data = ctx.layout, ctx.data
+    st = releases.read(layout.prod, COMPONENTS)
+    target = releases.rollback_target(st, COMPONENTS, data.get("release_to"))
+    preflight(ctx, "rollback")
+    host.log(f"rolling back to release {target['id']} (deployed {target.get('at')}, commit {(target.get('commit') or '?')[:12]})")
+    mode_recorded(ctx)
+    if ctx.mode == "systemd":
+        units_installed(ctx)
+    meta = {**release_meta(ctx), "commit": target.get("commit"), "dirty": target.get("dirty")}
+    current = releases.current_components(st, COMPONENTS)
+    releases.releases_switched(
+        name=f"Rolled back to release {target['id']}",
+        root=layout.prod, names=COMPONENTS,
+        components=switch_components(ctx, target["components"], True),
+        data=data_steps(ctx, migrate=False, restore_for=target["id"] if current.get("backend") != target["components"].get("backend") else None),
+        switch=releases.Switch("rollback", meta), keep=int(data.youtube_keep_releases),
+    )
+    run(ctx)
+    health(ctx)
+
+
+def status_lines(ctx: Context) -> list[str]:
+    st = releases.read(ctx.layout.prod, COMPONENTS)
+    current = releases.current_components(st, COMPONENTS)
+    if not any(current.values()):
+        return ["  not deployed yet (run the deploy)"]
+    live = releases.app_id(current)
+    entry = next((e for e in releases.history_entries(st) if e["id"] == live), {})
+    commit = (entry.get("commit") or "unknown")[:12] + (" (dirty: uncommitted changes were deployed)" if entry.get("dirty") else "")
+    return [
+        f"  release {live}: backend {current.get('backend')}, frontend {current.get('frontend')}",
+        f"  deployed {entry.get('at', '?')} by {entry.get('by', '?')} ({entry.get('action', '?')}), commit {commit}",
+    ]
 
 
 def main(data) -> None:
@@ -697,21 +951,25 @@ def main(data) -> None:
         raise PreflightFailed(f"preflight failed on {host.name}: the login user has no HOME")
     layout = Layout.from_data(data, ident["home"])
     ctx = Context(data, ident, layout, proc_specs(data, layout))
-    action = data.youtube_action
+    ctx.mode = resolve_mode(data, layout)
+    action = data.get("release_action") or data.youtube_action
     title = (
-        f"YouTube assistant production in {layout.prod} (mode {data.youtube_mode}; "
+        f"YouTube assistant production in {layout.prod} (mode {ctx.mode}; "
         f"backend :{data.youtube_backend_port}, frontend :{data.youtube_frontend_port})"
     )
     if action == "deploy":
         deploy_all(ctx)
+    elif action == "rollback":
+        rollback(ctx)
+    elif action == "releases":
+        releases.releases_report(name="Releases", root=layout.prod, names=COMPONENTS)
     elif action == "status":
-        release = host.get_fact(TextFile, path=layout.release_marker)
-        extra = [f"  release {release[:12]}" if release else "  not deployed yet (run the deploy)"]
-        status_report(name="Status", specs=ctx.specs, mode=data.youtube_mode, title=title, extra=extra)
+        status_report(name="Status", specs=ctx.specs, mode=ctx.mode, title=title, extra=status_lines(ctx))
     elif action == "stop":
         stop_all(ctx)
     else:  # start, restart
         preflight(ctx, action, deployed_problems(ctx))
+        mode_recorded(ctx)
         if action == "restart":
             stop_all(ctx)
         run(ctx)

@@ -493,3 +493,97 @@ class MissingPythonModules(FactBase[list[str]]):
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
+
+
+class GitRevision(FactBase[dict[str, Any]]):
+    """The commit checked out in ``repo`` and whether the work tree differs from it
+    (tracked changes or untracked files): ``{"commit": "bd6e13d...", "dirty": True}``,
+    ``commit`` None when it is not a git checkout. ``--no-optional-locks``: reading never
+    writes the checkout's index."""
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"commit": None, "dirty": None}
+
+    def command(self, repo: str) -> str:
+        r = shlex.quote(repo)
+        return (
+            f"c=$(git -C {r} rev-parse HEAD 2>/dev/null) || {{ echo commit=; exit 0; }}; echo commit=$c; "
+            f"if [ -n \"$(git --no-optional-locks -C {r} status --porcelain 2>/dev/null | head -n 1)\" ]; "
+            "then echo dirty=yes; else echo dirty=no; fi"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        commit = values.get("commit") or None
+        return {"commit": commit, "dirty": (values.get("dirty") == "yes") if commit else None}
+
+
+# Resolves the interpreter for a venv: an explicit one, or "auto" (the checkout's
+# .python-version through pyenv when pyenv is installed, else python3). Prints key=value.
+INTERPRETER_SCRIPT = r"""
+want=$1; dir=$2; source=knob; pinned=
+[ -f "$dir/.python-version" ] && pinned=$(head -n 1 "$dir/.python-version" | tr -d '[:space:]')
+if [ "$want" = auto ]; then
+  source=default; want=python3
+  if [ -n "$pinned" ] && command -v pyenv >/dev/null 2>&1; then
+    p=$(cd "$dir" && pyenv which python 2>/dev/null) || p=
+    if [ -z "$p" ]; then v=$(pyenv latest -q "$pinned" 2>/dev/null) && p=$(PYENV_VERSION=$v pyenv which python 2>/dev/null) || p=; fi
+    if [ -n "$p" ]; then want=$p; source=pyenv; else source=pyenv-missing; fi
+  fi
+fi
+echo "pinned=$pinned"; echo "source=$source"; echo "requested=$want"
+"$want" -c 'import sys; print("path=" + sys.executable); print("version=%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || true
+""".strip()
+
+
+class Interpreter(FactBase[dict[str, Any]]):
+    """The Python a venv is built with: ``{"path", "version", "requested", "source"
+    (knob | default | pyenv | pyenv-missing), "pinned" (.python-version in ``app_dir``)}``;
+    ``path``/``version`` None when the interpreter does not run."""
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {}
+
+    def command(self, wanted: str, app_dir: str) -> StringCommand:
+        return StringCommand("sh", "-c", QuoteString(INTERPRETER_SCRIPT), "interpreter", QuoteString(wanted), QuoteString(app_dir))
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        return {
+            "path": values.get("path") or None,
+            "version": values.get("version") or None,
+            "requested": values.get("requested"),
+            "source": values.get("source"),
+            "pinned": values.get("pinned") or None,
+        }
+
+
+class UserManagerPath(FactBase[str | None]):
+    """PATH of the login user's systemd manager (what user units get); None without one."""
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+    def command(self) -> str:
+        return f"{USER_SYSTEMCTL} show-environment 2>/dev/null | sed -n 's/^PATH=//p'; true"
+
+    def process(self, output: list[str]) -> str | None:
+        return next((line.strip() for line in output if line.strip()), None)
+
+
+class MissingCommandsIn(FactBase[list[str]]):
+    """Which of ``commands`` are not found on exactly ``search_path`` (colon-separated)."""
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, commands: str, search_path: str) -> str:
+        names = " ".join(shlex.quote(c) for c in commands.split())
+        return f"PATH={shlex.quote(search_path)}; for c in {names}; do command -v \"$c\" >/dev/null 2>&1 || echo \"$c\"; done; true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]

@@ -17,9 +17,11 @@ changes) and what they answer:
 - `pid_process_stopped`: SIGTERM to the instance's process group, wait, SIGKILL after
   the timeout; cleans stale PID files; "not running" -> no change.
 - `user_units_running` / `user_units_stopped` / `user_units_removed`: the same contract
-  with systemd user units (Restart=on-failure, enabled for default.target).
+  with systemd user units (Restart=always by default: npm exits 0 on SIGTERM, and a
+  production server must come back; enabled for default.target).
 - `linger_enabled`: logind lingering (units start at boot, keep running after logout).
 - `status_report`: logs state, PIDs, ports and health; changes nothing.
+- `stop_now` / `start_now`: the same, as hooks for deploys/parts/releases.py's switch.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class ProcSpec:
     path_prepend: tuple = ()
     description: str = ""
     env: dict = field(default_factory=dict)  # extra, non-secret environment
+    log_max_bytes: int = 0  # PID-file mode: a bigger log is rotated to <log>.1 at start (0: never)
 
     def marker(self, mode: str) -> str:
         return f"{self.family}:{mode}"
@@ -135,8 +138,12 @@ def start_command(spec: ProcSpec) -> str:
     """
     inner = f"echo $$ > {q(spec.pidfile)} && exec {spec.command}"
     load_env = f"set -a && . {q(spec.env_file)} && set +a && " if spec.env_file else ""
+    rotate = ""
+    if spec.log_max_bytes:
+        log = q(spec.log)
+        rotate = f"{{ [ \"$(stat -c %s {log} 2>/dev/null || echo 0)\" -le {int(spec.log_max_bytes)} ] || mv -f {log} {log}.1; }} && "
     return (
-        f"cd {q(spec.cwd)} && umask 077 && mkdir -p {q(spec.pidfile.rsplit('/', 1)[0])} && {load_env}"
+        f"cd {q(spec.cwd)} && umask 077 && mkdir -p {q(spec.pidfile.rsplit('/', 1)[0])} && {rotate}{load_env}"
         f"{{ {env_prefix(spec, spec.marker('pidfile'))} nohup setsid sh -c {q(inner)} "
         f">> {q(spec.log)} 2>&1 < /dev/null & }}"
     )
@@ -326,7 +333,7 @@ def pid_process_running(spec: ProcSpec, start_timeout_s: float = 60):
     if info.get("pidfile_exists") and info.get("state") in ("stale", "reused"):
         yield StringCommand(f"rm -f {q(spec.pidfile)}")
     if action == "adopt":
-        yield StringCommand(f"umask 077 && echo {min(info['tops'])} > {q(spec.pidfile)}")
+        yield StringCommand(f"umask 077 && mkdir -p {q(spec.pidfile.rsplit('/', 1)[0])} && echo {min(info['tops'])} > {q(spec.pidfile)}")
         return
     if problem := port_problem(spec, info):
         yield fail(f"{spec.id} not started: {problem}")
@@ -355,6 +362,42 @@ def pid_process_stopped(spec: ProcSpec, stop_timeout_s: float = 15):
         yield reporting(stop_command(spec.marker("pidfile"), stop_timeout_s), f"{spec.id}: ")
     if remove or running:
         yield StringCommand(f"rm -f {q(spec.pidfile)}")
+
+
+# ----------------------------------------------------------------------------- hooks
+# For deploys/parts/releases.py: run now (at execution, inside its switch), return (ok, message).
+
+
+def _shell(host_, command: str) -> tuple[bool, str]:
+    ok, output = host_.run_shell_command(StringCommand(command))
+    return ok, "\n".join([*output.stdout_lines, *output.stderr_lines][-20:])
+
+
+def stop_now(host_, spec: "ProcSpec", stop_timeout_s: float) -> tuple[bool, str]:
+    """Stop `spec` in whichever mode it runs (PID file and/or user unit)."""
+    ok, message = _shell(host_, f"{stop_command(spec.marker('pidfile'), stop_timeout_s)} && rm -f {q(spec.pidfile)}")
+    if not ok:
+        return False, message
+    units = user_units([spec])
+    if units.get("units", {}).get(spec.unit, {}).get("ActiveState") in ("active", "activating", "reloading"):
+        ok, unit_message = _shell(host_, f"{USER_SYSTEMCTL} stop {q(spec.unit)}")
+        return ok, f"unit {spec.unit} stopped" if ok else unit_message
+    return True, "" if message.strip() == "not running" else message
+
+
+def start_now(host_, spec: "ProcSpec", mode: str, start_timeout_s: float) -> tuple[bool, str]:
+    """Start `spec` in `mode` and wait (bounded) until it listens; the log's tail on failure."""
+    if mode == "pidfile":
+        ok, message = _shell(host_, start_command(spec))
+    else:
+        ok, message = _shell(host_, f"{USER_SYSTEMCTL} reset-failed {q(spec.unit)} 2>/dev/null; {USER_SYSTEMCTL} start {q(spec.unit)}")
+    if not ok:
+        return False, message
+    ok, observed = _wait_listening(spec, mode, start_timeout_s)
+    if ok:
+        return True, observed
+    _, tail = _shell(host_, f"tail -n 15 {q(spec.log)} 2>/dev/null || true")
+    return False, f"{observed}; last lines of {spec.log}:\n{tail}"
 
 
 # ----------------------------------------------------------------------------- systemd --user

@@ -2,10 +2,11 @@
 root, no sudo), beside a running development instance of the same sample app.
 
 Order matters (module-scoped host): guard rails before the first deploy, the PID-file
-mode with every edge case of the plan, an update (backup + migration, frontend not
-rebuilt), then systemd user units (lingering, restart on failure, start with the user's
-manager, run control) and back to PID files. Development (8000/3000, its venv and
-database) must be untouched at the end.
+mode with every edge case of the plan, an update (backup + migration, only the backend
+restarts), updates that fail (pip, migration: the previous release keeps serving with its
+database), releases and rollback, then systemd user units (lingering, restart after any
+exit, start with the user's manager, the remembered mode) and back to PID files.
+Development (8000/3000, its venv and database) must be untouched at the end.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ APP = REPO / "tests" / "apps" / "youtube_assistant"
 DATA = {
     "ssh_user": USER,
     "youtube_pip_args": ["--no-index", "--find-links", "{home}/wheels"],
-    "youtube_frontend_install_cmd": "",
+    "youtube_frontend_install_cmd": "python3 build.py --install",  # plays npm ci
     "youtube_frontend_build_cmd": "python3 build.py",
     "youtube_frontend_artifact": "dist",
-    "youtube_frontend_paths": ["dist", "server.py", "package.json"],
-    "youtube_frontend_cmd": "python3 server.py -p {frontend_port}",
+    "youtube_frontend_paths": ["dist", "node_modules", "server.py", "launch.py", "package.json"],
+    # launch.py plays npm: the PID file names the launcher, its child listens
+    "youtube_frontend_cmd": "python3 launch.py start -- -H {bind} -p {frontend_port}",
     "youtube_backend_secrets": ["YOUTUBE_API_KEY"],
     "youtube_stop_timeout_s": 3,
     "youtube_restart_sec": 1,
@@ -83,9 +85,34 @@ def pidfile(host, name: str) -> int | None:
 
 
 def instances(host, port: int) -> int:
-    """How many processes of user yt run the command that serves `port` (no duplicates)."""
-    out = host.exec(f"pgrep -u {USER} -f -- '(--port|-p) {port}$' || true").stdout
+    """How many servers of user yt serve `port` (uvicorn, or server.py under its launcher)."""
+    out = host.exec(f"pgrep -u {USER} -f -- '(--port|^python3 server.py .*-p) {port}$' || true").stdout
     return len(out.split())
+
+
+def ancestors(host, pid: int) -> list[int]:
+    """pid's parent, grandparent, ... up to (not including) PID 1."""
+    out = []
+    while True:
+        pid = int(host.exec(f"ps -o ppid= -p {pid}").stdout.strip() or 1)
+        if pid <= 1:
+            return out
+        out.append(pid)
+
+
+def served_by(host, name: str, port: int) -> bool:
+    """The PID file names the listener, or (frontend) the launcher whose descendant listens."""
+    pid, listener = pidfile(host, name), listener_pid(host, port)
+    return bool(pid and listener) and (pid == listener or pid in ancestors(host, listener))
+
+
+def bound_address(host, port: int) -> str:
+    return as_user(host, f"ss -H -tln 'sport = :{port}'").split()[3].rsplit(":", 1)[0]
+
+
+def commit_all(host, message: str) -> str:
+    as_user(host, f"cd {SRC} && git add -A && git -c user.name=dev -c user.email=dev@example.invalid commit -qm {shlex.quote(message)}")
+    return as_user(host, f"git -C {SRC} rev-parse HEAD").strip()
 
 
 def unit(host, name: str) -> dict:
@@ -116,7 +143,7 @@ def prepare(host, public_key: str) -> dict:
     user with the harness key, the checkout, a wheel cache, and dev running on 8000/3000."""
     host.exec(
         "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-        "python3-venv libpam-systemd >/dev/null",
+        "python3-venv libpam-systemd git >/dev/null",
         timeout=300,
     )
     host.exec(
@@ -134,6 +161,8 @@ def prepare(host, public_key: str) -> dict:
         f"find {SRC} -name __pycache__ -prune -exec rm -rf {{}} + ; rm -rf {SRC}/frontend/dist; "
         f"chown -R {USER}:{USER} {HOME}"
     )
+    as_user(host, f"cd {SRC} && printf 'venv/\\n*.db\\n.env\\nnext-env.d.ts\\ndist/\\n__pycache__/\\n' > .gitignore && git init -q")
+    host.commit = commit_all(host, "sample app")
     # Development, as the developer runs it: own venv (with dev tools), own .env and database.
     as_user(
         host,
@@ -185,21 +214,27 @@ def test_run_control_before_a_deploy_answers_clearly(yt):
 # ----------------------------------------------------------------------------- phase 1: PID files
 
 
+SWITCH = "Release switched (only what changed restarts; rolled back on failure)"
+
+
 def test_deploy_then_second_apply_changes_nothing(yt):
     first = run()
     for op in (
-        "Frontend production build", "Backend venv-prod (runtime requirements)", "Release copied into production",
-        "Database backed up and migrated", "backend running (PID file)", "frontend running (PID file)",
+        "Frontend production build", "Backend venv (runtime requirements)", "Frontend release built",
+        "Backend release built", SWITCH,
     ):
         assert first.did(op), (op, first.changed)
     assert SECRET not in first.output and "yt-key" not in first.output
+    assert yt.exec(f"test -e {SRC}/frontend/next-env.d.ts", check=False).returncode == 0  # written by dev
+    # what the framework generates in the checkout is no source change
+    as_user(yt, f"echo '// regenerated' >> {SRC}/frontend/next-env.d.ts")
     second = run()
     assert second.changed == [], second.changed
 
 
 def test_production_runs_beside_development(yt):
     prod, dev = get_json(yt, 8001, "/api/health"), get_json(yt, 8000, "/api/health")
-    assert prod["database"] == f"{PROD}/backend/youtube_assistant_prod.db" and prod["port"] == "8001"
+    assert prod["database"] == f"{PROD}/shared/youtube_assistant_prod.db" and prod["port"] == "8001"
     assert dev["database"] == f"{SRC}/backend/youtube_assistant.db" and dev["port"] == "8000"
     assert prod["revision"] == dev["revision"] == "0001"
     assert prod["secret_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest() and dev["secret_sha256"] is None
@@ -212,9 +247,14 @@ def test_production_runs_beside_development(yt):
     assert as_user(yt, f"{PROD}/backend/venv-prod/bin/python -c 'import alembic, uvicorn, sqlalchemy' && echo ok").strip() == "ok"
     assert as_user(yt, f"{PROD}/backend/venv-prod/bin/python -c 'import iniconfig'", check=False) == ""
     assert as_user(yt, f"{SRC}/backend/venv/bin/python -c 'import iniconfig' && echo ok").strip() == "ok"
-    # copies, not links; nothing written into the checkout
-    assert yt.exec(f"find {PROD} -type l ! -path '{PROD}/backend/venv-prod/*'").stdout == ""
+    # copies, never links into the checkout; nothing written into the checkout
     assert yt.exec(f"find {PROD} -lname '{SRC}*'").stdout == ""
+    assert yt.exec(f"readlink {PROD}/backend").stdout.startswith("releases/backend/")
+    # node_modules is hard-linked from the build, not copied
+    inodes = yt.exec(f"stat -c %i {HOME}/.cache/aqa-youtube-assistant-prod-build/frontend/node_modules/sample-dep/index.js "
+                     f"{PROD}/frontend/node_modules/sample-dep/index.js").stdout.split()
+    assert len(inodes) == 2 and inodes[0] == inodes[1]
+    assert as_user(yt, f"git -C {SRC} status --porcelain") == ""
     assert yt.exec(f"test -e {SRC}/frontend/dist", check=False).returncode != 0
 
 
@@ -231,9 +271,16 @@ def test_env_files_are_private_and_hold_the_operators_values(yt):
 
 
 def test_pid_files_logs_and_processes_belong_to_the_user(yt):
+    # the frontend is a tree, as npm -> sh -c "next start" -> next-server: the PID file names
+    # the launcher, a descendant listens
+    launcher, server = pidfile(yt, "frontend"), listener_pid(yt, 3001)
+    assert launcher != server and launcher in ancestors(yt, server)
+    assert "launch.py start" in yt.exec(f"cat /proc/{launcher}/cmdline | tr '\\0' ' '").stdout
+    assert int(yt.exec(f"ps -o pgid= -p {server}").stdout) == launcher  # one group: stop signals the tree
+    assert pidfile(yt, "backend") == listener_pid(yt, 8001)
     for name, port in (("backend", 8001), ("frontend", 3001)):
         pid = pidfile(yt, name)
-        assert pid and pid == listener_pid(yt, port), name
+        assert served_by(yt, name, port), name
         assert yt.exec(f"ps -o user= -p {pid}").stdout.strip() == USER
         assert yt.exec(f"test -s {PROD}/{name}.log", check=False).returncode == 0
 
@@ -247,9 +294,16 @@ def test_start_when_running_starts_no_duplicate(yt):
     assert instances(yt, 8001) == 1 and instances(yt, 3001) == 1
 
 
+def test_frontend_binds_the_configured_address(yt):
+    assert bound_address(yt, 3001) == "127.0.0.1" and bound_address(yt, 8001) == "127.0.0.1"
+    assert bound_address(yt, 3000) in ("0.0.0.0", "*")  # `next start` without -H: every interface
+    address = yt.exec("hostname -I").stdout.split()[0]
+    assert yt.exec(f"curl -sS --max-time 3 -o /dev/null http://{address}:3001/", check=False).returncode != 0
+
+
 def test_pid_files_deleted_while_running_are_recovered(yt):
     before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
-    yt.exec(f"rm -f {PROD}/pids/*.pid")
+    yt.exec(f"rm -rf {PROD}/pids")  # the whole directory: recreated
     status = run("status")
     assert status.output.count("PID file MISSING") == 2
     result = run("start")
@@ -267,7 +321,7 @@ def test_process_killed_by_hand_is_detected_and_restarted(yt):
     result = run("start")
     assert f"stale PID file (pid {old} is gone): removed" in result.output
     new = pidfile(yt, "backend")
-    assert new and new != old and new == listener_pid(yt, 8001)
+    assert new and new != old and served_by(yt, "backend", 8001)
     assert get_json(yt, 8001, "/api/health")["status"] == "healthy"
 
 
@@ -285,6 +339,7 @@ def test_reused_pid_is_never_signalled_and_stop_forces_after_the_timeout(yt):
         yt.exec(f"rm -f {PROD}/frontend/.ignore-sigterm")
     assert "not signalled; PID file removed" in stop.output
     assert "ignored SIGTERM for 3s: killed with SIGKILL" in stop.output
+    assert yt.exec(f"pgrep -u {USER} -f 'server.py .*-p 3001' || true").stdout.strip() == ""  # no orphan
     assert "with SIGTERM in" in stop.output  # the backend stopped gracefully
     assert yt.exec(f"kill -0 {sleeper}", check=False).returncode == 0, "the unrelated program was signalled"
     yt.exec(f"kill {sleeper}")
@@ -311,27 +366,89 @@ def test_a_foreign_program_on_the_port_is_named_and_nothing_starts(yt):
     assert run("start").changed == []
 
 
-def test_update_backs_up_then_migrates_and_rebuilds_only_what_changed(yt):
-    as_user(yt, f"cd {PROD}/backend && python3 -c \"import sqlite3; c = sqlite3.connect('youtube_assistant_prod.db'); "
+def test_update_backs_up_migrates_and_restarts_only_the_backend(yt):
+    as_user(yt, f"python3 -c \"import sqlite3; c = sqlite3.connect('{PROD}/shared/youtube_assistant_prod.db'); "
                 "c.execute(\\\"insert into projects (name) values ('launch video')\\\"); c.commit()\"")
     docker("cp", str(APP / "migrations_next" / "0002_add_video_title.py"), f"{yt.container_id}:{SRC}/backend/alembic/versions/")
     yt.exec(f"chown {USER}:{USER} {SRC}/backend/alembic/versions/0002_add_video_title.py")
-    old_pid = pidfile(yt, "backend")
+    yt.commit = commit_all(yt, "0002: video title")
+    old_backend, old_frontend = pidfile(yt, "backend"), pidfile(yt, "frontend")
     result = run()
-    assert result.did("Release copied into production") and result.did("Database backed up and migrated")
-    assert not result.did("Frontend production build") and not result.did("Backend venv-prod (runtime requirements)")
-    assert "production changes (release): it is stopped first" in result.output
+    assert result.did("Backend release built") and result.did(SWITCH)
+    assert not result.did("Frontend production build") and not result.did("Frontend release built")
+    assert not result.did("Backend venv (runtime requirements)")  # same requirements: the venv is shared
     backups = yt.exec(f"ls {PROD}/backups").stdout.split()
-    assert len(backups) == 1 and backups[0].startswith("youtube_assistant_prod-") and backups[0].endswith("-at-0001.db")
+    assert len(backups) == 1 and backups[0].startswith("youtube_assistant_prod-"), backups
     backup = f"{PROD}/backups/{backups[0]}"
     assert db_query(yt, backup, "select version_num from alembic_version") == [["0001"]]
     assert db_query(yt, backup, "select name from projects") == [["launch video"]]
-    prod_db = f"{PROD}/backend/youtube_assistant_prod.db"
+    prod_db = f"{PROD}/shared/youtube_assistant_prod.db"
     assert db_query(yt, prod_db, "select version_num from alembic_version") == [["0002"]]
     assert db_query(yt, prod_db, "select name, video_title from projects") == [["launch video", None]]
     health = get_json(yt, 8001, "/api/health")
-    assert health["revision"] == "0002" and health["pid"] != old_pid
+    assert health["revision"] == "0002" and health["pid"] != old_backend
+    assert pidfile(yt, "frontend") == old_frontend  # the frontend's release did not change: not restarted
     assert get_json(yt, 8000, "/api/health")["revision"] == "0001"  # dev: not migrated by production
+    status = run("status")
+    assert f"commit {yt.commit[:12]}" in status.output and "dirty" not in status.output
+    assert run().changed == []
+
+
+def previous_serves(yt, before: tuple, revision: str = "0002") -> None:
+    assert get_json(yt, 8001, "/api/health")["revision"] == revision
+    assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == revision
+    assert served_by(yt, "backend", 8001) and served_by(yt, "frontend", 3001)
+    assert pidfile(yt, "frontend") == before[1]
+
+
+def test_a_failing_pip_install_leaves_the_live_release_serving(yt):
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    as_user(yt, f"echo 'no-such-package-yt==9.9' >> {SRC}/backend/requirements.txt")
+    try:
+        result = run(expect_ok=False)
+    finally:
+        as_user(yt, f"sed -i '/no-such-package-yt/d' {SRC}/backend/requirements.txt")
+    assert "pip install failed: the live release keeps serving" in result.output
+    assert pidfile(yt, "backend") == before[0]  # never stopped
+    previous_serves(yt, before)
+    assert run().changed == []
+
+
+def test_a_failing_migration_puts_back_the_previous_release_and_database(yt):
+    prod_db = f"{PROD}/shared/youtube_assistant_prod.db"
+    rows = db_query(yt, prod_db, "select name, video_title from projects")
+    before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
+    live = yt.exec(f"readlink {PROD}/backend").stdout.strip()
+    target = f"{SRC}/backend/alembic/versions/0003_fails_halfway.py"
+    docker("cp", str(APP / "migrations_next" / "0003_fails_halfway.py"), f"{yt.container_id}:{target}")
+    try:
+        result = run(expect_ok=False)
+    finally:
+        yt.exec(f"rm -f {target}")
+    assert "0003 fails halfway" in result.output and "rolled back to backend" in result.output
+    assert yt.exec(f"readlink {PROD}/backend").stdout.strip() == live
+    assert db_query(yt, prod_db, "select version_num from alembic_version") == [["0002"]]
+    assert ["half_done"] not in db_query(yt, prod_db, "select name from sqlite_master where type='table'")
+    assert db_query(yt, prod_db, "select name, video_title from projects") == rows
+    previous_serves(yt, before)
+    assert run().changed == []
+
+
+def test_releases_rollback_with_its_database_and_forward_again(yt):
+    listing = run(release_action="releases")
+    assert listing.changed == [] and listing.output.count(f"commit {yt.commit[:12]}") == 1
+    assert re.search(r"\* [0-9a-f]{12} .* deploy ", listing.output)
+    before = pidfile(yt, "frontend")
+    back = run(release_action="rollback")
+    assert "database restored from" in back.output
+    assert get_json(yt, 8001, "/api/health")["revision"] == "0001"
+    assert db_query(yt, f"{PROD}/shared/youtube_assistant_prod.db", "select name from projects") == [["launch video"]]
+    assert pidfile(yt, "frontend") == before  # only the backend differs between the two releases
+    assert "rollback" in run(release_action="releases").output
+    assert "no single kept release matches 'ffffff'" in run(expect_ok=False, release_action="rollback", release_to="ffffff").output
+    forward = run()  # the checkout's state again: its release is still kept, nothing is rebuilt
+    assert not forward.did("Backend release built") and forward.did(SWITCH)
+    assert get_json(yt, 8001, "/api/health")["revision"] == "0002"
     assert run().changed == []
 
 
@@ -339,8 +456,10 @@ def test_a_failing_build_changes_nothing_in_production(yt):
     before = (pidfile(yt, "backend"), pidfile(yt, "frontend"))
     result = run(expect_ok=False, youtube_frontend_build_cmd="sh -c 'echo error TS2304 in page.tsx >&2; exit 2'")
     assert "error TS2304 in page.tsx" in result.output and "frontend build failed" in result.output
+    assert "dependencies unchanged" in result.output  # package*.json unchanged: node_modules kept
     assert (pidfile(yt, "backend"), pidfile(yt, "frontend")) == before
     assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == "0002"
+    assert run().changed == []
 
 
 # ----------------------------------------------------------------------------- phase 2: systemd user units
@@ -378,42 +497,45 @@ def test_switch_to_systemd_units_with_the_one_sudo_step(yt):
     assert again.changed == [], again.changed
 
 
-def test_units_restart_on_failure_and_come_back_with_the_user_manager(yt):
-    before = unit(yt, UNITS[0])
-    yt.exec(f"kill -9 {before['MainPID']}")
-    after = wait_for(lambda: (u := unit(yt, UNITS[0]))["ActiveState"] == "active" and u["MainPID"] not in ("0", before["MainPID"]) and u,
-                     what="backend restarted by systemd")
-    assert int(after["NRestarts"]) >= 1
-    wait_for(lambda: listener_pid(yt, 8001), what="backend listening again")
+def test_units_come_back_after_any_exit_and_with_the_user_manager(yt):
+    # kill -9 (a failure), and a plain kill: npm (here its launcher) then exits 0
+    for name, port, sig in ((UNITS[0], 8001, "KILL"), (UNITS[1], 3001, "TERM")):
+        before = unit(yt, name)
+        yt.exec(f"kill -{sig} {before['MainPID']}")
+        after = wait_for(lambda: (u := unit(yt, name))["ActiveState"] == "active" and u["MainPID"] not in ("0", before["MainPID"]) and u,
+                         what=f"{name} restarted by systemd after SIG{sig}")
+        assert int(after["NRestarts"]) >= 1
+        wait_for(lambda: listener_pid(yt, port), what=f"{port} listening again")
     # the user manager restarting (as at boot with lingering, or at login) starts both units
     yt.exec(f"systemctl restart user@$(id -u {USER})")
     wait_for(lambda: listener_pid(yt, 8001) and listener_pid(yt, 3001), timeout=30, what="units after the manager restarted")
     assert get_json(yt, 8001, "/api/health")["status"] == "healthy"
 
 
-def test_systemd_start_stop_status(yt):
-    stop = run("stop", youtube_mode="systemd")
+def test_systemd_start_stop_status_in_the_remembered_mode(yt):
+    # no youtube_mode: the mode recorded by the last deploy (systemd) is used
+    stop = run("stop")
     assert stop.did("User units stopped")
     assert all(unit(yt, u)["ActiveState"] == "inactive" for u in UNITS)
     assert listener_pid(yt, 8001) is None and listener_pid(yt, 3001) is None
-    assert run("stop", youtube_mode="systemd").changed == []
-    status = run("status", youtube_mode="systemd")
+    assert run("stop").changed == []
+    status = run("status")
     assert f"unit {UNITS[0]}: inactive" in status.output and "enabled" in status.output
-    start = run("start", youtube_mode="systemd")
-    assert start.did("Units enabled and running")
-    assert run("start", youtube_mode="systemd").changed == []
-    status = run("status", youtube_mode="systemd")
+    start = run("start")
+    assert start.did("Units enabled and running") and not start.did("No systemd user units (PID-file mode)")
+    assert run("start").changed == []
+    status = run("status")
     assert f"unit {UNITS[0]}: active (running)" in status.output and "port 8001 listening" in status.output
     assert "health: GET http://127.0.0.1:8001/api/health -> HTTP 200" in status.output
 
 
 def test_switch_back_to_pid_files(yt):
-    result = run()
+    result = run(youtube_mode="pidfile")
     assert result.did("No systemd user units (PID-file mode)")
     assert yt.exec(f"ls {HOME}/.config/systemd/user/*.service 2>/dev/null || true").stdout.strip() == ""
     for name, port in (("backend", 8001), ("frontend", 3001)):
-        assert pidfile(yt, name) == listener_pid(yt, port)
-    assert run().changed == []
+        assert served_by(yt, name, port)
+    assert run().changed == []  # and pidfile is remembered
 
 
 def test_development_was_never_touched(yt):

@@ -40,7 +40,8 @@ from facts.procs import (
     procs_spec,
 )
 
-FAMILY = "test-instance:/tmp/x:web"
+# Unique per run: other checkouts may run this suite at the same time on one machine.
+FAMILY = f"test-instance-{os.getpid()}:/tmp/x:web"
 
 
 def free_port() -> int:
@@ -351,3 +352,24 @@ def test_alembic_state_reads_without_creating_the_database(tmp_path):
     assert at_head({**state, "heads": ["0001"]}) is True
     assert at_head({**state, "heads": ["0002"]}) is False
     assert at_head({**state, "heads": None}) is None
+
+
+def test_start_rotates_a_log_over_its_cap_and_recreates_the_pid_directory(tmp_path):
+    log = tmp_path / "web.log"
+    log.write_text("x" * 2000)
+    spec = ProcSpec(
+        id="web", command="true", cwd=str(tmp_path), log=str(log), pidfile=str(tmp_path / "pids" / "web.pid"),
+        family=FAMILY, unit="web.service", log_max_bytes=1000,
+    )
+    subprocess.run(["sh", "-c", start_command(spec)], check=True, timeout=10)
+    deadline = time.monotonic() + 5
+    while not (tmp_path / "pids" / "web.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "web.log.1").read_text() == "x" * 2000
+    assert not log.exists() or log.stat().st_size < 1000
+    # under the cap: left alone
+    (tmp_path / "web.log.1").unlink()
+    log.write_text("small")
+    subprocess.run(["sh", "-c", start_command(spec)], check=True, timeout=10)
+    time.sleep(0.3)
+    assert not (tmp_path / "web.log.1").exists() and log.read_text().startswith("small")

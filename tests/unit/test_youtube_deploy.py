@@ -21,6 +21,7 @@ from deploys.youtube import (
     first_word,
     frontend_env,
     proc_specs,
+    run_script,
     systemd_exec_quote,
     unit_files,
 )
@@ -47,13 +48,16 @@ def test_defaults_match_the_plan():
     check_config(d)
     lay = layout(d)
     assert lay.prod == f"{HOME}/aqa-youtube-assistant-prod"
-    assert lay.db_path == f"{HOME}/aqa-youtube-assistant-prod/backend/youtube_assistant_prod.db"
+    # outside the releases, so every backend release (and a rollback) sees the same file
+    assert lay.db_path == f"{HOME}/aqa-youtube-assistant-prod/shared/youtube_assistant_prod.db"
     assert lay.venv == f"{HOME}/aqa-youtube-assistant-prod/backend/venv-prod"
     assert lay.pids == f"{HOME}/aqa-youtube-assistant-prod/pids"
     backend, frontend = proc_specs(d, lay)
     assert (backend.port, frontend.port) == (8001, 3001)
-    assert backend.command.endswith("-m uvicorn app.main:app --host 127.0.0.1 --port 8001")
-    assert frontend.command == "npm start -- -p 3001"
+    # each release carries its command (.infra-run), so a rollback brings the old command back
+    assert backend.command == frontend.command == "sh ./.infra-run"
+    assert run_script(d, lay, "backend").endswith("-m uvicorn app.main:app --host 127.0.0.1 --port 8001\n")
+    assert run_script(d, lay, "frontend").endswith("\nexec npm start -- -H 127.0.0.1 -p 3001\n")
     assert backend.log == f"{lay.prod}/backend.log" and frontend.pidfile == f"{lay.prod}/pids/frontend.pid"
     assert backend.health_url == "http://127.0.0.1:8001/api/health"
     assert backend_env(d, lay) == {
@@ -64,7 +68,9 @@ def test_defaults_match_the_plan():
         "LOG_LEVEL": "info",
         "CORS_ORIGINS": "http://localhost:3001",
     }
-    assert frontend_env(d, lay) == {"NEXT_PUBLIC_API_URL": "http://localhost:8001", "PORT": "3001"}
+    assert frontend_env(d, lay) == {"NEXT_PUBLIC_API_URL": "http://localhost:8001", "PORT": "3001", "NEXT_TELEMETRY_DISABLED": "1"}
+    assert d.youtube_mode is None  # the mode recorded on the machine
+    assert "next-env.d.ts" in d.youtube_frontend_excludes
 
 
 @pytest.mark.parametrize(
@@ -119,18 +125,21 @@ def test_env_file_is_shell_and_systemd_safe(tmp_path):
     assert out.stdout == value
 
 
-def test_user_units_restart_on_failure_start_at_login_and_log_in_the_prod_dir():
+def test_user_units_always_restart_start_at_login_and_log_in_the_prod_dir():
     d = data(youtube_path_prepend=["~/.nvm/versions/node/v20/bin"])
     lay = layout(d)
     units = unit_files(proc_specs(d, lay), d)
     backend, frontend = units["aqa-youtube-prod-backend.service"], units["aqa-youtube-prod-frontend.service"]
-    assert "Restart=on-failure" in backend and "WantedBy=default.target" in backend
+    assert "Restart=always" in backend and "WantedBy=default.target" in backend  # npm exits 0 on SIGTERM
     assert f"EnvironmentFile={lay.backend}/.env" in backend and f"WorkingDirectory={lay.backend}" in backend
     assert f"StandardOutput=append:{lay.prod}/backend.log" in backend
     assert f'Environment="INFRA_PROC=aqa-youtube-prod:{lay.prod}:backend:systemd"' in backend
     assert "After=aqa-youtube-prod-backend.service" in frontend
-    assert f'ExecStart=/bin/sh -c "PATH={HOME}/.nvm/versions/node/v20/bin:\\"$$PATH\\" exec npm start -- -p 3001"' in frontend
+    assert 'ExecStart=/bin/sh -c "exec sh ./.infra-run"' in frontend
+    assert f'PATH={HOME}/.nvm/versions/node/v20/bin:"$PATH"; export PATH\n' in run_script(d, lay, "frontend")
     assert "TimeoutStopSec=15" in backend
+    # the log is size-capped before each start (20 MiB by default)
+    assert f"ExecStartPre=/bin/sh -c \"[ $$(stat -c %%s {lay.prod}/backend.log 2>/dev/null || echo 0) -le 20971520 ]" in backend
 
 
 def test_exec_quoting_survives_systemd_unescaping():
@@ -159,3 +168,22 @@ def test_first_word(command, word):
 def test_digest_is_stable_and_sensitive():
     assert digest("a", {"x": 1, "y": 2}) == digest("a", {"y": 2, "x": 1})
     assert digest("a", [1]) != digest("a", [2])
+
+
+def test_interpreter_preflight_asks_for_the_version_the_app_needs():
+    from deploys.youtube import Context, interpreter_problems, version_tuple
+
+    d = data()
+    ctx = Context(d, {}, layout(d), proc_specs(d, layout(d)))
+    old = {"path": "/usr/bin/python3", "version": "3.9.2", "requested": "python3", "source": "default"}
+    (problem,) = interpreter_problems(ctx, old)
+    assert "needs Python 3.11+ (datetime.UTC), but /usr/bin/python3 is 3.9.2: set youtube_python" in problem
+    assert interpreter_problems(ctx, {**old, "version": "3.13.1"}) == []
+    assert "does not run" in interpreter_problems(ctx, {"path": None, "requested": "python3.13"})[0]
+    assert version_tuple("3.11") < version_tuple("3.11.2") < version_tuple("3.13")
+    with pytest.raises(ConfigError, match="youtube_python_min"):
+        check_config(data(youtube_python_min=3.11))
+    with pytest.raises(ConfigError, match="youtube_mode 'systemctl'"):
+        check_config(data(youtube_mode="systemctl"))
+    with pytest.raises(ConfigError, match="release_action 'undo'"):
+        check_config(data(release_action="undo"))

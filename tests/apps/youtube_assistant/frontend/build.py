@@ -1,5 +1,10 @@
 """The sample's "production build": src/ -> dist/, with NEXT_PUBLIC_API_URL baked in
-(as Next.js does for NEXT_PUBLIC_* at build time). Fails without it."""
+(as Next.js does for NEXT_PUBLIC_* at build time). Fails without it.
+
+`--install` plays `npm ci`: it (re)creates node_modules/ from package.json (upstream's
+node_modules is 679 MB, so the deploy must hard-link it, not copy it, and reinstall only
+when package*.json changed).
+"""
 
 import json
 import os
@@ -19,7 +24,20 @@ def render(api_url: str, out: Path) -> None:
             target.write_text(path.read_text().replace("__NEXT_PUBLIC_API_URL__", api_url))
 
 
+def install() -> int:
+    modules = HERE / "node_modules"
+    shutil.rmtree(modules, ignore_errors=True)  # as npm ci does: new files, never rewritten in place
+    dep = modules / "sample-dep"
+    dep.mkdir(parents=True)
+    (dep / "package.json").write_text(json.dumps({"name": "sample-dep", "installed_by": os.getpid()}))
+    (dep / "index.js").write_text("module.exports = 42;\n")
+    print("installed node_modules/sample-dep")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--install"]:
+        return install()
     api_url = os.environ.get("NEXT_PUBLIC_API_URL")
     if not api_url:
         print("build.py: NEXT_PUBLIC_API_URL is not set", file=sys.stderr)

@@ -1,5 +1,11 @@
 """Sample backend: an ASGI app (uvicorn) on SQLAlchemy + Alembic, like the real FastAPI app.
 
+Upstream (aqa-youtube-assistant bd6e13d): backend/app/main.py (FastAPI, `load_dotenv()`,
+lifespan running app/migrations.py `alembic upgrade head` at startup, CORS_ORIGINS),
+backend/app/database.py (DATABASE_URL), backend/alembic/env.py, backend/.env.production
+(8001, HOST 0.0.0.0), backend/.python-version (3.13; `datetime.UTC` needs 3.11+).
+Like upstream, startup migrates the database and fails when a migration fails.
+
 GET /api/health (and /health): {"status": "healthy", "database", "revision", "projects",
 "port", "pid", "secret_sha256"}; GET /: API info. CORS for CORS_ORIGINS.
 """
@@ -7,11 +13,20 @@ GET /api/health (and /health): {"status": "healthy", "database", "revision", "pr
 import hashlib
 import json
 import os
+from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///./youtube_assistant.db")
 engine = create_engine(DATABASE_URL)
+
+
+def run_migrations() -> None:
+    """app/migrations.py upstream: `alembic upgrade head` with the alembic.ini beside app/."""
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config  # noqa: PLC0415
+
+    command.upgrade(Config(str(Path(__file__).resolve().parent.parent / "alembic.ini")), "head")
 
 
 def health() -> dict:
@@ -36,6 +51,11 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    run_migrations()
+                except Exception as exc:  # noqa: BLE001 - reported to uvicorn, as upstream re-raises
+                    await send({"type": "lifespan.startup.failed", "message": f"migration failed: {exc}"})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,340 @@
+"""Releases built beside the live one, switched atomically, health-gated, rolled back with
+their data, N kept. Anchors: Capistrano's `releases/` + `current` link, Kamal's `rollback`
+and `app details`.
+
+Layout under `root`, one series per component (a component is what one process runs, so
+only the processes whose release changed restart):
+
+    root/releases/<component>/<id>/             one release; `.complete` is written last
+    root/<component> -> releases/<component>/<id>   the live link, switched with `mv -T`
+    root/releases/history.jsonl                 one line per switch: id, components,
+                                                commit (+dirty), when, who, action
+
+A release id is a digest of everything the release contains (sources, lockfile, command,
+configuration), so the same inputs give the same release: nothing is built or restarted
+again, and redeploying an older state reuses its release if it is still kept.
+
+`release_built` builds a release in its final place (venvs are not relocatable) while the
+live one keeps serving; a failed build leaves an incomplete directory that is never
+switched to. `releases_switched` then, in ONE sequence run from the controller: backs up the data,
+stops the changed processes, switches their links, prepares the data (migrations, with
+the new release linked), starts and health-gates. Any failure puts back the previous links and data, starts the previous
+processes and fails the run. The deploy supplies the process and data steps as hooks
+(`Hook`: called with the pyinfra host at execution, returns (ok, message)), so a systemd
+service, user processes or a container stack can use the same part. `rollback_target`
+and `releases_report` give `make rollback` and `make releases`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.context import state
+
+from deploys.errors import ConfigError
+from facts.releases import Releases
+
+q = shlex.quote
+Hook = Callable[[object], tuple[bool, str]]
+
+
+def release_id(*parts: object) -> str:
+    """Stable 12-hex id of what a release contains: same inputs, same release."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def app_id(components: dict[str, str | None]) -> str:
+    """The id of a set of component releases (what `make releases` lists)."""
+    return release_id("app", sorted(components.items()))
+
+
+def release_path(root: str, component: str, rid: str) -> str:
+    return f"{root}/releases/{component}/{rid}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component's wanted release and how its process is stopped, started and gated."""
+
+    name: str
+    rid: str
+    stop: Hook | None = None
+    start: Hook | None = None
+    gate: Hook | None = None
+
+
+@dataclass(frozen=True)
+class DataSteps:
+    """The data that goes with a release. `backup(host, tag)` returns (ok, backup path or
+    '' when there is nothing to back up); `prepare(host)` runs with the processes stopped,
+    before the switch (migrations); `restore(host, path)` puts a backup back."""
+
+    backup: Callable[[object, str], tuple[bool, str]]
+    restore: Callable[[object, str], tuple[bool, str]]
+    prepare: Hook | None = None
+
+
+@dataclass
+class Switch:
+    """What a switch writes to the history besides the ids."""
+
+    action: str = "deploy"
+    meta: dict = field(default_factory=dict)
+
+
+def read(root: str, names: list[str]) -> dict:
+    return host.get_fact(Releases, root=root, components=" ".join(names))
+
+
+def current_components(st: dict, names: list[str]) -> dict[str, str | None]:
+    return {n: (st["components"].get(n) or {}).get("current") for n in names}
+
+
+# ----------------------------------------------------------------------------- build
+
+
+@operation()
+def release_built(root: str, component: str, rid: str, build: list, meta: dict | None = None, mode: str = "700"):
+    """Build `releases/<component>/<rid>` beside the live release; nothing when it is
+    complete. `build`: commands (str with `{release}` for the path, or pyinfra commands)."""
+    st = read(root, [component])
+    info = (st["components"].get(component) or {}).get("releases", {}).get(rid)
+    if info and info.get("complete"):
+        host.noop(f"{component} release {rid} is built")
+        return
+    path = release_path(root, component, rid)
+    if state.is_executing:
+        host.log(f"building {component} release {rid} beside the live one")
+    yield StringCommand(f"rm -rf {q(path)} && (umask 077 && mkdir -p {q(path)}) && chmod {mode} {q(path)}")
+    for step in build:
+        yield StringCommand(step.replace("{release}", q(path))) if isinstance(step, str) else step
+    record = {"id": rid, "component": component, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+    yield StringCommand(f"printf '%s\\n' {q(json.dumps(record, sort_keys=True))} > {q(path + '/release.json')}")
+    yield StringCommand(f"touch {q(path + '/.complete')}")
+
+
+# ----------------------------------------------------------------------------- switch
+
+
+def _run(host_, command: str) -> tuple[bool, str]:
+    ok, output = host_.run_shell_command(StringCommand(command))
+    lines = list(output.stdout_lines) + list(output.stderr_lines)
+    return ok, "\n".join(lines[-20:])
+
+
+def _link(host_, root: str, name: str, rid: str | None) -> tuple[bool, str]:
+    link = f"{root}/{name}"
+    if rid is None:
+        return _run(host_, f"rm -f {q(link)}")
+    return _run(host_, f"ln -sfn {q(f'releases/{name}/{rid}')} {q(link + '.new')} && mv -T {q(link + '.new')} {q(link)}")
+
+
+def _say(host_, message: str) -> None:
+    for line in message.splitlines() or [""]:
+        host_.log(line)
+
+
+def _step(host_, what: str, hook: Hook | None) -> tuple[bool, str]:
+    if hook is None:
+        return True, ""
+    ok, message = hook(host_)
+    if message:
+        _say(host_, f"{what}: {message}")
+    return ok, message
+
+
+def prune_plan(st: dict, names: list[str], keep: int, extra_history: list[dict] = ()) -> dict[str, list[str]]:
+    """Releases to delete: all but the current ones and those of the last `keep` distinct
+    history entries (incomplete leftovers of failed builds go too)."""
+    history = list(st.get("history") or []) + list(extra_history)
+    kept: dict[str, set] = {n: set() for n in names}
+    seen: list[str] = []
+    for entry in reversed(history):
+        if entry.get("id") in seen:
+            continue
+        seen.append(entry.get("id"))
+        if len(seen) > keep:
+            break
+        for n, rid in (entry.get("components") or {}).items():
+            kept.setdefault(n, set()).add(rid)
+    plan = {}
+    for n in names:
+        comp = st["components"].get(n) or {}
+        keep_ids = kept.get(n, set()) | {comp.get("current")}
+        plan[n] = [rid for rid in sorted(comp.get("releases") or {}) if rid not in keep_ids]
+    return plan
+
+
+def _switch(state, host, root, names, components, data, switch, keep, cleanup):  # noqa: PLR0911
+    # (FunctionCommand passes the pyinfra state and host when the parameters have these names)
+    host_ = host
+    st = host_.get_fact(Releases, root=root, components=" ".join(names))
+    before = current_components(st, names)
+    changes = [c for c in components if before.get(c.name) != c.rid]
+    for c in changes:
+        if not (st["components"].get(c.name) or {}).get("releases", {}).get(c.rid, {}).get("complete"):
+            _say(host_, f"{c.name} release {c.rid} is not complete: not switched; the live release keeps serving")
+            return False
+    after = {**before, **{c.name: c.rid for c in changes}}
+    moves = ", ".join(f"{c.name} {before.get(c.name) or 'nothing'} -> {c.rid}" for c in changes)
+    _say(host_, f"switching {moves}")
+    backup = ""
+    if data:
+        ok, backup = data.backup(host_, app_id(before))
+        if not ok:
+            _say(host_, f"data backup failed, nothing switched: {backup}")
+            return False
+        if backup:
+            _say(host_, f"data backed up to {backup}")
+
+    def rollback(reason: str, data_touched: bool) -> bool:
+        _say(host_, f"FAILED: {reason.splitlines()[0] if reason else ''}")
+        for c in reversed(changes):
+            _step(host_, f"{c.name} (new release) stopped", c.stop)
+        for c in changes:
+            _link(host_, root, c.name, before.get(c.name))
+        if data_touched and data and backup:
+            ok, message = data.restore(host_, backup)
+            _say(host_, f"data restored from {backup}" if ok else f"data restore from {backup} FAILED: {message}")
+        back = [c for c in changes if before.get(c.name)]
+        for c in back:
+            if _step(host_, f"{c.name} (previous release) started", c.start)[0]:
+                _step(host_, f"{c.name} (previous release) health", c.gate)
+        where = ", ".join(f"{c.name} {before.get(c.name)}" for c in back) or "nothing (there was no previous release)"
+        _say(host_, f"rolled back to {where}; the run fails")
+        return False
+
+    for c in reversed(changes):
+        ok, message = _step(host_, f"{c.name} stopped", c.stop)
+        if not ok:
+            return rollback(f"stopping {c.name}: {message}", False)
+    for c in changes:
+        ok, message = _link(host_, root, c.name, c.rid)
+        if not ok:
+            return rollback(f"switching the {c.name} link: {message}", False)
+    if data and data.prepare:  # with the new release linked (its migrations, its venv)
+        ok, message = _step(host_, "data", data.prepare)
+        if not ok:
+            return rollback(f"preparing the data for {app_id(after)}: {message}", True)
+    for c in changes:
+        ok, message = _step(host_, f"{c.name} started", c.start)
+        if not ok:
+            return rollback(f"{c.name} release {c.rid} did not start: {message}", True)
+    for c in changes:
+        ok, message = _step(host_, f"{c.name} health", c.gate)
+        if not ok:
+            return rollback(f"{c.name} release {c.rid} is not healthy: {message}", True)
+    entry = {
+        "id": app_id(after), "components": after, "action": switch.action,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": app_id(before) if any(before.values()) else None,
+        "backup": backup or None, **switch.meta,
+    }
+    ok, message = _run(host_, f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}")
+    if not ok:
+        _say(host_, f"warning: history not written: {message}")
+    fresh = host_.get_fact(Releases, root=root, components=" ".join(names))
+    fresh["history"] = list(fresh.get("history") or [])
+    for name, rids in prune_plan(fresh, names, keep).items():
+        if rids:
+            _run(host_, "rm -rf " + " ".join(q(release_path(root, name, r)) for r in rids))
+            _say(host_, f"pruned {name} releases {', '.join(rids)} (keeping {keep})")
+    if cleanup:
+        _step(host_, "cleanup", cleanup)
+    _say(host_, f"release {entry['id']} is live")
+    return True
+
+
+@operation()
+def releases_switched(
+    root: str,
+    names: list[str],
+    components: list[Component],
+    data: DataSteps | None = None,
+    switch: Switch | None = None,
+    keep: int = 3,
+    cleanup: Hook | None = None,
+):
+    """Make `components` live (see the module docstring); nothing when they already are."""
+    st = read(root, names)
+    before = current_components(st, names)
+    changes = [c for c in components if before.get(c.name) != c.rid]
+    if not changes:
+        host.noop(f"release {app_id(before)} is live")
+        return
+    if not state.is_executing:
+        host.noop("will switch " + ", ".join(f"{c.name} {before.get(c.name) or 'nothing'} -> {c.rid}" for c in changes))
+    yield FunctionCommand(_switch, (root, names, components, data, switch or Switch(), keep, cleanup), {})
+
+
+# ----------------------------------------------------------------------------- rollback, report
+
+
+def history_entries(st: dict) -> list[dict]:
+    """Distinct releases, newest first (the newest switch to an id wins)."""
+    seen, out = set(), []
+    for entry in reversed(st.get("history") or []):
+        if entry.get("id") not in seen:
+            seen.add(entry.get("id"))
+            out.append(entry)
+    return out
+
+
+def available(st: dict, entry: dict) -> bool:
+    comps = st.get("components") or {}
+    return all(
+        (comps.get(n) or {}).get("releases", {}).get(rid, {}).get("complete") for n, rid in (entry.get("components") or {}).items()
+    )
+
+
+def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
+    """The history entry to go back to: `to` (an id or unique prefix), else the release
+    before the live one. ConfigError naming the choices when there is none."""
+    live = app_id(current_components(st, names))
+    entries = [e for e in history_entries(st) if available(st, e)]
+    choices = ", ".join(e["id"] for e in entries if e["id"] != live) or "none"
+    if to:
+        found = [e for e in entries if e["id"].startswith(str(to))]
+        if len(found) != 1:
+            raise ConfigError(f"rollback: no single kept release matches {to!r} (kept: {choices}; live: {live})")
+        return found[0]
+    older = [e for e in entries if e["id"] != live]
+    if not older:
+        raise ConfigError(f"rollback: there is no earlier release to go back to (live: {live})")
+    return older[0]
+
+
+def report_lines(st: dict, names: list[str]) -> list[str]:
+    live = app_id(current_components(st, names))
+    lines = [f"releases (newest first; * = live {live}):"]
+    for e in history_entries(st):
+        mark = "*" if e["id"] == live else " "
+        commit = (e.get("commit") or "?")[:12] + (" (dirty)" if e.get("dirty") else "")
+        comps = " ".join(f"{n}={r}" for n, r in sorted((e.get("components") or {}).items()))
+        state_ = "" if available(st, e) else "  [pruned]"
+        lines.append(f" {mark} {e['id']}  {e.get('at', '?')}  {e.get('action', '?'):<8} commit {commit}  by {e.get('by', '?')}  {comps}{state_}")
+    if len(lines) == 1:
+        lines.append("   none yet (deploy first)")
+    return lines
+
+
+@operation(is_idempotent=True)
+def releases_report(root: str, names: list[str]):
+    """Log the kept releases, the live one marked (`make releases`); change nothing."""
+    if not state.is_executing:
+        host.noop("releases are listed when the deploy runs")
+        return
+    for line in report_lines(read(root, names), names):
+        host.log(line)
+    host.noop("releases listed")
+    return
+    yield  # pragma: no cover
