@@ -221,7 +221,7 @@ def restore_data_commands(base: str, data_dir: str, rid: str, service: str, user
     aside = QuoteString(f"{data_dir}.rolled-back")
     restoring = QuoteString(f"{data_dir}.restoring")
     return [
-        "if readlink", latest, "| grep -q", QuoteString(f"-before-{rid}.tar.gz"), "; then",
+        "if readlink", latest, "| grep -q -e", QuoteString(f"-before-{rid}.tar.gz"), "; then",
         "systemctl stop", QuoteString(f"{service}.service"), ";",
         "rm -rf", restoring, aside, "&& mkdir -p", restoring, "&&",
         "tar -C", restoring, "-xzf", latest, "&&",
