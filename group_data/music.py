@@ -129,3 +129,7 @@ music_keep_backups = 5
 music_health_check_every = "5min"
 # Success criterion of the plan: both services together below this many MiB of memory.
 music_memory_budget_mb = 100
+
+# OS releases this deploy is tested on. MA 2.3 needs Python >= 3.11 (Ubuntu 22.04 has
+# 3.10) and ffmpeg >= 6 (Debian 12 has 5.1: see music_ffmpeg_min_major).
+supported_os = {"ubuntu": ["24.04"], "debian": ["12", "13"]}
