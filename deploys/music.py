@@ -321,6 +321,17 @@ def gate_or_rollback(
     yield StringCommand("echo", QuoteString(reason), ">&2", "&&", "false")
 
 
+# MA 2.3's defaults: a value left out of settings.json means this (and MA's UI drops a
+# value equal to its default when the user saves that section).
+MA_DEFAULTS = {("webserver", "bind_ip"): "0.0.0.0", ("webserver", "bind_port"): 8095,
+               ("streams", "bind_ip"): "0.0.0.0", ("streams", "bind_port"): 8097}
+
+
+def settings_value_ok(current: dict, domain: str, key: str, wanted) -> bool:
+    value = core_value(current, domain, key)
+    return value == wanted or (value is None and MA_DEFAULTS.get((domain, key)) == wanted)
+
+
 @operation()
 def ma_settings(path: str, wanted: dict, user: str, service: str):
     """MA's own settings.json holds `wanted` ({controller: {key: value}}); every other
@@ -330,7 +341,7 @@ def ma_settings(path: str, wanted: dict, user: str, service: str):
     if current.get("error"):
         raise ConfigError(f"{host.name}: {current['error']}; fix or remove it (Music Assistant falls back to defaults)")
     missing = {
-        domain: {k: v for k, v in values.items() if core_value(current, domain, k) != v}
+        domain: {k: v for k, v in values.items() if not settings_value_ok(current, domain, k, v)}
         for domain, values in wanted.items()
     }
     missing = {d: v for d, v in missing.items() if v}

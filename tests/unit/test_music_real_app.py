@@ -238,3 +238,13 @@ def test_standin_runs_with_the_extra_on_loopback_from_settings_and_not_without_f
     settings = json.loads((data_dir / "settings.json").read_text())
     assert settings["core"]["webserver"]["values"]["bind_port"] == web  # MA keeps what it was given
 
+
+
+def test_settings_left_at_mas_default_count_as_set():
+    from deploys.music import settings_value_ok
+
+    current = {"core": {"webserver": {"values": {"bind_ip": "127.0.0.1"}}}}
+    assert settings_value_ok(current, "webserver", "bind_ip", "127.0.0.1")
+    assert settings_value_ok(current, "webserver", "bind_port", 8095)  # MA's default, dropped by its UI
+    assert not settings_value_ok(current, "webserver", "bind_port", 8200)
+    assert not settings_value_ok(current, "streams", "bind_ip", "127.0.0.1")  # default 0.0.0.0
