@@ -18,7 +18,8 @@ Derived from music-assistant/server at tag 2.3.0, at every point the deploy touc
   and IPv6 addresses, port 8095; `/`, `/info` JSON with server_version, `/ws`).
 - aiorun: an exception during start is logged (ERROR, traceback) and the process keeps
   running without listeners: systemd sees it "active".
-- logging (music_assistant/__main__.py): `... LEVEL (thread) [name] message` on stderr
+- logging (music_assistant/__main__.py, colorlog): `... LEVEL (thread) [name] message` in ANSI
+  colours on stderr (the journal keeps the colour codes, at info priority)
   (journal, info priority) and in DATA/musicassistant.log.
 
 A VERSION label starting with "broken" migrates library.db to its schema, then exits 1

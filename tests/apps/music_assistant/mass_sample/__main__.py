@@ -10,6 +10,13 @@ from mass_sample_runtime import run  # the [server] extra, like MA's `from aioru
 from mass_sample.server import MusicAssistant
 
 LOG_FMT = "%(asctime)s.%(msecs)03d %(levelname)s (%(threadName)s) [%(name)s] %(message)s"
+# colorlog's ColoredFormatter colours stderr even when it is not a terminal (the journal).
+COLORS = {"DEBUG": "\x1b[36m", "INFO": "\x1b[32m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[31m"}
+
+
+class ColoredFormatter(logging.Formatter):
+    def format(self, record):
+        return COLORS.get(record.levelname, "") + super().format(record) + "\x1b[0m"
 
 
 def get_arguments(argv=None):
@@ -21,7 +28,8 @@ def get_arguments(argv=None):
 
 
 def setup_logger(data_dir: str, level: str) -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FMT, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.getLogger().handlers[0].setFormatter(ColoredFormatter(LOG_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
     handler = logging.FileHandler(os.path.join(data_dir, "musicassistant.log"))
     handler.setFormatter(logging.Formatter(LOG_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(handler)
