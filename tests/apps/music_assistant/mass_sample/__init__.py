@@ -20,7 +20,7 @@ Derived from music-assistant/server at tag 2.3.0, at every point the deploy touc
   running without listeners: systemd sees it "active".
 - logging (music_assistant/__main__.py, colorlog): `... LEVEL (thread) [name] message` in ANSI
   colours on stderr (the journal keeps the colour codes, at info priority)
-  (journal, info priority) and in DATA/musicassistant.log.
+  and in DATA/musicassistant.log.
 
 A VERSION label starting with "broken" migrates library.db to its schema, then exits 1
 (a crash loop under Restart=always); "hang" migrates and then never opens a port.
