@@ -314,7 +314,7 @@ def gate_or_rollback(
             "ln", "-sfn", QuoteString(previous), QuoteString(f"{link}.new"), "&&",
             "mv", "-T", QuoteString(f"{link}.new"), QuoteString(link), ";", *restore,
             restart_command(f"{service}.service"), ";",
-            "for i in $(seq 1 30); do curl -fsS -o /dev/null", QuoteString(check_url), "&& break; sleep 1; done;",
+            "for i in $(seq 1 30); do curl -fsS -o /dev/null", QuoteString(check_url), "2>/dev/null && break; sleep 1; done;",
             "echo", QuoteString(message), ">&2; exit 1",
         )
         return
