@@ -65,6 +65,7 @@ def main(data):
         f"http://127.0.0.1:{data.hello_port}{data.hello_health_path}",
         json_field=data.hello_health_field,
         expect=data.hello_health_expect,
+        unit=spec.name,
     )
 
 

@@ -16,6 +16,7 @@ from typing_extensions import override
 SEPARATOR = "--- ufw show added ---"
 _DEFAULT = re.compile(r"(\w+) \((incoming|outgoing|routed)\)")
 _ADDED = re.compile(r"^ufw allow (?:in )?(\d+)(?:/(tcp|udp))?$")
+_ADDED_FROM = re.compile(r"^ufw allow (?:in )?from (\S+) to any port (\d+) proto (tcp|udp)$")
 _STATUS_RULE = re.compile(r"^(\d+)(?:/(tcp|udp))?(?: \(v6\))?\s+ALLOW(?: IN)?\s+Anywhere")
 
 
@@ -57,8 +58,12 @@ def parse_ufw(output: list[str]) -> dict[str, Any]:
                 result["other"].append(line.strip())
     for line in added_lines:
         match = _ADDED.match(line)
+        from_match = _ADDED_FROM.match(line)
         if match:
             result["added"].append(_rule(*match.groups()))
+        elif from_match:  # one network only: "8097/tcp from 10.0.0.0/8"
+            network, port, proto = from_match.groups()
+            result["added"].append(f"{_rule(port, proto)} from {network}")
         elif line.startswith("ufw ") and line not in result["other"]:
             result["other"].append(line)
     return result

@@ -2,6 +2,8 @@
 
     from deploys.parts.firewall import firewall
     firewall(allow=[22, 80, 443])        # e.g. host.data.firewall_allow_tcp
+    firewall(allow=[22, 80, 443, {"port": "8097/tcp", "from": "192.168.1.0/24"}])
+                                         # a port open to one network only
 
 Idempotent: `ufw_firewall` reads ufw's state (`facts.firewall.UfwStatus`) and runs only
 the commands that close the gap (a missing allow, an extra rule, a default policy,
@@ -17,6 +19,7 @@ enforce that - and ufw stays the single rule set for what the world can reach.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 
@@ -31,10 +34,47 @@ from facts.sockets import ListeningSockets
 _RULE = re.compile(r"^(\d{1,5})(/(tcp|udp))?$")
 
 
+def _from_rule(item: dict, problems: list[str]) -> str | None:
+    """`{"port": "8097/tcp", "from": "10.0.0.0/8"}` -> `"8097/tcp from 10.0.0.0/8"`."""
+    port = item.get("port")
+    text = f"{port}/tcp" if isinstance(port, int) else str(port)
+    match = _RULE.match(text)
+    try:
+        network = str(ipaddress.ip_network(str(item.get("from")), strict=False))
+    except ValueError:
+        network = None
+    if set(item) - {"port", "from"} or not match or not network or not 0 < int(match.group(1)) < 65536:
+        problems.append(f"{item!r} is not {{'port': PORT[/tcp|udp], 'from': NETWORK}}")
+        return None
+    return f"{text if match.group(2) else text + '/tcp'} from {network}"
+
+
+def rule_argv(rule: str) -> list[str]:
+    """ufw arguments after `allow` for a normalised rule."""
+    port_proto, _, network = rule.partition(" from ")
+    if not network:
+        return [port_proto]
+    port, proto = port_proto.split("/")
+    return ["from", network, "to", "any", "port", port, "proto", proto]
+
+
 def normalise_rules(allow: Iterable[object]) -> list[str]:
-    """`[22, "80/tcp", "53/udp"]` -> `["22/tcp", "80/tcp", "53/udp"]` (ints mean TCP)."""
+    """`[22, "80/tcp", "53/udp"]` -> `["22/tcp", "80/tcp", "53/udp"]` (ints mean TCP);
+    a dict `{"port", "from"}` -> `"PORT/PROTO from NETWORK"`."""
     rules, problems = [], []
     for item in allow:
+        if isinstance(item, dict):
+            rule = _from_rule(item, problems)
+            if rule and rule not in rules:
+                rules.append(rule)
+            continue
+        if isinstance(item, str) and " from " in item:  # already normalised
+            port, _, network = item.partition(" from ")
+            item = {"port": port, "from": network}
+            rule = _from_rule(item, problems)
+            if rule and rule not in rules:
+                rules.append(rule)
+            continue
         text = f"{item}/tcp" if isinstance(item, int) else str(item)
         match = _RULE.match(text)
         if not match or not 0 < int(match.group(1)) < 65536:
@@ -52,7 +92,7 @@ def firewall_problems(allow: Iterable[object], ssh_ports: Iterable[int]) -> list
         rules = normalise_rules(allow)
     except ConfigError as exc:
         return [str(exc)]
-    allowed_tcp = {int(r.split("/")[0]) for r in rules if r.endswith("/tcp")}
+    allowed_tcp = {int(r.split("/")[0]) for r in rules if r.endswith("/tcp")}  # from anywhere
     return [
         f"the firewall allow list {rules} omits SSH port {port}/tcp that this deploy is connected "
         "through: enabling it would lock the operator out"
@@ -73,10 +113,10 @@ def ufw_commands(state: dict | None, rules: list[str], protected: Iterable[str] 
     commands = []
     for rule in sorted(rules, key=lambda r: r not in set(protected)):
         if not _covers(rule, present):
-            commands.append(["ufw", "allow", rule])
+            commands.append(["ufw", "allow", *rule_argv(rule)])
     for rule in present:
         if rule not in rules and not any(rule == r.split("/")[0] for r in rules) and rule not in protected:
-            commands.append(["ufw", "delete", "allow", rule])
+            commands.append(["ufw", "delete", "allow", *rule_argv(rule)])
     defaults = state.get("defaults") or {}
     if defaults.get("incoming") != "deny":
         commands.append(["ufw", "default", "deny", "incoming"])

@@ -1,20 +1,52 @@
-"""Health gates: wait (bounded) until a service answers as healthy, change nothing."""
+"""Health gates: wait (bounded) until a service answers as healthy, change nothing.
+
+A gate that fails names the unit's state and its last journal lines (`unit=`), so the
+operator sees the ImportError or the sandbox's `Errno 97`, not just "connection refused".
+"""
 
 from __future__ import annotations
 
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.context import state
 from pyinfra.operations import files, systemd
 
-from deploys.operations import wait_until
+from deploys.operations import poll
 from deploys.parts.tls import local_path
 from facts.http import HttpHealth, describe, is_healthy
+from facts.units import UnitDiagnostics, describe_unit
 
 
-def external_https_check(url_path: str, server_name: str, address: str | None, ca_file: str | None):
-    """A `wait_until` check run on the controller: HTTPS through nginx, verified."""
+def unit_report(unit: str | None, lines: int = 12) -> str:
+    """The unit's state and last journal lines, read from the host now ("" without a unit)."""
+    if not unit:
+        return ""
+    name = unit if "." in unit else f"{unit}.service"
+    return describe_unit(name, host.get_fact(UnitDiagnostics, unit=name, lines=lines))
+
+
+@operation(is_idempotent=True)
+def service_gate(check, description: str, unit: str | None = None, timeout_s: float = 60, interval_s: float = 2):
+    """`wait_until` that, on failure, adds the unit's state and last journal lines."""
+    if not state.is_executing:
+        host.noop(f"{description}: checked when the deploy runs")
+        return
+    ok, observed = poll(check, timeout_s, interval_s)
+    if ok:
+        host.noop(f"{description}: {observed}")
+        return
+    message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
+    if report := unit_report(unit):
+        message += f"\n{report}"
+    yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+
+
+def external_https_check(url_path: str, server_name: str, address: str | None, ca_file: str | None,
+                         auth: tuple[str, str] | None = None):
+    """A `wait_until` check run on the controller: HTTPS through nginx, verified
+    (`auth`: basic-auth user and password, for a vhost behind access control)."""
     import ssl
 
     import httpx
@@ -27,7 +59,8 @@ def external_https_check(url_path: str, server_name: str, address: str | None, c
         try:
             with httpx.Client(verify=verify, timeout=10) as client:
                 response = client.request(
-                    "GET", target, headers={"Host": server_name}, extensions={"sni_hostname": server_name}
+                    "GET", target, headers={"Host": server_name}, extensions={"sni_hostname": server_name},
+                    auth=auth,
                 )
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"
@@ -53,12 +86,15 @@ def http_gate(
     expect=None,
     timeout_s: float | None = None,
     ca_file: str | None = None,
+    unit: str | None = None,
 ):
-    """Fail the deploy with the last observed status unless `url` turns healthy in time."""
-    wait_until(
+    """Fail the deploy with the last observed status (and `unit`'s state and journal)
+    unless `url` turns healthy in time."""
+    service_gate(
         name=f"Wait until {url} is healthy",
         check=http_check(url, json_field, expect, ca_file),
         description=f"{url}",
+        unit=unit,
         timeout_s=timeout_s or host.data.get("health_timeout_s", 60),
         interval_s=host.data.get("health_interval_s", 2),
     )

@@ -23,23 +23,38 @@ Vhost data (one dict per public name):
      "catch_all": False,                     # no `location /` proxy: only the locations (else 404)
      "cert": "/etc/letsencrypt/live/<name>/fullchain.pem",   # default
      "key": "/etc/letsencrypt/live/<name>/privkey.pem",      # default
-     "max_body": "50m"}                      # optional client_max_body_size
+     "max_body": "50m",                      # optional client_max_body_size
+     "access": {"auth_file": auth_file_path("music"),   # basic auth (basic_auth_file)
+                "realm": "Music Assistant",
+                "allow": ["192.168.1.0/24"],             # IP allow-list (else denied)
+                "satisfy": "all"}}                       # both ("any": either) when both set
+
+Access control is for admin surfaces without a login of their own (Music Assistant 2.3,
+Supabase Studio): basic auth from a secret (`basic_auth_file` writes the htpasswd,
+0640 root:www-data, salted SHA-1 `{SSHA}`) and/or an IP allow-list, over the whole HTTPS
+vhost. The HTTP block keeps serving ACME challenges only.
+
+The distro's default site is disabled only while it is untouched (facts/nginx.py): an
+admin's edited default, or anything else they serve through it, stays.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import re
 from io import BytesIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import Link, Sha256File
 from pyinfra.operations import apt, files, systemd
 
 from deploys.errors import ConfigError
+from deploys.operations import secret_file
 from deploys.templating import render
+from facts.nginx import NginxDefaultSite, default_site_removable
 
 SITES_AVAILABLE = "/etc/nginx/sites-available"
 SITES_ENABLED = "/etc/nginx/sites-enabled"
@@ -49,7 +64,10 @@ BACKUP_DIR = "/var/backups/infra-nginx"
 _SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
 _SITE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _LOCATION = re.compile(r"^(=\s*|~\*?\s*|\^~\s*)?/[^\s{};]*$")
-_VHOST_KEYS = {"server_name", "upstream", "websocket", "locations", "cert", "key", "max_body", "catch_all"}
+_VHOST_KEYS = {"server_name", "upstream", "websocket", "locations", "cert", "key", "max_body", "catch_all", "access"}
+_ACCESS_KEYS = {"auth_file", "realm", "allow", "satisfy"}
+AUTH_DIR = "/etc/nginx/infra-auth"
+_AUTH_USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _LOCATION_KEYS = {"path", "deny", "return", "upstream", "websocket", "strip_prefix"}
 
 
@@ -92,6 +110,83 @@ def _normalise_location(loc: dict, where: str, problems: list[str]) -> dict:
     }
 
 
+def auth_file_path(site: str) -> str:
+    return f"{AUTH_DIR}/{site}.htpasswd"
+
+
+def _normalise_access(access: object, where: str, problems: list[str]) -> dict | None:
+    """`access` of a vhost: basic auth file and/or allow-list; None when not given."""
+    if access is None:
+        return None
+    if not isinstance(access, dict):
+        problems.append(f"{where}: access must be a dict")
+        return None
+    unknown = sorted(set(access) - _ACCESS_KEYS)
+    if unknown:
+        problems.append(f"{where}: unknown access keys {unknown}")
+    auth_file = access.get("auth_file")
+    if auth_file is not None and not re.match(r"^/[A-Za-z0-9._/-]+$", str(auth_file)):
+        problems.append(f"{where}: access auth_file {auth_file!r} must be an absolute path")
+    realm = str(access.get("realm") or "Restricted")
+    if not re.match(r"^[A-Za-z0-9 ._-]{1,64}$", realm):
+        problems.append(f"{where}: access realm {realm!r} may hold letters, digits, space and ._- only")
+    allow = []
+    for net in access.get("allow") or []:
+        try:
+            allow.append(str(ipaddress.ip_network(str(net), strict=False)))
+        except ValueError:
+            problems.append(f"{where}: access allow {net!r} is not an IP network")
+    satisfy = access.get("satisfy", "all")
+    if satisfy not in ("all", "any"):
+        problems.append(f"{where}: access satisfy {satisfy!r} must be 'all' or 'any'")
+    if not auth_file and not allow:
+        problems.append(f"{where}: access needs auth_file and/or allow (else it would restrict nothing)")
+    return {"auth_file": auth_file, "realm": realm, "allow": allow, "satisfy": satisfy}
+
+
+def render_htpasswd(users: dict, site: str) -> str:
+    """`user:{SSHA}...` lines. The salt is derived from site, user and password, so the
+    file (and the deploy) only change when a password does."""
+    lines = []
+    for user, password in sorted(users.items()):
+        raw = password.unmask() if hasattr(password, "unmask") else str(password)
+        if not _AUTH_USER.match(str(user)):
+            raise ConfigError(f"nginx basic auth: user name {user!r} may hold letters, digits and ._@- only")
+        if not raw or re.search(r"[\x00-\x1f]", raw):
+            raise ConfigError(f"nginx basic auth: the password of {user!r} is empty or has a control character")
+        salt = hashlib.sha256(f"infra-htpasswd:{site}:{user}:{raw}".encode()).digest()[:8]
+        digest = hashlib.sha1(raw.encode() + salt).digest()
+        lines.append(f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}")
+    return "".join(line + "\n" for line in lines)
+
+
+@deploy("nginx basic auth file")
+def basic_auth_file(site: str, users: dict):
+    """The htpasswd of `site` (see `auth_file_path`): 0640 root:www-data, never printed."""
+    files.directory(name=f"nginx auth directory {AUTH_DIR}", path=AUTH_DIR, user="root", group="www-data",
+                    mode="750")
+    return secret_file(name=f"nginx basic auth users of {site}", dest=auth_file_path(site),
+                       content=HiddenValue(render_htpasswd(users, site)), user="root", group="www-data",
+                       mode="640")
+
+
+@operation()
+def disable_untouched_default_site():
+    """Unlink sites-enabled/default only while it is the distro's untouched default."""
+    removable = default_site_removable(host.get_fact(NginxDefaultSite))
+    if removable is False:
+        host.noop("sites-enabled/default: absent, or changed by an admin (kept)")
+        return
+    # None: nginx is being installed by this run; the guard re-checks on the host.
+    yield StringCommand(
+        "en=/etc/nginx/sites-enabled/default; av=/etc/nginx/sites-available/default;"
+        " want=$(dpkg-query -W -f='${Conffiles}\\n' nginx-common | awk '$1==\"/etc/nginx/sites-available/default\" {print $2}');"
+        " if [ -L \"$en\" ] && [ \"$(readlink -f \"$en\")\" = \"$av\" ] && [ -n \"$want\" ]"
+        " && [ \"$(md5sum < \"$av\" | cut -d' ' -f1)\" = \"$want\" ]; then rm -f \"$en\" &&"
+        " { nginx -t 2>/dev/null && systemctl reload-or-restart nginx || true; }; fi"
+    )
+
+
 def normalise_vhosts(vhosts: list[dict], live_dir: str = "/etc/letsencrypt/live") -> list[dict]:
     """Validate vhost data (one error naming every problem) and fill in defaults."""
     problems: list[str] = []
@@ -122,6 +217,7 @@ def normalise_vhosts(vhosts: list[dict], live_dir: str = "/etc/letsencrypt/live"
                 "key": vhost.get("key") or key,
                 "max_body": vhost.get("max_body"),
                 "catch_all": bool(vhost.get("catch_all", True)),
+                "access": _normalise_access(vhost.get("access"), where, problems),
             }
         )
     if problems:
@@ -248,13 +344,13 @@ def install_nginx(webroot: str = "/var/www/acme", remove_default_site: bool = Tr
     """nginx package, the ACME webroot, the shared WebSocket map; nginx enabled + running."""
     apt.packages(name="nginx package", packages=["nginx"], update=True, cache_time=3600)
     files.directory(name=f"ACME webroot {webroot}", path=webroot, user="root", group="root", mode="755")
-    links = {f"{SITES_ENABLED}/default": None} if remove_default_site else {}
     nginx_config(
         name="nginx shared config (WebSocket upgrade map)",
         key="infra-common",
         files_wanted={WEBSOCKET_CONF: render_websocket_conf()},
-        links_wanted=links,
     )
+    if remove_default_site:
+        disable_untouched_default_site(name="nginx default site disabled (only if untouched)")
     systemd.service(name="nginx enabled and running", service="nginx.service", running=True, enabled=True)
 
 

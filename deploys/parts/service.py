@@ -4,6 +4,15 @@ The unit runs as a dedicated system user, reads secrets from a root-only
 EnvironmentFile, sees a read-only filesystem except its own `read_write_paths`, and
 restarts only when its unit, environment or code changed. With the defaults,
 `systemd-analyze security` scores it about 1.6 (the plans' units score 9+).
+
+The sandbox is per-service data: `address_families` (an app that reads its interfaces
+over netlink, like Music Assistant through ifaddr/zeroconf, needs AF_NETLINK). A restart
+the deploy asks for first clears systemd's start limit (`reset-failed`), so a crash loop
+left by an earlier run never wedges the next one; with `restart_failure="gate"` a failed
+restart does not stop the run: the health gate after it decides (and rolls back).
+Every value that goes into the unit is refused if it holds a control character (a
+newline would inject unit lines), and the service user is created only as a system
+account: root or an existing login account is never modified.
 """
 
 from __future__ import annotations
@@ -12,8 +21,10 @@ import re
 from dataclasses import dataclass, field
 
 from pyinfra import host
-from pyinfra.api import HiddenValue, deploy
+from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Users
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files, server, systemd
 
 from deploys.errors import ConfigError
@@ -23,7 +34,31 @@ from deploys.templating import render_io
 _UNIT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.@-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESTART = {"no", "always", "on-success", "on-failure", "on-abnormal", "on-abort", "on-watchdog"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FAMILY = re.compile(r"^AF_[A-Z0-9]+$")
+DEFAULT_ADDRESS_FAMILIES = ("AF_UNIX", "AF_INET", "AF_INET6")
+SYS_UID_MAX = 999  # Debian/Ubuntu login.defs: system accounts are 1..999
 
+
+def _control_char_problems(merged: dict) -> list[str]:
+    """Every string that ends up in the unit file, checked for control characters."""
+    problems = []
+
+    def walk(where: str, value) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{where} key {key!r}", key)
+                walk(f"{where}[{key!r}]", item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(where, item)
+        elif isinstance(value, str) and _CONTROL.search(value):
+            problems.append(f"{where} {value!r} contains a control character (newline, tab ...)")
+
+    for key, value in merged.items():
+        if key != "secrets":
+            walk(key, value)
+    return problems
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -47,6 +82,7 @@ class ServiceSpec:
     private_users: bool = False
     memory_deny_write_execute: bool = True
     capabilities: tuple = ()
+    address_families: tuple = DEFAULT_ADDRESS_FAMILIES  # RestrictAddressFamilies=
     extra: dict = field(default_factory=dict)
     create_user: bool = True
 
@@ -74,6 +110,10 @@ class ServiceSpec:
         bad_keys = [k for k in {**merged.get("env", {}), **(secrets or {})} if not _ENV_KEY.match(k)]
         if bad_keys:
             problems.append(f"invalid environment variable names {bad_keys}")
+        problems += _control_char_problems(merged)
+        bad_families = [f for f in merged.get("address_families", ()) if not _FAMILY.match(str(f))]
+        if bad_families or not merged.get("address_families", DEFAULT_ADDRESS_FAMILIES):
+            problems.append(f"address_families {list(merged.get('address_families', ()))!r} must be AF_* names")
         paths = [*merged.get("read_write_paths", ()), *merged.get("state_dirs", ())]
         for path in [merged.get("working_dir", "/"), *paths]:
             if not str(path).startswith("/"):
@@ -92,6 +132,7 @@ class ServiceSpec:
         )
         for key in ("state_dirs", "after", "capabilities"):
             merged[key] = tuple(merged.get(key, ()))
+        merged["address_families"] = tuple(merged.get("address_families", DEFAULT_ADDRESS_FAMILIES))
         return cls(**merged)
 
 
@@ -104,8 +145,8 @@ def render_env_file(secrets: dict) -> HiddenValue:
     lines = []
     for key, value in sorted(secrets.items()):
         raw = value.unmask() if isinstance(value, HiddenValue) else str(value)
-        if "\n" in raw:
-            raise ConfigError(f"secret {key} contains a newline")
+        if re.search(r"[\x00\r\n]", raw):
+            raise ConfigError(f"secret {key} contains a newline (or CR/NUL)")
         for char in ("\\", '"', "$", "`"):
             raw = raw.replace(char, "\\" + char)
         lines.append(f'{key}="{raw}"')
@@ -122,24 +163,81 @@ def service_defaults() -> dict:
     }
 
 
+def account_problem(user: str, accounts: dict | None) -> str | None:
+    """Why `user` must not be (re)made a nologin system account, or None.
+
+    `accounts` is pyinfra's Users fact. Root and accounts outside the system range
+    (login users such as "jason") would get their shell and home rewritten by usermod.
+    """
+    existing = (accounts or {}).get(user)
+    if existing is None:
+        return None
+    uid = int(existing.get("uid", -1))
+    if uid == 0:
+        return f"service user {user!r} is root: refusing to make it a nologin service account"
+    if uid > SYS_UID_MAX:
+        return (f"service user {user!r} is an existing login account (uid {uid}): refusing to change its "
+                "shell and home; use a dedicated system user, or set create_user False to run as it unchanged")
+    return None
+
+
+def system_user(user: str, group: str, home: str) -> None:
+    """`user`:`group` as a nologin system account; refused before any change for root or a
+    login account that already exists."""
+    if problem := account_problem(user, host.get_fact(Users)):
+        raise ConfigError(f"{host.name}: {problem}")
+    server.group(name=f"Group {group}", group=group, system=True)
+    server.user(
+        name=f"User {user}", user=user, group=group, system=True, shell="/usr/sbin/nologin",
+        home=home, create_home=False, ensure_home=False,
+    )
+
+
+def _failure_tail(unit: str, restart_failure: str) -> list:
+    """After a failed start: fail here, or (`gate`) log it and leave it to the health gate."""
+    if restart_failure == "gate":
+        note = f"{unit} did not start; the health gate decides (and rolls back)"
+        return ["||", "echo", QuoteString(note), ">&2"]
+    return []
+
+
+@operation()
+def service_running(unit: str, restart_failure: str = "fail"):
+    """`unit` enabled and active. A unit in `failed` (e.g. start-limit-hit) is reset first,
+    so an earlier crash loop cannot make this start fail with "start request repeated too
+    quickly"."""
+    status = (host.get_fact(SystemdStatus) or {}).get(unit)
+    enabled = (host.get_fact(SystemdEnabled) or {}).get(unit)
+    if not enabled:
+        yield StringCommand("systemctl", "enable", QuoteString(unit))
+    if status:
+        host.noop(f"{unit} is running")
+        return
+    yield StringCommand(
+        "systemctl", "reset-failed", QuoteString(unit), "2>/dev/null;",
+        "systemctl", "start", QuoteString(unit), *_failure_tail(unit, restart_failure),
+    )
+
+
+def restart_command(unit: str, restart_failure: str = "fail") -> str:
+    """`reset-failed` then `restart`: a restart the deploy asks for is never refused by
+    systemd's start limit."""
+    tail = f" || echo '{unit} did not start; the health gate decides (and rolls back)' >&2" if restart_failure == "gate" else ""
+    return f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}{tail}"
+
+
 @deploy("Hardened systemd service")
-def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] = ()):
+def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] = (), restart_failure: str = "fail"):
     """Install the unit and env file, then make the service enabled and running.
 
     `restart_when`: operations (code, venv, config) whose change must restart it.
+    `restart_failure`: "fail" stops the run when the (re)start fails; "gate" leaves that to
+    a health gate that runs next and rolls back (see module doc).
     """
+    if restart_failure not in ("fail", "gate"):
+        raise ConfigError(f"service {spec.name}: restart_failure must be 'fail' or 'gate'")
     if spec.create_user:
-        server.group(name=f"Group {spec.group}", group=spec.group, system=True)
-        server.user(
-            name=f"User {spec.user}",
-            user=spec.user,
-            group=spec.group,
-            system=True,
-            shell="/usr/sbin/nologin",
-            home=spec.working_dir,
-            create_home=False,
-            ensure_home=False,
-        )
+        system_user(spec.user, spec.group, spec.working_dir)
     for path in spec.state_dirs:
         files.directory(
             name=f"State directory {path}",
@@ -174,16 +272,10 @@ def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] 
     )
     changes.append(unit)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
-    systemd.service(
+    unit_name = f"{spec.name}.service"
+    server.shell(
         name=f"Restart {spec.name} (its unit, environment or code changed)",
-        service=f"{spec.name}.service",
-        running=True,
-        restarted=True,
+        commands=[restart_command(unit_name, restart_failure)],
         _if=lambda: any(op.did_change() for op in changes),
     )
-    systemd.service(
-        name=f"{spec.name} enabled and running",
-        service=f"{spec.name}.service",
-        running=True,
-        enabled=True,
-    )
+    service_running(name=f"{spec.name} enabled and running", unit=unit_name, restart_failure=restart_failure)

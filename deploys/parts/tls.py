@@ -25,6 +25,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
+from deploys.errors import ConfigError
 from deploys.parts.nginx import install_nginx, nginx_site
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +72,29 @@ class CertbotCertificate(FactBase):
     def process(self, output):
         data = json.loads("\n".join(output) or "{}")
         return None if not data or "error" in data else data
+
+
+_PLACEHOLDER_DOMAINS = ("example.com", "example.net", "example.org")
+_RESERVED_TLDS = ("invalid", "example", "test", "localhost", "local")
+
+
+def placeholder_email(email: str | None) -> bool:
+    """Empty, or at a domain reserved for examples (RFC 2606/6761): no one reads it."""
+    if not email or "@" not in str(email):
+        return True
+    domain = str(email).rsplit("@", 1)[1].lower().rstrip(".")
+    return domain in _PLACEHOLDER_DOMAINS or domain.endswith(tuple(f".{d}" for d in _PLACEHOLDER_DOMAINS)) \
+        or domain.rsplit(".", 1)[-1] in _RESERVED_TLDS
+
+
+def acme_email_problem(email: str | None, server: str, private_ca: bool) -> str | None:
+    """A public ACME server (one the system CAs trust: Let's Encrypt, ZeroSSL ...) sends
+    expiry and revocation notices to this address; a placeholder loses them. A private
+    one (pebble in tests, given with its own CA bundle) is fine with any address."""
+    if private_ca or not placeholder_email(email):
+        return None
+    return (f"acme_email {email!r} is a placeholder, and {server} is a public ACME server that mails "
+            "expiry and revocation notices there: set acme_email to an address someone reads")
 
 
 def acme_server(directory: str, staging: bool) -> str:
@@ -168,6 +192,10 @@ def https_site(site: str, vhosts: list[dict], names: list[str], data):
     acme_ca_bundle as a local path, nginx_listen_ipv6).
     """
     webroot, ipv6 = data.acme_webroot, data.nginx_listen_ipv6
+    problem = acme_email_problem(data.acme_email, acme_server(data.acme_directory, data.acme_staging),
+                                 private_ca=bool(data.acme_ca_bundle))
+    if problem:
+        raise ConfigError(f"TLS for {', '.join(names)}: {problem}")
     install_nginx(webroot=webroot)
     install_certbot(local_ca_bundle=local_path(data.acme_ca_bundle))
     # certbot's live/ files are symlinks (the File fact says False for them): ask certbot.

@@ -26,7 +26,7 @@ from typing import Any
 from . import helpers
 from ._util import HOSTS_DIR, LABEL, HarnessError, docker, file_lock, log, timed, wait_for
 from .engine import cgroup_version, ensure_engine
-from .image import ensure_image
+from .image import ensure_image, image_tag
 from .keys import ensure_keypair
 
 BOOT_TIMEOUT = 90.0
@@ -34,6 +34,7 @@ SSH_TIMEOUT = 30.0
 DOCKER_IN_HOST_TIMEOUT = 90.0
 HELPER_NAME = "helper"
 MAX_PARALLEL_BOOTS = 4
+OS_VARIANTS = {"debian12": "base", "debian13": "trixie"}  # HostSpec.os -> image variant
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class HostSpec:
     data: dict[str, Any] = field(default_factory=dict)
     docker: bool | str = False
     publish: tuple[int, ...] = ()  # extra container ports published on 127.0.0.1
+    os: str = "debian12"  # base image of a host without docker: "debian12" or "debian13"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?", self.name):
@@ -53,8 +55,12 @@ class HostSpec:
 
     @property
     def variant(self) -> str:
+        if self.os not in OS_VARIANTS:
+            raise HarnessError(f"host {self.name}: os must be one of {sorted(OS_VARIANTS)}, not {self.os!r}")
         if self.docker in (False, None, ""):
-            return "base"
+            return OS_VARIANTS[self.os]
+        if self.os != "debian12":
+            raise HarnessError(f"host {self.name}: docker hosts exist for debian12 only")
         if self.docker in (True, "v2"):
             return "docker"
         if self.docker == "v1":
@@ -207,10 +213,10 @@ class Cluster:
 
     def add_host(self, name: str, groups: list[str] | tuple[str, ...] = (), *,
                  data: dict[str, Any] | None = None, docker: bool | str = False,
-                 publish: tuple[int, ...] | list[int] = ()) -> Host:
+                 publish: tuple[int, ...] | list[int] = (), os: str = "debian12") -> Host:
         """Boot host `name` (or return it if this cluster already has it)."""
         return self.add_hosts([HostSpec(name, tuple(groups), dict(data or {}), docker,
-                                        tuple(publish))])[0]
+                                        tuple(publish), os)])[0]
 
     def add_hosts(self, specs: list[HostSpec]) -> list[Host]:
         """Boot several hosts concurrently; already-running names are returned as they are."""
@@ -448,10 +454,9 @@ class Cluster:
             existing = self.hosts.get(spec.name)
             if existing is None:
                 return self._boot(spec)
-            running = HostSpec(spec.name, docker=existing.docker).variant
-            if running != spec.variant:
-                raise HarnessError(f"host {spec.name} already runs the {running} image; "
-                                   f"cannot re-add it with docker={spec.docker!r}")
+            if existing.image != image_tag(spec.variant):
+                raise HarnessError(f"host {spec.name} already runs the {existing.image} image; "
+                                   f"cannot re-add it with docker={spec.docker!r}, os={spec.os!r}")
             return existing
 
     def _boot(self, spec: HostSpec) -> Host:

@@ -42,6 +42,9 @@ from ._util import CACHE_DIR, HarnessError, docker, file_lock, log, run, run_wit
 RECIPE_VERSION = "1"
 REPO = "infra-testhost"
 SUITE = "bookworm"
+# Base images per Debian release: "base" is Debian 12; "trixie" is Debian 13 (Python 3.13,
+# systemd 257, ffmpeg 7: closer to Ubuntu 24.04 than bookworm is). Same recipe otherwise.
+BASE_SUITES = {"base": SUITE, "trixie": "trixie"}
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")  # documented optional input
 
@@ -100,9 +103,9 @@ VARIANTS: dict[str, Variant] = {
     # dnsmasq (test DNS) + pebble (test ACME); openssl and curl come from base.
     "helper": Variant("base", ("dnsmasq", "pebble")),
 }
-ALL_VARIANTS = ("base", *VARIANTS)
+ALL_VARIANTS = (*BASE_SUITES, *VARIANTS)
 # What a build costs on a 2-core VM (measured), printed when one starts.
-BUILD_HINT = {"base": "about 70 s", "helper": "about 10 s", "docker-v1": "about 20 s",
+BUILD_HINT = {"base": "about 70 s", "trixie": "about 90 s", "helper": "about 10 s", "docker-v1": "about 20 s",
               "docker": "about 5 s"}
 
 
@@ -113,7 +116,7 @@ def ensure_image(variant: str = "base") -> str:
     tag = image_tag(variant)
     if image_exists(tag):  # the cache hit: one `docker image inspect`
         return tag
-    if variant != "base":
+    if variant not in BASE_SUITES:
         ensure_image(VARIANTS[variant].parent)
     with file_lock(f"build-{variant}"):  # concurrent sessions build once
         if not image_exists(tag):
@@ -126,8 +129,8 @@ def ensure_image(variant: str = "base") -> str:
 
 def image_tag(variant: str) -> str:
     """`infra-testhost:<variant>-<hash of everything that goes into it>` (no build)."""
-    if variant == "base":
-        return f"{REPO}:base-{_hash(_base_recipe())}"
+    if variant in BASE_SUITES:
+        return f"{REPO}:{variant}-{_hash(_base_recipe(BASE_SUITES[variant]))}"
     if variant not in VARIANTS:
         raise HarnessError(f"unknown image variant {variant!r}; choose from {', '.join(ALL_VARIANTS)}")
     spec = VARIANTS[variant]
@@ -161,13 +164,13 @@ def build_method() -> str:
 
 def _build(variant: str, tag: str) -> None:
     digest = tag.rsplit("-", 1)[1]
-    if variant == "base":
-        recipe = _base_recipe()
+    if variant in BASE_SUITES:
+        recipe = _base_recipe(BASE_SUITES[variant])
         certs = extra_ca_certs()
         if recipe["method"] == "debootstrap":
-            _build_base_debootstrap(tag, digest, recipe["mirror"], recipe["security"], certs)
+            _build_base_debootstrap(tag, digest, recipe["mirror"], recipe["security"], certs, recipe["suite"])
         else:
-            _build_base_dockerfile(tag, digest, certs)
+            _build_base_dockerfile(tag, digest, certs, recipe["suite"])
         return
     spec = VARIANTS[variant]
     parent = image_tag(spec.parent)
@@ -179,30 +182,30 @@ def _build(variant: str, tag: str) -> None:
 
 # ---------------------------------------------------------------- base image
 
-def _base_recipe() -> dict:
+def _base_recipe(suite: str = SUITE) -> dict:
     """Everything the base image depends on; its hash is the tag."""
     method = build_method()
     mirror, security = apt_mirrors() if method == "debootstrap" else ("image-default",) * 2
     certs = extra_ca_certs()
-    return {"recipe": RECIPE_VERSION, "method": method, "suite": SUITE,
+    return {"recipe": RECIPE_VERSION, "method": method, "suite": suite,
             "packages": BASE_PACKAGES, "mirror": mirror, "security": security,
             "configure": CONFIGURE_SH, "changes": IMAGE_CHANGES,
             "certs": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in certs}}
 
 
 def _build_base_debootstrap(tag: str, digest: str, mirror: str, security: str,
-                            certs: list[Path]) -> None:
+                            certs: list[Path], suite: str = SUITE) -> None:
     """debootstrap -> configure in chroot -> tar | docker import."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{digest}-", dir=CACHE_DIR))
     try:
         start = time.monotonic()
-        log(f"debootstrap {SUITE} from {mirror} (about a minute, once: the image is cached) ...")
+        log(f"debootstrap {suite} from {mirror} (about a minute, once: the image is cached) ...")
         run_with_progress(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                           SUITE, str(rootfs), mirror], timeout=900, what="debootstrap",
+                           suite, str(rootfs), mirror], timeout=900, what="debootstrap",
                           step=debootstrap_step)
         log(f"debootstrap done in {time.monotonic() - start:.1f}s")
-        _write_apt_sources(rootfs, mirror, security)
+        _write_apt_sources(rootfs, mirror, security, suite)
         _copy_certs(certs, rootfs / EXTRA_CA_DIR.relative_to("/"))
         run(["chroot", str(rootfs), "sh", "-c", CONFIGURE_SH], timeout=120, what="configure rootfs")
         start = time.monotonic()
@@ -220,14 +223,14 @@ def debootstrap_step(line: str) -> str | None:
     return None
 
 
-def _write_apt_sources(rootfs: Path, mirror: str, security: str) -> None:
-    """apt inside hosts: bookworm, -updates and -security from the machine's mirrors."""
+def _write_apt_sources(rootfs: Path, mirror: str, security: str, suite: str = SUITE) -> None:
+    """apt inside hosts: the suite, -updates and -security from the machine's mirrors."""
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
     (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
-        f"Types: deb\nURIs: {mirror}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\n"
+        f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\nComponents: main\n"
         f"Signed-By: {keyring}\n\n"
-        f"Types: deb\nURIs: {security}\nSuites: {SUITE}-security\nComponents: main\n"
+        f"Types: deb\nURIs: {security}\nSuites: {suite}-security\nComponents: main\n"
         f"Signed-By: {keyring}\n")
 
 
@@ -255,21 +258,21 @@ def _import_rootfs(rootfs: Path, tag: str, digest: str) -> None:
                            f"{tar_err.strip()}; docker import exit {imp.returncode} {imp.stderr.strip()}")
 
 
-def _build_base_dockerfile(tag: str, digest: str, certs: list[Path]) -> None:
-    """Laptop path: the same image from `FROM debian:bookworm` (needs a registry)."""
+def _build_base_dockerfile(tag: str, digest: str, certs: list[Path], suite: str = SUITE) -> None:
+    """Laptop path: the same image from `FROM debian:<suite>` (needs a registry)."""
     with tempfile.TemporaryDirectory(prefix="harness-build-") as ctx:
         _copy_certs(certs, Path(ctx) / "ca")
         (Path(ctx) / "configure.sh").write_text(CONFIGURE_SH)
         label_lines = "".join(f"{lbl}\n" for lbl in _labels("base", digest))
         dockerfile = (
-            f"FROM debian:{SUITE}\n"
+            f"FROM debian:{suite}\n"
             "COPY ca/ /usr/local/share/ca-certificates/\n"
             "COPY configure.sh /tmp/configure.sh\n"
             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
             f"--no-install-recommends {' '.join(BASE_PACKAGES)} && sh /tmp/configure.sh\n"
             + "".join(f"{c}\n" for c in IMAGE_CHANGES) + label_lines
         )
-        log("building base image from debian:bookworm (Dockerfile path) ...")
+        log(f"building base image from debian:{suite} (Dockerfile path) ...")
         docker("build", "-t", tag, "-f", "-", ctx, input=dockerfile, timeout=1200,
                what="docker build of the base image")
 

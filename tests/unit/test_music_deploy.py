@@ -12,7 +12,7 @@ from deploys.music import (
     _health_units,
     check_config,
     code_files,
-    haos_config_json,
+    haos_settings_json,
     has_requirements,
     release_id,
     vhosts,
@@ -78,18 +78,18 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_config_json_is_found_in_the_music_assistant_addon_of_a_haos_backup(tmp_path):
+def test_settings_json_is_found_in_the_music_assistant_addon_of_a_haos_backup(tmp_path):
     backup = tmp_path / "backup.tar"
     with tarfile.open(backup, "w") as outer:
         for name, content in {
             "backup.json": b"{}",
-            "core_mosquitto.tar.gz": _tar({"data/config.json": b'{"other": 1}'}),
-            "d5369777_music_assistant.tar.gz": _tar({"data/config.json": b'{"mass": 1}'}),
+            "core_mosquitto.tar.gz": _tar({"data/settings.json": b'{"other": 1}'}),
+            "d5369777_music_assistant.tar.gz": _tar({"data/settings.json": b'{"mass": 1}'}),
         }.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)
             outer.addfile(info, io.BytesIO(content))
-    assert haos_config_json(backup) == b'{"mass": 1}'
+    assert haos_settings_json(backup) == b'{"mass": 1}'
 
 
 def test_public_vhosts_proxy_to_loopback_with_websocket_for_music():
