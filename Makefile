@@ -12,7 +12,7 @@ LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
 
 
-.PHONY: archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+.PHONY: history knobs archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -73,6 +73,12 @@ youtube-deploy: setup  ## YouTube assistant: build, deploy (DB backup + migratio
 # -y: run control must execute even when pyinfra predicts no change (status prints).
 youtube-start youtube-stop youtube-restart youtube-status: setup  ## YouTube assistant run control
 	$(PYINFRA) deploys/youtube.py $(YT_ARGS) -y --data youtube_action=$(@:youtube-%=%)
+
+history: setup  ## Recorded deploy runs on the system's hosts: who, when, commit, result (DEPLOY=x)
+	DEPLOY_ENV=$(ENV) $(PY) tools/history.py $(DEPLOY)
+
+knobs: setup  ## Every knob: type, default, the group file declaring it, its comment (GROUP=name)
+	$(PY) -m deploys.settings $(GROUP)
 
 bench: setup
 	$(PY) tools/bench.py

@@ -17,12 +17,16 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parent))
 
 from deploys import environments as _environments
 from deploys import secrets as _secrets
+from deploys import settings as _settings
 
 _ENV = _environments.selected_env()
 _HOSTS = _environments.hosts_for(_ENV)
 _environments.validate(_HOSTS, require_system=_ENV != "test")
 _SYSTEMS = _environments.requested_systems(_sys.argv)
 _HOSTS = _environments.select(_HOSTS, _SYSTEMS)
+# Every host-data and --data value against the knobs group_data/ declares (type, range,
+# name, control characters): one message, before any connection.
+_settings.check(_HOSTS, _sys.argv)
 # Secrets are checked for the deploys being run, not for read-only commands such as
 # `INFRA_SYSTEMS=music pyinfra inventory.py exec -- ...` (make music-status).
 _DEPLOYING = _environments.requested_systems(_sys.argv, {})

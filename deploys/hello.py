@@ -12,6 +12,7 @@ from pyinfra import host
 from pyinfra.operations import files
 
 from deploys import secrets
+from deploys.parts import deploy_lock
 from deploys.parts.health import http_gate
 from deploys.parts.preflight import preflight
 from deploys.parts.service import ServiceSpec, hardened_service, service_defaults
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(data):
+    deploy_lock.guard("hello")
     unit = f"{data.hello_service}.service"
     preflight(
         names=data.hello_dns_names,

@@ -36,3 +36,9 @@ acme_directory = "https://acme-v02.api.letsencrypt.org/directory"
 acme_email = "ops@example.invalid"
 # Local CA bundle that certbot must trust to talk to the ACME server (tests only).
 acme_ca_bundle = None
+
+# One deploy at a time per host (deploys/parts/deploy_lock.py): a second run waits this
+# long for the lock, then refuses naming its holder. Every run is recorded in the host's
+# audit log (/var/log/infra/deploys.jsonl; ~/.local/state/infra/ without root).
+deploy_lock = True
+deploy_lock_wait_s = 30

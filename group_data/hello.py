@@ -2,7 +2,12 @@
 
 It is the test suite's and `make demo`'s system, and the template for a sixth one:
 copy deploys/hello.py and this file, rename the group.
+
+Each name below is a knob (deploys/settings.py): its type is its annotation or its value's
+type, its documentation the comment above it. `make knobs GROUP=hello` lists them.
 """
+
+from deploys.settings import Port
 
 # Secrets the deploy needs (from .env or the environment); checked before connecting.
 required_secrets = ["HELLO_SECRET"]
@@ -18,7 +23,7 @@ hello_user = "hello"
 hello_service = "hello"
 # Address and port the app binds to. Keep 127.0.0.1 behind a reverse proxy.
 hello_bind = "127.0.0.1"
-hello_port = 8080
+hello_port: Port = 8080
 # Interpreter and entry point.
 hello_exec_start = "/usr/bin/python3 /opt/hello/app/app.py"
 # Health endpoint and the JSON field/value that means healthy.

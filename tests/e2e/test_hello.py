@@ -6,13 +6,17 @@ testinfra, upgrades the code (restart, data kept), and proves the secret never s
 
 import hashlib
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
 from facts.sockets import is_loopback_only, listeners_on, parse_ss
-from tests.e2e.runner import REPO, apply
+from tests.e2e.runner import REPO, apply, pyinfra
 from tests.harness.fixtures import module_host
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +124,76 @@ def apply_expecting_failure(**kwargs):
     run = pyinfra("deploys/hello.py", limit=HOST, env=ENV, **kwargs)
     assert run.returncode != 0, run.output[-3000:]
     return run
+
+
+# --- Run safety: typed settings, deploy lock, audit log (deploys/settings.py, parts/deploy_lock.py)
+
+def audit(hello) -> list[dict]:
+    out = hello.exec("cat /var/log/infra/deploys.jsonl").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_bad_settings_are_refused_before_connecting(hello, first_apply):
+    before = hello.exec("cat /var/log/infra/deploys.jsonl | wc -l").stdout
+    run = pyinfra("deploys/hello.py", limit=HOST, env=ENV,
+                  data={"hello_prot": 9090, "hello_port": "abc", "hello_bind": "127.0.0.1\nExecStartPre=/bin/sh"})
+    assert run.returncode != 0
+    assert "hello_prot (--data): unknown knob (did you mean 'hello_port'?)" in run.output
+    assert "hello_port (--data): expected port (1-65535), got 'abc' (str)" in run.output
+    assert "hello_bind (--data): contains the control character '\\n'" in run.output
+    assert "Traceback" not in run.output and "Connecting" not in run.output
+    assert hello.exec("cat /var/log/infra/deploys.jsonl | wc -l").stdout == before  # never reached the host
+
+
+def test_each_run_is_recorded_with_its_result(hello, first_apply):
+    run = apply("deploys/hello.py", limit=HOST, env={**ENV, "INFRA_OPERATOR": "alice"})
+    finish = [r for r in audit(hello) if r["event"] == "finish"][-1]
+    start = [r for r in audit(hello) if r["event"] == "start" and r["run_id"] == finish["run_id"]][-1]
+    assert (finish["result"], finish["changed"], finish["failed"]) == ("success", len(run.changed), 0)
+    assert start["who"] == "alice" and start["deploy"] == "hello" and len(start["commit"]) == 12
+    assert start["from"] == socket.gethostname()
+    assert hello.exec("stat -c %a /var/log/infra/deploys.jsonl").stdout.strip() == "640"
+    assert hello.exec("test -e /var/lib/infra/lock/deploy.json", check=False).returncode != 0  # released
+
+    failed = pyinfra("deploys/hello.py", limit=HOST, env=ENV,
+                     data={"hello_health_path": "/missing", "health_timeout_s": 2})
+    assert failed.returncode != 0
+    last = audit(hello)[-1]
+    assert (last["event"], last["result"], last["failed"]) == ("finish", "failed", 1)
+    assert last["failed_op"].startswith("Health gate")
+
+    history = subprocess.run([sys.executable, "tools/history.py", "hello"], cwd=REPO, capture_output=True,
+                             text=True, env={**os.environ, "DEPLOY_ENV": "test"}, timeout=120)
+    assert history.returncode == 0, history.stderr
+    assert f"{HOST}:" in history.stdout and "alice@" in history.stdout
+    assert "failed " in history.stdout.splitlines()[-1] and "at: Health gate" in history.stdout
+
+
+def test_a_second_run_waits_then_refuses_naming_the_holder(hello, first_apply):
+    env = {**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV, "INFRA_OPERATOR": "bob"}
+    # A run held up in its health gate keeps the lock: /missing never answers within 20 s.
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "pyinfra", "inventory.py", "deploys/hello.py", "-y", "--limit", HOST,
+         "--data", "hello_health_path=/missing", "--data", "health_timeout_s=20"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        hello_lock = "test -s /var/lib/infra/lock/deploy.json && grep -q '\"who\": \"bob\"' /var/lib/infra/lock/deploy.json"
+        deadline = time.monotonic() + 60
+        while hello.exec(hello_lock, check=False).returncode != 0:
+            assert time.monotonic() < deadline and holder.poll() is None, "the first run never took the lock"
+            time.sleep(0.5)
+        started = time.monotonic()
+        second = pyinfra("deploys/hello.py", limit=HOST, env=ENV, data={"deploy_lock_wait_s": 2})
+        assert second.returncode != 0 and time.monotonic() - started >= 2
+        assert "is being deployed by another run (bob from" in second.output
+        assert "deploy hello" in second.output and "Nothing was changed" in second.output
+    finally:
+        holder.kill()  # SIGKILL: no finish record, the lock's holder connection dies with it
+        holder.wait(timeout=30)
+    # The next run takes over the dead lock, records the killed run as interrupted, converges.
+    again = apply("deploys/hello.py", limit=HOST, env=ENV)
+    assert "took over the deploy lock of an interrupted run (bob from" in again.output
+    records = audit(hello)
+    assert any(r["event"] == "interrupted" and r["who"] == "bob" for r in records)
+    assert records[-1]["event"] == "finish" and records[-1]["result"] == "success"
+    assert apply("deploys/hello.py", limit=HOST, env=ENV).changed == []

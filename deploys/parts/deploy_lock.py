@@ -1,0 +1,152 @@
+"""One run at a time per host, and a record of every run (who, from where, what, result).
+
+`guard(system)` is the first line of a deploy. It takes the host's deploy lock before the
+deploy reads any fact, so a second run waits (`deploy_lock_wait_s`) and then refuses,
+naming who holds the lock, since when, and which deploy. The lock belongs to this run's
+connection (see deploy_lock_host.py): whatever way a run ends, its lock dies with it, and
+the next run records the dead one as interrupted. The run's result - changed and failed
+counts, the failed operation - is appended to the host's audit log when its last
+operation ends or its first unignored error happens; `make history DEPLOY=x` shows it.
+
+No operation is added: lock and record are commands run beside the plan, so a no-op run
+still reports 0 changes. `--dry` takes no lock; it warns when another run holds one.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.context import state
+
+from deploys.errors import PreflightFailed
+
+HOST_SCRIPT = (Path(__file__).with_name("deploy_lock_host.py")).read_text()
+REPO = Path(__file__).resolve().parents[2]
+RUN_ID = uuid.uuid4().hex[:12]
+STARTED = time.time()
+
+
+def git_revision(repo: Path = REPO) -> tuple[str | None, bool]:
+    """The controller's checkout: commit and whether its tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+    return commit, dirty
+
+
+def operator() -> str:
+    return os.environ.get("INFRA_OPERATOR") or getpass.getuser()
+
+
+def host_command(action: str, payload: dict) -> StringCommand:
+    return StringCommand("python3", "-c", shlex.quote(HOST_SCRIPT), action, shlex.quote(json.dumps(payload)))
+
+
+def run_host_script(target, action: str, payload: dict) -> dict:
+    """Run the host script with the connector arguments (sudo, ...) the host's data sets."""
+    arguments, _ = pop_global_arguments(state, target, {})
+    executor = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+    ok, output = target.run_shell_command(host_command(action, payload), print_output=False, **executor)
+    for line in reversed(output.stdout_lines):
+        if line.startswith("{"):
+            return json.loads(line)
+    error = " ".join(output.stderr_lines[-3:]) or "no output"
+    raise PreflightFailed(f"deploy lock on {target.name}: the host script failed ({error})")
+
+
+def describe_holder(holder: dict) -> str:
+    dirty = " (dirty)" if holder.get("dirty") else ""
+    return (f"{holder.get('who')} from {holder.get('from')} since {holder.get('since')}, "
+            f"deploy {holder.get('deploy')}, commit {holder.get('commit')}{dirty}")
+
+
+def start_payload(system: str, wait_s: float, local: bool) -> dict:
+    commit, dirty = git_revision()
+    return {
+        "run_id": RUN_ID, "deploy": system, "who": operator(), "from": socket.gethostname(),
+        "commit": commit, "dirty": dirty, "wait_s": wait_s,
+        "controller_pid": os.getpid() if local else None,
+    }
+
+
+def guard(system: str) -> None:
+    """Take this host's deploy lock (or refuse, naming the holder) and audit the run."""
+    if not host.data.get("deploy_lock", True):
+        return
+    dry = "--dry" in sys.argv
+    local = host.connector_cls.__name__ == "LocalConnector"
+    wait_s = 0 if dry else float(host.data.get("deploy_lock_wait_s", 30))
+    if dry:
+        return  # the plan is read-only and takes no lock
+    result = run_host_script(host, "take", start_payload(system, wait_s, local))
+    if not result["ok"]:
+        raise PreflightFailed(
+            f"{host.name} is being deployed by another run ({describe_holder(result.get('holder') or {})}); "
+            f"waited {wait_s:.0f}s (deploy_lock_wait_s). Nothing was changed.")
+    if stale := result.get("stale"):
+        logger.warning(f"{host.name}: took over the deploy lock of an interrupted run ({describe_holder(stale)})")
+    _register(host._get_module(), system)  # the Host itself, not the context proxy
+
+
+class _RunRecorder(BaseStateCallback):
+    """Appends each guarded host's result to its audit log once its run has ended."""
+
+    hosts: dict = {}
+
+    @classmethod
+    def record(cls, target, failed_op: str | None = None) -> None:
+        system = cls.hosts.pop(target, None)
+        if system is None:
+            return
+        changed = failed = 0
+        for op_hash in state.get_op_order():
+            meta = state.ops[target].get(op_hash)
+            if meta is None or not meta.operation_meta.is_complete():
+                continue
+            changed += meta.operation_meta.did_change()
+            failed += meta.operation_meta.did_error()
+        failed += failed_op is not None  # the failing operation completes after this callback
+        payload = {"run_id": RUN_ID, "deploy": system, "result": "failed" if failed_op else "success",
+                   "changed": changed, "failed": failed, "failed_op": failed_op,
+                   "duration_s": round(time.time() - STARTED, 1)}
+        try:
+            run_host_script(target, "finish", payload)
+        except Exception as exc:  # the run's own result matters more than its record
+            logger.warning(f"{target.name}: could not write the deploy record: {exc}")
+
+    @staticmethod
+    def operation_host_error(state, host, op_hash, retry_count=0, max_retries=0):  # noqa: ARG004
+        arguments = state.get_op_meta(op_hash).global_arguments
+        if arguments.get("_ignore_errors") or arguments.get("_continue_on_error"):
+            return
+        _RunRecorder.record(host, failed_op=", ".join(state.get_op_meta(op_hash).names))
+
+    @staticmethod
+    def operation_end(state, op_hash):
+        order = state.get_op_order()
+        if order and op_hash == order[-1]:
+            for target in list(_RunRecorder.hosts):
+                _RunRecorder.record(target)
+
+
+def _register(target, system: str) -> None:
+    if not any(isinstance(h, _RunRecorder) for h in state.callback_handlers):
+        state.add_callback_handler(_RunRecorder())
+    _RunRecorder.hosts[target] = system
