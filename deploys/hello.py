@@ -60,7 +60,7 @@ def main(data):
         secrets=secrets.get(data.required_secrets),
         defaults=service_defaults(),
     )
-    hardened_service(spec, restart_when=(code,))
+    hardened_service(spec, restart_when=(code,), restart_paths=(data.hello_app_dir,))
     http_gate(
         f"http://127.0.0.1:{data.hello_port}{data.hello_health_path}",
         json_field=data.hello_health_field,

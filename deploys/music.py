@@ -568,7 +568,8 @@ def music_assistant(data):
         },
         defaults=service_defaults(),
     )
-    hardened_service(spec, restart_when=tuple(op for op in (release, imported, settings) if op), restart_failure="gate")
+    hardened_service(spec, restart_when=tuple(op for op in (release, imported, settings) if op), restart_failure="gate",
+                     restart_paths=(f"{base}/app",))
     return release
 
 
@@ -602,7 +603,7 @@ def oauth_server(data):
         secrets=secrets.get(data.oauth_secrets),
         defaults=service_defaults(),
     )
-    hardened_service(spec, restart_when=(release,), restart_failure="gate")
+    hardened_service(spec, restart_when=(release,), restart_failure="gate", restart_paths=(f"{base}/current",))
     return release
 
 

@@ -22,8 +22,8 @@ def paths():
     override = os.environ.get("INFRA_STATE_DIR")  # tests
     if override:
         return os.path.join(override, "lock"), os.path.join(override, "deploys.jsonl")
-    if os.geteuid() == 0:
-        return "/run/lock/infra", "/var/log/infra/deploys.jsonl"
+    if os.geteuid() == 0:  # on disk, not /run: a run cut by a reboot is still reported
+        return "/var/lib/infra/lock", "/var/log/infra/deploys.jsonl"
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(state, "infra", "lock"), os.path.join(state, "infra", "deploys.jsonl")
 

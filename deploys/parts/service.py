@@ -30,6 +30,7 @@ from pyinfra.operations import files, server, systemd
 from deploys.errors import ConfigError
 from deploys.operations import secret_file
 from deploys.templating import render_io
+from facts.restarts import ServiceInputs, record_command
 
 _UNIT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.@-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -226,11 +227,24 @@ def restart_command(unit: str, restart_failure: str = "fail") -> str:
     return f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}{tail}"
 
 
+def recorded_restart_command(unit: str, inputs: list[str], restart_failure: str = "fail") -> str:
+    """Restart (start limit cleared); only a restart that succeeded records its inputs."""
+    record = record_command(unit, inputs)
+    if restart_failure == "gate":
+        return (f"systemctl reset-failed {unit} 2>/dev/null; if systemctl restart {unit}; then {record}; "
+                f"else echo '{unit} did not start; the health gate decides (and rolls back)' >&2; fi")
+    return f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit} && {record}"
+
+
 @deploy("Hardened systemd service")
-def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] = (), restart_failure: str = "fail"):
+def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] = (), restart_failure: str = "fail",
+                     restart_paths: tuple[str, ...] = ()):
     """Install the unit and env file, then make the service enabled and running.
 
     `restart_when`: operations (code, venv, config) whose change must restart it.
+    `restart_paths`: what those operations write (a code dir, a release link); their
+    digest is recorded at each restart, so a change whose run died before the restart
+    still restarts the service on the next run (facts/restarts.py).
     `restart_failure`: "fail" stops the run when the (re)start fails; "gate" leaves that to
     a health gate that runs next and rolls back (see module doc).
     """
@@ -273,9 +287,18 @@ def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] 
     changes.append(unit)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     unit_name = f"{spec.name}.service"
+    inputs = [spec.unit_path, *([spec.env_file] if spec.env_file else []), *restart_paths]
+    seen = host.get_fact(ServiceInputs, unit=unit_name, paths=inputs)
+    # Changed by a run that died before its restart: the files are new, the process is not.
+    stale = seen["recorded"] is not None and seen["recorded"] != seen["current"]
     server.shell(
         name=f"Restart {spec.name} (its unit, environment or code changed)",
-        commands=[restart_command(unit_name, restart_failure)],
-        _if=lambda: any(op.did_change() for op in changes),
+        commands=[recorded_restart_command(unit_name, inputs, restart_failure)],
+        _if=lambda: stale or any(op.did_change() for op in changes),
+    )
+    server.shell(
+        name=f"Record what {spec.name} runs with",
+        commands=[record_command(unit_name, inputs)],
+        _if=lambda: seen["recorded"] is None and not any(op.did_change() for op in changes),
     )
     service_running(name=f"{spec.name} enabled and running", unit=unit_name, restart_failure=restart_failure)

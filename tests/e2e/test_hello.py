@@ -153,7 +153,7 @@ def test_each_run_is_recorded_with_its_result(hello, first_apply):
     assert start["who"] == "alice" and start["deploy"] == "hello" and len(start["commit"]) == 12
     assert start["from"] == socket.gethostname()
     assert hello.exec("stat -c %a /var/log/infra/deploys.jsonl").stdout.strip() == "640"
-    assert hello.exec("test -e /run/lock/infra/deploy.json", check=False).returncode != 0  # released
+    assert hello.exec("test -e /var/lib/infra/lock/deploy.json", check=False).returncode != 0  # released
 
     failed = pyinfra("deploys/hello.py", limit=HOST, env=ENV,
                      data={"hello_health_path": "/missing", "health_timeout_s": 2})
@@ -177,7 +177,7 @@ def test_a_second_run_waits_then_refuses_naming_the_holder(hello, first_apply):
          "--data", "hello_health_path=/missing", "--data", "health_timeout_s=20"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        hello_lock = "test -s /run/lock/infra/deploy.json && grep -q '\"who\": \"bob\"' /run/lock/infra/deploy.json"
+        hello_lock = "test -s /var/lib/infra/lock/deploy.json && grep -q '\"who\": \"bob\"' /var/lib/infra/lock/deploy.json"
         deadline = time.monotonic() + 60
         while hello.exec(hello_lock, check=False).returncode != 0:
             assert time.monotonic() < deadline and holder.poll() is None, "the first run never took the lock"

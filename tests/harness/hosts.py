@@ -257,6 +257,26 @@ class Cluster:
             self._save_state()
         self.write_inventory()
 
+    def reboot_host(self, name: str) -> Host:
+        """Power-cycle one host (`docker restart`): /run is emptied, processes die, units
+        start again at boot. Its published ports and address are read anew."""
+        host = self.host(name)
+        with timed(f"host {name} rebooted"):
+            docker("restart", "-t", "5", host.container_id, timeout=180, what=f"restart {name}")
+            info = json.loads(docker("inspect", host.container_id).stdout)[0]
+            net = info["NetworkSettings"]
+            ports = {k.split("/")[0]: int(v[0]["HostPort"]) for k, v in net["Ports"].items() if v}
+            host.ssh_port = ports["22"]
+            host.ports = {k: v for k, v in ports.items() if k != "22"}
+            host.address = net["Networks"][self.network["name"]]["IPAddress"]
+            self._wait_booted(host)
+            if host.docker:
+                self._wait_docker_in_host(host)
+            _wait_for_ssh(host)
+        self._save_state()
+        self.write_inventory()
+        return host
+
     def down(self) -> None:
         """Remove this run's containers and network (by id) and its state files."""
         ids = self._all_ids()
