@@ -13,8 +13,9 @@ the built images, sets restart policy / limits / healthcheck timing when asked.
 Phases: preflight (config, secrets, Docker, compose v2, disk, Home Assistant accepts the
 token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src, the env files upstream's compose names written from ITS templates + secrets
-(0600), compose's interpolation env (0600) -> the release, only when something differs:
-bin/ingestor-release validates the merged config (every port on loopback, reports the
+(0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
+ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short, the
+next apply waits for an unfinished one): bin/ingestor-release validates the merged config (every port on loopback, reports the
 services we do not manage), takes verified backups, builds what changed, and starts the
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
@@ -54,6 +55,7 @@ from deploys.parts.compose import (
     override_document, to_yaml,
 )
 from deploys.parts.docker_host import docker_host
+from deploys.parts.host_steps import UnitState, host_step, unfinished
 from deploys.parts.preflight import collect_problems
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
@@ -72,6 +74,7 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE_SCRIPT = (TEMPLATES / "opt/ha-ingestor/bin/ingestor-release").read_text()
 SOURCE_LABEL = "ingestor.source"
 PENDING = ".release-pending"  # bin/ingestor-release removes it after a successful release
+RELEASE_UNIT = "ingestor-release"  # the release runs as this transient systemd unit
 OVERRIDE_FILE = "docker-compose.override.yml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([^'\"\s]*)['\"]?\s*$", re.M)
@@ -349,6 +352,7 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),
+        "release_timeout_s": int(data.ingestor_release_timeout_s or 7200),
         "interval_s": float(data.get("health_interval_s") or 2),
     }
 
@@ -373,6 +377,8 @@ def release_reasons(plan: dict, wanted: dict[str, str], env_ops) -> list[str]:
         reasons.append(f"source changed: {', '.join(stale)}")
     if host.get_fact(File, path=f"{plan['dir']}/{PENDING}"):
         reasons.append("the previous release did not finish")
+    if unfinished(host.get_fact(UnitState, unit=RELEASE_UNIT)):
+        reasons.append(f"{RELEASE_UNIT}.service is still running (an apply was cut off)")
     m = plan["migrate"]
     db = host.get_fact(SqliteState, volume=m["db"]["volume"], file=m["db"]["file"], tables=m["tables"])
     if (db or {}).get("revision") != m["head"]:
@@ -422,7 +428,10 @@ def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path:
     # changed by this run but never applied make the next run release again.
     yield StringCommand("mkdir -p", QuoteString(plan["dir"]), "&&", "touch", QuoteString(f"{plan['dir']}/{PENDING}"))
     yield from stage_compose_files(cli, plan, wanted)
-    yield StringCommand(QuoteString(script), "release", QuoteString(plan_path))
+    # A transient unit: an SSH drop or a pyinfra timeout cannot cut the release (or its
+    # rollback) short; the next apply waits for an unfinished one (deploys/parts/host_steps).
+    yield host_step(RELEASE_UNIT, [script, "release", plan_path], "ha-ingestor release (deploys/ingestor.py)",
+                    timeout_s=int(plan["release_timeout_s"]))
 
 
 def expected(value, want) -> bool:

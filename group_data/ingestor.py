@@ -158,6 +158,8 @@ ingestor_docker_min_version = "20.10"
 preflight_min_disk_mb = 2048
 # How long each start-order group may take to turn healthy.
 ingestor_health_timeout_s = 300
+# The whole release (builds included) as a transient systemd unit is stopped after this.
+ingestor_release_timeout_s = 7200
 
 # (pyinfra would load the helpers above as host data)
 del _name, _spec, _BUILT
