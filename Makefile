@@ -12,7 +12,7 @@ LIMIT_ARGS := $(if $(LIMIT),--limit $(LIMIT))
 PYINFRA := DEPLOY_ENV=$(ENV) $(PY) -m pyinfra inventory.py
 
 
-.PHONY: archon-status ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+.PHONY: archon-status ingestor-status ingestor-restore youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -63,6 +63,10 @@ archon-status: setup  ## The Archon stack's health check on the archon host(s)
 
 ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tables, devices/entities, bucket)
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json
+
+ingestor-restore: setup  ## ha-ingestor: put a backup back (SQLite + InfluxDB): BACKUP=/var/backups/ha-ingestor/ingestor-...
+	@test -n "$(BACKUP)" || { echo "BACKUP=/var/backups/ha-ingestor/ingestor-<stamp> is required" >&2; exit 2; }
+	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release restore /opt/ha-ingestor/release.json $(BACKUP)
 
 # YouTube assistant production (ENV=prod: this machine, @local). YT_MODE=pidfile|systemd overrides youtube_mode.
 YT_ARGS := $(LIMIT_ARGS) $(if $(YT_MODE),--data youtube_mode=$(YT_MODE))
