@@ -19,7 +19,7 @@ BOOTSTRAP = @command -v $(PYTHON) >/dev/null || { echo "python3 is not installed
 DEMO   ?= music
 DEMO_FLAGS ?=
 
-.PHONY: help bootstrap history knobs archon-status archon-restore ingestor-status youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
+.PHONY: help bootstrap history knobs archon-status archon-restore ingestor-status ingestor-restore youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
 help:  ## This list (generated from the Makefile's `##` comments)
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | \
@@ -87,6 +87,10 @@ archon-restore: setup  ## The Archon database from a backup on the host: make ar
 
 ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tables, devices/entities, bucket)
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json
+
+ingestor-restore: setup  ## ha-ingestor: put a backup back (SQLite + InfluxDB): BACKUP=/var/backups/ha-ingestor/ingestor-...
+	@test -n "$(BACKUP)" || { echo "BACKUP=/var/backups/ha-ingestor/ingestor-<stamp> is required" >&2; exit 2; }
+	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release restore /opt/ha-ingestor/release.json $(BACKUP)
 
 # YouTube assistant production (ENV=prod: this machine, @local). YT_MODE=pidfile|systemd overrides youtube_mode.
 YT_ARGS := $(LIMIT_ARGS) $(if $(YT_MODE),--data youtube_mode=$(YT_MODE))

@@ -1,31 +1,32 @@
-"""ha-ingestor (Epic 22/23): InfluxDB + seven services built from source, on a Docker host.
+"""ha-ingestor (Epic 22/23): the user's own checkout and compose file, on a Docker host.
 
     pyinfra inventory.py deploys/ingestor.py                   # disposable test hosts
     DEPLOY_ENV=prod pyinfra inventory.py deploys/ingestor.py   # ha-ingestor.local
     make ingestor-status                                       # the plan's success criteria
 
-Phases: preflight (config, secrets, Docker >= ingestor_docker_min_version once installed,
-free disk, Home Assistant accepts the token, ports free or Docker's; nothing changes on
-failure) -> Docker host -> layout, source checkout synced to <dir>/src, env files (0600,
-from data + secrets) -> the release, only when something differs (compose file, env, an
-image not built from the current source, a service down, the database behind Alembic's
-head): bin/ingestor-release takes verified backups (influx backup with its manifest,
-SQLite copies passing `PRAGMA integrity_check`), tags the running images `:rollback`,
-builds only the services whose source changed, starts influxdb (healthy, bucket present),
-then data-api (`alembic upgrade head` only when not at head; tables and WAL verified),
-then the rest group by group, each health-gated on its /health JSON. A failure after the
-backup re-tags the previous images, restores SQLite from that backup, starts the stack
-again health-gated, and fails the run naming the service -> health gates, every published
-port on 127.0.0.1 -> discovery (POST /api/discover) only while the devices table is empty.
+The stack is upstream's docker-compose.yml (wtthornton/ha-ingestor bbc4ab4) plus our
+override (`compose -f theirs -f ours`, project directory = the synced checkout): container
+names, env names, volumes and network stay upstream's; the override only moves every
+published port to 127.0.0.1 (`ports: !override`, compose v2 >= 2.24.4), tags and labels
+the built images, sets restart policy / limits / healthcheck timing when asked.
 
-Fixed from the plan: no `docker-compose down` first (downtime, and nothing to roll back
-to) - containers are replaced only after the backup; no `docker image prune -f` (it is
-global: it would delete other projects' images) - only our own `:rollback` tags are
-replaced; never `rm metadata.db` to "fix" a migration (it destroys the devices and
-entities) - a failed migration rolls back to the backup instead; no `Start-Sleep` -
-bounded polls; every port on 127.0.0.1 (the plan published them on all interfaces);
-memory limits as the plan's expectations say; InfluxDB is not restored on rollback
-(a release does not change it; its verified backup is kept for a manual restore).
+Phases: preflight (config, secrets, Docker, compose v2, disk, Home Assistant accepts the
+token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
+<dir>/src, the env files upstream's compose names written from ITS templates + secrets
+(0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
+ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short, the
+next apply waits for an unfinished one): bin/ingestor-release validates the merged config (every port on loopback, reports the
+services we do not manage), takes verified backups, builds what changed, and starts the
+managed services group by group, health-gated; data-api's migrations run from the
+checkout's alembic/ in a one-off container of the new image on the SQLite volume before
+the new data-api starts (`stamp head` when create_all already made head's tables). Any
+failure rolls back images, compose files and SQLite -> gates: health JSON, loopback ports,
+devices in SQLite only with ingestor_discovery_gate.
+
+Fixed from the plan: no `compose exec data-api alembic upgrade head` (the image has no
+alembic.ini; after create_all, 002 fails with "table devices already exists"); no
+`POST :8001/api/discover` (upstream serves /health and /ws only: it discovers by itself);
+no `docker-compose down`, no global `image prune`, never `rm metadata.db`; bounded polls.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ import os
 import re
 import subprocess
 from fnmatch import fnmatch
-from io import StringIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import files
@@ -49,8 +50,12 @@ from pyinfra.operations import files
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import secret_file, wait_until
-from deploys.parts.compose import _changed, detected_cli, env_file_text, stage_and_validate, to_yaml
+from deploys.parts.compose import (
+    _changed, cli_args, compose_outline, detected_cli, env_file_text, loopback_ports, override_cli_problem,
+    override_document, to_yaml,
+)
 from deploys.parts.docker_host import docker_host
+from deploys.parts.host_steps import UnitState, host_step, unfinished
 from deploys.parts.preflight import collect_problems
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
@@ -69,10 +74,12 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE_SCRIPT = (TEMPLATES / "opt/ha-ingestor/bin/ingestor-release").read_text()
 SOURCE_LABEL = "ingestor.source"
 PENDING = ".release-pending"  # bin/ingestor-release removes it after a successful release
-ENV_FILES = ("influxdb", "websocket", "services")
+RELEASE_UNIT = "ingestor-release"  # the release runs as this transient systemd unit
+OVERRIDE_FILE = "docker-compose.override.yml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_MEMORY = re.compile(r"^\d+[kmg]$")
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([^'\"\s]*)['\"]?\s*$", re.M)
+_ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_TEMPLATE_PLACEHOLDER = re.compile(r"^your_.*_here$", re.I)
 
 
 # ----------------------------------------------------------------------------- config
@@ -89,41 +96,44 @@ def check_config(data) -> None:
     services = data.ingestor_services or {}
     ports = []
     for name, spec in services.items():
-        if not _NAME.match(name):
-            problems.append(f"service name {name!r} is not a valid compose name")
-        if not spec.get("image"):
-            problems.append(f"ingestor_services[{name!r}].image is not set")
-        for key in ("port", "container_port"):
-            port = spec.get(key)
-            if (port is not None or key == "container_port") and not (isinstance(port, int) and 0 < port < 65536):
-                problems.append(f"ingestor_services[{name!r}].{key} = {port!r} is not a TCP port")
-        if spec.get("port") is not None:
-            ports.append(spec["port"])
-        if spec.get("memory") and not _MEMORY.match(str(spec["memory"])):
-            problems.append(f"ingestor_services[{name!r}].memory {spec['memory']!r} must look like 128m")
-        if spec.get("env_file") not in ENV_FILES:
-            problems.append(f"ingestor_services[{name!r}].env_file must be one of {ENV_FILES}")
-        if spec.get("health_path") and spec.get("port") is None:
-            problems.append(f"ingestor_services[{name!r}] has a health_path but publishes no port")
-        for volume in spec.get("volumes") or {}:
-            if volume not in (data.ingestor_volumes or []):
-                problems.append(f"ingestor_services[{name!r}] mounts {volume!r}, not in ingestor_volumes")
+        port = spec.get("port")
+        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            problems.append(f"ingestor_services[{name!r}].port = {port!r} is not a TCP port")
+        elif port is not None:
+            ports.append(port)
+        if spec.get("health_path") and port is None:
+            problems.append(f"ingestor_services[{name!r}] has a health_path but no port")
+        if not isinstance(spec.get("source", []), list):
+            problems.append(f"ingestor_services[{name!r}].source must be a list of checkout paths")
     if len(ports) != len(set(ports)):
-        problems.append(f"published ports are not unique: {sorted(ports)}")
+        problems.append(f"ports are not unique: {sorted(ports)}")
     ordered = [s for group in data.ingestor_start_order or [] for s in group]
     if sorted(ordered) != sorted(services) or len(ordered) != len(set(ordered)):
         problems.append(f"ingestor_start_order must name every service once: {ordered} vs {sorted(services)}")
-    for service, db in (data.ingestor_sqlite or {}).items():
-        if service not in services or db.get("volume") not in (services.get(service) or {}).get("volumes", {}):
-            problems.append(f"ingestor_sqlite[{service!r}]: no such service or it does not mount {db.get('volume')!r}")
     if data.ingestor_migrate_service not in (data.ingestor_sqlite or {}):
         problems.append(f"ingestor_migrate_service {data.ingestor_migrate_service!r} has no ingestor_sqlite entry")
     if "influxdb" not in services:
         problems.append("ingestor_services has no 'influxdb'")
     if not _NAME.match(str(data.ingestor_compose_project or "")):
         problems.append(f"ingestor_compose_project {data.ingestor_compose_project!r} is not a valid compose name")
+    for name, limit in (data.ingestor_memory_limits or {}).items():
+        if not re.match(r"^\d+[kKmMgG]$", str(limit)):
+            problems.append(f"ingestor_memory_limits[{name!r}] = {limit!r} must look like 256M")
     if problems:
         raise ConfigError("ingestor: " + "; ".join(problems))
+
+
+def theirs(data) -> tuple[str, dict[str, dict]]:
+    """Upstream's compose file (text) and its outline; names every missing managed service."""
+    path = source_dir(data) / data.ingestor_compose_file
+    if not path.is_file():
+        raise ConfigError(f"ingestor: {path} does not exist (the checkout's compose file)")
+    text = path.read_text()
+    outline = compose_outline(text)
+    missing = [s for s in data.ingestor_services if s not in outline]
+    if missing:
+        raise ConfigError(f"ingestor: {path} has no service {', '.join(missing)} (ingestor_services)")
+    return text, outline
 
 
 def source_dir(data) -> Path:
@@ -145,9 +155,10 @@ def source_files(root: Path, exclude=(), exclude_dirs=()) -> list[Path]:
     return found
 
 
-def tree_digest(root: Path, paths: list[str], files: list[Path]) -> str:
-    """SHA-256 over the synced files under `paths` (names, exec bit, content): the image label."""
-    digest = hashlib.sha256()
+def tree_digest(root: Path, paths: list[str], files: list[Path], extra: str = "") -> str:
+    """SHA-256 over the synced files under `paths` (names, exec bit, content; the Dockerfile
+    lives there) and `extra` (the build args): the image label that decides a rebuild."""
+    digest = hashlib.sha256(extra.encode() + b"\0")
     for path in files:
         rel = path.relative_to(root).as_posix()
         if any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
@@ -159,13 +170,13 @@ def tree_digest(root: Path, paths: list[str], files: list[Path]) -> str:
 def source_digests(data) -> dict[str, str]:
     root = source_dir(data)
     synced = source_files(root, data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
-    return {name: tree_digest(root, spec.get("source") or [], synced)
-            for name, spec in data.ingestor_services.items() if spec.get("build")}
+    args = json.dumps(data.ingestor_build_args or {}, sort_keys=True)
+    return {name: tree_digest(root, spec["source"], synced, args)
+            for name, spec in data.ingestor_services.items() if spec.get("source")}
 
 
 def source_revision(root: Path) -> dict | None:
-    """The checkout's git commit and whether it has local changes (the plan's "export the
-    git state"), recorded in every backup; None when it is not a git checkout."""
+    """The checkout's git commit and whether it has local changes, recorded in every backup."""
     def git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
 
@@ -190,110 +201,131 @@ def alembic_head(versions_dir: Path) -> str | None:
     return heads[0] if heads else None
 
 
-# ----------------------------------------------------------------------------- the stack
+# ----------------------------------------------------------------------------- files we write
+
+
+def value_context(data, values: dict[str, HiddenValue]) -> dict[str, str]:
+    """What `{name}` in ingestor_env_files / ingestor_compose_env may name."""
+    url = str(data.home_assistant_url).rstrip("/")
+    ws = re.sub(r"^http", "ws", url) + "/api/websocket"
+    context = {"home_assistant_url": url, "home_assistant_ws_url": ws,
+               "influxdb_org": data.ingestor_influxdb_org, "influxdb_bucket": data.ingestor_influxdb_bucket,
+               "influxdb_user": data.ingestor_influxdb_user}
+    context.update({k: v.unmask() for k, v in values.items()})
+    return context
+
+
+def _fill(template: str, context: dict[str, str], where: str) -> str:
+    try:
+        return template.format_map(context)
+    except KeyError as exc:
+        raise ConfigError(f"ingestor: {where} names {{{exc.args[0]}}}, which is neither a secret nor a known value") from None
+
+
+def env_from_template(template: str, values: dict[str, str], name: str) -> str:
+    """The template's lines, with `values` set (keys it lacks appended); a placeholder the
+    operator did not replace is refused (naming the key, never a value)."""
+    out, seen, unset = [], set(), []
+    for line in template.splitlines():
+        match = _ENV_LINE.match(line.strip())
+        if not match:
+            out.append(line)
+            continue
+        key = match.group(1)
+        seen.add(key)
+        if key in values:
+            out.append(f"{key}={values[key]}")
+        else:
+            if _TEMPLATE_PLACEHOLDER.match(match.group(2).strip()):
+                unset.append(key)
+            out.append(line.strip())
+    out += [f"{k}={v}" for k, v in values.items() if k not in seen]
+    if unset:
+        raise ConfigError(f"ingestor: {name}: {', '.join(unset)} still hold the template's placeholder "
+                          "(set them in ingestor_env_files)")
+    env_file_text({k: v for k, v in values.items()})  # the same value rules as compose's env files
+    return "\n".join(out) + "\n"
+
+
+def env_files(data, values: dict[str, HiddenValue]) -> dict[str, str]:
+    """checkout-relative path -> content of each env file upstream's compose names."""
+    context = value_context(data, values)
+    root = source_dir(data)
+    out = {}
+    for path, spec in (data.ingestor_env_files or {}).items():
+        template = root / spec["template"]
+        if not template.is_file():
+            raise ConfigError(f"ingestor: the template {template} of {path} does not exist")
+        wanted = {k: _fill(str(v), context, f"ingestor_env_files[{path!r}].{k}") for k, v in spec["values"].items()}
+        out[path] = env_from_template(template.read_text(), wanted, path)
+    return out
+
+
+def compose_env(data, values: dict[str, HiddenValue]) -> str:
+    context = value_context(data, values)
+    return env_file_text({k: _fill(str(v), context, f"ingestor_compose_env.{k}")
+                          for k, v in (data.ingestor_compose_env or {}).items()},
+                         "Managed by pyinfra (deploys/ingestor.py): compose's interpolation variables. Do not edit.")
+
+
+def override(data, outline: dict[str, dict], digests: dict[str, str]) -> str:
+    """Our override of upstream's compose file: only what the plan changes."""
+    bind = data.ingestor_bind_address
+    services: dict[str, dict] = {}
+    for name, spec in outline.items():
+        if spec["ports"]:
+            services[name] = {"ports": loopback_ports(spec["ports"], bind)}
+    for name, spec in data.ingestor_services.items():
+        entry = services.setdefault(name, {})
+        if spec.get("image"):
+            entry["image"] = spec["image"]
+        if name in digests:
+            build = {"labels": {SOURCE_LABEL: digests[name]}}
+            if data.ingestor_build_args:
+                build["args"] = {k: str(v) for k, v in data.ingestor_build_args.items()}
+            entry["build"] = build
+        if data.ingestor_restart_policy:
+            entry["restart"] = data.ingestor_restart_policy
+        if (data.ingestor_memory_limits or {}).get(name):
+            entry["deploy"] = {"resources": {"limits": {"memory": str(data.ingestor_memory_limits[name])}}}
+        if data.ingestor_healthcheck_timing:
+            entry["healthcheck"] = dict(data.ingestor_healthcheck_timing)
+    header = ("Managed by pyinfra (deploys/ingestor.py): our override of the checkout's docker-compose.yml.\n"
+              f"Every published port on {bind}. Here: {OVERRIDE_FILE} is merged after theirs.")
+    return to_yaml(override_document(services), header=header)
+
+
+# ----------------------------------------------------------------------------- the release plan
 
 
 def volume_name(data, volume: str) -> str:
     return f"{data.ingestor_compose_project}_{volume}"
 
 
-def container_name(data, service: str) -> str:
-    """The plan's names (`docker cp ha-ingestor-data-api:...`)."""
-    return f"{data.ingestor_compose_project}-{service}"
-
-
-def _lit(value) -> str:
-    return str(value).replace("$", "$$")
-
-
-def service_entry(data, name: str, spec: dict, digest: str | None) -> dict:
-    entry: dict = {"image": _lit(spec["image"])}
-    if spec.get("build"):
-        entry["build"] = {
-            "context": f"src/{spec['build'].get('context', '.')}".rstrip("/."),
-            "dockerfile": spec["build"]["dockerfile"],
-            "labels": {SOURCE_LABEL: digest},
-        }
-        if data.ingestor_build_args:
-            entry["build"]["args"] = {k: _lit(v) for k, v in data.ingestor_build_args.items()}
-    entry["container_name"] = container_name(data, name)
-    entry["restart"] = "unless-stopped"
-    entry["env_file"] = [f"env/{spec['env_file']}.env"]
-    env = {k: _lit(v) for k, v in (data.ingestor_service_env or {}).get(name, {}).items()}
-    if env:
-        entry["environment"] = env
-    if spec.get("port") is not None:
-        entry["ports"] = [f"{data.ingestor_bind_address}:{spec['port']}:{spec['container_port']}"]
-    if spec.get("volumes"):
-        entry["volumes"] = [f"{v}:{mount}" for v, mount in spec["volumes"].items()]
-    if spec.get("memory"):
-        entry["mem_limit"] = spec["memory"]
-    if spec.get("healthcheck"):
-        entry["healthcheck"] = {"test": [_lit(a) for a in spec["healthcheck"]], **(data.ingestor_healthcheck_timing or {})}
-    return entry
-
-
-def stack(data, digests: dict[str, str]) -> dict:
-    services = {name: service_entry(data, name, spec, digests.get(name))
-                for group in data.ingestor_start_order for name in group
-                for spec in [data.ingestor_services[name]]}
-    return {"services": services, "volumes": {v: {} for v in data.ingestor_volumes}}
-
-
-def render_compose(data, digests: dict[str, str]) -> str:
-    header = (
-        "Managed by pyinfra (deploys/ingestor.py, data: group_data/ingestor.py): local edits are overwritten.\n"
-        f"Every published port on {data.ingestor_bind_address}. Secrets: env/*.env (0600).\n"
-        "Here: docker compose ps | logs -f <service> (docker-compose with compose v1)."
-    )
-    return to_yaml(stack(data, digests), header=header)
-
-
-def env_files(data, values: dict[str, HiddenValue]) -> dict[str, str]:
-    """The plan's .env.influxdb / .env.websocket / services' env, from data + secrets."""
-    org, bucket = data.ingestor_influxdb_org, data.ingestor_influxdb_bucket
-    influx = {"INFLUXDB_URL": "http://influxdb:8086", "INFLUXDB_TOKEN": values["INFLUXDB_TOKEN"],
-              "INFLUXDB_ORG": org, "INFLUXDB_BUCKET": bucket}
-    common = {**influx, "HOME_ASSISTANT_URL": data.home_assistant_url,
-              "DATA_API_URL": "http://data-api:8006", "WEBSOCKET_INGESTION_URL": "http://websocket-ingestion:8001"}
-    header = "Managed by pyinfra (deploys/ingestor.py) from group data + the operator's .env. Do not edit."
-    return {
-        "influxdb": env_file_text({
-            "DOCKER_INFLUXDB_INIT_MODE": "setup",
-            "DOCKER_INFLUXDB_INIT_USERNAME": data.ingestor_influxdb_user,
-            "DOCKER_INFLUXDB_INIT_PASSWORD": values["INFLUXDB_PASSWORD"],
-            "DOCKER_INFLUXDB_INIT_ORG": org,
-            "DOCKER_INFLUXDB_INIT_BUCKET": bucket,
-            "DOCKER_INFLUXDB_INIT_RETENTION": data.ingestor_influxdb_retention,
-            "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN": values["INFLUXDB_TOKEN"],
-            # the influx CLI in the container (bucket list, backup) reads these
-            "INFLUX_TOKEN": values["INFLUXDB_TOKEN"],
-            "INFLUX_ORG": org,
-        }, header),
-        "websocket": env_file_text({**common, "HOME_ASSISTANT_TOKEN": values["HOME_ASSISTANT_TOKEN"]}, header),
-        "services": env_file_text(common, header),
-    }
-
-
-def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
+def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[str, dict]) -> dict:
     """bin/ingestor-release's input (<dir>/release.json): data only, no secrets."""
-    bind = data.ingestor_bind_address
+    base, bind = data.ingestor_dir, data.ingestor_bind_address
     services = {}
     for group in data.ingestor_start_order:
         for name in group:
             spec = data.ingestor_services[name]
             url = f"http://{bind}:{spec['port']}{spec['health_path']}" if spec.get("health_path") else None
-            services[name] = {"image": spec["image"], "health_url": url, "expect": spec.get("health_expect") or {},
+            services[name] = {"image": spec.get("image"), "health_url": url, "expect": spec.get("health_expect") or {},
                               "source_digest": digests.get(name)}
     bucket = data.ingestor_influxdb_bucket
     migrate_db = data.ingestor_sqlite[data.ingestor_migrate_service]
     return {
         "project": data.ingestor_compose_project,
-        "dir": data.ingestor_dir,
-        "compose_path": f"{data.ingestor_dir}/{data.ingestor_compose_file}",
+        "dir": base,
+        "project_directory": f"{base}/src",
+        "compose_files": [f"{base}/compose/{data.ingestor_compose_file}", f"{base}/compose/{OVERRIDE_FILE}"],
+        "env_file": f"{base}/env/compose.env",
+        "env_files": [f"{base}/src/{p}" for p in (data.ingestor_env_files or {})] + [f"{base}/env/compose.env"],
+        "bind_address": bind,
         "cli": data.get("docker_compose_cli"),
         "groups": data.ingestor_start_order,
         "services": services,
+        "unmanaged": sorted(s for s in outline if s not in services),
         "sqlite": {s: {"volume": volume_name(data, db["volume"]), "file": db["file"]}
                    for s, db in data.ingestor_sqlite.items()},
         "influx": {
@@ -305,11 +337,13 @@ def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
         },
         "migrate": {
             "service": data.ingestor_migrate_service,
-            "command": list(data.ingestor_migrate_command),
+            "image": data.ingestor_services[data.ingestor_migrate_service]["image"],
+            "alembic_dir": f"{base}/src/{data.ingestor_alembic_dir}",
+            "workdir": data.ingestor_alembic_workdir,
             "head": head,
             "db": {"volume": volume_name(data, migrate_db["volume"]), "file": migrate_db["file"]},
             "tables": list(data.ingestor_expected_tables),
-            "counted": ["devices", "entities"],
+            "counted": ["devices", "entities"] if data.ingestor_discovery_gate else [],
             "journal_mode": data.ingestor_journal_mode,
         },
         "queries": [{"url": f"http://{bind}:{data.ingestor_services['data-api']['port']}{path}", "target_ms": ms}
@@ -318,6 +352,7 @@ def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),
+        "release_timeout_s": int(data.ingestor_release_timeout_s or 7200),
         "interval_s": float(data.get("health_interval_s") or 2),
     }
 
@@ -325,11 +360,10 @@ def release_plan(data, digests: dict[str, str], head: str | None) -> dict:
 # ----------------------------------------------------------------------------- operations
 
 
-def release_reasons(plan: dict, compose: str, env_ops) -> list[str]:
+def release_reasons(plan: dict, wanted: dict[str, str], env_ops) -> list[str]:
     """Why a release is needed (read from the host); empty: the stack is as wanted."""
-    reasons = []
-    if host.get_fact(Sha256File, path=plan["compose_path"]) != hashlib.sha256(compose.encode()).hexdigest():
-        reasons.append("compose file differs")
+    reasons = [f"{path.rsplit('/', 1)[1]} differs" for path, text in wanted.items()
+               if host.get_fact(Sha256File, path=path) != hashlib.sha256(text.encode()).hexdigest()]
     if _changed(env_ops):
         reasons.append("env files changed")
     running = host.get_fact(ComposeServices, project=plan["project"])
@@ -343,6 +377,8 @@ def release_reasons(plan: dict, compose: str, env_ops) -> list[str]:
         reasons.append(f"source changed: {', '.join(stale)}")
     if host.get_fact(File, path=f"{plan['dir']}/{PENDING}"):
         reasons.append("the previous release did not finish")
+    if unfinished(host.get_fact(UnitState, unit=RELEASE_UNIT)):
+        reasons.append(f"{RELEASE_UNIT}.service is still running (an apply was cut off)")
     m = plan["migrate"]
     db = host.get_fact(SqliteState, volume=m["db"]["volume"], file=m["db"]["file"], tables=m["tables"])
     if (db or {}).get("revision") != m["head"]:
@@ -350,29 +386,62 @@ def release_reasons(plan: dict, compose: str, env_ops) -> list[str]:
     return reasons
 
 
+def stage_compose_files(cli: str, plan: dict, wanted: dict[str, str]):
+    """Commands: keep the live files as `*.previous` (the release's rollback), upload what
+    differs as `*.new`, validate the merged config with compose, move them into place. A
+    config compose rejects removes the `*.new` files; the live ones stay."""
+    directory = plan["compose_files"][0].rsplit("/", 1)[0]
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    staged = []
+    for path, text in wanted.items():
+        yield StringCommand("if [ -f", QuoteString(path), "]; then cp -p", QuoteString(path),
+                            QuoteString(path + ".previous"), "; fi")
+        if host.get_fact(Sha256File, path=path) != hashlib.sha256(text.encode()).hexdigest():
+            yield FileUploadCommand(BytesIO(text.encode()), path + ".new")
+            yield StringCommand("chmod", "644", QuoteString(path + ".new"))
+            staged.append(path)
+    if not staged:
+        return
+    files_now = [p + ".new" if p in staged else p for p in plan["compose_files"]]
+    check = cli_args(cli, plan["project"], files_now, plan["env_file"], project_directory=plan["project_directory"])
+    moves = []
+    for path in staged:
+        moves += ["&&", "mv", "-f", QuoteString(path + ".new"), QuoteString(path)]
+    yield StringCommand(
+        "if ! out=$(", *check, "config -q 2>&1); then",
+        "rm -f", *[QuoteString(p + ".new") for p in staged], ";",
+        "echo", QuoteString(f"compose rejected the new config of {plan['project']} (the live files are unchanged):"),
+        ">&2;", 'echo "$out" >&2; exit 1; fi', *moves,
+    )
+
+
 @operation()
-def ingestor_release(plan: dict, compose: str, script: str, plan_path: str, env_ops=()):
+def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path: str, env_ops=()):
     """Run bin/ingestor-release only when the stack differs from what is wanted."""
-    reasons = release_reasons(plan, compose, env_ops)
+    reasons = release_reasons(plan, wanted, env_ops)
     if not reasons:
-        host.noop(f"ha-ingestor is up to date ({len(plan['services'])} services)")
+        host.noop(f"ha-ingestor is up to date ({len(plan['services'])} managed services)")
         return
     cli = detected_cli() or "docker compose"
     host.log(f"release ({cli}): {'; '.join(reasons)}")
-    compose_path = QuoteString(plan["compose_path"])
-    # Removed by the script only when a release succeeds: files changed by this run but
-    # never applied (a failed backup, an interrupted run) make the next run release again.
+    # Removed by the script only when a release succeeds (or a rollback completes): files
+    # changed by this run but never applied make the next run release again.
     yield StringCommand("mkdir -p", QuoteString(plan["dir"]), "&&", "touch", QuoteString(f"{plan['dir']}/{PENDING}"))
-    yield StringCommand("if [ -f", compose_path, "]; then cp -p", compose_path,
-                        QuoteString(plan["compose_path"] + ".previous"), "; fi")
-    directory, compose_file = plan["compose_path"].rsplit("/", 1)
-    yield from stage_and_validate(cli, plan["project"], directory, compose_file, compose, None, None, [],
-                                  host.get_fact(Sha256File, path=plan["compose_path"]), None)
-    yield StringCommand(QuoteString(script), "release", QuoteString(plan_path))
+    yield from stage_compose_files(cli, plan, wanted)
+    # A transient unit: an SSH drop or a pyinfra timeout cannot cut the release (or its
+    # rollback) short; the next apply waits for an unfinished one (deploys/parts/host_steps).
+    yield host_step(RELEASE_UNIT, [script, "release", plan_path], "ha-ingestor release (deploys/ingestor.py)",
+                    timeout_s=int(plan["release_timeout_s"]))
+
+
+def expected(value, want) -> bool:
+    """A health JSON value as the plan expects it (a list: any of them)."""
+    wanted = want if isinstance(want, list) else [want]
+    return str(value).lower() in [str(w).lower() for w in wanted]
 
 
 def health_check(plan: dict, services: list[str]):
-    """A `wait_until` check: every service's /health JSON says what the plan expects."""
+    """A `wait_until` check: every service's health JSON says what the plan expects."""
 
     def check():
         bad = []
@@ -381,7 +450,7 @@ def health_check(plan: dict, services: list[str]):
             for path, want in (spec["expect"] or {None: None}).items():
                 got = host.get_fact(HttpHealth, url=spec["health_url"], json_field=path)
                 value = (got or {}).get("field")
-                if not (got or {}).get("ok") or (path and str(value).lower() != str(want).lower()):
+                if not (got or {}).get("ok") or (path and not expected(value, want)):
                     bad.append(f"{name}: {path or 'status'}={value if path else (got or {}).get('status')!r}"
                                f"{' ' + got['error'] if got and got.get('error') else ''}")
         return (not bad), ("; ".join(bad) or f"{len(services)} services healthy")
@@ -396,19 +465,6 @@ def loopback_check(ports: list[int]):
         return not exposed, (f"not loopback-only: {exposed}" if exposed else f"{len(ports)} ports on loopback only")
 
     return check
-
-
-@operation()
-def discover_devices(url: str, volume: str, file: str):
-    """POST the discovery trigger (from the host) only while the devices table is empty."""
-    db = host.get_fact(SqliteState, volume=volume, file=file, tables=["devices"])
-    count = ((db or {}).get("counts") or {}).get("devices")
-    if count:
-        host.noop(f"{count} devices known: no discovery")
-        return
-    yield StringCommand("python3", "-c", QuoteString(
-        "import sys, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'', "
-        "method='POST'), timeout=60); print('discovery:', r.status, r.read(300).decode())"), QuoteString(url))
 
 
 def devices_check(volume: str, file: str):
@@ -439,6 +495,8 @@ def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     minimum = str(data.ingestor_docker_min_version or "0")
     if version and version_tuple(version) < version_tuple(minimum):
         problems.append(f"Docker {version} is older than {minimum}")
+    if version and (problem := override_cli_problem(detected_cli(), None)):
+        problems.append(problem)
     if data.ingestor_check_home_assistant:
         # Under sudo the token would sit in sudo's argv (see HomeAssistantApi): probe
         # reachability only; a rejected token then fails the websocket health gate.
@@ -446,59 +504,69 @@ def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
         answer = host.get_fact(HomeAssistantApi, url=data.home_assistant_url, token=token)
         if problem := home_assistant_problem(data.home_assistant_url, answer, token_sent=token is not None):
             problems.append(problem)
-    if not source_dir(data).is_dir():
-        problems.append(f"ingestor_source {source_dir(data)} is not a directory (the source checkout)")
     if problems:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
     host.noop("preflight checks passed")
 
 
-@deploy("Layout, source and env files")
+@deploy("Layout, checkout and env files")
 def layout(data, values):
     base = data.ingestor_dir
-    files.directory(name=base, path=base, user="root", group="root", mode="755")
-    files.directory(name=f"{base}/bin", path=f"{base}/bin", user="root", group="root", mode="755")
-    files.directory(name=f"{base}/env", path=f"{base}/env", user="root", group="root", mode="700")
-    files.directory(name=data.ingestor_backup_dir, path=data.ingestor_backup_dir, user="root", group="root", mode="700")
+    for path, mode in ((base, "755"), (f"{base}/bin", "755"), (f"{base}/compose", "755"), (f"{base}/env", "700"),
+                       (data.ingestor_backup_dir, "700")):
+        files.directory(name=path, path=path, user="root", group="root", mode=mode)
     files.put(name=f"{base}/bin/ingestor-release", src=StringIO(RELEASE_SCRIPT), dest=f"{base}/bin/ingestor-release",
               user="root", group="root", mode="755")
-    files.sync(name=f"Source checkout -> {base}/src", src=str(source_dir(data)), dest=f"{base}/src", delete=True,
+    files.sync(name=f"Checkout -> {base}/src", src=str(source_dir(data)), dest=f"{base}/src", delete=True,
                exclude=data.ingestor_source_exclude, exclude_dir=data.ingestor_source_exclude_dirs,
                add_deploy_dir=False)
-    return [secret_file(name=f"{base}/env/{name}.env (secrets not shown)", dest=f"{base}/env/{name}.env",
-                        content=HiddenValue(text))
-            for name, text in env_files(data, values).items()]
+    written = [secret_file(name=f"{base}/src/{path} (from its template; secrets not shown)",
+                           dest=f"{base}/src/{path}", content=HiddenValue(text))
+               for path, text in env_files(data, values).items()]
+    written.append(secret_file(name=f"{base}/env/compose.env (secrets not shown)", dest=f"{base}/env/compose.env",
+                               content=HiddenValue(compose_env(data, values))))
+    return written
+
+
+def secret_values(data) -> dict[str, HiddenValue]:
+    values = secrets.get(list(data.required_secrets))
+    loaded = secrets.load()
+    for name in data.ingestor_optional_secrets or []:
+        values[name] = HiddenValue(loaded.get(name) or "")
+    return values
 
 
 def main(data):
     check_config(data)
-    values = secrets.get(list(data.required_secrets))
+    values = secret_values(data)
+    text, outline = theirs(data)
     checked_preflight(data, values)
     docker_host()
     env_ops = layout(data, values)
     digests = source_digests(data)
-    head = alembic_head(source_dir(data) / data.ingestor_alembic_versions)
-    plan = release_plan(data, digests, head)
+    head = alembic_head(source_dir(data) / data.ingestor_alembic_dir / "alembic" / "versions")
+    plan = release_plan(data, digests, head, outline)
     base = data.ingestor_dir
     plan_path = f"{base}/release.json"
     files.put(name=plan_path, src=StringIO(json.dumps(plan, indent=1, sort_keys=True) + "\n"), dest=plan_path,
               user="root", group="root", mode="644")
-    ingestor_release(name=f"Release ha-ingestor ({len(plan['services'])} services, only when changed)",
-                     plan=plan, compose=render_compose(data, digests), script=f"{base}/bin/ingestor-release",
-                     plan_path=plan_path, env_ops=env_ops)
+    wanted = dict(zip(plan["compose_files"], (text, override(data, outline, digests))))
+    ingestor_release(name=f"Release ha-ingestor ({len(plan['services'])} managed services, only when changed)",
+                     plan=plan, wanted=wanted, script=f"{base}/bin/ingestor-release", plan_path=plan_path,
+                     env_ops=env_ops)
     checked = [s for s, spec in plan["services"].items() if spec["health_url"]]
     timeout = float(data.ingestor_health_timeout_s)
     interval = float(data.get("health_interval_s") or 2)
-    wait_until(name="Health JSON of every service as the plan expects", check=health_check(plan, checked),
+    wait_until(name="Health JSON of every managed service as the plan expects", check=health_check(plan, checked),
                description="ha-ingestor /health", timeout_s=timeout, interval_s=interval)
     ports = sorted(spec["port"] for spec in data.ingestor_services.values() if spec.get("port"))
     wait_until(name=f"Published ports on {data.ingestor_bind_address} only", check=loopback_check(ports),
                description="published ports", timeout_s=10, interval_s=2)
-    m = plan["migrate"]["db"]
-    discover_devices(name="Device discovery (only while no devices are known)", url=data.ingestor_discovery_url,
-                     volume=m["volume"], file=m["file"])
-    wait_until(name="Devices and entities in SQLite", check=devices_check(m["volume"], m["file"]),
-               description="discovery", timeout_s=float(data.ingestor_discovery_timeout_s), interval_s=interval)
+    if data.ingestor_discovery_gate:
+        m = plan["migrate"]["db"]
+        wait_until(name="Devices and entities in SQLite (ingestor_discovery_gate)",
+                   check=devices_check(m["volume"], m["file"]), description="discovery",
+                   timeout_s=float(data.ingestor_discovery_timeout_s), interval_s=interval)
 
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)

@@ -1,159 +1,165 @@
-"""ha-ingestor (Epic 22/23): InfluxDB + seven services built from the user's source, one
-compose stack on a Docker host (deploys/ingestor.py).
+"""ha-ingestor (Epic 22/23): the user's own checkout of wtthornton/ha-ingestor (bbc4ab4),
+run with ITS docker-compose.yml plus our override file (deploys/ingestor.py).
 
-Everything the plan names is data here: services, ports, health paths and what their JSON
-must say, start order, InfluxDB org/bucket, SQLite files and tables, volumes, memory
-limits. Where the real app differs from the plan, change it here, not in the deploy.
+Upstream decides services, container names, env names, volumes and the network; this file
+holds only what the plan changes (127.0.0.1 binds, env files from upstream's templates,
+restart policy, limits), which services the deploy manages and gates, and in what order.
 Test overrides come from tests/e2e/test_ingestor.py as `--data`.
 """
 
-# Secrets from .env or the environment (checked before connecting); they land only in the
-# root-only (0600) env files under <ingestor_dir>/env/ and are never printed.
+# Secrets from .env or the environment (checked before connecting); they land only in
+# root-only (0600) env files and are never printed. Optional ones default to "".
 required_secrets = ["HOME_ASSISTANT_TOKEN", "INFLUXDB_TOKEN", "INFLUXDB_PASSWORD"]
+ingestor_optional_secrets = ["WEATHER_API_KEY"]
 
 # --- where things are --------------------------------------------------------------------
-# The project on the host: compose file, env files, the synced source, scripts.
+# The project on the host: bin/, compose/ (theirs + override), env/, src/ (the checkout).
 ingestor_dir = "/opt/ha-ingestor"
-# The user's source checkout on the machine running pyinfra (relative: to this repository).
-# It is synced to <ingestor_dir>/src and `compose build` runs there (no registry needed).
+# The user's checkout on the machine running pyinfra (relative: to this repository). It is
+# synced to <ingestor_dir>/src, compose's project directory (`compose build` runs there).
 ingestor_source = "../ha-ingestor"
-# Not synced (files.sync semantics: file patterns match the full local path, directory
-# patterns the path relative to the checkout): VCS, caches, local data, local secrets.
+# Not synced (files.sync semantics: file patterns match the full path, directory patterns
+# the path relative to the checkout); never deleted on the host either (the env files
+# the deploy writes into src/infrastructure/ match `*/.env.*`).
 ingestor_source_exclude = ["*.pyc", "*.db", "*.db-wal", "*.db-shm", "*/.env", "*/.env.*"]
 ingestor_source_exclude_dirs = [".git", "__pycache__", "*/__pycache__", "node_modules", "*/node_modules",
-                                ".venv", "backups", "data"]
-# Compose project name: volumes are <project>_<volume>, images <project>-<service>.
-ingestor_compose_project = "ha-ingestor"
+                                ".venv", "backups", "data", "logs"]
+# Upstream's compose file in the checkout, and its project name (`name:` in it).
 ingestor_compose_file = "docker-compose.yml"
-# Verified backups before every release: <dir>/ingestor-<YYYYmmdd-HHMMSS>/; keep this many.
+ingestor_compose_project = "ha-ingestor"
+# Verified backups before every switch: <dir>/ingestor-<YYYYmmdd-HHMMSS>/; keep this many.
 ingestor_backup_dir = "/var/backups/ha-ingestor"
 ingestor_backups_keep = 10
 
 # --- Home Assistant ------------------------------------------------------------------------
-# As the containers (and the host, for the preflight check) reach it.
 home_assistant_url = "http://homeassistant.local:8123"
 # Preflight GETs <url>/api/ with the token from the host: anything but 200 stops the run.
 ingestor_check_home_assistant = True
 
-# --- the stack -----------------------------------------------------------------------------
-# EVERY published port binds here: nothing of the stack is reachable from the network.
+# --- the override file ---------------------------------------------------------------------
+# Every port upstream publishes (on all interfaces) is re-published here only.
 ingestor_bind_address = "127.0.0.1"
-# Start order: each group is started (`up -d --no-deps`) and health-gated before the next.
-ingestor_start_order = [
-    ["influxdb"],
-    ["websocket-ingestion", "enrichment-pipeline", "data-api", "admin-api", "data-retention"],
-    ["sports-data"],
-    ["health-dashboard"],
-]
-# Per service:
-#   image         the image name (built services get it as their tag: <project>-<service>)
-#   build         build context and Dockerfile inside the source checkout (None: pulled image)
-#   source        paths in the checkout whose change rebuilds this service (only this one)
-#   port          host port (published on ingestor_bind_address) -> container_port; None: not published
-#   health_path   GET on the host port; health_expect: JSON dot-path -> value it must have
-#   healthcheck   the container healthcheck (docker's view, `compose ps` "(healthy)")
-#   memory        memory limit (the plan: InfluxDB <512M, Python services <128M, dashboard <50M)
-#   env_file      which env file under <ingestor_dir>/env/ the service reads
-#   volumes       named volume -> mount point
-_PY_HEALTH = "import sys,urllib.request; urllib.request.urlopen('http://127.0.0.1:%d%s', timeout=4)"
-
-
-def _service(name, port, container_port=None, health_path="/health", env_file="services", memory="128m",
-             expect=None, volumes=None, source=None):
-    cport = container_port or port
-    return {
-        "image": f"ha-ingestor-{name}:latest",
-        "build": {"context": ".", "dockerfile": f"services/{name}/Dockerfile"},
-        "source": source or [f"services/{name}", "shared"],
-        "port": port,
-        "container_port": cport,
-        "health_path": health_path,
-        "health_expect": expect if expect is not None else {"status": "healthy"},
-        "healthcheck": ["CMD", "python3", "-c", _PY_HEALTH % (cport, health_path)] if health_path else None,
-        "memory": memory,
-        "env_file": env_file,
-        "volumes": volumes or {},
-    }
-
-
-ingestor_services = {
-    "influxdb": {
-        "image": "influxdb:2.7",
-        "build": None,
-        "source": [],
-        "port": 8086,
-        "container_port": 8086,
-        "health_path": "/health",
-        "health_expect": {"status": "pass"},
-        "healthcheck": ["CMD", "influx", "ping"],
-        "memory": "512m",
-        "env_file": "influxdb",
-        "volumes": {"influxdb_data": "/var/lib/influxdb2", "influxdb_config": "/etc/influxdb2"},
-    },
-    # the websocket reports Home Assistant authentication in its health JSON
-    "websocket-ingestion": _service("websocket-ingestion", 8001, env_file="websocket",
-                                    expect={"status": "healthy", "home_assistant": "authenticated"}),
-    "enrichment-pipeline": _service("enrichment-pipeline", 8002),
-    "admin-api": _service("admin-api", 8003),
-    "data-api": _service("data-api", 8006, volumes={"data_api_sqlite": "/app/data"},
-                         expect={"status": "healthy", "databases.influxdb": "connected",
-                                 "databases.sqlite": "connected"}),
-    # no port in the plan: internal only, docker's healthcheck is its gate
-    "data-retention": {**_service("data-retention", None, container_port=8080, health_path=None),
-                       "healthcheck": ["CMD", "python3", "-c", _PY_HEALTH % (8080, "/health")]},
-    "sports-data": _service("sports-data", 8005, volumes={"sports_data_sqlite": "/app/data"}),
-    "health-dashboard": _service("health-dashboard", 3000, container_port=80, health_path="/", memory="50m",
-                                 expect={}),
-}
-# Named volumes (compose names them <project>_<volume>).
-ingestor_volumes = ["influxdb_data", "influxdb_config", "data_api_sqlite", "sports_data_sqlite"]
-# Container healthcheck timing (tests: seconds).
-ingestor_healthcheck_timing = {"interval": "15s", "timeout": "5s", "retries": 5, "start_period": "20s"}
-# Build arguments for every built service (e.g. a local base image in tests).
+# Restart policy of the managed services (upstream: unless-stopped too); None: upstream's.
+ingestor_restart_policy = "unless-stopped"
+# service -> memory limit (deploy.resources.limits.memory); unset: upstream's limits.
+ingestor_memory_limits = {}
+# Healthcheck timing for every managed service; None: upstream's (30 s interval).
+ingestor_healthcheck_timing = None
+# Build arguments for every built service.
 ingestor_build_args = {}
-# Extra (non-secret) environment per service, e.g. {"data-api": {"LOG_LEVEL": "DEBUG"}}.
-ingestor_service_env = {}
 
-# --- InfluxDB ------------------------------------------------------------------------------
+# --- env files -----------------------------------------------------------------------------
+# Upstream's compose reads these, but its checkout has only the templates: each is written
+# (0600) from its template, with these values set ({name}: a secret or a value below).
+# A template value left as a placeholder (your_..._here) stops the run.
+ingestor_env_files = {
+    "infrastructure/.env.websocket": {
+        "template": "infrastructure/env.websocket.template",
+        "values": {"HA_URL": "{home_assistant_ws_url}", "HA_TOKEN": "{HOME_ASSISTANT_TOKEN}"},
+    },
+    "infrastructure/.env.weather": {
+        "template": "infrastructure/env.weather.template",
+        "values": {"WEATHER_API_KEY": "{WEATHER_API_KEY}"},
+    },
+    "infrastructure/.env.influxdb": {
+        "template": "infrastructure/env.influxdb.template",
+        "values": {"INFLUXDB_URL": "http://influxdb:8086", "INFLUXDB_TOKEN": "{INFLUXDB_TOKEN}",
+                   "INFLUXDB_ORG": "{influxdb_org}", "INFLUXDB_BUCKET": "{influxdb_bucket}"},
+    },
+}
+# compose's own interpolation (`${HOME_ASSISTANT_TOKEN:-}` in upstream's file): passed with
+# --env-file from <dir>/env/compose.env (0600). Without it the `environment:` entries
+# would override the env files with empty values.
+ingestor_compose_env = {
+    "HOME_ASSISTANT_URL": "{home_assistant_url}",
+    "HOME_ASSISTANT_TOKEN": "{HOME_ASSISTANT_TOKEN}",
+    "INFLUXDB_USERNAME": "{influxdb_user}",
+    "INFLUXDB_PASSWORD": "{INFLUXDB_PASSWORD}",
+    "INFLUXDB_TOKEN": "{INFLUXDB_TOKEN}",
+    "INFLUXDB_ORG": "{influxdb_org}",
+    "INFLUXDB_BUCKET": "{influxdb_bucket}",
+    "WEATHER_API_KEY": "{WEATHER_API_KEY}",
+}
 ingestor_influxdb_org = "ha-ingestor"
 ingestor_influxdb_bucket = "home_assistant_events"
-ingestor_influxdb_retention = "0"  # 0 = infinite (the plan's expected output)
 ingestor_influxdb_user = "admin"
-# Commands run IN the influxdb container ({path}: a directory in the container).
-ingestor_influx_bucket_list = ["influx", "bucket", "list", "--name", "{bucket}", "--hide-headers"]
-ingestor_influx_backup = ["influx", "backup", "{path}"]
-# A verified backup holds at least one file matching this (influx 2.x writes one per backup).
-ingestor_influx_manifest_glob = "*.manifest"
 
-# --- SQLite (Epic 22) ----------------------------------------------------------------------
-# service -> {volume, file in it, path in the container}
-ingestor_sqlite = {
-    "data-api": {"volume": "data_api_sqlite", "file": "metadata.db", "path": "/app/data/metadata.db"},
-    "sports-data": {"volume": "sports_data_sqlite", "file": "webhooks.db", "path": "/app/data/webhooks.db"},
+# --- the managed services ------------------------------------------------------------------
+# Start order (upstream's depends_on): each group is started (`up -d --no-deps`) and
+# health-gated before the next. Upstream's other services are left as they are, reported.
+ingestor_start_order = [
+    ["influxdb"],
+    ["enrichment-pipeline", "data-api", "data-retention", "sports-data"],
+    ["websocket-ingestion"],
+    ["admin-api"],
+    ["health-dashboard"],
+]
+# Per managed service (names as in upstream's compose):
+#   port         the host port upstream publishes (health URL: http://<bind>:<port><health_path>)
+#   health_path  GET it; health_expect: JSON dot-path -> value (or list of accepted values)
+#   source       checkout paths whose change rebuilds it (with its build args); [] = pulled image
+_BUILT = "ha-ingestor-{}:latest"
+ingestor_services = {
+    "influxdb": {"port": 8086, "health_path": "/health", "health_expect": {"status": "pass"}, "source": []},
+    # upstream answers 200 with healthy, or degraded when Home Assistant is quiet for 60 s;
+    # the subscription proves the token was accepted
+    "websocket-ingestion": {"port": 8001, "health_path": "/health",
+                            "health_expect": {"status": ["healthy", "degraded"], "subscription.is_subscribed": True},
+                            "source": ["services/websocket-ingestion", "shared"]},
+    "enrichment-pipeline": {"port": 8002, "health_path": "/health", "health_expect": {"status": "healthy"},
+                            "source": ["services/enrichment-pipeline", "shared"]},
+    "admin-api": {"port": 8003, "health_path": "/health", "health_expect": {"status": "healthy"},
+                  "source": ["services/admin-api", "shared"]},
+    "data-api": {"port": 8006, "health_path": "/health",
+                 "health_expect": {"status": "healthy", "dependencies.influxdb.status": "connected",
+                                   "dependencies.sqlite.status": "healthy"},
+                 "source": ["services/data-api", "shared"]},
+    "data-retention": {"port": 8080, "health_path": "/health", "health_expect": {"status": "healthy"},
+                       "source": ["services/data-retention", "shared"]},
+    # degraded: the sports API is unreachable (upstream still serves)
+    "sports-data": {"port": 8005, "health_path": "/health", "health_expect": {"status": ["healthy", "degraded"]},
+                    "source": ["services/sports-data"]},
+    # nginx: the page, and its proxies to the other containers by upstream's names
+    "health-dashboard": {"port": 3000, "health_path": "/", "health_expect": {},
+                         "source": ["services/health-dashboard"]},
 }
-# The migrated database (Alembic runs in this service's container).
+for _name, _spec in ingestor_services.items():
+    _spec["image"] = _BUILT.format(_name) if _spec["source"] else None
+
+# --- SQLite + Alembic (Epic 22) ------------------------------------------------------------
+# data-api's database: upstream's volume and the file in it.
+ingestor_sqlite = {"data-api": {"volume": "sqlite-data", "file": "metadata.db"}}
+# The data-api image has alembic but not alembic.ini / alembic/: migrations run from the
+# synced checkout's copy, mounted into a one-off container of the NEW image (its src/ is
+# what env.py imports) with the volume, before the new data-api starts.
 ingestor_migrate_service = "data-api"
-ingestor_migrate_command = ["alembic", "upgrade", "head"]
-# Where the Alembic revisions live in the source checkout (the head is read from them).
-ingestor_alembic_versions = "services/data-api/alembic/versions"
+ingestor_alembic_dir = "services/data-api"      # holds alembic.ini and alembic/
+ingestor_alembic_workdir = "/app"               # alembic.ini's URL is ./data/metadata.db
 ingestor_expected_tables = ["alembic_version", "devices", "entities"]
 ingestor_journal_mode = "wal"
 
-# --- discovery (Phase 6) -------------------------------------------------------------------
-# POSTed (from the host) only while the devices table is empty.
-ingestor_discovery_url = "http://127.0.0.1:8001/api/discover"
+# --- discovery -----------------------------------------------------------------------------
+# Upstream discovers devices over Home Assistant's WebSocket by itself and (at bbc4ab4)
+# stores them in InfluxDB: SQLite's devices table may stay empty. True: also wait until
+# data-api's SQLite holds devices and entities.
+ingestor_discovery_gate = False
 ingestor_discovery_timeout_s = 120
 
+# --- InfluxDB (commands run IN its container; {path}: a directory there) -------------------
+ingestor_influx_bucket_list = ["influx", "bucket", "list", "--name", "{bucket}", "--hide-headers"]
+ingestor_influx_backup = ["influx", "backup", "{path}"]
+ingestor_influx_manifest_glob = "*.manifest"
+
 # --- status (make ingestor-status) --------------------------------------------------------
-# The plan's query-time targets (ms) on data-api: an error fails, a slower answer is
-# reported as SLOW (timings on a busy host vary; the plan's figures are targets).
-ingestor_status_queries = {"/api/devices": 10, "/api/entities": 10, "/api/events?limit=100": 50}
+ingestor_status_queries = {"/api/devices": 10, "/api/entities": 10, "/api/v1/events?limit=100": 50}
 
 # --- preflight + gates ---------------------------------------------------------------------
-ingestor_docker_min_version = "24"
+ingestor_docker_min_version = "20.10"
 preflight_min_disk_mb = 2048
-# How long each start-order group may take to turn healthy ("rollback after 5 minutes").
+# How long each start-order group may take to turn healthy.
 ingestor_health_timeout_s = 300
+# The whole release (builds included) as a transient systemd unit is stopped after this.
+ingestor_release_timeout_s = 7200
 
 # (pyinfra would load the helpers above as host data)
-del _service, _PY_HEALTH
+del _name, _spec, _BUILT

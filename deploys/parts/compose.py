@@ -18,7 +18,16 @@ and knows only v2. `compose_stack` instead:
 healthcheck (if any) says healthy, and fails with each service's last state otherwise.
 
 `to_yaml` writes compose files from plain data (dicts, lists, scalars) without PyYAML:
-every string is a double-quoted scalar, so nothing is ever re-typed by YAML.
+every string is a double-quoted scalar, so nothing is ever re-typed by YAML. A `Tagged`
+value carries a YAML tag (compose v2's `!override` / `!reset`).
+
+The user's own compose file plus an override (`-f theirs.yml -f ours.yml`): compose merges
+them, so the stack stays the one upstream wrote and only what the plan changes is ours.
+`compose_outline` reads the services and published ports of theirs (block-style YAML, as
+compose files are written; no PyYAML here), `loopback_ports` rebinds published ports to one
+address, and `override_document` assembles the override. `ports: !override` needs compose
+v2 >= 2.24.4: compose v1 (and older v2) append override ports to theirs instead, so
+`override_cli_problem` refuses them.
 """
 
 from __future__ import annotations
@@ -49,6 +58,19 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
 # ----------------------------------------------------------------------------- rendering
 
 
+class Tagged:
+    """A value written with a YAML tag: `Tagged("!override", [...])` -> `key: !override`."""
+
+    def __init__(self, tag: str, value):
+        self.tag, self.value = tag, value
+
+    def __eq__(self, other):
+        return isinstance(other, Tagged) and (self.tag, self.value) == (other.tag, other.value)
+
+    def __repr__(self):
+        return f"Tagged({self.tag!r}, {self.value!r})"
+
+
 def _scalar(value) -> str:
     if value is None:
         return "null"
@@ -69,7 +91,14 @@ def _lines(value, indent: int) -> list[str]:
     out: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
+            if isinstance(item, Tagged):
+                inner = item.value
+                if isinstance(inner, (dict, list)) and inner:
+                    out.append(f"{pad}{_key(key)}: {item.tag}")
+                    out += _lines(inner, indent + 1)
+                else:
+                    out.append(f"{pad}{_key(key)}: {item.tag} {_empty_or_scalar(inner)}")
+            elif isinstance(item, (dict, list)) and item:
                 out.append(f"{pad}{_key(key)}:")
                 out += _lines(item, indent + 1)
             else:
@@ -118,16 +147,112 @@ def env_file_text(values: dict[str, object], header: str = "") -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def cli_args(cli: str, project: str, compose_path: str, env_path: str | None, profiles: Iterable[str] = ()) -> list:
-    """`<cli> -p PROJECT -f FILE [--env-file ENV] [--profile P]...` (same for v1 and v2)."""
+def cli_args(cli: str, project: str, compose_path: str | list[str], env_path: str | None,
+             profiles: Iterable[str] = (), project_directory: str | None = None) -> list:
+    """`<cli> -p PROJECT [--project-directory D] -f FILE [-f FILE]... [--env-file ENV]
+    [--profile P]...` (same for v1 and v2)."""
     if cli not in CLIS:
         raise ConfigError(f"compose CLI {cli!r} is not one of {CLIS}")
-    args: list = [*cli.split(), "-p", QuoteString(project), "-f", QuoteString(compose_path)]
+    args: list = [*cli.split(), "-p", QuoteString(project)]
+    if project_directory:
+        args += ["--project-directory", QuoteString(project_directory)]
+    for path in [compose_path] if isinstance(compose_path, str) else compose_path:
+        args += ["-f", QuoteString(path)]
     if env_path:
         args += ["--env-file", QuoteString(env_path)]
     for profile in profiles:
         args += ["--profile", QuoteString(profile)]
     return args
+
+
+_SERVICE = re.compile(r"^(\s+)([A-Za-z0-9._-]+):\s*(#.*)?$")
+_TOP = re.compile(r"^([A-Za-z0-9_-]+):")
+_ITEM = re.compile(r"^\s*-\s*(.+?)\s*(#.*)?$")
+
+
+def compose_outline(text: str) -> dict[str, dict]:
+    """{service: {"ports": ["8086:8086", ...]}} of a block-style compose file.
+
+    Enough to write an override for it; compose itself validates the merged result on the
+    host (`config`), so a file this reader misreads fails there, never silently.
+    """
+    services: dict[str, dict] = {}
+    in_services, indent, current, in_ports, ports_indent = False, None, None, False, 0
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if _TOP.match(line):
+            in_services, current, in_ports = line.startswith("services:"), None, False
+            continue
+        if not in_services:
+            continue
+        lead = len(line) - len(line.lstrip())
+        match = _SERVICE.match(line)
+        if match and (indent is None or lead == indent):
+            indent, current, in_ports = lead, match.group(2), False
+            services[current] = {"ports": []}
+            continue
+        if current is None:
+            continue
+        if line.strip() == "ports:":
+            in_ports, ports_indent = True, lead
+            continue
+        if in_ports:
+            item = _ITEM.match(line)
+            if item and lead >= ports_indent:
+                services[current]["ports"].append(item.group(1).strip("'\""))
+                continue
+            in_ports = False
+    if not services:
+        raise ConfigError("compose file: no services found (a block-style `services:` mapping is expected)")
+    return services
+
+
+def loopback_ports(ports: Iterable[str], address: str) -> list[str]:
+    """Published ports rebound to `address`: "8086:8086" -> "127.0.0.1:8086:8086"; a port
+    published on no host port (`"80"`: a random one) gets `address::80`."""
+    out = []
+    for port in ports:
+        spec = str(port)
+        proto = ""
+        if "/" in spec:
+            spec, proto = spec.split("/", 1)
+            proto = "/" + proto
+        parts = spec.rsplit(":", 2) if spec.count(":") >= 2 else spec.split(":")
+        if len(parts) == 3:
+            parts = parts[1:]
+        host, container = (parts if len(parts) == 2 else ("", parts[0]))
+        out.append(f"{address}:{host}:{container}{proto}")
+    return out
+
+
+def override_cli_problem(cli: str | None, version: str | None) -> str | None:
+    """Why this compose CLI cannot replace theirs' ports with an override, or None."""
+    if cli == "docker-compose":
+        return ("compose v1 (docker-compose) appends an override's ports to the original's, so the "
+                "published ports cannot be moved to loopback: install compose v2 >= 2.24.4")
+    if cli == "docker compose" and version:
+        nums = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+        if nums and nums < (2, 24, 4):
+            return f"compose {version} has no `!override` (needs 2.24.4 or later) to move published ports to loopback"
+    return None
+
+
+def override_document(services: dict[str, dict], header_volumes: dict | None = None,
+                      networks: dict | None = None) -> dict:
+    """An override compose file: only the keys given per service (ports as `!override`)."""
+    out: dict = {"services": {}}
+    for name, spec in services.items():
+        entry = dict(spec)
+        if "ports" in entry:
+            entry["ports"] = Tagged("!override", list(entry["ports"]))
+        out["services"][name] = entry
+    if header_volumes:
+        out["volumes"] = header_volumes
+    if networks:
+        out["networks"] = networks
+    return out
 
 
 def _sha(text: str) -> str:

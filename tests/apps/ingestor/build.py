@@ -5,9 +5,10 @@
 No registry is reachable in tests, so:
 
 * `ingestor-standin-base:<hash>`: busybox + python3.11 (with sqlite3) + alembic/SQLAlchemy
-  (wheels cached in .cache/youtube-wheels), from the harness's cached Debian 12 base. The
-  sample source's Dockerfiles are `FROM ${BASE_IMAGE}`: the e2e test loads this image into
-  the host and passes its tag as a build argument, so `compose build` works offline there.
+  (wheels cached in .cache/youtube-wheels) + a curl stand-in, from the harness's cached
+  Debian 12 base. The sample checkout's Dockerfiles keep upstream's FROM lines: the e2e
+  test loads this image into the host and tags it as each of UPSTREAM_BASES, so `compose
+  build` works offline there.
 * `ingestor-standin-influxdb:<hash>`: the InfluxDB stand-in (standins/influxd.py + influx).
 
 The tag hashes the Dockerfile, every file copied in, the wheels and the base tag.
@@ -30,6 +31,10 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "source"
 HA_STANDIN = HERE / "standins" / "home_assistant.py"
 # wheels the stand-in base needs (the cache also holds uvicorn & co.)
+# upstream's base images (FROM lines at bbc4ab4) the stand-in base is tagged as on a test
+# host, and InfluxDB's image (its compose file names it) for the InfluxDB stand-in
+UPSTREAM_BASES = ("python:3.12-alpine", "python:3.11-alpine", "python:3.12-slim", "nginx:alpine")
+UPSTREAM_INFLUXDB = "influxdb:2.7"
 WHEELS = ("alembic", "SQLAlchemy", "mako", "markupsafe", "typing_extensions", "greenlet")
 
 
@@ -62,7 +67,8 @@ def _tag(kind: str, dockerfile: str, files: dict[str, Path]) -> str:
 
 def ensure_standin_images() -> dict[str, str]:
     base_dockerfile = (HERE / "Dockerfile.base").read_text().replace("{base}", ensure_image("base"))
-    base_files = {"rootfs.sh": HERE / "rootfs.sh", **{f"wheels/{w.name}": w for w in _wheels()}}
+    base_files = {"rootfs.sh": HERE / "rootfs.sh", "curl": HERE / "standins" / "curl",
+                  **{f"wheels/{w.name}": w for w in _wheels()}}
     base = _build(_tag("base", base_dockerfile, base_files), base_dockerfile, base_files)
     influx_dockerfile = (HERE / "Dockerfile.influxdb").read_text().replace("{standin_base}", base)
     influx_files = {"influxd.py": HERE / "standins" / "influxd.py", "influx": HERE / "standins" / "influx"}

@@ -1,4 +1,5 @@
-"""The services' shared stand-in HTTP server: JSON routes, /health, a HEALTH switch."""
+"""The services' shared stand-in HTTP server (upstream: shared/ at wtthornton/ha-ingestor
+bbc4ab4, copied into each image as /app/shared): JSON routes, /health, a HEALTH switch."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 def broken() -> bool:
     """A release whose /app/HEALTH says `broken` never turns healthy."""
     try:
-        with open("/app/HEALTH") as fh:
+        with open(os.environ.get("STANDIN_HEALTH_FILE", "/app/src/HEALTH")) as fh:
             return fh.read().strip() == "broken"
     except OSError:
         return False
@@ -61,7 +62,7 @@ def serve(name, port, health, get=None, post=None):
             url = urlsplit(self.path)
             if url.path == "/health":
                 body = {"status": "unhealthy", "service": name} if broken() else health()
-                return self._send(200 if body.get("status") == "healthy" else 503, body)
+                return self._send(503 if body.get("status") == "unhealthy" else 200, body)
             handler = get.get(url.path)
             if handler is None:
                 return self._send(404, {"detail": "Not Found"})

@@ -1,10 +1,7 @@
-"""initial_schema
+"""Initial schema (stand-in of upstream's 001 at bbc4ab4: an empty revision).
 
 Revision ID: 001
 """
-import sqlalchemy as sa
-from alembic import op
-
 revision = "001"
 down_revision = None
 branch_labels = None
@@ -12,8 +9,8 @@ depends_on = None
 
 
 def upgrade():
-    op.create_table("service_metadata", sa.Column("key", sa.String(), primary_key=True), sa.Column("value", sa.Text()))
+    pass
 
 
 def downgrade():
-    op.drop_table("service_metadata")
+    pass

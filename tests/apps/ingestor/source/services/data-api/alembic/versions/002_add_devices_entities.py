@@ -1,4 +1,5 @@
-"""add_devices_entities
+"""add devices and entities tables (stand-in of upstream's 002 at bbc4ab4: the same tables,
+columns and indexes; it fails with "table devices already exists" once create_all ran).
 
 Revision ID: 002
 Revises: 001
@@ -17,20 +18,25 @@ def upgrade():
         "devices",
         sa.Column("device_id", sa.String(), primary_key=True),
         sa.Column("name", sa.String(), nullable=False),
-        sa.Column("manufacturer", sa.String()),
-        sa.Column("model", sa.String()),
-        sa.Column("sw_version", sa.String()),
-        sa.Column("area_id", sa.String()),
+        *[sa.Column(c, sa.String()) for c in ("manufacturer", "model", "sw_version", "area_id", "integration")],
+        sa.Column("last_seen", sa.DateTime()),
+        sa.Column("created_at", sa.DateTime()),
     )
+    for name, column in (("idx_device_area", "area_id"), ("idx_device_integration", "integration"),
+                         ("idx_device_manufacturer", "manufacturer")):
+        op.create_index(name, "devices", [column])
     op.create_table(
         "entities",
         sa.Column("entity_id", sa.String(), primary_key=True),
-        sa.Column("device_id", sa.String(), sa.ForeignKey("devices.device_id")),
+        sa.Column("device_id", sa.String(), sa.ForeignKey("devices.device_id", ondelete="CASCADE")),
         sa.Column("domain", sa.String(), nullable=False),
-        sa.Column("platform", sa.String()),
-        sa.Column("area_id", sa.String()),
+        *[sa.Column(c, sa.String()) for c in ("platform", "unique_id", "area_id")],
+        sa.Column("disabled", sa.Boolean()),
+        sa.Column("created_at", sa.DateTime()),
     )
-    op.create_index("ix_entities_device_id", "entities", ["device_id"])
+    for name, column in (("idx_entity_device", "device_id"), ("idx_entity_domain", "domain"),
+                         ("idx_entity_area", "area_id")):
+        op.create_index(name, "entities", [column])
 
 
 def downgrade():
