@@ -39,6 +39,7 @@ from pyinfra.facts.files import Link, Sha256File
 from pyinfra.operations import files
 
 from deploys.errors import ConfigError, PreflightFailed
+from deploys.parts import deploy_lock
 from deploys.parts.compose import (
     compose_health_gate,
     compose_stack,
@@ -809,4 +810,5 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "archon" in host.groups:
+    deploy_lock.guard("archon")  # one run at a time on this host, and its record (audit log)
     main(host.data)

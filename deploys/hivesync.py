@@ -52,6 +52,7 @@ from pyinfra.facts.server import Home
 from pyinfra.operations import files
 
 from deploys import secrets
+from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, secret_file, wait_until
 from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
@@ -791,4 +792,5 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "hivesync" in host.groups:
+    deploy_lock.guard("hivesync")  # one run at a time on this host, and its record (audit log)
     main(host.data)

@@ -48,6 +48,7 @@ from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import files
 
 from deploys import secrets
+from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import secret_file, wait_until
 from deploys.parts.compose import (
@@ -571,4 +572,5 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "ingestor" in host.groups:
+    deploy_lock.guard("ingestor")  # one run at a time on this host, and its record (audit log)
     main(host.data)

@@ -31,11 +31,12 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
 from pyinfra.facts.files import File, Link
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from deploys import secrets
+from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll
 from deploys.parts.health import external_https_check, health_check_timer, http_check, unit_report
@@ -45,7 +46,7 @@ from deploys.parts.preflight import preflight
 from deploys.parts.service import ServiceSpec, hardened_service, restart_command, service_defaults, system_user
 from deploys.parts.tls import https_site
 from deploys.templating import render_io
-from facts.music import MusicAssistantSettings, MusicHostTools, core_value, ffmpeg_major, ffmpeg_problem, python_problem
+from facts.music import MusicAssistantSettings, MusicHostTools, core_value, ffmpeg_problem, python_problem
 
 REPO = Path(__file__).resolve().parent.parent
 MA_SERVICE = "music-assistant"
@@ -754,4 +755,5 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "music" in host.groups:
+    deploy_lock.guard("music")  # one run at a time on this host, and its record (audit log)
     main(host.data)

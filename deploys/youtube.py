@@ -44,6 +44,7 @@ from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from deploys import secrets as secret_store
+from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, wait_until
 from deploys.parts import releases
@@ -978,4 +979,5 @@ def main(data) -> None:
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "youtube" in host.groups:
+    deploy_lock.guard("youtube")  # one run at a time on this host, and its record (audit log)
     main(host.data)

@@ -42,3 +42,8 @@ acme_ca_bundle = None
 # audit log (/var/log/infra/deploys.jsonl; ~/.local/state/infra/ without root).
 deploy_lock = True
 deploy_lock_wait_s = 30
+
+# Release commands of deploys/parts/releases.py (youtube today): `make releases` sets
+# release_action=releases, `make rollback [TO=id]` release_action=rollback and release_to.
+release_action = None
+release_to = None

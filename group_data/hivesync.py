@@ -154,7 +154,8 @@ acme_staging = False
 nginx_listen_ipv6 = True
 hivesync_max_body = "25m"
 # Paths nginx refuses (403); the plan's N.8 "deny /internal/*" (and /internal itself).
-hivesync_denied_paths = ["= /internal", "/internal/"]
+# FastAPI serves its docs under the stripped /api/ prefix too: keep them private.
+hivesync_denied_paths = ["= /internal", "/internal/", "= /api/docs", "= /api/redoc", "= /api/openapi.json", "/api/docs/"]
 # nginx publishes this prefix (and the WebSocket paths), nothing else. The backend
 # serves at its root (/health, /auth/..., /projects), so the prefix is stripped:
 # https://<domain>/api/auth/register -> backend /auth/register.
@@ -198,3 +199,8 @@ hivesync_r2_prefixes = ["previews/", "ai-docs/", "logs/workers/", "tasks/attachm
 hivesync_callback_path = "/api/v1/workers/callback"
 # Secrets pushed to every worker's secret store (values from .env).
 hivesync_worker_secrets = ["WORKER_CALLBACK_SECRET"]
+
+# Workstation role: the base URL the dev worker config points at (default: the local backend),
+# and a CA bundle to trust for the production HTTPS check (tests: the ACME test CA).
+hivesync_dev_base_url = None
+hivesync_workers_ca_file = None

@@ -279,6 +279,8 @@ def test_https_publishes_the_api_without_its_prefix_and_nothing_else(server, tes
     assert server.exec("curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1:4000/docs").stdout == "200"
     for path in ("/docs", "/health", "/openapi.json"):
         assert https(test_cluster, server, path).status_code == 404, path
+    for path in ("/api/docs", "/api/openapi.json", "/api/redoc"):  # FastAPI's docs behind the prefix
+        assert https(test_cluster, server, path).status_code == 403, path
     # /ws/ reaches the backend (which has no WebSocket route yet: FastAPI's 404 body)
     assert https(test_cluster, server, "/ws/").json() == {"detail": "Not Found"}
 

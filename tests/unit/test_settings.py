@@ -145,3 +145,38 @@ def test_describe_lists_a_group(group_dir):
     text = settings.describe("shop", group_dir)
     assert "shop_port: port (1-65535) = 8080  [shop]\n    Address and port the app binds to." in text
     assert "acme_ca_bundle" not in text
+
+
+def _names_read_from_data(tree):
+    """`data.x`, `host.data.x` and `data.get("x")` in a module's code (not its strings)."""
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+            owner = node.value.id if isinstance(node.value, ast.Name) else node.value.attr
+            if owner == "data" and node.attr != "get":
+                yield node.attr
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and isinstance(node.func.value, (ast.Name, ast.Attribute))
+                and getattr(node.func.value, "id", getattr(node.func.value, "attr", None)) == "data"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            yield node.args[0].value
+
+
+def test_every_knob_the_deploys_read_is_declared():
+    """A knob read in deploys/ but set in no group_data file is invisible to operators and to
+    the settings check (it would refuse --data for it as unknown)."""
+    import ast
+
+    knobs = settings.declarations()
+    extra = settings.connector_keys()
+    missing = set()
+    # where `data` names something else: the lock's host script, the release part's data hooks
+    other_data = {"deploys/parts/deploy_lock_host.py", "deploys/parts/releases.py"}
+    for path in sorted((REPO / "deploys").rglob("*.py")):
+        if str(path.relative_to(REPO)) in other_data:
+            continue
+        for name in _names_read_from_data(ast.parse(path.read_text())):
+            if name not in knobs and name not in extra:
+                missing.add(f"{name} ({path.relative_to(REPO)})")
+    assert not missing, sorted(missing)
