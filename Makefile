@@ -89,8 +89,8 @@ ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tab
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json
 
 ingestor-restore: setup  ## ha-ingestor: put a backup back (SQLite + InfluxDB): BACKUP=/var/backups/ha-ingestor/ingestor-...
-	@test -n "$(BACKUP)" || { echo "BACKUP=/var/backups/ha-ingestor/ingestor-<stamp> is required" >&2; exit 2; }
-	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release restore /opt/ha-ingestor/release.json $(BACKUP)
+	@[[ "$(BACKUP)" =~ ^/[A-Za-z0-9_./-]+$$ ]] || { echo "usage: make ingestor-restore BACKUP=/var/backups/ha-ingestor/ingestor-<stamp> [ENV=prod] [LIMIT=host]" >&2; exit 2; }
+	INFRA_SYSTEMS=ingestor $(PYINFRA) exec $(LIMIT_ARGS) -- /opt/ha-ingestor/bin/ingestor-release restore /opt/ha-ingestor/release.json $(BACKUP)
 
 # YouTube assistant production (ENV=prod: this machine, @local). YT_MODE=pidfile|systemd overrides youtube_mode.
 YT_ARGS := $(LIMIT_ARGS) $(if $(YT_MODE),--data youtube_mode=$(YT_MODE))
@@ -118,8 +118,14 @@ clean:  ## Remove the demo's hosts and state, the venv and caches (test-host ima
 # Releases (deploys/parts/releases.py; youtube today): list them, or go back to the previous
 # one (TO=<id or prefix> for another kept one), code and data.
 .PHONY: releases rollback
+RELEASE_DEPLOYS := youtube
+RELEASES_ONLY = @[[ " $(RELEASE_DEPLOYS) " == *" $(DEPLOY) "* ]] || { echo "DEPLOY=$(DEPLOY) has no releases part yet (only: $(RELEASE_DEPLOYS))" >&2; exit 2; }
+
 releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)
+	$(RELEASES_ONLY)
 	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=releases
 
 rollback: setup  ## DEPLOY back to the previous release (TO=<id>), with the database of that release
-	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=rollback $(if $(TO),--data release_to=$(TO))
+	$(RELEASES_ONLY)
+	@[[ -z "$(TO)" || "$(TO)" =~ ^[A-Za-z0-9._-]+$$ ]] || { echo "TO=$(TO): a release id (letters, digits, . _ -)" >&2; exit 2; }
+	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=rollback $(if $(TO),--data 'release_to="$(TO)"')

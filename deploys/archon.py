@@ -810,5 +810,4 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "archon" in host.groups:
-    deploy_lock.guard("archon")  # one run at a time on this host, and its record (audit log)
-    main(host.data)
+    deploy_lock.guarded("archon", main, host.data)  # one run at a time on this host, and its record

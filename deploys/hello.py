@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(data):
-    deploy_lock.guard("hello")
     unit = f"{data.hello_service}.service"
     preflight(
         names=data.hello_dns_names,
@@ -70,4 +69,4 @@ def main(data):
 
 
 if "hello" in host.groups:
-    main(host.data)
+    deploy_lock.guarded("hello", main, host.data)  # one run at a time on this host, and its record

@@ -572,5 +572,4 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "ingestor" in host.groups:
-    deploy_lock.guard("ingestor")  # one run at a time on this host, and its record (audit log)
-    main(host.data)
+    deploy_lock.guarded("ingestor", main, host.data)  # one run at a time on this host, and its record

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import apt, files, systemd
@@ -133,12 +133,16 @@ def haos_settings_json(backup: Path) -> bytes | None:
 
 
 @operation()
-def put_if_absent(dest: str, content: bytes, user: str = "root", group: str = "root", mode: str = "640"):
-    """Upload `content` to `dest` only when `dest` does not exist (one-time imports)."""
+def put_if_absent(dest: str, content: HiddenValue, user: str = "root", group: str = "root", mode: str = "640"):
+    """Upload `content` to `dest` only when `dest` does not exist (one-time imports).
+
+    `content` is a HiddenValue: pyinfra prints operation arguments, and an imported
+    settings.json holds MA's provider credentials (with the server_id that decrypts them)."""
     if host.get_fact(File, path=dest):
         host.noop(f"{dest} exists: not overwritten")
         return
-    yield FileUploadCommand(io.BytesIO(content), dest)
+    raw = content.unmask() if isinstance(content, HiddenValue) else content
+    yield FileUploadCommand(io.BytesIO(raw), dest)
     yield StringCommand("chown", f"{user}:{group}", QuoteString(dest), "&&", "chmod", mode, QuoteString(dest))
 
 
@@ -521,7 +525,7 @@ def _ma_settings_import(data):
         raise ConfigError(f"music: no Music Assistant settings.json found in {backup}")
     return put_if_absent(
         name="Import settings.json from the HAOS backup (once)", dest=f"{data.music_base_dir}/data/settings.json",
-        content=content, user=data.music_service_user, group=data.music_service_user, mode="640",
+        content=HiddenValue(content), user=data.music_service_user, group=data.music_service_user, mode="640",
     )
 
 
@@ -755,5 +759,4 @@ def main(data):
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "music" in host.groups:
-    deploy_lock.guard("music")  # one run at a time on this host, and its record (audit log)
-    main(host.data)
+    deploy_lock.guarded("music", main, host.data)  # one run at a time on this host, and its record

@@ -979,5 +979,4 @@ def main(data) -> None:
 
 # (`ctx_host.isset()`: unit tests import this module's helpers outside a pyinfra run.)
 if ctx_host.isset() and "youtube" in host.groups:
-    deploy_lock.guard("youtube")  # one run at a time on this host, and its record (audit log)
-    main(host.data)
+    deploy_lock.guarded("youtube", main, host.data)  # one run at a time on this host, and its record

@@ -75,17 +75,20 @@ class Demo:
     local_urls: tuple[str, ...] = ()  # fetched inside the host (curl), for loopback-only apps
     groups: tuple[str, ...] = ()  # default: the system's groups in the production inventory
     secrets: tuple[str, ...] = ()  # beyond the system's required_secrets
+    os: str = "debian12"  # the host's base image (tests/harness: debian12, debian13)
 
 
 def music_data(ctx: Context) -> dict:
-    from tests.apps.music_assistant.build import build_wheel
+    from tests.apps.music_assistant.build import build_runtime_wheel, build_wheel
 
     wheel = build_wheel(ctx.state / "wheels", "1.0.0")  # deterministic: same bytes every run
+    wheelhouse = build_runtime_wheel(ctx.state / "wheels" / "deps").parent  # the [server] extra
     return {
         "music_public_name": "music.demo.test",
         "oauth_public_name": "oauth.demo.test",
         "oauth_server_src": "tests/apps/oauth_server",
         "music_assistant_wheel": str(wheel),
+        "music_assistant_wheelhouse": str(wheelhouse),
         "music_assistant_pip_args": ["--no-index"],
         "music_external_address": ctx.host.address,
         "music_external_ca_file": str(ctx.cluster.acme_root_file()),
@@ -147,6 +150,7 @@ DEMOS: dict[str, Demo] = {
     "music": Demo(
         names=("music.demo.test", "oauth.demo.test"),
         data=music_data,
+        os="debian13",  # Music Assistant 2.3 wants ffmpeg >= 6: Debian 13 (as Ubuntu 24.04) has it
         urls=(("music.demo.test", "/"), ("oauth.demo.test", "/health"),
               ("oauth.demo.test", "/alexa/authorize?client_id=alexa-skill"
                "&redirect_uri=https://x.test/cb&state=s")),
@@ -333,7 +337,7 @@ def run_demo(system: str, state: Path, expect_unchanged: bool) -> int:
     if first:
         say(f"booting host {name} (groups {','.join(groups)}{', Docker engine inside' if docker_engine else ''}) ...")
     start = time.monotonic()
-    host = demo.add_host(name, groups=groups, docker=docker_engine)
+    host = demo.add_host(name, groups=groups, docker=docker_engine, os=spec.os)
     if first:
         say(f"host {name} up in {time.monotonic() - start:.1f}s")
     for public in spec.names:

@@ -105,6 +105,25 @@ def guard(system: str) -> None:
     _register(host._get_module(), system)  # the Host itself, not the context proxy
 
 
+def guarded(system: str, main, data) -> None:
+    """`guard(system)`, then the deploy's `main(data)`. A run refused while it prepares (a
+    failed preflight, bad data) is recorded as refused and frees its lock at once, so the
+    next run does not report it as interrupted."""
+    guard(system)
+    try:
+        main(data)
+    except Exception as exc:
+        target = host._get_module()
+        if _RunRecorder.hosts.pop(target, None) is not None:
+            payload = {"run_id": RUN_ID, "deploy": system, "result": "refused", "changed": 0, "failed": 0,
+                       "error": str(exc)[:500], "duration_s": round(time.time() - STARTED, 1)}
+            try:
+                run_host_script(target, "finish", payload)
+            except Exception as record_error:  # the refusal itself is what the operator must see
+                logger.warning(f"{target.name}: could not record the refused run: {record_error}")
+        raise
+
+
 class _RunRecorder(BaseStateCallback):
     """Appends each guarded host's result to its audit log once its run has ended."""
 

@@ -49,7 +49,12 @@ def proc_stat(pid):
 
 
 def find_holder(controller_pid):
-    """The process whose life is this run's: the SSH connection, or the local pyinfra."""
+    """The process whose life is this run's: the local pyinfra (@local: an operator's own
+    SSH login must not hold the lock), else the SSH connection."""
+    if controller_pid:
+        stat = proc_stat(controller_pid)
+        if stat is not None:
+            return {"kind": "local", "pid": controller_pid, "start": stat[2], "boot": boot_id()}
     pid = os.getppid()
     while pid > 1:
         stat = proc_stat(pid)
@@ -58,10 +63,6 @@ def find_holder(controller_pid):
         if stat[0] in SSH_PROCESSES:
             return {"kind": "ssh", "pid": pid, "start": stat[2], "boot": boot_id()}
         pid = stat[1]
-    if controller_pid:
-        stat = proc_stat(controller_pid)
-        if stat is not None:
-            return {"kind": "local", "pid": controller_pid, "start": stat[2], "boot": boot_id()}
     return {"kind": "lease", "until": time.time() + 3600}
 
 

@@ -228,12 +228,14 @@ def restart_command(unit: str, restart_failure: str = "fail") -> str:
 
 
 def recorded_restart_command(unit: str, inputs: list[str], restart_failure: str = "fail") -> str:
-    """Restart (start limit cleared); only a restart that succeeded records its inputs."""
+    """Restart (units reloaded, start limit cleared); only a restart that succeeded records
+    its inputs. The reload: a unit file written by a run that died before its own reload."""
     record = record_command(unit, inputs)
+    reset = f"systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null;"
     if restart_failure == "gate":
-        return (f"systemctl reset-failed {unit} 2>/dev/null; if systemctl restart {unit}; then {record}; "
+        return (f"{reset} if systemctl restart {unit}; then {record}; "
                 f"else echo '{unit} did not start; the health gate decides (and rolls back)' >&2; fi")
-    return f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit} && {record}"
+    return f"{reset} systemctl restart {unit} && {record}"
 
 
 @deploy("Hardened systemd service")

@@ -197,3 +197,12 @@ def test_a_second_run_waits_then_refuses_naming_the_holder(hello, first_apply):
     assert any(r["event"] == "interrupted" and r["who"] == "bob" for r in records)
     assert records[-1]["event"] == "finish" and records[-1]["result"] == "success"
     assert apply("deploys/hello.py", limit=HOST, env=ENV).changed == []
+
+
+def test_a_run_refused_by_preflight_is_recorded_and_frees_the_lock(hello, first_apply):
+    refused = pyinfra("deploys/hello.py", limit=HOST, env=ENV, data={"preflight_min_disk_mb": 10**9})
+    assert refused.returncode != 0 and "preflight failed" in refused.output
+    last = audit(hello)[-1]
+    assert (last["event"], last["result"]) == ("finish", "refused") and "preflight failed" in last["error"]
+    assert hello.exec("test -e /var/lib/infra/lock/deploy.json", check=False).returncode != 0
+    assert "took over the deploy lock" not in apply("deploys/hello.py", limit=HOST, env=ENV).output

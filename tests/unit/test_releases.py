@@ -231,5 +231,18 @@ def test_git_revision_and_interpreter_parsing(tmp_path):
 
 
 def test_make_targets_pass_the_release_knobs():
-    text = Path("Makefile").read_text()
-    assert "release_action=rollback" in text and "release_to=$(TO)" in text and "release_action=releases" in text
+    """`make -n`: the pyinfra command each target would run (nothing runs)."""
+    import subprocess
+
+    def planned(*args):
+        out = subprocess.run(["make", "-n", *args], capture_output=True, text=True, timeout=60)
+        return out.returncode, out.stdout + out.stderr
+
+    code, out = planned("rollback", "DEPLOY=youtube", "TO=0123")
+    assert code == 0 and "--data release_action=rollback --data 'release_to=\"0123\"'" in out  # a string, not 123
+    code, out = planned("releases", "DEPLOY=youtube")
+    assert code == 0 and "--data release_action=releases" in out
+    assert subprocess.run(["make", "rollback", "DEPLOY=music"], capture_output=True, timeout=60).returncode == 2
+    assert subprocess.run(["make", "rollback", "DEPLOY=youtube", "TO=a;b"], capture_output=True,
+                          timeout=60).returncode == 2
+
