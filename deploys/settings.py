@@ -274,6 +274,14 @@ def parse_cli_arg(value: str) -> Any:
         return value
 
 
+def cli_data_value(value: Any) -> str:
+    """The `--data key=<this>` text that pyinfra reads back as `value` (a string that looks
+    like a number, a bool or JSON is passed as a JSON string)."""
+    if isinstance(value, str) and parse_cli_arg(value) == value:
+        return value
+    return json.dumps(value)
+
+
 def cli_overrides(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """`--data key=value` pairs as pyinfra parses them, and malformed ones."""
     raw, problems = [], []

@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from deploys.settings import cli_data_value
 from tests.e2e.runner import REPO
 
 STARTING = "--> Starting operation:"
@@ -50,7 +51,7 @@ def planned_operations(deploy: str, *, limit: str, env: dict | None = None, data
     """How many operations pyinfra would run (`--dry --json`): the range of kill points."""
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "--dry", "--json", "--limit", limit]
     for key, value in (data or {}).items():
-        cmd += ["--data", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off",
                                                **(env or {})}, capture_output=True, text=True, timeout=600)
     start = proc.stdout.find('{"plan"')
@@ -63,7 +64,7 @@ def run_until_operation(deploy: str, n: int, *, limit: str, env: dict | None = N
     """Run `pyinfra deploy`; when it starts operation `n`, call `then` (default: SIGKILL it)."""
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "-y", "--limit", limit]
     for key, value in (data or {}).items():
-        cmd += ["--data", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
     full_env = {**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **(env or {})}
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploys.settings import cli_data_value
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -63,7 +65,7 @@ def pyinfra(
     if limit:
         cmd += ["--limit", limit]
     for key, value in (data or {}).items():
-        cmd += ["--data", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
     full_env = {**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     results = None

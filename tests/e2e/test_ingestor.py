@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from deploys.settings import cli_data_value
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.ingestor.build import HA_STANDIN, SOURCE, UPSTREAM_BASES, UPSTREAM_INFLUXDB, ensure_standin_images
 from tests.e2e.runner import apply, pyinfra
@@ -288,7 +289,7 @@ def test_a_release_cut_off_with_its_ssh_session_is_finished_by_the_next_apply(ho
     host.exec("touch /opt/ha-ingestor/.release-pending")  # something to release
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", "deploys/ingestor.py", "-y", "--limit", HOST]
     for key, value in ingestor_data(images, source).items():
-        cmd += ["--data", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

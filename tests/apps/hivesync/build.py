@@ -9,7 +9,8 @@ local images built FROM the harness's cached Debian 12 base:
   c5680a2's root routes, /health, create_all, no Alembic; see backend/app.py);
 * `hivesync-sample-backend-broken:<hash>`: the same, adding a table and failing /health (rollback);
 * `hivesync-standin-redis:<hash>`: Debian's redis-server (busybox rootfs);
-* postgres: the Archon tests' stand-in (Debian's PostgreSQL 15), shared.
+* `hivesync-standin-postgres:<hash>`: Docker's official postgres image as the plan's stack uses
+  it (Debian's PostgreSQL 15; the Archon tests' entrypoint without Supabase's init scripts).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.apps.archon.build import ensure_standin_image
 from tests.harness._util import docker, file_lock, log, timed
 from tests.harness.image import ensure_image, image_exists
 
@@ -30,9 +30,10 @@ RECIPES = {
     "backend": ("Dockerfile.backend", ["../archon/rootfs.sh", "slim.sh", "backend"]),
     "broken": ("Dockerfile.broken", []),
     "redis": ("Dockerfile.redis", ["../archon/rootfs.sh", "slim.sh", "redis-entrypoint.sh"]),
+    "postgres": ("Dockerfile.postgres", ["../archon/rootfs.sh", "../archon/standin-postgres", "pg_hba.conf"]),
 }
 NAMES = {"backend": "hivesync-sample-backend", "broken": "hivesync-sample-backend-broken",
-         "redis": "hivesync-standin-redis"}
+         "redis": "hivesync-standin-redis", "postgres": "hivesync-standin-postgres"}
 
 
 def _files(names: list[str]) -> list[tuple[Path, str]]:
@@ -80,7 +81,7 @@ def ensure_images() -> dict[str, str]:
         "backend": backend,
         "broken": _build("broken", {"backend": backend}),
         "redis": _build("redis", {"base": base}),
-        "postgres": ensure_standin_image("postgres"),
+        "postgres": _build("postgres", {"base": base}),
     }
 
 
