@@ -180,3 +180,8 @@ def test_every_knob_the_deploys_read_is_declared():
             if name not in knobs and name not in extra:
                 missing.add(f"{name} ({path.relative_to(REPO)})")
     assert not missing, sorted(missing)
+
+
+@pytest.mark.parametrize("value", ["99", "3.99", "true", "null", "[1]", "abc", "a=b", 5, 2.5, False, None, [1, "x"], {"a": 1}])
+def test_cli_data_value_is_read_back_as_given(value):
+    assert settings.parse_cli_arg(settings.cli_data_value(value)) == value
