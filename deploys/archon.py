@@ -748,16 +748,13 @@ def main(data):
     _, env = environment(data)
     compose = render_compose(data)
     base = data.archon_dir
-    migrate_old_layout(
-        name="Migrate the old layout (only where one is found)",
-        data_dir=base,
-        compose_file=data.archon_compose_file,
-        compose=compose,
-        script=f"{base}/{MIGRATE_SCRIPT}",
-        layout_args=layout_args(data),
-        db_container=data.archon_old_db_container,
-        db_volume=data.archon_old_db_volume,
+    # the migration and, after nginx/TLS, its cleanup: one host-side script, two phases
+    old_layout = dict(
+        data_dir=base, compose_file=data.archon_compose_file, compose=compose,
+        script=f"{base}/{MIGRATE_SCRIPT}", layout_args=layout_args(data),
+        db_container=data.archon_old_db_container, db_volume=data.archon_old_db_volume,
     )
+    migrate_old_layout(name="Migrate the old layout (only where one is found)", **old_layout)
     archon_schema(
         name="Archon's schema (once, on a new database, before the Archon services start)",
         data_dir=base,
@@ -791,14 +788,7 @@ def main(data):
         if data.archon_health_check_external:
             http_gate(f"https://{data.archon_public_name}/", timeout_s=60, ca_file=data.archon_health_ca_file)
     migrate_old_layout(
-        name="Remove the old layout (after a verified migration, nginx and TLS)",
-        data_dir=base,
-        compose_file=data.archon_compose_file,
-        compose=compose,
-        script=f"{base}/{MIGRATE_SCRIPT}",
-        layout_args=layout_args(data),
-        db_container=data.archon_old_db_container,
-        db_volume=data.archon_old_db_volume,
+        name="Remove the old layout (after a verified migration, nginx and TLS)", **old_layout,
         phase="cleanup",
     )
     # (the old layout's own docker-compose.yml and .env are moved away by its cleanup)
