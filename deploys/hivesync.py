@@ -60,6 +60,7 @@ from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
 from deploys.parts.generated_env import env_spec, stack_env, user_secrets
 from deploys.parts.preflight import collect_problems, memory_problems
+from deploys.parts.source_image import Source, content_tag, read_source, source_image
 from deploys.parts.health import external_https_check
 from deploys.parts.tls import https_site
 from deploys.templating import render
@@ -119,8 +120,19 @@ def config_problems(data) -> list[str]:
     for knob in ("hivesync_compose_project", "hivesync_postgres_volume", "hivesync_redis_volume"):
         if not _NAME.match(str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not a valid docker name")
+    if not (data.hivesync_backend_image or data.hivesync_backend_source):
+        problems.append("neither hivesync_backend_source (a checkout to build on the host) nor "
+                        "hivesync_backend_image (a ready image) is set")
+    if not _NAME.match(str(data.hivesync_backend_repository or "")):
+        problems.append(f"hivesync_backend_repository {data.hivesync_backend_repository!r} is not a docker image name")
+    if not isinstance(data.hivesync_backend_keep_images, int) or data.hivesync_backend_keep_images < 2:
+        problems.append(f"hivesync_backend_keep_images {data.hivesync_backend_keep_images!r}: keep at least 2 "
+                        "(the previous image is the rollback)")
+    for key, value in (data.hivesync_backend_build_args or {}).items():
+        if not _ENV_KEY.match(str(key)) or any(c in str(value) for c in "$%\n"):
+            problems.append(f"hivesync_backend_build_args: {key}={value!r} (NAME=value, no '$', '%' or newline)")
     for service in SERVICES:
-        if not getattr(data, f"hivesync_{service}_image"):
+        if service != "backend" and not getattr(data, f"hivesync_{service}_image"):
             problems.append(f"hivesync_{service}_image is not set")
         test = (data.hivesync_healthchecks or {}).get(service)
         if service == "backend" and test is None:
@@ -191,6 +203,48 @@ def check_config(data) -> None:
 # ----------------------------------------------------------------------------- the stack
 
 
+_SOURCES: dict = {}
+
+
+def backend_source(data) -> Source | None:
+    """The checkout the backend image is built from (None: a ready image is used), read
+    once per run; ConfigError when it is missing or the ref is unknown."""
+    if data.hivesync_backend_image:
+        return None
+    key = (str(_local(data.hivesync_backend_source)), data.hivesync_backend_ref)
+    if key not in _SOURCES:
+        try:
+            _SOURCES[key] = read_source(_local(data.hivesync_backend_source), data.hivesync_backend_ref)
+        except ConfigError as exc:
+            raise ConfigError(f"hivesync_backend_source: {exc}") from None
+    return _SOURCES[key]
+
+
+def backend_image(data) -> str:
+    """hivesync_backend_image, else the content tag of the build from the source."""
+    if data.hivesync_backend_image:
+        return data.hivesync_backend_image
+    return content_tag(data.hivesync_backend_repository, backend_source(data), data.hivesync_backend_dockerfile,
+                       dict(data.hivesync_backend_build_args or {}))
+
+
+def deployed_record(data) -> str:
+    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status)."""
+    source = backend_source(data)
+    lines = [f"image {backend_image(data)}"]
+    if source is None:
+        lines += ["commit - (a ready image: hivesync_backend_image)", "source -"]
+    else:
+        lines += [f"commit {source.commit or '-'}{'+dirty' if source.dirty else ''}",
+                  f"ref {source.ref or '-'}", f"source {source.root}"]
+    return "\n".join(lines) + "\n"
+
+
+def status_script(data) -> str:
+    return render("opt/hivesync/bin/hivesync-status.j2", dir=data.hivesync_dir, project=data.hivesync_compose_project,
+                  repository=data.hivesync_backend_repository, health_url=backend_url(data))
+
+
 def base_url(data) -> str:
     return f"https://{data.hivesync_domain}"
 
@@ -227,7 +281,7 @@ def stack(data) -> dict:
     """backend + postgres + redis; every published port on the loopback bind address."""
     bind, env = data.hivesync_bind_address, data.hivesync_backend_env
     backend = {
-        "image": _lit(data.hivesync_backend_image),
+        "image": _lit(backend_image(data)),
         "container_name": CONTAINER["backend"],
         "restart": "unless-stopped",
         # .env.production: the app's settings (backend/app/config.py: data + secrets); the
@@ -239,8 +293,6 @@ def stack(data) -> dict:
     }
     if command := backend_command(data):
         backend["command"] = [_lit(a) for a in command]
-    if data.hivesync_backend_build:
-        backend["build"] = {"context": _lit(data.hivesync_backend_build)}
     postgres = {
         "image": _lit(data.hivesync_postgres_image),
         "container_name": CONTAINER["postgres"],
@@ -393,7 +445,8 @@ def backup_before_release(compose: str):
     """A verified pg_dump and the current files before the release changes: a new image
     or a new compose file (port, command, ...). First deploy: nothing to save."""
     data = host.data
-    current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=data.hivesync_backend_image)
+    image = backend_image(data)
+    current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=image)
     if not current["running_id"]:
         host.noop("no backend running yet: nothing to back up")
         return
@@ -401,10 +454,10 @@ def backup_before_release(compose: str):
     same_image = current["wanted_id"] and current["wanted_id"] == current["running_id"]
     same_compose = host.get_fact(Sha256File, path=path) == hashlib.sha256(compose.encode()).hexdigest()
     if same_image and same_compose:
-        host.noop(f"backend already runs {data.hivesync_backend_image} from this compose file")
+        host.noop(f"backend already runs {image} from this compose file")
         return
     what = "compose file changes" if same_image else f"image changes ({current['running_name']} -> " \
-        f"{data.hivesync_backend_image})"
+        f"{image})"
     host.log(f"backend {what}: pg_dump first")
     yield backup_command(data, time.strftime("%Y%m%dT%H%M%S"), current)
 
@@ -565,6 +618,10 @@ def server_preflight(data) -> None:
         if port:
             ports[port] = "docker.service"
     problems = collect_problems(names=[data.hivesync_domain], ports=ports, secrets=data.required_secrets)
+    try:
+        backend_source(data)
+    except ConfigError as exc:
+        problems.append(str(exc))
     memory = memory_problems(host.get_fact(MemTotalMb), host.get_fact(MemAvailableMb),
                              int(data.hivesync_min_memory_mb), int(data.hivesync_stack_memory_mb))
     if data.hivesync_memory_policy == "fail":
@@ -579,6 +636,16 @@ def server(data):
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
     docker_host()
+    if source := backend_source(data):
+        source_image(
+            name=f"Backend image built on the host from {source.describe()}",
+            source=source, tag=backend_image(data), repository=data.hivesync_backend_repository,
+            directory=f"{data.hivesync_dir}/build", dockerfile=data.hivesync_backend_dockerfile,
+            build_args=dict(data.hivesync_backend_build_args or {}), keep=data.hivesync_backend_keep_images,
+            unit="hivesync-build", timeout_s=data.hivesync_build_timeout_s,
+        )
+    files.put(name=f"{data.hivesync_dir}/bin/hivesync-status (make hivesync-status)", src=StringIO(status_script(data)),
+              dest=f"{data.hivesync_dir}/bin/hivesync-status", mode="755")
     compose = render_compose(data)
     # before the env file changes: the backup keeps the compose and env files a rollback restores
     backup = backup_before_release(name="Database backup before a backend release change", compose=compose)
@@ -606,6 +673,8 @@ def server(data):
         name="Backend healthy (final gate)", upgraded=lambda: False, timeout_s=data.hivesync_health_timeout_s,
         interval_s=data.health_interval_s, schema=False,
     )
+    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data)),
+              dest=f"{data.hivesync_dir}/DEPLOYED", mode="644")
     if data.hivesync_external_check:
         external_check(data)
 

@@ -84,11 +84,26 @@ hivesync_backend_command = ["uvicorn", "backend.app.main:app", "--host", "0.0.0.
 # Host ports for postgres and redis (None: not published at all, only on the compose network).
 hivesync_postgres_port = 5432
 hivesync_redis_port = 6379
-# The backend image: a registry image, or one built on the host from the user's source
-# (`hivesync_backend_build`: a directory on the host with the Dockerfile; then the image
-# is tagged with this name).
-hivesync_backend_image = "hivesync-backend:latest"
-hivesync_backend_build = None
+# The backend image is built ON the host from the operator's HiveSync checkout (it is in no
+# registry): this path (relative paths: to this repository), as it is on disk (git-tracked
+# + untracked-not-ignored files), or at `hivesync_backend_ref` (a commit, tag or branch of
+# that repository: `git archive`). Tagged <repository>:src-<hash of the files, the
+# Dockerfile path and the build args>; rebuilt only when that hash changes.
+hivesync_backend_source: str | None = "../hivesync"
+# None: the checkout as it is on disk; else a commit, tag or branch of it (git archive).
+hivesync_backend_ref: str | None = None
+# The built images' repository name on the host (tags src-<hash>).
+hivesync_backend_repository = "hivesync-backend"
+# Relative to the source root (upstream c5680a2: the root Dockerfile).
+hivesync_backend_dockerfile = "Dockerfile"
+# `docker build --build-arg NAME=value` (not secrets: they stay in the image's history).
+hivesync_backend_build_args = {}
+# Built images kept on the host, newest first (the previous one is the rollback), >= 2.
+hivesync_backend_keep_images = 3
+# The build runs as the transient unit hivesync-build.service; it is killed after this.
+hivesync_build_timeout_s = 3600
+# A ready image instead (a registry's, or one loaded by hand): no source, no build.
+hivesync_backend_image: str | None = None
 hivesync_postgres_image = "postgres:16"
 hivesync_redis_image = "redis:7"
 # Named volumes (the plan's N.4.3: local persistence for postgres and redis).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 
 import httpx
@@ -96,11 +97,31 @@ def workstation(request, test_cluster, server):  # noqa: F811
     return host
 
 
-def server_data(images, server, test_cluster, **extra) -> dict:  # noqa: F811
+def git(root, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(root)}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """The operator's HiveSync checkout: tests/apps/hivesync/source in a git repository."""
+    root = tmp_path_factory.mktemp("hivesync-checkout") / "hivesync"
+    shutil.copytree(APP_DIR / "source", root)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample source revision 1")
+    return root
+
+
+def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noqa: F811
     return {
         "supported_os": {"debian": ["12"], "ubuntu": ["22.04"]},
         "hivesync_domain": DOMAIN,
-        "hivesync_backend_image": images["backend"],
+        # built on the host from the checkout, FROM the sample backend image (loaded there)
+        "hivesync_backend_source": str(checkout),
+        "hivesync_backend_build_args": {"BASE": images["backend"]},
         "hivesync_postgres_image": images["postgres"],
         "hivesync_redis_image": images["redis"],
         "hivesync_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 10, "start_period": "60s"},
@@ -117,8 +138,8 @@ WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER,
 
 
 @pytest.fixture(scope="module")
-def data(images, server, test_cluster):  # noqa: F811
-    return server_data(images, server, test_cluster)
+def data(images, server, test_cluster, checkout):  # noqa: F811
+    return server_data(images, server, test_cluster, checkout)
 
 
 def deploy(limit, data, check=True, env=None):
@@ -176,6 +197,31 @@ def test_first_apply_then_a_second_changes_nothing(server, data, first_run):
     assert first_run.did("Compose stack hivesync (backend, postgres, redis)"), first_run.changed
     second = deploy(SERVER, data)
     assert second.changed == [], second.changed
+
+
+def backend_tags(server) -> list[str]:
+    return server.exec("docker image ls hivesync-backend --format '{{.Tag}}'").stdout.split()
+
+
+def running_image(server) -> str:
+    return server.exec("docker inspect --format '{{.Config.Image}}' hivesync-backend").stdout.strip()
+
+
+def deployed(server) -> dict:
+    return dict(line.split(" ", 1) for line in server.exec("cat /opt/hivesync/DEPLOYED").stdout.splitlines())
+
+
+def test_the_backend_is_built_on_the_host_from_the_synced_source(server, checkout, first_run):
+    assert first_run.did(f"Backend image built on the host from {git(checkout, 'rev-parse', 'HEAD')}"), \
+        first_run.changed
+    assert server.exec("cat /opt/hivesync/build/source/backend/app/REVISION").stdout == "sample source revision 1\n"
+    [tag] = backend_tags(server)
+    assert tag.startswith("src-") and running_image(server) == f"hivesync-backend:{tag}"
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout.startswith("sample source")
+    assert deployed(server) == {"image": f"hivesync-backend:{tag}", "commit": git(checkout, "rev-parse", "HEAD"),
+                                "ref": "-", "source": str(checkout)}
+    status = server.exec("/opt/hivesync/bin/hivesync-status").stdout
+    assert git(checkout, "rev-parse", "HEAD") in status and '"ok": true' in status.replace('"ok":true', '"ok": true')
 
 
 def test_secrets_never_reach_pyinfras_output(server, first_run):
@@ -412,3 +458,28 @@ def test_broken_release_rolls_back_image_and_database_after_a_verified_backup(se
     assert https(test_cluster, server, "/api/health").json()["ok"] is True
     again = deploy(SERVER, data)
     assert again.changed == [], again.changed
+
+
+# ----------------------------------------------------------------------------- source changes
+
+
+def test_a_source_change_rebuilds_under_a_new_tag_and_a_ref_goes_back_without_a_build(server, checkout, data,
+                                                                                      test_cluster):  # noqa: F811
+    """A new commit: a new content tag built on the host, the old image kept; then the
+    first commit by ref: its image is still there, so nothing is built."""
+    first, [old_tag] = git(checkout, "rev-parse", "HEAD"), backend_tags(server)
+    (checkout / "backend/app/REVISION").write_text("sample source revision 2\n")
+    git(checkout, "commit", "-qam", "revision 2")
+    second = git(checkout, "rev-parse", "HEAD")
+    run = deploy(SERVER, data)
+    assert run.did(f"Backend image built on the host from {second}"), run.changed
+    tags = backend_tags(server)
+    assert len(tags) == 2 and old_tag in tags
+    assert running_image(server) != f"hivesync-backend:{old_tag}"
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout == "sample source revision 2\n"
+    assert deployed(server)["commit"] == second
+    assert https(test_cluster, server, "/api/health").json()["ok"] is True
+    back = deploy(SERVER, {**data, "hivesync_backend_ref": first})
+    assert not [n for n in back.changed if "Backend image built" in n], back.changed
+    assert running_image(server) == f"hivesync-backend:{old_tag}"
+    assert deployed(server)["commit"] == first and deployed(server)["ref"] == first

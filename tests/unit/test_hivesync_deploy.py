@@ -44,6 +44,7 @@ def data(**overrides):
     for group in ("all", "linode", "docker_host", "hivesync"):
         values.update({k: v for k, v in runpy.run_path(str(REPO / f"group_data/{group}.py")).items()
                        if not k.startswith("_")})
+    values["hivesync_backend_image"] = "hivesync-backend:test"  # a ready image: no checkout to read
     values.update(overrides)
     return Data(values)
 
