@@ -53,6 +53,7 @@ from pyinfra.operations import files
 
 from deploys import secrets
 from deploys.parts import deploy_lock
+from deploys.env_schema import BACKEND, ELSEWHERE, WORKERS, env_problems, env_text, production, url_problem
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, secret_file, wait_until
 from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
@@ -178,8 +179,7 @@ def backend_problems(data) -> list[str]:
     elif command is None and data.hivesync_backend_port != 4000:
         problems.append(f"hivesync_backend_port {data.hivesync_backend_port} needs hivesync_backend_command: "
                         "the image's CMD listens on 4000")
-    if "PORT" in (data.hivesync_backend_env or {}):
-        problems.append("hivesync_backend_env: PORT comes from hivesync_backend_port (one place for the port)")
+    problems += schema_problems(data)
     for knob in ("hivesync_backend_health_path", "hivesync_public_health_path", "hivesync_api_prefix"):
         if not re.match(r"^/[A-Za-z0-9._~/-]*$", str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not an absolute URL path")
@@ -192,6 +192,21 @@ def backend_problems(data) -> list[str]:
         problems.append(f"hivesync_migrations {data.hivesync_migrations!r} is not 'auto', 'alembic' or 'tables'")
     if data.hivesync_missing_tables not in ("warn", "fail"):
         problems.append(f"hivesync_missing_tables {data.hivesync_missing_tables!r} is not 'warn' or 'fail'")
+    return problems
+
+
+def schema_problems(data) -> list[str]:
+    """deploys/env_schema.py on the effective data: the backend's variables as given, the
+    workers' as derived (production: their URLs must be https)."""
+    https = production()
+    models = list(data.hivesync_ai_models or [])
+    problems = env_problems(dict(data.hivesync_backend_env or {}), BACKEND, models, https, elsewhere=ELSEWHERE)
+    if data.hivesync_r2_endpoint and (problem := url_problem(str(data.hivesync_r2_endpoint), https)):
+        problems.append(f"hivesync_r2_endpoint {problem}")
+    if _DOMAIN.match(str(data.hivesync_domain or "")):
+        for env in worker_envs(data):
+            problems += env_problems(env["vars"], WORKERS, models, https and env["name"] == "production",
+                                     knob=f"worker variables [env.{env['name']}]")
     return problems
 
 
@@ -337,8 +352,8 @@ def render_compose(data) -> str:
 
 def backend_env(data) -> dict:
     """The app's non-secret settings (BASE_URL from the domain, PORT from the one port knob)."""
-    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data))}
-    values.update({k: "" if v is None else str(v) for k, v in data.hivesync_backend_env.items()})
+    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
+    values.update({k: env_text(v) for k, v in data.hivesync_backend_env.items()})
     return values
 
 
@@ -698,7 +713,7 @@ def worker_envs(data) -> list[dict]:
                 "R2_BUCKET": data.hivesync_r2_bucket,
                 "R2_PREFIXES": ",".join(data.hivesync_r2_prefixes),
                 "WORKER_CALLBACK_URL": urls.get(env, base_url(data)) + data.hivesync_callback_path,
-                "AI_MODEL": str(data.hivesync_backend_env.get("AI_MODEL", "")),
+                "AI_MODEL": str((data.hivesync_backend_env or {}).get("AI_MODEL", "")),
             },
         }
         for env in data.hivesync_wrangler_envs

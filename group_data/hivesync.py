@@ -23,6 +23,8 @@ are NOT here: no person needs them, so the deploy generates them once ON the hos
 the backend and the workers, so it must come from the operator's .env.
 """
 
+from deploys.env_schema import OPTIONAL_HTTPS_URL, R2_BUCKET_NAME, BackendEnv
+
 required_secrets = [
     "R2_ACCOUNT_ID",
     "R2_ACCESS_KEY",
@@ -139,9 +141,14 @@ hivesync_backup_dir = "/var/backups/hivesync"
 hivesync_keep_backups = 10
 
 # --- backend environment (non-secret: config.py's settings + the plan's N.3 list) ----------
-# BASE_URL is https://<hivesync_domain>, PORT is hivesync_backend_port; POSTGRES_HOST and
-# REDIS_HOST are the compose services.
-hivesync_backend_env = {
+# The AI models AI_MODEL may name (the backend's and the workers' AI_MODEL are one value).
+hivesync_ai_models = ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini", "o3", "o4-mini"]
+# Typed by deploys/env_schema.py (port int, booleans, choices, AI_MODEL from the list above,
+# URLs https in production), checked before connecting. Set in one place elsewhere, never
+# here: PORT (hivesync_backend_port), BASE_URL (https://<hivesync_domain>), R2_BUCKET
+# (hivesync_r2_bucket), R2_ENDPOINT (hivesync_r2_endpoint). POSTGRES_HOST and REDIS_HOST
+# are the compose services.
+hivesync_backend_env: BackendEnv(hivesync_ai_models) = {
     "POSTGRES_HOST": "postgres",
     "POSTGRES_PORT": 5432,
     "POSTGRES_DB": "hivesync",
@@ -151,16 +158,15 @@ hivesync_backend_env = {
     "EMAIL_PROVIDER": "resend",
     "AI_PRIMARY": "openai",
     "AI_MODEL": "gpt-4.1",
-    "LOCAL_AI_ENABLED": "false",
+    "LOCAL_AI_ENABLED": False,
     "LOCAL_AI_MODEL_PATH": "/models/llama",
     "PREVIEW_MAX_TIMEOUT_MS": 8000,
     "LOG_LEVEL": "info",
-    "R2_BUCKET": "hivesync-r2",
     # public R2 URL for public assets (config.py's name); empty when none are used
     "R2_PUBLIC_BASE_URL": "",
 }
 # R2_ENDPOINT (config.py); None: https://<R2_ACCOUNT_ID>.r2.cloudflarestorage.com
-hivesync_r2_endpoint = None
+hivesync_r2_endpoint: OPTIONAL_HTTPS_URL = None
 
 # --- nginx + TLS -------------------------------------------------------------------------
 hivesync_nginx_site = "hivesync"
@@ -206,8 +212,9 @@ hivesync_wrangler_compatibility_date = "2024-09-23"
 # wrangler environments ([env.dev] / [env.production]); deploys go to production.
 hivesync_wrangler_envs = ["dev", "production"]
 hivesync_wrangler_deploy_env = "production"
-# R2 (the plan's N.6.3): one bucket, these prefixes (passed to the workers as a variable).
-hivesync_r2_bucket = "hivesync-r2"
+# R2 (the plan's N.6.3): THE bucket (R2_BUCKET of the backend and the workers, the
+# workers' binding), and these prefixes (passed to the workers as a variable).
+hivesync_r2_bucket: R2_BUCKET_NAME = "hivesync-r2"
 hivesync_r2_binding = "R2"
 hivesync_r2_prefixes = ["previews/", "ai-docs/", "logs/workers/", "tasks/attachments/"]
 # Callback path on the backend (WORKER_CALLBACK_URL = https://<domain><path>).

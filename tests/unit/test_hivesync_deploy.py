@@ -137,7 +137,7 @@ def test_port_command_and_path_knobs_that_would_drift_are_refused():
                                    hivesync_public_health_path="/health", hivesync_missing_tables="maybe",
                                    hivesync_migrations="flyway"))
     text = str(err.value)
-    for part in ("must pass {port}", "PORT comes from hivesync_backend_port", "is not under hivesync_api_prefix",
+    for part in ("must pass {port}", "PORT is set in one place, hivesync_backend_port", "is not under hivesync_api_prefix",
                  "hivesync_missing_tables 'maybe'", "hivesync_migrations 'flyway'"):
         assert part in text, part
     with pytest.raises(ConfigError, match="needs hivesync_backend_command"):
