@@ -158,12 +158,36 @@ def config_problems(data) -> list[str]:
             normalise_rules(data.get("firewall_allow_tcp") or [])
         except ConfigError as exc:
             problems.append(str(exc))
-    for worker in data.hivesync_workers or {}:
+    for worker, spec in (data.hivesync_workers or {}).items():
         if not _WORKER.match(worker):
             problems.append(f"hivesync_workers: {worker!r} is not a worker name (lowercase, digits, _)")
+        problems += [f"hivesync_workers[{worker!r}]: {p}" for p in worker_spec_problems(spec)]
     if data.hivesync_wrangler_deploy_env not in (data.hivesync_wrangler_envs or []):
         problems.append(f"hivesync_wrangler_deploy_env {data.hivesync_wrangler_deploy_env!r} is not in "
                         f"hivesync_wrangler_envs {data.hivesync_wrangler_envs}")
+    return problems
+
+
+_ROUTE = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*(/[A-Za-z0-9._~/*-]*)?$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,#?LW-]+$")
+
+
+def worker_spec_problems(spec) -> list[str]:
+    """A worker's data: main, enabled, routes (Cloudflare route patterns), crons."""
+    if not isinstance(spec, dict):
+        return [f"{spec!r} is not a table of main/enabled/routes/crons"]
+    problems = [f"unknown key {k!r} (main, enabled, routes, crons)" for k in spec
+                if k not in ("main", "enabled", "routes", "crons")]
+    for route in worker_routes(spec) if isinstance(spec.get("routes") or [], list) else [{"pattern": None}]:
+        pattern = route.get("pattern")
+        if not (isinstance(pattern, str) and _ROUTE.match(pattern)) or set(route) - {"pattern", "zone_name",
+                                                                                    "custom_domain"}:
+            problems.append(f"route {route!r}: a pattern like 'example.com/api/*' (no scheme), optionally "
+                            "zone_name or custom_domain")
+    crons = spec.get("crons") or []
+    for cron in crons if isinstance(crons, list) else [crons]:
+        if not (isinstance(cron, str) and len(cron.split()) == 5 and all(map(_CRON_FIELD.match, cron.split()))):
+            problems.append(f"cron {cron!r} is not a 5-field cron expression")
     return problems
 
 
@@ -720,9 +744,20 @@ def worker_envs(data) -> list[dict]:
     ]
 
 
+def worker_routes(spec: dict) -> list[dict]:
+    """A worker's routes (its `routes`: "host/path*" or {"pattern", "zone_name"|"custom_domain"})."""
+    return [r if isinstance(r, dict) else {"pattern": r} for r in spec.get("routes") or []]
+
+
 def render_wrangler_toml(data, worker: str) -> str:
+    """Routes and cron triggers (the worker's data) go to the deploy env only; [env.dev]
+    runs under `wrangler dev`."""
     spec = data.hivesync_workers[worker]
-    envs = [{**e, "script_name": f"{script_name(worker)}-{e['name']}"} for e in worker_envs(data)]
+    deploy_env = data.hivesync_wrangler_deploy_env
+    envs = [{**e, "script_name": f"{script_name(worker)}-{e['name']}",
+             "routes": worker_routes(spec) if e["name"] == deploy_env else [],
+             "crons": list(spec.get("crons") or []) if e["name"] == deploy_env else []}
+            for e in worker_envs(data)]
     return render(WRANGLER_TEMPLATE, worker=worker, name=script_name(worker), main=f"src/{spec.get('main', 'index.js')}",
                   compatibility_date=data.hivesync_wrangler_compatibility_date, envs=envs,
                   r2_binding=data.hivesync_r2_binding, secrets=data.hivesync_worker_secrets)
@@ -758,16 +793,35 @@ def wrangler_argv(data, *args: str) -> list:
 
 
 @operation()
+def npm_ci(worker: str, directory: str, lock_digest: str):
+    """`npm ci` in the staged worker when its package-lock.json changed (wrangler bundles
+    node_modules); the lockfile's digest is recorded only after a good install."""
+    data = host.data
+    record = f"{directory}/.npm-ci.sha256"
+    if _recorded(record) == lock_digest:
+        host.noop(f"worker {worker}: node_modules follow package-lock.json ({lock_digest[:12]})")
+        return
+    yield StringCommand(
+        "cd", QuoteString(f"{directory}/src"), "&&", QuoteString(data.hivesync_npm), "ci", "--no-audit", "--no-fund",
+        "&&", "echo", QuoteString(lock_digest), ">", QuoteString(record),
+    )
+
+
+@operation()
 def wrangler_deploy(worker: str, directory: str, digest: str):
-    """`wrangler deploy --env <env>` when the worker's digest differs from the recorded one."""
+    """`wrangler deploy --dry-run` (bundles and checks the config, uploads nothing), then
+    `wrangler deploy --env <env>`, when the worker's digest differs from the recorded one."""
     data = host.data
     record = f"{directory}/.deployed.sha256"
     if _recorded(record) == digest:
         host.noop(f"worker {worker} is deployed ({digest[:12]})")
         return
+    args = ("--config", "wrangler.toml", "--env", data.hivesync_wrangler_deploy_env)
     yield StringCommand(
         "cd", QuoteString(directory), "&&",
-        *wrangler_argv(data, "deploy", "--config", "wrangler.toml", "--env", data.hivesync_wrangler_deploy_env),
+        *wrangler_argv(data, "deploy", "--dry-run", "--outdir", ".dry-run", *args), ">&2",
+        "|| { echo", QuoteString(f"worker {worker}: wrangler deploy --dry-run failed: nothing deployed"), ">&2; exit 1; };",
+        *wrangler_argv(data, "deploy", *args),
         "&&", "echo", QuoteString(digest), ">", QuoteString(record),
     )
 
@@ -813,6 +867,23 @@ def r2_bucket(bucket: str):
     yield StringCommand(*wrangler_argv(data, "r2", "bucket", "create", bucket))
 
 
+@operation()
+def r2_placeholders(bucket: str, prefixes: list[str], record: str):
+    """The plan's N.6.3 structure: one empty object per prefix (`previews/`, ...), put once
+    per bucket and prefix list (a local record; putting again would only overwrite them)."""
+    data = host.data
+    digest = hashlib.sha256(("\0".join([bucket, *sorted(prefixes)])).encode()).hexdigest()
+    if _recorded(record) == digest:
+        host.noop(f"R2 bucket {bucket}: {', '.join(prefixes)} exist")
+        return
+    empty = f"{record}.empty"
+    puts = []
+    for prefix in prefixes:
+        puts += [*wrangler_argv(data, "r2", "object", "put", f"{bucket}/{prefix}", "--file", empty, "--remote"), "&&"]
+    yield StringCommand(": >", QuoteString(empty), "&&", *puts, "echo", QuoteString(digest), ">", QuoteString(record),
+                        "; rc=$?; rm -f", QuoteString(empty), "; exit $rc")
+
+
 def workers_problems(data) -> list[str]:
     """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
     problems = []
@@ -849,6 +920,9 @@ def workers(data):
     state_dir = state_dir.replace("~", home, 1) if state_dir.startswith("~") else state_dir
     files.directory(name=state_dir, path=state_dir, mode="700")
     r2_bucket(name=f"R2 bucket {data.hivesync_r2_bucket}", bucket=data.hivesync_r2_bucket)
+    r2_placeholders(name=f"R2 bucket {data.hivesync_r2_bucket}: {', '.join(data.hivesync_r2_prefixes)}",
+                    bucket=data.hivesync_r2_bucket, prefixes=list(data.hivesync_r2_prefixes),
+                    record=f"{state_dir}/.r2-{data.hivesync_r2_bucket}.placeholders")
     for worker, spec in data.hivesync_workers.items():
         if not spec.get("enabled", True):
             continue
@@ -859,6 +933,13 @@ def workers(data):
         for path, rel in sources:
             files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
         files.put(name=f"{worker}: wrangler.toml", src=StringIO(toml), dest=f"{directory}/wrangler.toml", mode="644")
+        lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
+        if lock.is_file():
+            npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
+                   lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest())
+        if not worker_routes(spec) and not spec.get("crons"):
+            logger.warning(f"worker {worker}: no routes and no cron triggers in hivesync_workers: deployed, "
+                           "but nothing reaches it (workers_dev is off)")
         wrangler_deploy(name=f"wrangler deploy {worker} (when changed)", worker=worker, directory=directory,
                         digest=worker_digest(toml, sources))
         for name in data.hivesync_worker_secrets:

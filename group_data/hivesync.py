@@ -201,7 +201,12 @@ hivesync_wrangler = "wrangler"
 hivesync_workers_src = "../hivesync/workers"
 # Where the rendered wrangler.toml, the staged source and the deploy digests live.
 hivesync_workers_state_dir = "~/.local/state/hivesync/workers"
-# The plan's N.6.1; healthcheck_worker is optional ("enabled": False to skip it).
+# npm on this machine: `npm ci` runs in a worker that has a package-lock.json, when it changes.
+hivesync_npm = "npm"
+# The plan's N.6.1; healthcheck_worker is optional ("enabled": False to skip it). Per worker,
+# in the production env: "routes" (Cloudflare route patterns, e.g. "api.example.com/preview/*",
+# or {"pattern": ..., "zone_name": ...}) and "crons" (cron triggers, "*/5 * * * *"). Without
+# either nothing reaches the worker (workers_dev is off); the deploy warns.
 hivesync_workers = {
     "preview_builder": {"main": "index.js", "enabled": True},
     "ai_docs_processor": {"main": "index.js", "enabled": True},

@@ -40,6 +40,9 @@ WORKSTATION = "hivesync-ws"
 DOMAIN = "hivesync.test"
 WRANGLER = "/usr/local/bin/wrangler-standin"
 WRANGLER_LOG = "/var/tmp/wrangler-standin.jsonl"
+NPM = "/usr/local/bin/npm-standin"
+NPM_LOG = "/var/tmp/npm-standin.jsonl"
+R2_OBJECTS = "/var/tmp/wrangler-standin.buckets.objects"
 WS_CA = "/etc/hivesync-test/acme-root.pem"
 STATE = "/root/.local/state/hivesync/workers"
 WORKERS = ("preview_builder", "ai_docs_processor", "worker_callback_relayer")
@@ -93,6 +96,7 @@ def workstation(request, test_cluster, server):  # noqa: F811
     host = module_host(request, test_cluster, WORKSTATION, groups=["local", "hivesync"],
                        data={"hivesync_role": "workstation"})
     host.write_file(WRANGLER, (APP_DIR / "wrangler").read_text(), mode="0755")
+    host.write_file(NPM, (APP_DIR / "npm").read_text(), mode="0755")
     host.write_file(WS_CA, test_cluster.acme_root_pem())
     return host
 
@@ -133,8 +137,15 @@ def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noq
     }
 
 
-WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER,
-                    "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA}
+WORKERS_SPEC = {
+    "preview_builder": {"main": "index.js", "routes": [{"pattern": f"{DOMAIN}/workers/preview/*", "zone_name": DOMAIN}]},
+    "ai_docs_processor": {"main": "index.js", "crons": ["*/10 * * * *"]},
+    "worker_callback_relayer": {"main": "index.js", "routes": [f"{DOMAIN}/workers/callback/*"]},
+    "healthcheck_worker": {"main": "index.js", "enabled": False},
+}
+WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER, "hivesync_npm": NPM,
+                    "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA,
+                    "hivesync_workers": WORKERS_SPEC}
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +356,25 @@ def wrangler_calls(workstation, *, changing_only: bool = True) -> list[dict]:
 def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run):
     run = deploy(WORKSTATION, WORKSTATION_DATA)
     calls = wrangler_calls(workstation)
-    deploys = [c for c in calls if c["argv"][0] == "deploy"]
+    deploys = [c for c in calls if c["argv"][0] == "deploy" and "--dry-run" not in c["argv"]]
+    # every real deploy right after a dry run of the same worker with the same config
+    for index, call in enumerate(calls):
+        if call in deploys:
+            before = calls[index - 1]
+            assert before["argv"][:2] == ["deploy", "--dry-run"] and before["cwd"] == call["cwd"], before
+            assert before["config"] == call["config"] and before["status"] == 0
+    prod = {c["cwd"].rsplit("/", 1)[1]: c["config"]["env"]["production"] for c in deploys}
+    assert prod["preview_builder"]["routes"] == [{"pattern": f"{DOMAIN}/workers/preview/*", "zone_name": DOMAIN}]
+    assert prod["ai_docs_processor"]["triggers"] == {"crons": ["*/10 * * * *"]}
+    assert prod["worker_callback_relayer"]["routes"] == [{"pattern": f"{DOMAIN}/workers/callback/*"}]
+    assert all("routes" not in c["config"]["env"]["dev"] for c in deploys)
+    # npm ci in the worker that has a lockfile, before its bundle
+    npm = [json.loads(line) for line in workstation.exec(f"cat {NPM_LOG}").stdout.splitlines()]
+    assert [(c["argv"], c["cwd"]) for c in npm] == [(["ci", "--no-audit", "--no-fund"], f"{STATE}/preview_builder/src")]
+    # the plan's N.6.3 structure, right after the bucket
+    puts = [c["argv"][3] for c in calls if c["argv"][:3] == ["r2", "object", "put"]]
+    assert puts == [f"hivesync-r2/{p}" for p in ("previews/", "ai-docs/", "logs/workers/", "tasks/attachments/")]
+    assert workstation.exec(f"cat {R2_OBJECTS}").stdout.split()[::2] == puts
     puts = [c for c in calls if c["argv"][:2] == ["secret", "put"]]
     creates = [c["argv"] for c in calls if c["argv"][:3] == ["r2", "bucket", "create"]]
     assert creates == [["r2", "bucket", "create", "hivesync-r2"]]  # the plan's "Create R2 bucket", once
@@ -370,9 +399,11 @@ def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run
 
 def test_second_workers_run_deploys_nothing(workstation):
     before = len(wrangler_calls(workstation))
+    npm_before = workstation.exec(f"wc -l < {NPM_LOG}").stdout
     run = deploy(WORKSTATION, WORKSTATION_DATA)
     assert run.changed == [], run.changed
     assert len(wrangler_calls(workstation)) == before
+    assert workstation.exec(f"wc -l < {NPM_LOG}").stdout == npm_before
 
 
 def test_wrangler_that_cannot_list_buckets_fails_clearly_and_deploys_nothing(workstation):
@@ -384,14 +415,27 @@ def test_wrangler_that_cannot_list_buckets_fails_clearly_and_deploys_nothing(wor
 
 
 def test_changed_worker_source_redeploys_only_that_worker(workstation, tmp_path):
+    """A changed source redeploys that worker; a changed lockfile runs npm ci there; a
+    worker whose dry run fails is not deployed (and the run fails)."""
     src = tmp_path / "workers"
     subprocess.run(["cp", "-r", str(APP_DIR / "workers"), str(src)], check=True)
     (src / "ai_docs_processor" / "index.js").write_text("// changed\n" + (src / "ai_docs_processor" / "index.js").read_text())
-    before = len(wrangler_calls(workstation))
+    lock = src / "preview_builder" / "package-lock.json"
+    lock.write_text(lock.read_text().replace('"version": "5.0.18"', '"version": "5.0.19"'))
+    before, npm_before = len(wrangler_calls(workstation)), workstation.exec(f"wc -l < {NPM_LOG}").stdout
     run = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_workers_src": str(src)})
     new = wrangler_calls(workstation)[before:]
-    assert [(c["argv"][0], c["cwd"].rsplit("/", 1)[1]) for c in new] == [("deploy", "ai_docs_processor")]
-    assert run.did("wrangler deploy ai_docs_processor (when changed)")
+    assert sorted({c["cwd"].rsplit("/", 1)[1] for c in new}) == ["ai_docs_processor", "preview_builder"]
+    assert [c["argv"][:2] for c in new].count(["deploy", "--dry-run"]) == 2
+    assert run.did("wrangler deploy ai_docs_processor (when changed)") and run.did("npm ci preview_builder (when package-lock.json changed)")
+    assert int(workstation.exec(f"wc -l < {NPM_LOG}").stdout) == int(npm_before) + 1
+    # a bundle that cannot resolve an import: the dry run fails, nothing is uploaded
+    relayer = src / "worker_callback_relayer" / "index.js"
+    relayer.write_text("import pad from 'left-pad';\n" + relayer.read_text())
+    before = len(wrangler_calls(workstation))
+    bad = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_workers_src": str(src)}, check=False)
+    assert bad.returncode != 0 and "worker worker_callback_relayer: wrangler deploy --dry-run failed" in bad.output
+    assert [c["argv"][:2] for c in wrangler_calls(workstation)[before:]] == [["deploy", "--dry-run"]]
 
 
 # ----------------------------------------------------------------------------- workers folder missing
