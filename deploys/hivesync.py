@@ -6,9 +6,11 @@
 Each host plays one role (`hivesync_role`, from the inventory):
 
 server (the Linode VM): preflight (OS, disk, total and available memory, the domain's A
-record, ports 80/443 free or nginx's, secrets) -> ufw (deny incoming; 22, 80, 443) ->
-Docker -> backup (pg_dump, verified, + the compose and env files) when the backend image
-or the compose file changes -> the env file (.env.production, 0600; the backend's own
+record, ports 80/443 free or nginx's, secrets, the backend checkout) -> ufw (deny
+incoming; 22, 80, 443) -> Docker -> the backend image built ON the host from the
+operator's checkout, tagged by content, as a transient unit (deploys/parts/source_image.py;
+unchanged source: nothing sent, nothing built) -> backup (pg_dump, verified, + the
+compose and env files) when the backend image or the compose file changes -> the env file (.env.production, 0600; the backend's own
 secrets, backend/app/config.py at upstream c5680a2, generated once on the host) -> the
 compose stack (backend, postgres, redis; volumes; ports on 127.0.0.1; one port knob
 drives the command, the container and PORT) -> health gate (compose healthchecks, the
@@ -16,7 +18,8 @@ backend's /health, and Alembic at head when it has an alembic.ini, else the plan
 tables) that rolls back to the previous release when it fails (restoring the dump when
 the failed release changed the database) -> nginx (HTTP -> HTTPS, /api/ with its prefix
 stripped, WebSocket, /internal denied, nothing else) + certbot -> final gate -> HTTPS
-checked from the machine running pyinfra. On a first deploy (nothing to roll back to)
+checked from the machine running pyinfra -> <dir>/DEPLOYED (image, commit, ref: make
+hivesync-status). On a first deploy (nothing to roll back to)
 a failing gate lets nginx/TLS come up and the final gate fails the run.
 
 workstation (the operator's machine): refused (this host only, one message) until
@@ -25,8 +28,10 @@ workers folder (upstream has none yet); then per worker a wrangler.toml ([env.de
 [env.production], the R2 binding, WORKER_CALLBACK_URL), `wrangler deploy --env
 production` only when the worker's source or config changed (a local digest), and its
 secrets pushed with `wrangler secret put NAME --env production` on stdin (never in argv,
-never printed). The very first deploy goes in two steps: `--limit <the Linode>` first,
-then a plain run (the workstation then passes, or fails alone).
+never printed); before that `npm ci` when a worker's lockfile changed, and `wrangler
+deploy --dry-run`; routes and cron triggers are data; the R2 bucket gets the plan's
+prefixes as placeholder objects once. The very first deploy goes in two steps: `--limit
+<the Linode>` first, then a plain run (the workstation then passes, or fails alone).
 
 Where the plan is naive, this follows the real backend: it serves at its root (nginx
 strips /api/), creates its tables with create_all (no Alembic), reads R2_ACCESS_KEY /
