@@ -112,3 +112,54 @@ def test_build_knobs_are_checked_together():
                                              hivesync_backend_build_args={"BASE": "$(reboot)"}))
     text = "; ".join(problems)
     assert "neither hivesync_backend_source" in text and "keep at least 2" in text and "BASE=" in text
+
+
+FAKE_DOCKER = r"""#!/bin/sh
+# fake docker: tags in $STATE (newest first), calls logged to $STATE.log
+echo "$*" >> "$STATE.log"
+case "$1 $2" in
+  "build --pull=false") tag=$(echo "$*" | sed 's/.* -t \([^ ]*\) .*/\1/'); [ -n "$FAIL" ] && exit 1
+      { echo "${tag#*:}"; cat "$STATE"; } > "$STATE.new"; mv "$STATE.new" "$STATE" ;;
+  "image inspect") grep -qx "${5#*:}" "$STATE" && echo sha256:0123456789abcdef0123 ;;
+  "image ls") cat "$STATE" ;;
+  "ps -a") echo "hivesync-backend:src-bbb" ;;
+  "rmi hivesync-backend:src-"*) grep -vx "${2#*:}" "$STATE" > "$STATE.new"; mv "$STATE.new" "$STATE" ;;
+esac
+"""
+
+
+def run_build(tmp_path, tags, fail=False):
+    from deploys.parts.source_image import _BUILD
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    state = tmp_path / "tags"
+    state.write_text("".join(t + "\n" for t in tags))
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src/Dockerfile").write_text("FROM x\n")
+    subprocess.run(["tar", "-cf", str(tmp_path / "s.tar"), "-C", str(tmp_path / "src"), "."], check=True)
+    script = tmp_path / "build.sh"
+    script.write_text(_BUILD)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STATE": str(state), **({"FAIL": "1"} if fail else {})}
+    done = subprocess.run(["sh", str(script), str(tmp_path / "s.tar"), str(tmp_path / "dir"), "hivesync-backend:src-new",
+                           "hivesync-backend", "3", "Dockerfile", "--build-arg", "BASE=x"],
+                          capture_output=True, text=True, env=env)
+    return done, state.read_text().split()
+
+
+def test_host_build_keeps_the_newest_and_any_image_in_use(tmp_path):
+    done, tags = run_build(tmp_path, ["src-ccc", "src-ddd", "src-aaa", "src-bbb"])
+    assert done.returncode == 0, done.stderr
+    # newest first: new, ccc, ddd kept (3); aaa pruned; bbb beyond 3 but a container uses it
+    assert tags == ["src-new", "src-ccc", "src-ddd", "src-bbb"]
+    assert "pruned hivesync-backend:src-aaa" in done.stdout
+    assert (tmp_path / "dir/source/Dockerfile").exists() and not (tmp_path / "s.tar").exists()
+
+
+def test_a_failed_host_build_keeps_the_synced_source_and_every_tag(tmp_path):
+    (tmp_path / "dir/source").mkdir(parents=True)
+    (tmp_path / "dir/source/OLD").write_text("previous sync")
+    done, tags = run_build(tmp_path, ["src-ccc", "src-bbb"], fail=True)
+    assert done.returncode == 1 and "docker build of hivesync-backend:src-new failed" in done.stderr
+    assert tags == ["src-ccc", "src-bbb"] and (tmp_path / "dir/source/OLD").exists()
