@@ -10,8 +10,10 @@ record, ports 80/443 free or nginx's, secrets, the backend checkout) -> ufw (den
 incoming; 22, 80, 443) -> Docker -> the backend image built ON the host from the
 operator's checkout, tagged by content, as a transient unit (deploys/parts/source_image.py;
 unchanged source: nothing sent, nothing built) -> backup (pg_dump, verified, + the
-compose and env files) when the backend image or the compose file changes -> the env file (.env.production, 0600; the backend's own
-secrets, backend/app/config.py at upstream c5680a2, generated once on the host) -> the
+compose and env files) when the backend image or the compose file changes -> the env
+file (.env.production, 0600; the backend's own secrets, backend/app/config.py at
+upstream c5680a2, generated once on the host; every variable typed by
+deploys/env_schema.py and checked before connecting) -> the
 compose stack (backend, postgres, redis; volumes; ports on 127.0.0.1; one port knob
 drives the command, the container and PORT) -> health gate (compose healthchecks, the
 backend's /health, and Alembic at head when it has an alembic.ini, else the plan's
