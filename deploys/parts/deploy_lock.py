@@ -32,6 +32,7 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.context import state
 
 from deploys.errors import PreflightFailed
+from facts import prefetch
 
 HOST_SCRIPT = (Path(__file__).with_name("deploy_lock_host.py")).read_text()
 REPO = Path(__file__).resolve().parents[2]
@@ -111,6 +112,7 @@ def guarded(system: str, main, data) -> None:
     next run does not report it as interrupted."""
     guard(system)
     try:
+        prefetch.prefetch(system)  # the facts the last run asked for, in one command
         main(data)
     except Exception as exc:
         target = host._get_module()
