@@ -235,10 +235,13 @@ def prefetch(system: str) -> None:
     from pyinfra import host
     from pyinfra.context import state
 
+    prefetch_host(state, host._get_module(), system)
+
+
+def prefetch_host(state, target, system: str) -> HostCache | None:
     if not enabled() or not _SYSTEM.match(system):
-        return
+        return None
     install()
-    target = host._get_module()
     executor = _executor(state, target)
     run = _ORIGINAL["run_shell_command"]
     ok, output = run(target, host_command("run", system), print_output=False, **executor)
@@ -256,6 +259,12 @@ def prefetch(system: str) -> None:
     logger.debug(f"{target.name}: prefetched {seeded} of {len(results)} facts for {system}")
     if not any(isinstance(h, _Saver) for h in state.callback_handlers):
         state.add_callback_handler(_Saver())
+    return cache
+
+
+def forget(target) -> None:
+    """Stop caching for `target` (tests; a second State in the same process)."""
+    _CACHES.pop(target, None)
 
 
 def save(target, state) -> None:
