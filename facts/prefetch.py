@@ -20,7 +20,9 @@ music made 78 round trips. Here, per host:
   host for the next run (one command; a steady no-op run saves nothing). The host keeps
   commands, never values: a stale list costs a wasted command, never a wrong answer.
 
-`INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare.
+`INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare;
+`INFRA_FACT_CACHE=verify` answers every fact from the host and reports each cached
+answer that differs from it (the e2e proof that a seed equals the real fact).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def enabled() -> bool:
     return os.environ.get("INFRA_FACT_CACHE", "1").strip().lower() not in ("0", "no", "false", "off")
 
 
+def verifying() -> bool:
+    return os.environ.get("INFRA_FACT_CACHE", "").strip().lower() == "verify"
+
+
 def executor_key(arguments: dict) -> str:
     """The connector arguments a command runs with, as a comparable string."""
     return repr(sorted((k, repr(v)) for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS))
@@ -86,6 +92,7 @@ class HostCache:
         self.facts: list[str | None] = []  # the fact being read (None: volatile/live)
         self.live = 0
         self.hits = self.misses = self.drops = 0
+        self.verified = self.mismatches = 0
 
     def seed(self, results: list) -> int:
         seeded = 0
@@ -167,12 +174,24 @@ def _run_shell_command(self, command, *args, **kwargs):
         cache.asked[text] = None
     if key in cache.values:
         cache.hits += 1
+        if verifying():
+            return _verified(cache, self, key, run(self, command, *args, **kwargs))
         return True, CommandOutput([OutputLine("stdout", line) for line in cache.values[key]])
     cache.misses += 1
     status, output = run(self, command, *args, **kwargs)
     if status:
         cache.values[key] = list(output.stdout_lines)
     return status, output
+
+
+def _verified(cache: HostCache, target, key, real):
+    """The host's own answer; a cached one that differs is reported."""
+    status, output = real
+    cache.verified += 1
+    if not status or list(output.stdout_lines) != cache.values[key]:
+        cache.mismatches += 1
+        logger.warning(f"{target.name}: fact prefetch MISMATCH for `{key[0][:100]}`")
+    return real
 
 
 def _changing(name: str):
@@ -290,5 +309,9 @@ class _Saver(BaseStateCallback):
             for target in list(_CACHES):
                 save(target, state)
                 cache = _CACHES[target]
-                logger.debug(f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
-                             f"{cache.drops} drops")
+                summary = (f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
+                           f"{cache.drops} drops")
+                if verifying():
+                    logger.warning(f"{summary}; verified {cache.verified}, mismatches {cache.mismatches}")
+                else:
+                    logger.debug(summary)

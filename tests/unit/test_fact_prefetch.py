@@ -95,6 +95,7 @@ def test_output_lines_split_like_pyinfras_reader():
 def test_seeded_facts_equal_real_facts_and_cost_no_command(local, tree):
     state, host = local
     facts = facts_of(tree)
+    real(state, host, facts)  # the first read of a new file moves its atime (relatime)
     expected = real(state, host, facts)
     cache = learn_and_prefetch(state, host, facts)
     assert len(cache.values) == len(cache.known) == len(facts)
@@ -182,3 +183,18 @@ def test_seed_keeps_only_clean_answers():
     cache = prefetch.HostCache("x", "base")
     assert cache.seed([["ok", 0, "a\n"], ["bad", 1, "b"], ["binary", 0, None], ["short"], "junk"]) == 1
     assert cache.values == {("ok", "base"): ["a"]}
+
+
+def test_verify_mode_answers_from_the_host_and_reports_a_wrong_seed(local, tree, monkeypatch):
+    state, host = local
+    facts = [(Sha1File, {"path": str(tree / "app.py")}), (File, {"path": str(tree / "app.py")})]
+    cache = learn_and_prefetch(state, host, facts)
+    (key, _), = [(k, v) for k, v in cache.values.items() if "sha1sum" in k[0]]
+    cache.values[key] = ["0" * 40 + "  " + str(tree / "app.py")]  # a stale seed
+    monkeypatch.setenv("INFRA_FACT_CACHE", "verify")
+    expected = real(state, host, facts[:1])[0]
+    cache = learn_and_prefetch(state, host, facts)
+    cache.values[key] = ["0" * 40 + "  " + str(tree / "app.py")]
+    assert host.get_fact(Sha1File, path=str(tree / "app.py")) == expected
+    host.get_fact(File, path=str(tree / "app.py"))
+    assert (cache.verified, cache.mismatches) == (2, 1)
