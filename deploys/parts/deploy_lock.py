@@ -14,6 +14,7 @@ still reports 0 changes. `--dry` takes no lock; it warns when another run holds 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -40,6 +41,7 @@ RUN_ID = uuid.uuid4().hex[:12]
 STARTED = time.time()
 
 
+@functools.lru_cache(maxsize=None)  # once per run, not once per host
 def git_revision(repo: Path = REPO) -> tuple[str | None, bool]:
     """The controller's checkout: commit and whether its tracked files differ from it."""
     try:
