@@ -198,3 +198,16 @@ def test_verify_mode_answers_from_the_host_and_reports_a_wrong_seed(local, tree,
     assert host.get_fact(Sha1File, path=str(tree / "app.py")) == expected
     host.get_fact(File, path=str(tree / "app.py"))
     assert (cache.verified, cache.mismatches) == (2, 1)
+
+
+def test_volatile_and_measurement_names_are_real_fact_names():
+    from pyinfra.facts.server import Date
+
+    from facts.hivesync import R2Buckets
+    from facts.http import HttpHealth
+    from facts.ingestor import HomeAssistantApi
+    from facts.system import FreeDiskMb, MemAvailableMb
+    from facts.units import UnitDiagnostics
+
+    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, UnitDiagnostics, HomeAssistantApi, R2Buckets, Date)}
+    assert prefetch.MEASUREMENTS == {FreeDiskMb.name, MemAvailableMb.name}
