@@ -10,6 +10,10 @@ what pyinfra computes. Installed by inventory.py, before group data and deploy c
 - Global arguments: `all_global_arguments()` evaluates the type hints of every global
   argument on each call (each fact class defined, each operation and fact called). They
   are static: computed once, a fresh list handed out each time.
+
+Written against pyinfra 3.10 (pyproject pins >=3.10,<3.11). `install()` patches nothing,
+and says so in pyinfra's debug log, unless pyinfra is a 3.10 release and every attribute
+it replaces exists: a newer pyinfra runs unpatched, only slower.
 """
 
 from __future__ import annotations
@@ -17,7 +21,27 @@ from __future__ import annotations
 import inspect
 import os
 
+SUPPORTED = "3.10."
+# (module, attribute) pairs install() replaces
+TARGETS = (("pyinfra_cli.inventory", "_get_imported_names"), ("pyinfra.api.util", "stack"),
+           ("pyinfra.api.util", "getframeinfo"), ("pyinfra.api.arguments", "all_global_arguments"),
+           ("pyinfra.api.facts", "all_global_arguments"))
 _INSTALLED = []
+
+
+def applicable(version: str | None = None) -> str | None:
+    """Why the patches do not apply to this pyinfra (None: they do)."""
+    import importlib
+
+    import pyinfra
+
+    version = version or pyinfra.__version__
+    if not version.startswith(SUPPORTED):
+        return f"pyinfra {version} is not {SUPPORTED}x"
+    for module, attribute in TARGETS:
+        if not callable(getattr(importlib.import_module(module), attribute, None)):
+            return f"{module}.{attribute} is gone"
+    return None
 
 
 def _memoized_imported_names(original):
@@ -54,9 +78,15 @@ def _once(original):
     return all_global_arguments
 
 
-def install() -> None:
+def install(version: str | None = None) -> bool:
+    """Patch pyinfra when it is the version these were written for; True when patched."""
     if _INSTALLED:
-        return
+        return True
+    if reason := applicable(version):
+        from pyinfra import logger
+
+        logger.debug(f"pyinfra_speedups not installed: {reason}")
+        return False
     from pyinfra.api import arguments, facts, util
     from pyinfra_cli import inventory
 
@@ -66,3 +96,4 @@ def install() -> None:
     util.stack = _stack
     util.getframeinfo = _getframeinfo
     _INSTALLED.append(True)
+    return True

@@ -20,7 +20,10 @@ music made 78 round trips. Here, per host:
   host for the next run (one command; a steady no-op run saves nothing). The host keeps
   commands, never values: a stale list costs a wasted command, never a wrong answer.
 
-`INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare;
+It wraps pyinfra internals (`pyinfra.api.facts._get_fact`, `Host.run_shell_command`,
+`put_file`, `rsync`, `FunctionCommand.execute`) written against pyinfra 3.10 (pyproject pins
+>=3.10,<3.11): on another version, or when one of them is gone, nothing is wrapped and
+every fact is read from the host as before. `INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare;
 `INFRA_FACT_CACHE=verify` answers every fact from the host and reports each cached
 answer that differs from it (the e2e proof that a seed equals the real fact).
 """
@@ -224,10 +227,31 @@ def _holds_secret(command) -> bool:
     return isinstance(command, StringCommand) and command.get_masked_value() != command.get_raw_value()
 
 
-def install() -> None:
-    """Wrap pyinfra's fact reader and the host's transport (once per process)."""
+SUPPORTED = "3.10."
+
+
+def applicable(version: str | None = None) -> str | None:
+    """Why the wrappers do not apply to this pyinfra (None: they do)."""
+    import pyinfra
+
+    version = version or pyinfra.__version__
+    if not version.startswith(SUPPORTED):
+        return f"pyinfra {version} is not {SUPPORTED}x"
+    for owner, attribute in ((pyinfra_facts, "_get_fact"), (Host, "run_shell_command"), (Host, "put_file"),
+                             (Host, "rsync"), (FunctionCommand, "execute")):
+        if not callable(getattr(owner, attribute, None)):
+            return f"{getattr(owner, '__name__', owner)}.{attribute} is gone"
+    return None
+
+
+def install(version: str | None = None) -> bool:
+    """Wrap pyinfra's fact reader and the host's transport (once per process); True when
+    wrapped, False (nothing changed) on a pyinfra these were not written for."""
     if _ORIGINAL:
-        return
+        return True
+    if reason := applicable(version):
+        logger.debug(f"fact prefetch off: {reason}")
+        return False
     _ORIGINAL["_get_fact"] = pyinfra_facts._get_fact
     _ORIGINAL["run_shell_command"] = Host.run_shell_command
     _ORIGINAL["put_file"] = Host.put_file
@@ -238,6 +262,7 @@ def install() -> None:
     Host.put_file = _changing("put_file")
     Host.rsync = _changing("rsync")
     FunctionCommand.execute = _function_execute
+    return True
 
 
 # ----------------------------------------------------------------------------- prefetch
@@ -268,9 +293,8 @@ def prefetch(system: str) -> None:
 
 
 def prefetch_host(state, target, system: str) -> HostCache | None:
-    if not enabled() or not _SYSTEM.match(system):
+    if not enabled() or not _SYSTEM.match(system) or not install():
         return None
-    install()
     executor = _executor(state, target)
     run = _ORIGINAL["run_shell_command"]
     ok, output = run(target, host_command("run", system), print_output=False, **executor)

@@ -211,3 +211,26 @@ def test_volatile_and_measurement_names_are_real_fact_names():
 
     assert prefetch.VOLATILE == {f.name for f in (HttpHealth, UnitDiagnostics, HomeAssistantApi, R2Buckets, Date)}
     assert prefetch.MEASUREMENTS == {FreeDiskMb.name, MemAvailableMb.name}
+
+
+def test_nothing_is_wrapped_on_another_pyinfra(monkeypatch):
+    from pyinfra.api import facts as pyinfra_facts
+    from pyinfra.api.host import Host
+
+    assert prefetch.applicable() is None
+    assert prefetch.applicable("3.11.2") == "pyinfra 3.11.2 is not 3.10.x"
+    monkeypatch.setattr(prefetch, "_ORIGINAL", {})
+    before = (pyinfra_facts._get_fact, Host.run_shell_command, FunctionCommand.execute)
+    assert prefetch.install("4.0.0") is False
+    assert (pyinfra_facts._get_fact, Host.run_shell_command, FunctionCommand.execute) == before
+    monkeypatch.delattr(Host, "rsync")
+    assert prefetch.applicable() == "Host.rsync is gone"
+    assert prefetch.install() is False
+
+
+def test_prefetch_is_off_when_pyinfra_is_not_supported(local, monkeypatch):
+    state, host = local
+    monkeypatch.setattr(prefetch, "_ORIGINAL", {})
+    monkeypatch.setattr(prefetch, "applicable", lambda version=None: "pyinfra 9.0 is not 3.10.x")
+    assert prefetch.prefetch_host(state, host, "unit") is None
+    assert prefetch.cache_for(host) is None

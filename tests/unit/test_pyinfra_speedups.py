@@ -58,3 +58,19 @@ def test_operation_order_from_the_stack_is_unchanged(monkeypatch):
             monkeypatch.setattr(util, "getframeinfo", inspect.getframeinfo)
         orders.append(nested(4))
     assert orders[0] == orders[1] and len(orders[0]) >= 5
+
+
+def test_nothing_is_patched_on_another_pyinfra(monkeypatch):
+    assert pyinfra_speedups.applicable() is None  # the pinned 3.10
+    assert pyinfra_speedups.applicable("3.11.0") == "pyinfra 3.11.0 is not 3.10.x"
+    monkeypatch.setattr(pyinfra_speedups, "_INSTALLED", [])
+    before = (inventory._get_imported_names, util.stack, util.getframeinfo, arguments.all_global_arguments)
+    assert pyinfra_speedups.install("4.0.0") is False
+    assert (inventory._get_imported_names, util.stack, util.getframeinfo, arguments.all_global_arguments) == before
+
+
+def test_nothing_is_patched_when_an_attribute_is_gone(monkeypatch):
+    monkeypatch.delattr(util, "getframeinfo")
+    assert pyinfra_speedups.applicable() == "pyinfra.api.util.getframeinfo is gone"
+    monkeypatch.setattr(pyinfra_speedups, "_INSTALLED", [])
+    assert pyinfra_speedups.install() is False
