@@ -19,5 +19,5 @@ def test_fanout(request, test_cluster):
     pyinfra_run("deploys/hello.py", "bench-fan-*", ENV, {})  # converge all ten
     fan = {}
     for count, limit in ((1, "bench-fan-01"), (5, "bench-fan-0[1-5]"), (10, "bench-fan-*")):
-        fan[str(count)] = measure("deploys/hello.py", limit, ENV, {}, converge=False)
+        fan[str(count)] = measure("deploys/hello.py", limit, ENV, {}, converge=False, name=f"fanout-{count}")
     record("fanout", fan)

@@ -34,7 +34,7 @@ def record(name: str, result: dict) -> None:
     OUT.write_text(json.dumps(results, indent=2))
 
 
-def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = False) -> dict:
+def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = False, log: str | None = None) -> dict:
     """One `pyinfra inventory.py DEPLOY -y` as an operator runs it: wall time, the pyinfra
     process's peak RSS, changed operations, remote commands (with `--debug`)."""
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "-y", "--json", "--limit", limit]
@@ -58,6 +58,9 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
         except json.JSONDecodeError:
             pass
     run = Run(proc.returncode, stdout, stderr, results)
+    if log:  # the commands of a no-op, to see which remain
+        (OUT.parent / log).write_text("\n".join(line[:300] for line in run.output.splitlines()
+                                                if REMOTE_COMMAND.search(line)) + "\n")
     if run.returncode != 0:
         raise AssertionError(f"pyinfra {deploy} --limit {limit} failed:\n{run.output[-4000:]}")
     return {
@@ -66,7 +69,7 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
     }
 
 
-def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = True) -> dict:
+def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = True, name: str = "") -> dict:
     result = {}
     if converge:
         first = pyinfra_run(deploy, limit, env, data)
@@ -77,8 +80,10 @@ def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = Tru
     changed = [op for run in runs for op in run["changed"]]
     assert not changed, f"a no-op apply changed {changed}"
     walls = [run["wall_s"] for run in runs]
-    counted = pyinfra_run(deploy, limit, env, data, debug=True)
-    plain = pyinfra_run(deploy, limit, {**env, "INFRA_FACT_CACHE": "0"}, data, debug=True)
+    name = name or Path(deploy).stem
+    counted = pyinfra_run(deploy, limit, env, data, debug=True, log=f"{name}-noop-commands.log")
+    plain = pyinfra_run(deploy, limit, {**env, "INFRA_FACT_CACHE": "0"}, data, debug=True,
+                        log=f"{name}-noop-commands-without-prefetch.log")
     result.update({
         "noop_s": statistics.median(walls), "noop_cpu_s": statistics.median(run["cpu_s"] for run in runs), "noop_min_s": min(walls), "noop_max_s": max(walls), "runs": len(walls),
         "commands": counted["commands"], "commands_without_prefetch": plain["commands"],
