@@ -108,8 +108,9 @@ history: setup  ## Recorded deploy runs on the system's hosts: who, when, commit
 knobs: setup  ## Every knob: type, default, the group file declaring it, its comment (GROUP=name)
 	$(PY) -m deploys.settings $(GROUP)
 
-bench: setup  ## Render speed, no-op apply time and pyinfra memory against the targets
-	$(PY) tools/bench.py
+bench: setup  ## Converge/no-op times, remote commands, memory, fan-out of every deploy vs targets (ONLY=hello,music RUNS=5)
+	$(BOOTSTRAP) hosts
+	$(PY) tools/bench.py $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS))
 
 clean:  ## Remove the demo's hosts and state, the venv and caches (test-host images stay cached)
 	if [ -x $(PY) ]; then $(PY) -m tests.harness down --dir .hosts/demo; fi

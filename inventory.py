@@ -15,10 +15,12 @@ from pathlib import Path as _Path
 # Importable from any working directory (pyinfra only adds the current one to sys.path).
 _sys.path.insert(0, str(_Path(__file__).resolve().parent))
 
+from deploys import pyinfra_speedups as _speedups
 from deploys import environments as _environments
 from deploys import secrets as _secrets
 from deploys import settings as _settings
 
+_speedups.install()  # before pyinfra reads group_data/ and the deploy file
 _ENV = _environments.selected_env()
 _HOSTS = _environments.hosts_for(_ENV)
 _environments.validate(_HOSTS, require_system=_ENV != "test")

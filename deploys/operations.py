@@ -16,6 +16,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, operation
 from pyinfra.context import state
 from pyinfra.facts.files import File, Sha256File
+from facts import prefetch
 
 
 def _raw(content: str | HiddenValue) -> str:
@@ -56,7 +57,8 @@ def poll(check: Callable[[], tuple[bool, str]], timeout_s: float, interval_s: fl
     """Call `check` until it says ok or `timeout_s` passed; the last (ok, observed)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        ok, observed = check()
+        with prefetch.live():  # a poll must see the host change
+            ok, observed = check()
         if ok or time.monotonic() >= deadline:
             return ok, observed
         time.sleep(interval_s)

@@ -14,6 +14,7 @@ still reports 0 changes. `--dry` takes no lock; it warns when another run holds 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -32,6 +33,7 @@ from pyinfra.api.state import BaseStateCallback
 from pyinfra.context import state
 
 from deploys.errors import PreflightFailed
+from facts import prefetch
 
 HOST_SCRIPT = (Path(__file__).with_name("deploy_lock_host.py")).read_text()
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +41,7 @@ RUN_ID = uuid.uuid4().hex[:12]
 STARTED = time.time()
 
 
+@functools.lru_cache(maxsize=None)  # once per run, not once per host
 def git_revision(repo: Path = REPO) -> tuple[str | None, bool]:
     """The controller's checkout: commit and whether its tracked files differ from it."""
     try:
@@ -111,6 +114,7 @@ def guarded(system: str, main, data) -> None:
     next run does not report it as interrupted."""
     guard(system)
     try:
+        prefetch.prefetch(system)  # the facts the last run asked for, in one command
         main(data)
     except Exception as exc:
         target = host._get_module()

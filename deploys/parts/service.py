@@ -207,8 +207,8 @@ def service_running(unit: str, restart_failure: str = "fail"):
     """`unit` enabled and active. A unit in `failed` (e.g. start-limit-hit) is reset first,
     so an earlier crash loop cannot make this start fail with "start request repeated too
     quickly"."""
-    status = (host.get_fact(SystemdStatus) or {}).get(unit)
-    enabled = (host.get_fact(SystemdEnabled) or {}).get(unit)
+    status = (host.get_fact(SystemdStatus, services=[unit]) or {}).get(unit)  # this unit only: cheap
+    enabled = (host.get_fact(SystemdEnabled, services=[unit]) or {}).get(unit)
     if not enabled:
         yield StringCommand("systemctl", "enable", QuoteString(unit))
     if status:

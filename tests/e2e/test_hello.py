@@ -7,6 +7,7 @@ testinfra, upgrades the code (restart, data kept), and proves the secret never s
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,24 @@ def test_first_apply_changes_and_second_apply_changes_nothing(first_apply):
     assert first_apply.did("Unit /etc/systemd/system/hello.service")
     again = apply("deploys/hello.py", limit=HOST, env=ENV)
     assert again.changed == [], f"second apply changed: {again.changed}"
+
+
+REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.ssh\] (Running command on|Uploading)")
+
+
+def test_noop_apply_is_answered_by_the_fact_prefetch(first_apply):
+    """A no-op after a no-op: the lock, the prefetch, the health probe and the record are
+    its only remote commands (32 without the prefetch). In verify mode every fact is also
+    read from the host: each prefetched answer equals the real fact."""
+    apply("deploys/hello.py", limit=HOST, env=ENV)  # a no-op asks what it asks (and saves it)
+    counted = pyinfra("deploys/hello.py", "--debug", limit=HOST, env=ENV)
+    assert counted.returncode == 0 and counted.changed == [], counted.output[-3000:]
+    assert len(REMOTE_COMMAND.findall(counted.output)) == 4, counted.output[-3000:]
+    verified = apply("deploys/hello.py", limit=HOST, env={**ENV, "INFRA_FACT_CACHE": "verify"})
+    summary = re.search(r"fact cache (\d+) hits, (\d+) misses.*verified (\d+), mismatches (\d+)", verified.output)
+    assert summary, verified.output[-3000:]
+    hits, misses, checked, mismatches = map(int, summary.groups())
+    assert (misses, mismatches) == (0, 0) and checked == hits >= 20, summary.group(0)
 
 
 def test_secret_never_appears_in_pyinfra_output(first_apply):

@@ -1,0 +1,352 @@
+"""Fewer SSH round trips: one command prefetches the facts a deploy will ask for.
+
+pyinfra 3.10 runs one remote command per fact and keeps no cache, so a no-op apply of
+music made 78 round trips. Here, per host:
+
+- `prefetch(system)` (called by deploy_lock.guarded, after the lock) runs every fact
+  command the last run of `system` asked for in ONE remote command (facts/prefetch_host.py,
+  a few at a time) and seeds a cache with their output;
+- a fact whose command, connector arguments included, is in the cache is answered from it:
+  pyinfra's own fact code (`_get_fact`: command, `requires_command` guard, `process`,
+  `default`) runs unchanged; only the transport is replaced. A fact asked twice is
+  answered once (memo). Only exit status 0 is cached; anything else goes to the host;
+- any command, upload, rsync or Python callback of an operation (or any other command
+  that is not a fact) drops the host's whole cache first: after a change every fact is
+  read from the host again, so a change made within the run is never hidden. A no-op run
+  changes nothing and is answered almost entirely from the prefetch;
+- facts asked inside a health poll (`live()`, used by deploys.operations.poll) and the
+  probes in `VOLATILE` always go to the host;
+- at the end of a run that asked for a different set of facts, that set is saved on the
+  host for the next run (one command; a steady no-op run saves nothing). The host keeps
+  commands, never values: a stale list costs a wasted command, never a wrong answer.
+
+It wraps pyinfra internals (`pyinfra.api.facts._get_fact`, `Host.run_shell_command`,
+`put_file`, `rsync`, `FunctionCommand.execute`) written against pyinfra 3.10 (pyproject pins
+>=3.10,<3.11): on another version, or when one of them is gone, nothing is wrapped and
+every fact is read from the host as before. `INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare;
+`INFRA_FACT_CACHE=verify` answers every fact from the host and reports each cached
+answer that differs from it (the e2e proof that a seed equals the real fact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyinfra import logger
+from pyinfra.api import StringCommand
+from pyinfra.api import facts as pyinfra_facts
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.command import FunctionCommand
+from pyinfra.api.host import Host
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.connectors.util import CommandOutput, OutputLine
+
+HOST_SCRIPT = Path(__file__).with_name("prefetch_host.py").read_text()
+_SYSTEM = re.compile(r"^[a-z][a-z0-9_-]*$")
+MAX_COMMAND = 32_000  # longer fact commands are not recorded (argv-sized scripts)
+# Probes of something outside the host's files and units: always asked live.
+VOLATILE = frozenset({
+    "facts.http.HttpHealth", "facts.units.UnitDiagnostics", "facts.ingestor.HomeAssistantApi",
+    "facts.hivesync.R2Buckets", "server.Date",
+})
+
+
+# Readings of a quantity that moves by itself (free disk, available memory): two reads a
+# moment apart differ, so verify mode counts them apart. A seeded reading is still one
+# taken in this run, after its lock and before any change, like the real fact's.
+MEASUREMENTS = frozenset({"facts.system.FreeDiskMb", "facts.system.MemAvailableMb"})
+
+
+def enabled() -> bool:
+    return os.environ.get("INFRA_FACT_CACHE", "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def verifying() -> bool:
+    return os.environ.get("INFRA_FACT_CACHE", "").strip().lower() == "verify"
+
+
+def executor_key(arguments: dict) -> str:
+    """The connector arguments a command runs with, as a comparable string."""
+    return repr(sorted((k, repr(v)) for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS))
+
+
+def command_text(command) -> str:
+    return command.get_raw_value() if isinstance(command, StringCommand) else str(command)
+
+
+def output_lines(stdout: str) -> list[str]:
+    """Stdout split the way pyinfra's connectors read it (per line, "\\n" stripped)."""
+    lines = stdout.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+class HostCache:
+    """One host's answers (command, connector arguments) -> stdout lines, and the fact
+    commands this run asked for (to prefetch next time)."""
+
+    def __init__(self, system: str, base_executor: str, known: list[str] | None = None):
+        self.system = system
+        self.base = base_executor
+        self.known = list(known or [])  # what the host's saved list held
+        self.values: dict[tuple[str, str], list[str]] = {}
+        self.asked: dict[str, None] = {}
+        self.facts: list[str | None] = []  # the fact being read (None: volatile/live)
+        self.live = 0
+        self.hits = self.misses = self.drops = 0
+        self.verified = self.mismatches = self.measured = 0
+
+    def seed(self, results: list) -> int:
+        seeded = 0
+        for item in results:
+            if not (isinstance(item, list) and len(item) == 3):
+                continue
+            command, status, stdout = item
+            if status == 0 and isinstance(command, str) and isinstance(stdout, str):
+                self.values[(command, self.base)] = output_lines(stdout)
+                seeded += 1
+        return seeded
+
+    def reading(self) -> bool:
+        return bool(self.facts) and self.facts[-1] is not None
+
+    def invalidate(self) -> None:
+        if self.values:
+            self.drops += 1
+        self.values.clear()
+
+    def changed_list(self) -> list[str] | None:
+        """The commands to save for the next run, or None when the host has them already."""
+        asked = list(self.asked)
+        return None if asked == self.known else asked
+
+
+_CACHES: dict[Host, HostCache] = {}
+_ORIGINAL: dict[str, object] = {}
+
+
+def cache_for(host) -> HostCache | None:
+    return _CACHES.get(host)
+
+
+@contextmanager
+def live():
+    """Facts read inside come from the host (a health poll must see the host change)."""
+    from pyinfra.context import ctx_host
+
+    target = ctx_host.get() if ctx_host.isset() else None
+    cache = _CACHES.get(target) if target is not None else None
+    if cache is None:
+        yield
+        return
+    cache.live += 1
+    try:
+        yield
+    finally:
+        cache.live -= 1
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def _get_fact(state, host, cls, *args, **kwargs):
+    cache = _CACHES.get(host)
+    if cache is None:
+        return _ORIGINAL["_get_fact"](state, host, cls, *args, **kwargs)
+    cache.facts.append(None if (cache.live or cls.name in VOLATILE) else cls.name)
+    try:
+        return _ORIGINAL["_get_fact"](state, host, cls, *args, **kwargs)
+    finally:
+        cache.facts.pop()
+
+
+def _run_shell_command(self, command, *args, **kwargs):
+    cache = _CACHES.get(self)
+    run = _ORIGINAL["run_shell_command"]
+    if cache is None:
+        return run(self, command, *args, **kwargs)
+    if not cache.facts:  # an operation's command (or a script beside the plan)
+        cache.invalidate()
+        return run(self, command, *args, **kwargs)
+    if not cache.reading():
+        return run(self, command, *args, **kwargs)
+    text = command_text(command)
+    key = (text, executor_key(kwargs))
+    if key[1] == cache.base and len(text) <= MAX_COMMAND and not _holds_secret(command):
+        cache.asked[text] = None
+    if key in cache.values:
+        cache.hits += 1
+        if verifying():
+            return _verified(cache, self, key, run(self, command, *args, **kwargs))
+        return True, CommandOutput([OutputLine("stdout", line) for line in cache.values[key]])
+    cache.misses += 1
+    status, output = run(self, command, *args, **kwargs)
+    if status:
+        cache.values[key] = list(output.stdout_lines)
+    return status, output
+
+
+def _verified(cache: HostCache, target, key, real):
+    """The host's own answer; a cached one that differs is reported."""
+    status, output = real
+    cache.verified += 1
+    if status and list(output.stdout_lines) == cache.values[key]:
+        return real
+    if status and cache.facts[-1] in MEASUREMENTS:
+        cache.measured += 1
+    else:
+        cache.mismatches += 1
+        logger.warning(f"{target.name}: fact prefetch MISMATCH for {cache.facts[-1]} `{key[0][:100]}`")
+    return real
+
+
+def _changing(name: str):
+    def wrapper(self, *args, **kwargs):
+        if (cache := _CACHES.get(self)) is not None:
+            cache.invalidate()
+        return _ORIGINAL[name](self, *args, **kwargs)
+
+    return wrapper
+
+
+def _function_execute(self, state, host, connector_arguments):
+    target = host._get_module() if hasattr(host, "_get_module") else host
+    if (cache := _CACHES.get(target)) is not None:
+        cache.invalidate()
+    return _ORIGINAL["function_execute"](self, state, host, connector_arguments)
+
+
+def _holds_secret(command) -> bool:
+    return isinstance(command, StringCommand) and command.get_masked_value() != command.get_raw_value()
+
+
+SUPPORTED = "3.10."
+
+
+def applicable(version: str | None = None) -> str | None:
+    """Why the wrappers do not apply to this pyinfra (None: they do)."""
+    import pyinfra
+
+    version = version or pyinfra.__version__
+    if not version.startswith(SUPPORTED):
+        return f"pyinfra {version} is not {SUPPORTED}x"
+    for owner, attribute in ((pyinfra_facts, "_get_fact"), (Host, "run_shell_command"), (Host, "put_file"),
+                             (Host, "rsync"), (FunctionCommand, "execute")):
+        if not callable(getattr(owner, attribute, None)):
+            return f"{getattr(owner, '__name__', owner)}.{attribute} is gone"
+    return None
+
+
+def install(version: str | None = None) -> bool:
+    """Wrap pyinfra's fact reader and the host's transport (once per process); True when
+    wrapped, False (nothing changed) on a pyinfra these were not written for."""
+    if _ORIGINAL:
+        return True
+    if reason := applicable(version):
+        logger.debug(f"fact prefetch off: {reason}")
+        return False
+    _ORIGINAL["_get_fact"] = pyinfra_facts._get_fact
+    _ORIGINAL["run_shell_command"] = Host.run_shell_command
+    _ORIGINAL["put_file"] = Host.put_file
+    _ORIGINAL["rsync"] = Host.rsync
+    _ORIGINAL["function_execute"] = FunctionCommand.execute
+    pyinfra_facts._get_fact = _get_fact
+    Host.run_shell_command = _run_shell_command
+    Host.put_file = _changing("put_file")
+    Host.rsync = _changing("rsync")
+    FunctionCommand.execute = _function_execute
+    return True
+
+
+# ----------------------------------------------------------------------------- prefetch
+
+
+def _executor(state, target) -> dict:
+    arguments, _ = pop_global_arguments(state, target, {})
+    return {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+
+
+def host_command(action: str, system: str) -> StringCommand:
+    return StringCommand("python3", "-c", shlex.quote(HOST_SCRIPT), action, system)
+
+
+def _last_json(output) -> object:
+    for line in reversed(output.stdout_lines):
+        if line.startswith(("[", "{")):
+            return json.loads(line)
+    return None
+
+
+def prefetch(system: str) -> None:
+    """Seed this host's fact cache with what the last run of `system` asked for."""
+    from pyinfra import host
+    from pyinfra.context import state
+
+    prefetch_host(state, host._get_module(), system)
+
+
+def prefetch_host(state, target, system: str) -> HostCache | None:
+    if not enabled() or not _SYSTEM.match(system) or not install():
+        return None
+    executor = _executor(state, target)
+    run = _ORIGINAL["run_shell_command"]
+    ok, output = run(target, host_command("run", system), print_output=False, **executor)
+    try:
+        results = _last_json(output) if ok else None
+    except ValueError:
+        results = None
+    if not isinstance(results, list):
+        logger.warning(f"{target.name}: fact prefetch failed, facts are read one by one "
+                       f"({' '.join(output.stderr_lines[-2:]) or 'no output'})")
+        results = []
+    cache = HostCache(system, executor_key(executor), [r[0] for r in results if isinstance(r, list) and r])
+    seeded = cache.seed(results)
+    _CACHES[target] = cache
+    logger.debug(f"{target.name}: prefetched {seeded} of {len(results)} facts for {system}")
+    if not any(isinstance(h, _Saver) for h in state.callback_handlers):
+        state.add_callback_handler(_Saver())
+    return cache
+
+
+def forget(target) -> None:
+    """Stop caching for `target` (tests; a second State in the same process)."""
+    _CACHES.pop(target, None)
+
+
+def save(target, state) -> None:
+    """Store the fact commands this run asked for on the host, when they changed."""
+    cache = _CACHES.get(target)
+    if cache is None or "--dry" in sys.argv or (commands := cache.changed_list()) is None:
+        return
+    executor = _executor(state, target)
+    ok, output = _ORIGINAL["run_shell_command"](
+        target, host_command("save", cache.system), print_output=False, _stdin=json.dumps(commands),
+        **{k: v for k, v in executor.items() if k != "_stdin"})
+    if ok:
+        cache.known = commands
+    else:
+        logger.warning(f"{target.name}: could not save the fact list ({' '.join(output.stderr_lines[-2:])})")
+
+
+class _Saver(BaseStateCallback):
+    @staticmethod
+    def operation_end(state, op_hash):
+        order = state.get_op_order()
+        if order and op_hash == order[-1]:
+            for target in list(_CACHES):
+                save(target, state)
+                cache = _CACHES[target]
+                summary = (f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
+                           f"{cache.drops} drops")
+                if verifying():
+                    logger.warning(f"{summary}; verified {cache.verified}, mismatches {cache.mismatches}, "
+                                   f"measurements that moved {cache.measured}")
+                else:
+                    logger.debug(summary)

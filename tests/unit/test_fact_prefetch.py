@@ -1,0 +1,236 @@
+"""facts/prefetch.py on @local: a seeded fact equals the real one, any change drops the
+cache, polls/probes/failures/secrets never come from it, and the host script round-trips
+the command list. pyinfra's own fact code runs in both paths; only the transport differs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from queue import Queue
+
+import pytest
+from pyinfra.api import Config, FunctionCommand, HiddenValue, Inventory, State, StringCommand
+from pyinfra.api.connect import connect_all
+from pyinfra.api.facts import FactBase
+from pyinfra.connectors.util import read_buffer
+from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.files import Directory, File, FindFiles, FindLinks, Link, Sha1File, Sha256File
+from pyinfra.facts.server import Groups, LinuxDistribution, Os, Users
+
+from facts import prefetch
+from facts.restarts import ServiceInputs
+from facts.system import PythonVersion
+
+HOST_SCRIPT = prefetch.HOST_SCRIPT
+
+
+class Fails(FactBase):
+    def command(self):
+        return "echo partial; exit 3"
+
+
+class Secretive(FactBase):
+    def command(self, token):
+        return StringCommand("echo", token)
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFRA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("INFRA_FACT_CACHE", raising=False)
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory=inventory, config=Config())
+    connect_all(state)
+    host = inventory.get_host("@local")
+    with ctx_state.use(state), ctx_host.use(host):
+        yield state, host
+    prefetch.forget(host)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "app.py").write_text("print('hi')\n")
+    (root / "sub" / "data.txt").write_text("x\n")
+    (root / "link").symlink_to(root / "app.py")
+    return root
+
+
+def facts_of(tree):
+    return [
+        (File, {"path": str(tree / "app.py")}), (File, {"path": str(tree / "missing")}),
+        (Directory, {"path": str(tree / "sub")}), (Link, {"path": str(tree / "link")}),
+        (Sha1File, {"path": str(tree / "app.py")}), (Sha256File, {"path": str(tree / "sub" / "data.txt")}),
+        (FindFiles, {"path": str(tree)}), (FindLinks, {"path": str(tree)}),
+        (Users, {}), (Groups, {}), (Os, {}), (LinuxDistribution, {}), (PythonVersion, {}),
+        (ServiceInputs, {"unit": "x.service", "paths": [str(tree / "app.py"), str(tree / "sub")]}),
+    ]
+
+
+def real(state, host, facts):
+    prefetch.forget(host)
+    return [host.get_fact(cls, **kwargs) for cls, kwargs in facts]
+
+
+def learn_and_prefetch(state, host, facts, system="unit"):
+    """A first run asks (and saves what it asked), the next run starts from the prefetch."""
+    prefetch.prefetch_host(state, host, system)
+    for cls, kwargs in facts:
+        host.get_fact(cls, **kwargs)
+    prefetch.save(host, state)
+    return prefetch.prefetch_host(state, host, system)
+
+
+def test_output_lines_split_like_pyinfras_reader():
+    for text in ["", "a", "a\n", "a\n\nb\n", "x\r\ny", "\n", "one\ntwo"]:
+        queue = Queue()
+        read_buffer("stdout", io.StringIO(text), queue)
+        assert prefetch.output_lines(text) == [line.line for line in queue.queue], text
+
+
+def test_seeded_facts_equal_real_facts_and_cost_no_command(local, tree):
+    state, host = local
+    facts = facts_of(tree)
+    real(state, host, facts)  # the first read of a new file moves its atime (relatime)
+    expected = real(state, host, facts)
+    cache = learn_and_prefetch(state, host, facts)
+    assert len(cache.values) == len(cache.known) == len(facts)
+    assert [host.get_fact(cls, **kwargs) for cls, kwargs in facts] == expected
+    assert (cache.hits, cache.misses) == (len(facts), 0)
+    assert cache.changed_list() is None  # a steady run saves nothing
+
+
+def test_fact_asked_twice_runs_once(local, tree):
+    state, host = local
+    cache = prefetch.prefetch_host(state, host, "unit")
+    first = host.get_fact(File, path=str(tree / "app.py"))
+    assert host.get_fact(File, path=str(tree / "app.py")) == first
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+@pytest.mark.parametrize("change", ["command", "function"])
+def test_any_change_drops_the_cache(local, tree, change):
+    state, host = local
+    target = tree / "new.txt"
+    facts = [(File, {"path": str(target)}), (Sha1File, {"path": str(tree / "app.py")})]
+    cache = learn_and_prefetch(state, host, facts)
+    assert host.get_fact(File, path=str(target)) is None  # seeded: not there yet
+    if change == "command":
+        StringCommand(f"echo changed > {tree}/app.py; touch {target}").execute(state, host, {})
+    else:
+        FunctionCommand(lambda: (target.touch(), (tree / "app.py").write_text("changed\n")), (), {}).execute(
+            state, host, {})
+    assert host.get_fact(File, path=str(target))["size"] == 0
+    assert host.get_fact(Sha1File, path=str(tree / "app.py")) == real(state, host, facts[1:])[0]
+    assert cache.drops == 1
+
+
+def test_polls_and_probes_go_to_the_host(local, tree):
+    state, host = local
+    facts = [(File, {"path": str(tree / "app.py")})]
+    cache = learn_and_prefetch(state, host, facts)
+    with prefetch.live():
+        host.get_fact(File, path=str(tree / "app.py"))
+    assert cache.hits == 0 and cache.misses == 0  # neither answered nor recorded
+    assert "facts.http.HttpHealth" in prefetch.VOLATILE
+
+
+def test_failures_and_secrets_are_never_cached(local):
+    state, host = local
+    cache = prefetch.prefetch_host(state, host, "unit")
+    assert host.get_fact(Fails, _ignore_errors=True) is None
+    assert host.get_fact(Fails, _ignore_errors=True) is None
+    assert cache.misses == 2 and not cache.values
+    host.get_fact(Secretive, token=HiddenValue("s3cret"))
+    assert not any("s3cret" in command for command in cache.asked)
+
+
+def test_disabled_by_environment(local, monkeypatch):
+    state, host = local
+    monkeypatch.setenv("INFRA_FACT_CACHE", "0")
+    assert prefetch.prefetch_host(state, host, "unit") is None
+    assert prefetch.prefetch_host(state, host, "../etc") is None  # never a path outside its dir
+
+
+def run_script(tmp_path, *args, stdin=""):
+    env = {**os.environ, "INFRA_STATE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", HOST_SCRIPT, *args], input=stdin.encode(), env=env,
+                         capture_output=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_host_script_saves_privately_and_runs_each_command(tmp_path):
+    commands = ["printf 'a\\n\\nb'", "echo out; echo err >&2; exit 4", "printf '\\377'"]
+    assert run_script(tmp_path, "save", "music", stdin=json.dumps(commands)) == {"ok": True}
+    saved = tmp_path / "facts" / "music.json"
+    assert oct(saved.stat().st_mode & 0o777) == "0o600" and oct(saved.parent.stat().st_mode & 0o777) == "0o700"
+    assert run_script(tmp_path, "run", "music") == [
+        [commands[0], 0, "a\n\nb"], [commands[1], 4, "out\n"], [commands[2], 0, None]]
+    assert run_script(tmp_path, "run", "hello") == []  # nothing saved yet: nothing run
+
+
+def test_host_script_ignores_a_damaged_list(tmp_path):
+    (tmp_path / "facts").mkdir()
+    (tmp_path / "facts" / "music.json").write_text("{not json")
+    assert run_script(tmp_path, "run", "music") == []
+
+
+def test_seed_keeps_only_clean_answers():
+    cache = prefetch.HostCache("x", "base")
+    assert cache.seed([["ok", 0, "a\n"], ["bad", 1, "b"], ["binary", 0, None], ["short"], "junk"]) == 1
+    assert cache.values == {("ok", "base"): ["a"]}
+
+
+def test_verify_mode_answers_from_the_host_and_reports_a_wrong_seed(local, tree, monkeypatch):
+    state, host = local
+    facts = [(Sha1File, {"path": str(tree / "app.py")}), (File, {"path": str(tree / "app.py")})]
+    cache = learn_and_prefetch(state, host, facts)
+    (key, _), = [(k, v) for k, v in cache.values.items() if "sha1sum" in k[0]]
+    cache.values[key] = ["0" * 40 + "  " + str(tree / "app.py")]  # a stale seed
+    monkeypatch.setenv("INFRA_FACT_CACHE", "verify")
+    expected = real(state, host, facts[:1])[0]
+    cache = learn_and_prefetch(state, host, facts)
+    cache.values[key] = ["0" * 40 + "  " + str(tree / "app.py")]
+    assert host.get_fact(Sha1File, path=str(tree / "app.py")) == expected
+    host.get_fact(File, path=str(tree / "app.py"))
+    assert (cache.verified, cache.mismatches) == (2, 1)
+
+
+def test_volatile_and_measurement_names_are_real_fact_names():
+    from pyinfra.facts.server import Date
+
+    from facts.hivesync import R2Buckets
+    from facts.http import HttpHealth
+    from facts.ingestor import HomeAssistantApi
+    from facts.system import FreeDiskMb, MemAvailableMb
+    from facts.units import UnitDiagnostics
+
+    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, UnitDiagnostics, HomeAssistantApi, R2Buckets, Date)}
+    assert prefetch.MEASUREMENTS == {FreeDiskMb.name, MemAvailableMb.name}
+
+
+def test_nothing_is_wrapped_on_another_pyinfra(monkeypatch):
+    from pyinfra.api import facts as pyinfra_facts
+    from pyinfra.api.host import Host
+
+    assert prefetch.applicable() is None
+    assert prefetch.applicable("3.11.2") == "pyinfra 3.11.2 is not 3.10.x"
+    monkeypatch.setattr(prefetch, "_ORIGINAL", {})
+    before = (pyinfra_facts._get_fact, Host.run_shell_command, FunctionCommand.execute)
+    assert prefetch.install("4.0.0") is False
+    assert (pyinfra_facts._get_fact, Host.run_shell_command, FunctionCommand.execute) == before
+    monkeypatch.delattr(Host, "rsync")
+    assert prefetch.applicable() == "Host.rsync is gone"
+    assert prefetch.install() is False
+
+
+def test_prefetch_is_off_when_pyinfra_is_not_supported(local, monkeypatch):
+    state, host = local
+    monkeypatch.setattr(prefetch, "_ORIGINAL", {})
+    monkeypatch.setattr(prefetch, "applicable", lambda version=None: "pyinfra 9.0 is not 3.10.x")
+    assert prefetch.prefetch_host(state, host, "unit") is None
+    assert prefetch.cache_for(host) is None

@@ -1,0 +1,94 @@
+"""Measuring for `make bench`. The cases (case_*.py here) are pytest modules on disposable
+hosts, run by tools/bench.py and never by `make test` (nothing here asserts a time).
+
+Each case builds its host the way its e2e module does (its fixtures and helpers), then
+hands the run to `measure()`: a fresh converge, several no-op applies (wall time, peak
+memory), and one more no-op with `--debug` to count remote commands. Results go to the
+JSON file named by BENCH_OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from deploys.settings import cli_data_value
+from tests.e2e.runner import REPO, Run
+
+OUT = Path(os.environ.get("BENCH_OUT", REPO / ".bench" / "raw.json"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.\w+\] (Running command on|Uploading|Downloading)")
+
+
+def record(name: str, result: dict) -> None:
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results[name] = result
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2))
+
+
+def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = False, log: str | None = None) -> dict:
+    """One `pyinfra inventory.py DEPLOY -y` as an operator runs it: wall time, the pyinfra
+    process's peak RSS, changed operations, remote commands (with `--debug`)."""
+    cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "-y", "--json", "--limit", limit]
+    for key, value in data.items():
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
+    if debug:
+        cmd.append("--debug")
+    full_env = {**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **env}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    results = None
+    if (at := stdout.find('{"plan"')) >= 0:
+        try:
+            results = json.loads(stdout[at:]).get("results")
+        except json.JSONDecodeError:
+            pass
+    run = Run(proc.returncode, stdout, stderr, results)
+    if log:  # the commands of a no-op, to see which remain
+        (OUT.parent / log).write_text("\n".join(line[:300] for line in run.output.splitlines()
+                                                if REMOTE_COMMAND.search(line)) + "\n")
+    if run.returncode != 0:
+        raise AssertionError(f"pyinfra {deploy} --limit {limit} failed:\n{run.output[-4000:]}")
+    return {
+        "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024, "changed": run.changed,
+        "commands": len(REMOTE_COMMAND.findall(run.output)) if debug else None,
+    }
+
+
+def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = True, name: str = "") -> dict:
+    result = {}
+    if converge:
+        first = pyinfra_run(deploy, limit, env, data)
+        result["converge_s"] = first["wall_s"]
+    settle = pyinfra_run(deploy, limit, env, data)  # learns what a no-op asks for
+    assert settle["changed"] == [], f"second apply changed {settle['changed']}"
+    runs = [pyinfra_run(deploy, limit, env, data) for _ in range(RUNS)]
+    changed = [op for run in runs for op in run["changed"]]
+    assert not changed, f"a no-op apply changed {changed}"
+    walls = [run["wall_s"] for run in runs]
+    name = name or Path(deploy).stem
+    counted = pyinfra_run(deploy, limit, env, data, debug=True, log=f"{name}-noop-commands.log")
+    plain = pyinfra_run(deploy, limit, {**env, "INFRA_FACT_CACHE": "0"}, data, debug=True,
+                        log=f"{name}-noop-commands-without-prefetch.log")
+    result.update({
+        "noop_s": statistics.median(walls), "noop_cpu_s": statistics.median(run["cpu_s"] for run in runs), "noop_min_s": min(walls), "noop_max_s": max(walls), "runs": len(walls),
+        "commands": counted["commands"], "commands_without_prefetch": plain["commands"],
+        "peak_mb": max(run["peak_mb"] for run in runs + ([first] if converge else [])),
+    })
+    return result
+
+
