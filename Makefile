@@ -130,3 +130,7 @@ rollback: setup  ## DEPLOY back to the previous release (TO=<id>), with the data
 	$(RELEASES_ONLY)
 	@[[ -z "$(TO)" || "$(TO)" =~ ^[A-Za-z0-9._-]+$$ ]] || { echo "TO=$(TO): a release id (letters, digits, . _ -)" >&2; exit 2; }
 	$(PYINFRA) $(DEPLOY_FILE) $(LIMIT_ARGS) -y --data release_action=rollback $(if $(TO),--data 'release_to="$(TO)"')
+
+.PHONY: hivesync-status
+hivesync-status: setup  ## HiveSync server: the deployed commit and image, the images kept for rollback, containers, health
+	INFRA_SYSTEMS=hivesync $(PYINFRA) exec --limit linode -- /opt/hivesync/bin/hivesync-status

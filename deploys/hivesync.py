@@ -6,17 +6,22 @@
 Each host plays one role (`hivesync_role`, from the inventory):
 
 server (the Linode VM): preflight (OS, disk, total and available memory, the domain's A
-record, ports 80/443 free or nginx's, secrets) -> ufw (deny incoming; 22, 80, 443) ->
-Docker -> backup (pg_dump, verified, + the compose and env files) when the backend image
-or the compose file changes -> the env file (.env.production, 0600; the backend's own
-secrets, backend/app/config.py at upstream c5680a2, generated once on the host) -> the
+record, ports 80/443 free or nginx's, secrets, the backend checkout) -> ufw (deny
+incoming; 22, 80, 443) -> Docker -> the backend image built ON the host from the
+operator's checkout, tagged by content, as a transient unit (deploys/parts/source_image.py;
+unchanged source: nothing sent, nothing built) -> backup (pg_dump, verified, + the
+compose and env files) when the backend image or the compose file changes -> the env
+file (.env.production, 0600; the backend's own secrets, backend/app/config.py at
+upstream c5680a2, generated once on the host; every variable typed by
+deploys/env_schema.py and checked before connecting) -> the
 compose stack (backend, postgres, redis; volumes; ports on 127.0.0.1; one port knob
 drives the command, the container and PORT) -> health gate (compose healthchecks, the
 backend's /health, and Alembic at head when it has an alembic.ini, else the plan's
 tables) that rolls back to the previous release when it fails (restoring the dump when
 the failed release changed the database) -> nginx (HTTP -> HTTPS, /api/ with its prefix
 stripped, WebSocket, /internal denied, nothing else) + certbot -> final gate -> HTTPS
-checked from the machine running pyinfra. On a first deploy (nothing to roll back to)
+checked from the machine running pyinfra -> <dir>/DEPLOYED (image, commit, ref: make
+hivesync-status). On a first deploy (nothing to roll back to)
 a failing gate lets nginx/TLS come up and the final gate fails the run.
 
 workstation (the operator's machine): refused (this host only, one message) until
@@ -25,8 +30,10 @@ workers folder (upstream has none yet); then per worker a wrangler.toml ([env.de
 [env.production], the R2 binding, WORKER_CALLBACK_URL), `wrangler deploy --env
 production` only when the worker's source or config changed (a local digest), and its
 secrets pushed with `wrangler secret put NAME --env production` on stdin (never in argv,
-never printed). The very first deploy goes in two steps: `--limit <the Linode>` first,
-then a plain run (the workstation then passes, or fails alone).
+never printed); before that `npm ci` when a worker's lockfile changed, and `wrangler
+deploy --dry-run`; routes and cron triggers are data; the R2 bucket gets the plan's
+prefixes as placeholder objects once. The very first deploy goes in two steps: `--limit
+<the Linode>` first, then a plain run (the workstation then passes, or fails alone).
 
 Where the plan is naive, this follows the real backend: it serves at its root (nginx
 strips /api/), creates its tables with create_all (no Alembic), reads R2_ACCESS_KEY /
@@ -53,6 +60,7 @@ from pyinfra.operations import files
 
 from deploys import secrets
 from deploys.parts import deploy_lock
+from deploys.env_schema import BACKEND, ELSEWHERE, WORKERS, env_problems, env_text, production, url_problem
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, secret_file, wait_until
 from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
@@ -60,6 +68,7 @@ from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
 from deploys.parts.generated_env import env_spec, stack_env, user_secrets
 from deploys.parts.preflight import collect_problems, memory_problems
+from deploys.parts.source_image import Source, content_tag, read_source, source_image
 from deploys.parts.health import external_https_check
 from deploys.parts.tls import https_site
 from deploys.templating import render
@@ -119,8 +128,19 @@ def config_problems(data) -> list[str]:
     for knob in ("hivesync_compose_project", "hivesync_postgres_volume", "hivesync_redis_volume"):
         if not _NAME.match(str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not a valid docker name")
+    if not (data.hivesync_backend_image or data.hivesync_backend_source):
+        problems.append("neither hivesync_backend_source (a checkout to build on the host) nor "
+                        "hivesync_backend_image (a ready image) is set")
+    if not _NAME.match(str(data.hivesync_backend_repository or "")):
+        problems.append(f"hivesync_backend_repository {data.hivesync_backend_repository!r} is not a docker image name")
+    if not isinstance(data.hivesync_backend_keep_images, int) or data.hivesync_backend_keep_images < 2:
+        problems.append(f"hivesync_backend_keep_images {data.hivesync_backend_keep_images!r}: keep at least 2 "
+                        "(the previous image is the rollback)")
+    for key, value in (data.hivesync_backend_build_args or {}).items():
+        if not _ENV_KEY.match(str(key)) or any(c in str(value) for c in "$%\n"):
+            problems.append(f"hivesync_backend_build_args: {key}={value!r} (NAME=value, no '$', '%' or newline)")
     for service in SERVICES:
-        if not getattr(data, f"hivesync_{service}_image"):
+        if service != "backend" and not getattr(data, f"hivesync_{service}_image"):
             problems.append(f"hivesync_{service}_image is not set")
         test = (data.hivesync_healthchecks or {}).get(service)
         if service == "backend" and test is None:
@@ -145,12 +165,36 @@ def config_problems(data) -> list[str]:
             normalise_rules(data.get("firewall_allow_tcp") or [])
         except ConfigError as exc:
             problems.append(str(exc))
-    for worker in data.hivesync_workers or {}:
+    for worker, spec in (data.hivesync_workers or {}).items():
         if not _WORKER.match(worker):
             problems.append(f"hivesync_workers: {worker!r} is not a worker name (lowercase, digits, _)")
+        problems += [f"hivesync_workers[{worker!r}]: {p}" for p in worker_spec_problems(spec)]
     if data.hivesync_wrangler_deploy_env not in (data.hivesync_wrangler_envs or []):
         problems.append(f"hivesync_wrangler_deploy_env {data.hivesync_wrangler_deploy_env!r} is not in "
                         f"hivesync_wrangler_envs {data.hivesync_wrangler_envs}")
+    return problems
+
+
+_ROUTE = re.compile(r"^[A-Za-z0-9*][A-Za-z0-9.*-]*(/[A-Za-z0-9._~/*-]*)?$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,#?LW-]+$")
+
+
+def worker_spec_problems(spec) -> list[str]:
+    """A worker's data: main, enabled, routes (Cloudflare route patterns), crons."""
+    if not isinstance(spec, dict):
+        return [f"{spec!r} is not a table of main/enabled/routes/crons"]
+    problems = [f"unknown key {k!r} (main, enabled, routes, crons)" for k in spec
+                if k not in ("main", "enabled", "routes", "crons")]
+    for route in worker_routes(spec) if isinstance(spec.get("routes") or [], list) else [{"pattern": None}]:
+        pattern = route.get("pattern")
+        if not (isinstance(pattern, str) and _ROUTE.match(pattern)) or set(route) - {"pattern", "zone_name",
+                                                                                    "custom_domain"}:
+            problems.append(f"route {route!r}: a pattern like 'example.com/api/*' (no scheme), optionally "
+                            "zone_name or custom_domain")
+    crons = spec.get("crons") or []
+    for cron in crons if isinstance(crons, list) else [crons]:
+        if not (isinstance(cron, str) and len(cron.split()) == 5 and all(map(_CRON_FIELD.match, cron.split()))):
+            problems.append(f"cron {cron!r} is not a 5-field cron expression")
     return problems
 
 
@@ -166,8 +210,7 @@ def backend_problems(data) -> list[str]:
     elif command is None and data.hivesync_backend_port != 4000:
         problems.append(f"hivesync_backend_port {data.hivesync_backend_port} needs hivesync_backend_command: "
                         "the image's CMD listens on 4000")
-    if "PORT" in (data.hivesync_backend_env or {}):
-        problems.append("hivesync_backend_env: PORT comes from hivesync_backend_port (one place for the port)")
+    problems += schema_problems(data)
     for knob in ("hivesync_backend_health_path", "hivesync_public_health_path", "hivesync_api_prefix"):
         if not re.match(r"^/[A-Za-z0-9._~/-]*$", str(getattr(data, knob) or "")):
             problems.append(f"{knob} {getattr(data, knob)!r} is not an absolute URL path")
@@ -183,12 +226,69 @@ def backend_problems(data) -> list[str]:
     return problems
 
 
+def schema_problems(data) -> list[str]:
+    """deploys/env_schema.py on the effective data: the backend's variables as given, the
+    workers' as derived (production: their URLs must be https)."""
+    https = production()
+    models = list(data.hivesync_ai_models or [])
+    problems = env_problems(dict(data.hivesync_backend_env or {}), BACKEND, models, https, elsewhere=ELSEWHERE)
+    if data.hivesync_r2_endpoint and (problem := url_problem(str(data.hivesync_r2_endpoint), https)):
+        problems.append(f"hivesync_r2_endpoint {problem}")
+    if _DOMAIN.match(str(data.hivesync_domain or "")):
+        for env in worker_envs(data):
+            problems += env_problems(env["vars"], WORKERS, models, https and env["name"] == "production",
+                                     knob=f"worker variables [env.{env['name']}]")
+    return problems
+
+
 def check_config(data) -> None:
     if problems := config_problems(data):
         raise ConfigError("hivesync: " + "; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- the stack
+
+
+_SOURCES: dict = {}
+
+
+def backend_source(data) -> Source | None:
+    """The checkout the backend image is built from (None: a ready image is used), read
+    once per run; ConfigError when it is missing or the ref is unknown."""
+    if data.hivesync_backend_image:
+        return None
+    key = (str(_local(data.hivesync_backend_source)), data.hivesync_backend_ref)
+    if key not in _SOURCES:
+        try:
+            _SOURCES[key] = read_source(_local(data.hivesync_backend_source), data.hivesync_backend_ref)
+        except ConfigError as exc:
+            raise ConfigError(f"hivesync_backend_source: {exc}") from None
+    return _SOURCES[key]
+
+
+def backend_image(data) -> str:
+    """hivesync_backend_image, else the content tag of the build from the source."""
+    if data.hivesync_backend_image:
+        return data.hivesync_backend_image
+    return content_tag(data.hivesync_backend_repository, backend_source(data), data.hivesync_backend_dockerfile,
+                       dict(data.hivesync_backend_build_args or {}))
+
+
+def deployed_record(data) -> str:
+    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status)."""
+    source = backend_source(data)
+    lines = [f"image {backend_image(data)}"]
+    if source is None:
+        lines += ["commit - (a ready image: hivesync_backend_image)", "source -"]
+    else:
+        lines += [f"commit {source.commit or '-'}{'+dirty' if source.dirty else ''}",
+                  f"ref {source.ref or '-'}", f"source {source.root}"]
+    return "\n".join(lines) + "\n"
+
+
+def status_script(data) -> str:
+    return render("opt/hivesync/bin/hivesync-status.j2", dir=data.hivesync_dir, project=data.hivesync_compose_project,
+                  repository=data.hivesync_backend_repository, health_url=backend_url(data))
 
 
 def base_url(data) -> str:
@@ -227,7 +327,7 @@ def stack(data) -> dict:
     """backend + postgres + redis; every published port on the loopback bind address."""
     bind, env = data.hivesync_bind_address, data.hivesync_backend_env
     backend = {
-        "image": _lit(data.hivesync_backend_image),
+        "image": _lit(backend_image(data)),
         "container_name": CONTAINER["backend"],
         "restart": "unless-stopped",
         # .env.production: the app's settings (backend/app/config.py: data + secrets); the
@@ -239,8 +339,6 @@ def stack(data) -> dict:
     }
     if command := backend_command(data):
         backend["command"] = [_lit(a) for a in command]
-    if data.hivesync_backend_build:
-        backend["build"] = {"context": _lit(data.hivesync_backend_build)}
     postgres = {
         "image": _lit(data.hivesync_postgres_image),
         "container_name": CONTAINER["postgres"],
@@ -285,8 +383,8 @@ def render_compose(data) -> str:
 
 def backend_env(data) -> dict:
     """The app's non-secret settings (BASE_URL from the domain, PORT from the one port knob)."""
-    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data))}
-    values.update({k: "" if v is None else str(v) for k, v in data.hivesync_backend_env.items()})
+    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
+    values.update({k: env_text(v) for k, v in data.hivesync_backend_env.items()})
     return values
 
 
@@ -393,7 +491,8 @@ def backup_before_release(compose: str):
     """A verified pg_dump and the current files before the release changes: a new image
     or a new compose file (port, command, ...). First deploy: nothing to save."""
     data = host.data
-    current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=data.hivesync_backend_image)
+    image = backend_image(data)
+    current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=image)
     if not current["running_id"]:
         host.noop("no backend running yet: nothing to back up")
         return
@@ -401,10 +500,10 @@ def backup_before_release(compose: str):
     same_image = current["wanted_id"] and current["wanted_id"] == current["running_id"]
     same_compose = host.get_fact(Sha256File, path=path) == hashlib.sha256(compose.encode()).hexdigest()
     if same_image and same_compose:
-        host.noop(f"backend already runs {data.hivesync_backend_image} from this compose file")
+        host.noop(f"backend already runs {image} from this compose file")
         return
     what = "compose file changes" if same_image else f"image changes ({current['running_name']} -> " \
-        f"{data.hivesync_backend_image})"
+        f"{image})"
     host.log(f"backend {what}: pg_dump first")
     yield backup_command(data, time.strftime("%Y%m%dT%H%M%S"), current)
 
@@ -565,6 +664,10 @@ def server_preflight(data) -> None:
         if port:
             ports[port] = "docker.service"
     problems = collect_problems(names=[data.hivesync_domain], ports=ports, secrets=data.required_secrets)
+    try:
+        backend_source(data)
+    except ConfigError as exc:
+        problems.append(str(exc))
     memory = memory_problems(host.get_fact(MemTotalMb), host.get_fact(MemAvailableMb),
                              int(data.hivesync_min_memory_mb), int(data.hivesync_stack_memory_mb))
     if data.hivesync_memory_policy == "fail":
@@ -579,6 +682,16 @@ def server(data):
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
     docker_host()
+    if source := backend_source(data):
+        source_image(
+            name=f"Backend image built on the host from {source.describe()}",
+            source=source, tag=backend_image(data), repository=data.hivesync_backend_repository,
+            directory=f"{data.hivesync_dir}/build", dockerfile=data.hivesync_backend_dockerfile,
+            build_args=dict(data.hivesync_backend_build_args or {}), keep=data.hivesync_backend_keep_images,
+            unit="hivesync-build", timeout_s=data.hivesync_build_timeout_s,
+        )
+    files.put(name=f"{data.hivesync_dir}/bin/hivesync-status (make hivesync-status)", src=StringIO(status_script(data)),
+              dest=f"{data.hivesync_dir}/bin/hivesync-status", mode="755")
     compose = render_compose(data)
     # before the env file changes: the backup keeps the compose and env files a rollback restores
     backup = backup_before_release(name="Database backup before a backend release change", compose=compose)
@@ -606,6 +719,8 @@ def server(data):
         name="Backend healthy (final gate)", upgraded=lambda: False, timeout_s=data.hivesync_health_timeout_s,
         interval_s=data.health_interval_s, schema=False,
     )
+    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data)),
+              dest=f"{data.hivesync_dir}/DEPLOYED", mode="644")
     if data.hivesync_external_check:
         external_check(data)
 
@@ -629,16 +744,27 @@ def worker_envs(data) -> list[dict]:
                 "R2_BUCKET": data.hivesync_r2_bucket,
                 "R2_PREFIXES": ",".join(data.hivesync_r2_prefixes),
                 "WORKER_CALLBACK_URL": urls.get(env, base_url(data)) + data.hivesync_callback_path,
-                "AI_MODEL": str(data.hivesync_backend_env.get("AI_MODEL", "")),
+                "AI_MODEL": str((data.hivesync_backend_env or {}).get("AI_MODEL", "")),
             },
         }
         for env in data.hivesync_wrangler_envs
     ]
 
 
+def worker_routes(spec: dict) -> list[dict]:
+    """A worker's routes (its `routes`: "host/path*" or {"pattern", "zone_name"|"custom_domain"})."""
+    return [r if isinstance(r, dict) else {"pattern": r} for r in spec.get("routes") or []]
+
+
 def render_wrangler_toml(data, worker: str) -> str:
+    """Routes and cron triggers (the worker's data) go to the deploy env only; [env.dev]
+    runs under `wrangler dev`."""
     spec = data.hivesync_workers[worker]
-    envs = [{**e, "script_name": f"{script_name(worker)}-{e['name']}"} for e in worker_envs(data)]
+    deploy_env = data.hivesync_wrangler_deploy_env
+    envs = [{**e, "script_name": f"{script_name(worker)}-{e['name']}",
+             "routes": worker_routes(spec) if e["name"] == deploy_env else [],
+             "crons": list(spec.get("crons") or []) if e["name"] == deploy_env else []}
+            for e in worker_envs(data)]
     return render(WRANGLER_TEMPLATE, worker=worker, name=script_name(worker), main=f"src/{spec.get('main', 'index.js')}",
                   compatibility_date=data.hivesync_wrangler_compatibility_date, envs=envs,
                   r2_binding=data.hivesync_r2_binding, secrets=data.hivesync_worker_secrets)
@@ -674,16 +800,35 @@ def wrangler_argv(data, *args: str) -> list:
 
 
 @operation()
+def npm_ci(worker: str, directory: str, lock_digest: str):
+    """`npm ci` in the staged worker when its package-lock.json changed (wrangler bundles
+    node_modules); the lockfile's digest is recorded only after a good install."""
+    data = host.data
+    record = f"{directory}/.npm-ci.sha256"
+    if _recorded(record) == lock_digest:
+        host.noop(f"worker {worker}: node_modules follow package-lock.json ({lock_digest[:12]})")
+        return
+    yield StringCommand(
+        "cd", QuoteString(f"{directory}/src"), "&&", QuoteString(data.hivesync_npm), "ci", "--no-audit", "--no-fund",
+        "&&", "echo", QuoteString(lock_digest), ">", QuoteString(record),
+    )
+
+
+@operation()
 def wrangler_deploy(worker: str, directory: str, digest: str):
-    """`wrangler deploy --env <env>` when the worker's digest differs from the recorded one."""
+    """`wrangler deploy --dry-run` (bundles and checks the config, uploads nothing), then
+    `wrangler deploy --env <env>`, when the worker's digest differs from the recorded one."""
     data = host.data
     record = f"{directory}/.deployed.sha256"
     if _recorded(record) == digest:
         host.noop(f"worker {worker} is deployed ({digest[:12]})")
         return
+    args = ("--config", "wrangler.toml", "--env", data.hivesync_wrangler_deploy_env)
     yield StringCommand(
         "cd", QuoteString(directory), "&&",
-        *wrangler_argv(data, "deploy", "--config", "wrangler.toml", "--env", data.hivesync_wrangler_deploy_env),
+        *wrangler_argv(data, "deploy", "--dry-run", "--outdir", ".dry-run", *args), ">&2",
+        "|| { echo", QuoteString(f"worker {worker}: wrangler deploy --dry-run failed: nothing deployed"), ">&2; exit 1; };",
+        *wrangler_argv(data, "deploy", *args),
         "&&", "echo", QuoteString(digest), ">", QuoteString(record),
     )
 
@@ -729,6 +874,23 @@ def r2_bucket(bucket: str):
     yield StringCommand(*wrangler_argv(data, "r2", "bucket", "create", bucket))
 
 
+@operation()
+def r2_placeholders(bucket: str, prefixes: list[str], record: str):
+    """The plan's N.6.3 structure: one empty object per prefix (`previews/`, ...), put once
+    per bucket and prefix list (a local record; putting again would only overwrite them)."""
+    data = host.data
+    digest = hashlib.sha256(("\0".join([bucket, *sorted(prefixes)])).encode()).hexdigest()
+    if _recorded(record) == digest:
+        host.noop(f"R2 bucket {bucket}: {', '.join(prefixes)} exist")
+        return
+    empty = f"{record}.empty"
+    puts = []
+    for prefix in prefixes:
+        puts += [*wrangler_argv(data, "r2", "object", "put", f"{bucket}/{prefix}", "--file", empty, "--remote"), "&&"]
+    yield StringCommand(": >", QuoteString(empty), "&&", *puts, "echo", QuoteString(digest), ">", QuoteString(record),
+                        "; rc=$?; rm -f", QuoteString(empty), "; exit $rc")
+
+
 def workers_problems(data) -> list[str]:
     """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
     problems = []
@@ -765,6 +927,9 @@ def workers(data):
     state_dir = state_dir.replace("~", home, 1) if state_dir.startswith("~") else state_dir
     files.directory(name=state_dir, path=state_dir, mode="700")
     r2_bucket(name=f"R2 bucket {data.hivesync_r2_bucket}", bucket=data.hivesync_r2_bucket)
+    r2_placeholders(name=f"R2 bucket {data.hivesync_r2_bucket}: {', '.join(data.hivesync_r2_prefixes)}",
+                    bucket=data.hivesync_r2_bucket, prefixes=list(data.hivesync_r2_prefixes),
+                    record=f"{state_dir}/.r2-{data.hivesync_r2_bucket}.placeholders")
     for worker, spec in data.hivesync_workers.items():
         if not spec.get("enabled", True):
             continue
@@ -775,6 +940,13 @@ def workers(data):
         for path, rel in sources:
             files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
         files.put(name=f"{worker}: wrangler.toml", src=StringIO(toml), dest=f"{directory}/wrangler.toml", mode="644")
+        lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
+        if lock.is_file():
+            npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
+                   lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest())
+        if not worker_routes(spec) and not spec.get("crons"):
+            logger.warning(f"worker {worker}: no routes and no cron triggers in hivesync_workers: deployed, "
+                           "but nothing reaches it (workers_dev is off)")
         wrangler_deploy(name=f"wrangler deploy {worker} (when changed)", worker=worker, directory=directory,
                         digest=worker_digest(toml, sources))
         for name in data.hivesync_worker_secrets:

@@ -23,6 +23,8 @@ are NOT here: no person needs them, so the deploy generates them once ON the hos
 the backend and the workers, so it must come from the operator's .env.
 """
 
+from deploys.env_schema import OPTIONAL_HTTPS_URL, R2_BUCKET_NAME, BackendEnv
+
 required_secrets = [
     "R2_ACCOUNT_ID",
     "R2_ACCESS_KEY",
@@ -84,11 +86,26 @@ hivesync_backend_command = ["uvicorn", "backend.app.main:app", "--host", "0.0.0.
 # Host ports for postgres and redis (None: not published at all, only on the compose network).
 hivesync_postgres_port = 5432
 hivesync_redis_port = 6379
-# The backend image: a registry image, or one built on the host from the user's source
-# (`hivesync_backend_build`: a directory on the host with the Dockerfile; then the image
-# is tagged with this name).
-hivesync_backend_image = "hivesync-backend:latest"
-hivesync_backend_build = None
+# The backend image is built ON the host from the operator's HiveSync checkout (it is in no
+# registry): this path (relative paths: to this repository), as it is on disk (git-tracked
+# + untracked-not-ignored files), or at `hivesync_backend_ref` (a commit, tag or branch of
+# that repository: `git archive`). Tagged <repository>:src-<hash of the files, the
+# Dockerfile path and the build args>; rebuilt only when that hash changes.
+hivesync_backend_source: str | None = "../hivesync"
+# None: the checkout as it is on disk; else a commit, tag or branch of it (git archive).
+hivesync_backend_ref: str | None = None
+# The built images' repository name on the host (tags src-<hash>).
+hivesync_backend_repository = "hivesync-backend"
+# Relative to the source root (upstream c5680a2: the root Dockerfile).
+hivesync_backend_dockerfile = "Dockerfile"
+# `docker build --build-arg NAME=value` (not secrets: they stay in the image's history).
+hivesync_backend_build_args = {}
+# Built images kept on the host, newest first (the previous one is the rollback), >= 2.
+hivesync_backend_keep_images = 3
+# The build runs as the transient unit hivesync-build.service; it is killed after this.
+hivesync_build_timeout_s = 3600
+# A ready image instead (a registry's, or one loaded by hand): no source, no build.
+hivesync_backend_image: str | None = None
 hivesync_postgres_image = "postgres:16"
 hivesync_redis_image = "redis:7"
 # Named volumes (the plan's N.4.3: local persistence for postgres and redis).
@@ -124,9 +141,14 @@ hivesync_backup_dir = "/var/backups/hivesync"
 hivesync_keep_backups = 10
 
 # --- backend environment (non-secret: config.py's settings + the plan's N.3 list) ----------
-# BASE_URL is https://<hivesync_domain>, PORT is hivesync_backend_port; POSTGRES_HOST and
-# REDIS_HOST are the compose services.
-hivesync_backend_env = {
+# The AI models AI_MODEL may name (the backend's and the workers' AI_MODEL are one value).
+hivesync_ai_models = ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini", "o3", "o4-mini"]
+# Typed by deploys/env_schema.py (port int, booleans, choices, AI_MODEL from the list above,
+# URLs https in production), checked before connecting. Set in one place elsewhere, never
+# here: PORT (hivesync_backend_port), BASE_URL (https://<hivesync_domain>), R2_BUCKET
+# (hivesync_r2_bucket), R2_ENDPOINT (hivesync_r2_endpoint). POSTGRES_HOST and REDIS_HOST
+# are the compose services.
+hivesync_backend_env: BackendEnv(hivesync_ai_models) = {
     "POSTGRES_HOST": "postgres",
     "POSTGRES_PORT": 5432,
     "POSTGRES_DB": "hivesync",
@@ -136,16 +158,15 @@ hivesync_backend_env = {
     "EMAIL_PROVIDER": "resend",
     "AI_PRIMARY": "openai",
     "AI_MODEL": "gpt-4.1",
-    "LOCAL_AI_ENABLED": "false",
+    "LOCAL_AI_ENABLED": False,
     "LOCAL_AI_MODEL_PATH": "/models/llama",
     "PREVIEW_MAX_TIMEOUT_MS": 8000,
     "LOG_LEVEL": "info",
-    "R2_BUCKET": "hivesync-r2",
     # public R2 URL for public assets (config.py's name); empty when none are used
     "R2_PUBLIC_BASE_URL": "",
 }
 # R2_ENDPOINT (config.py); None: https://<R2_ACCOUNT_ID>.r2.cloudflarestorage.com
-hivesync_r2_endpoint = None
+hivesync_r2_endpoint: OPTIONAL_HTTPS_URL = None
 
 # --- nginx + TLS -------------------------------------------------------------------------
 hivesync_nginx_site = "hivesync"
@@ -180,7 +201,12 @@ hivesync_wrangler = "wrangler"
 hivesync_workers_src = "../hivesync/workers"
 # Where the rendered wrangler.toml, the staged source and the deploy digests live.
 hivesync_workers_state_dir = "~/.local/state/hivesync/workers"
-# The plan's N.6.1; healthcheck_worker is optional ("enabled": False to skip it).
+# npm on this machine: `npm ci` runs in a worker that has a package-lock.json, when it changes.
+hivesync_npm = "npm"
+# The plan's N.6.1; healthcheck_worker is optional ("enabled": False to skip it). Per worker,
+# in the production env: "routes" (Cloudflare route patterns, e.g. "api.example.com/preview/*",
+# or {"pattern": ..., "zone_name": ...}) and "crons" (cron triggers, "*/5 * * * *"). Without
+# either nothing reaches the worker (workers_dev is off); the deploy warns.
 hivesync_workers = {
     "preview_builder": {"main": "index.js", "enabled": True},
     "ai_docs_processor": {"main": "index.js", "enabled": True},
@@ -191,8 +217,9 @@ hivesync_wrangler_compatibility_date = "2024-09-23"
 # wrangler environments ([env.dev] / [env.production]); deploys go to production.
 hivesync_wrangler_envs = ["dev", "production"]
 hivesync_wrangler_deploy_env = "production"
-# R2 (the plan's N.6.3): one bucket, these prefixes (passed to the workers as a variable).
-hivesync_r2_bucket = "hivesync-r2"
+# R2 (the plan's N.6.3): THE bucket (R2_BUCKET of the backend and the workers, the
+# workers' binding), and these prefixes (passed to the workers as a variable).
+hivesync_r2_bucket: R2_BUCKET_NAME = "hivesync-r2"
 hivesync_r2_binding = "R2"
 hivesync_r2_prefixes = ["previews/", "ai-docs/", "logs/workers/", "tasks/attachments/"]
 # Callback path on the backend (WORKER_CALLBACK_URL = https://<domain><path>).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 
 import httpx
@@ -39,6 +40,9 @@ WORKSTATION = "hivesync-ws"
 DOMAIN = "hivesync.test"
 WRANGLER = "/usr/local/bin/wrangler-standin"
 WRANGLER_LOG = "/var/tmp/wrangler-standin.jsonl"
+NPM = "/usr/local/bin/npm-standin"
+NPM_LOG = "/var/tmp/npm-standin.jsonl"
+R2_OBJECTS = "/var/tmp/wrangler-standin.buckets.objects"
 WS_CA = "/etc/hivesync-test/acme-root.pem"
 STATE = "/root/.local/state/hivesync/workers"
 WORKERS = ("preview_builder", "ai_docs_processor", "worker_callback_relayer")
@@ -92,15 +96,36 @@ def workstation(request, test_cluster, server):  # noqa: F811
     host = module_host(request, test_cluster, WORKSTATION, groups=["local", "hivesync"],
                        data={"hivesync_role": "workstation"})
     host.write_file(WRANGLER, (APP_DIR / "wrangler").read_text(), mode="0755")
+    host.write_file(NPM, (APP_DIR / "npm").read_text(), mode="0755")
     host.write_file(WS_CA, test_cluster.acme_root_pem())
     return host
 
 
-def server_data(images, server, test_cluster, **extra) -> dict:  # noqa: F811
+def git(root, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(root)}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """The operator's HiveSync checkout: tests/apps/hivesync/source in a git repository."""
+    root = tmp_path_factory.mktemp("hivesync-checkout") / "hivesync"
+    shutil.copytree(APP_DIR / "source", root)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample source revision 1")
+    return root
+
+
+def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noqa: F811
     return {
         "supported_os": {"debian": ["12"], "ubuntu": ["22.04"]},
         "hivesync_domain": DOMAIN,
-        "hivesync_backend_image": images["backend"],
+        # built on the host from the checkout, FROM the sample backend image (loaded there)
+        "hivesync_backend_source": str(checkout),
+        "hivesync_backend_build_args": {"BASE": images["backend"]},
         "hivesync_postgres_image": images["postgres"],
         "hivesync_redis_image": images["redis"],
         "hivesync_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 10, "start_period": "60s"},
@@ -112,13 +137,20 @@ def server_data(images, server, test_cluster, **extra) -> dict:  # noqa: F811
     }
 
 
-WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER,
-                    "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA}
+WORKERS_SPEC = {
+    "preview_builder": {"main": "index.js", "routes": [{"pattern": f"{DOMAIN}/workers/preview/*", "zone_name": DOMAIN}]},
+    "ai_docs_processor": {"main": "index.js", "crons": ["*/10 * * * *"]},
+    "worker_callback_relayer": {"main": "index.js", "routes": [f"{DOMAIN}/workers/callback/*"]},
+    "healthcheck_worker": {"main": "index.js", "enabled": False},
+}
+WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER, "hivesync_npm": NPM,
+                    "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA,
+                    "hivesync_workers": WORKERS_SPEC}
 
 
 @pytest.fixture(scope="module")
-def data(images, server, test_cluster):  # noqa: F811
-    return server_data(images, server, test_cluster)
+def data(images, server, test_cluster, checkout):  # noqa: F811
+    return server_data(images, server, test_cluster, checkout)
 
 
 def deploy(limit, data, check=True, env=None):
@@ -176,6 +208,31 @@ def test_first_apply_then_a_second_changes_nothing(server, data, first_run):
     assert first_run.did("Compose stack hivesync (backend, postgres, redis)"), first_run.changed
     second = deploy(SERVER, data)
     assert second.changed == [], second.changed
+
+
+def backend_tags(server) -> list[str]:
+    return server.exec("docker image ls hivesync-backend --format '{{.Tag}}'").stdout.split()
+
+
+def running_image(server) -> str:
+    return server.exec("docker inspect --format '{{.Config.Image}}' hivesync-backend").stdout.strip()
+
+
+def deployed(server) -> dict:
+    return dict(line.split(" ", 1) for line in server.exec("cat /opt/hivesync/DEPLOYED").stdout.splitlines())
+
+
+def test_the_backend_is_built_on_the_host_from_the_synced_source(server, checkout, first_run):
+    assert first_run.did(f"Backend image built on the host from {git(checkout, 'rev-parse', 'HEAD')}"), \
+        first_run.changed
+    assert server.exec("cat /opt/hivesync/build/source/backend/app/REVISION").stdout == "sample source revision 1\n"
+    [tag] = backend_tags(server)
+    assert tag.startswith("src-") and running_image(server) == f"hivesync-backend:{tag}"
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout.startswith("sample source")
+    assert deployed(server) == {"image": f"hivesync-backend:{tag}", "commit": git(checkout, "rev-parse", "HEAD"),
+                                "ref": "-", "source": str(checkout)}
+    status = server.exec("/opt/hivesync/bin/hivesync-status").stdout
+    assert git(checkout, "rev-parse", "HEAD") in status and '"ok": true' in status.replace('"ok":true', '"ok": true')
 
 
 def test_secrets_never_reach_pyinfras_output(server, first_run):
@@ -299,7 +356,25 @@ def wrangler_calls(workstation, *, changing_only: bool = True) -> list[dict]:
 def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run):
     run = deploy(WORKSTATION, WORKSTATION_DATA)
     calls = wrangler_calls(workstation)
-    deploys = [c for c in calls if c["argv"][0] == "deploy"]
+    deploys = [c for c in calls if c["argv"][0] == "deploy" and "--dry-run" not in c["argv"]]
+    # every real deploy right after a dry run of the same worker with the same config
+    for index, call in enumerate(calls):
+        if call in deploys:
+            before = calls[index - 1]
+            assert before["argv"][:2] == ["deploy", "--dry-run"] and before["cwd"] == call["cwd"], before
+            assert before["config"] == call["config"] and before["status"] == 0
+    prod = {c["cwd"].rsplit("/", 1)[1]: c["config"]["env"]["production"] for c in deploys}
+    assert prod["preview_builder"]["routes"] == [{"pattern": f"{DOMAIN}/workers/preview/*", "zone_name": DOMAIN}]
+    assert prod["ai_docs_processor"]["triggers"] == {"crons": ["*/10 * * * *"]}
+    assert prod["worker_callback_relayer"]["routes"] == [{"pattern": f"{DOMAIN}/workers/callback/*"}]
+    assert all("routes" not in c["config"]["env"]["dev"] for c in deploys)
+    # npm ci in the worker that has a lockfile, before its bundle
+    npm = [json.loads(line) for line in workstation.exec(f"cat {NPM_LOG}").stdout.splitlines()]
+    assert [(c["argv"], c["cwd"]) for c in npm] == [(["ci", "--no-audit", "--no-fund"], f"{STATE}/preview_builder/src")]
+    # the plan's N.6.3 structure, right after the bucket
+    puts = [c["argv"][3] for c in calls if c["argv"][:3] == ["r2", "object", "put"]]
+    assert puts == [f"hivesync-r2/{p}" for p in ("previews/", "ai-docs/", "logs/workers/", "tasks/attachments/")]
+    assert workstation.exec(f"cat {R2_OBJECTS}").stdout.split()[::2] == puts
     puts = [c for c in calls if c["argv"][:2] == ["secret", "put"]]
     creates = [c["argv"] for c in calls if c["argv"][:3] == ["r2", "bucket", "create"]]
     assert creates == [["r2", "bucket", "create", "hivesync-r2"]]  # the plan's "Create R2 bucket", once
@@ -324,9 +399,11 @@ def test_workers_deployed_after_tls_with_secrets_on_stdin(workstation, first_run
 
 def test_second_workers_run_deploys_nothing(workstation):
     before = len(wrangler_calls(workstation))
+    npm_before = workstation.exec(f"wc -l < {NPM_LOG}").stdout
     run = deploy(WORKSTATION, WORKSTATION_DATA)
     assert run.changed == [], run.changed
     assert len(wrangler_calls(workstation)) == before
+    assert workstation.exec(f"wc -l < {NPM_LOG}").stdout == npm_before
 
 
 def test_wrangler_that_cannot_list_buckets_fails_clearly_and_deploys_nothing(workstation):
@@ -338,14 +415,27 @@ def test_wrangler_that_cannot_list_buckets_fails_clearly_and_deploys_nothing(wor
 
 
 def test_changed_worker_source_redeploys_only_that_worker(workstation, tmp_path):
+    """A changed source redeploys that worker; a changed lockfile runs npm ci there; a
+    worker whose dry run fails is not deployed (and the run fails)."""
     src = tmp_path / "workers"
     subprocess.run(["cp", "-r", str(APP_DIR / "workers"), str(src)], check=True)
     (src / "ai_docs_processor" / "index.js").write_text("// changed\n" + (src / "ai_docs_processor" / "index.js").read_text())
-    before = len(wrangler_calls(workstation))
+    lock = src / "preview_builder" / "package-lock.json"
+    lock.write_text(lock.read_text().replace('"version": "5.0.18"', '"version": "5.0.19"'))
+    before, npm_before = len(wrangler_calls(workstation)), workstation.exec(f"wc -l < {NPM_LOG}").stdout
     run = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_workers_src": str(src)})
     new = wrangler_calls(workstation)[before:]
-    assert [(c["argv"][0], c["cwd"].rsplit("/", 1)[1]) for c in new] == [("deploy", "ai_docs_processor")]
-    assert run.did("wrangler deploy ai_docs_processor (when changed)")
+    assert sorted({c["cwd"].rsplit("/", 1)[1] for c in new}) == ["ai_docs_processor", "preview_builder"]
+    assert [c["argv"][:2] for c in new].count(["deploy", "--dry-run"]) == 2
+    assert run.did("wrangler deploy ai_docs_processor (when changed)") and run.did("npm ci preview_builder (when package-lock.json changed)")
+    assert int(workstation.exec(f"wc -l < {NPM_LOG}").stdout) == int(npm_before) + 1
+    # a bundle that cannot resolve an import: the dry run fails, nothing is uploaded
+    relayer = src / "worker_callback_relayer" / "index.js"
+    relayer.write_text("import pad from 'left-pad';\n" + relayer.read_text())
+    before = len(wrangler_calls(workstation))
+    bad = deploy(WORKSTATION, {**WORKSTATION_DATA, "hivesync_workers_src": str(src)}, check=False)
+    assert bad.returncode != 0 and "worker worker_callback_relayer: wrangler deploy --dry-run failed" in bad.output
+    assert [c["argv"][:2] for c in wrangler_calls(workstation)[before:]] == [["deploy", "--dry-run"]]
 
 
 # ----------------------------------------------------------------------------- workers folder missing
@@ -412,3 +502,28 @@ def test_broken_release_rolls_back_image_and_database_after_a_verified_backup(se
     assert https(test_cluster, server, "/api/health").json()["ok"] is True
     again = deploy(SERVER, data)
     assert again.changed == [], again.changed
+
+
+# ----------------------------------------------------------------------------- source changes
+
+
+def test_a_source_change_rebuilds_under_a_new_tag_and_a_ref_goes_back_without_a_build(server, checkout, data,
+                                                                                      test_cluster):  # noqa: F811
+    """A new commit: a new content tag built on the host, the old image kept; then the
+    first commit by ref: its image is still there, so nothing is built."""
+    first, [old_tag] = git(checkout, "rev-parse", "HEAD"), backend_tags(server)
+    (checkout / "backend/app/REVISION").write_text("sample source revision 2\n")
+    git(checkout, "commit", "-qam", "revision 2")
+    second = git(checkout, "rev-parse", "HEAD")
+    run = deploy(SERVER, data)
+    assert run.did(f"Backend image built on the host from {second}"), run.changed
+    tags = backend_tags(server)
+    assert len(tags) == 2 and old_tag in tags
+    assert running_image(server) != f"hivesync-backend:{old_tag}"
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout == "sample source revision 2\n"
+    assert deployed(server)["commit"] == second
+    assert https(test_cluster, server, "/api/health").json()["ok"] is True
+    back = deploy(SERVER, {**data, "hivesync_backend_ref": first})
+    assert not [n for n in back.changed if "Backend image built" in n], back.changed
+    assert running_image(server) == f"hivesync-backend:{old_tag}"
+    assert deployed(server)["commit"] == first and deployed(server)["ref"] == first

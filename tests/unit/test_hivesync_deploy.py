@@ -44,6 +44,7 @@ def data(**overrides):
     for group in ("all", "linode", "docker_host", "hivesync"):
         values.update({k: v for k, v in runpy.run_path(str(REPO / f"group_data/{group}.py")).items()
                        if not k.startswith("_")})
+    values["hivesync_backend_image"] = "hivesync-backend:test"  # a ready image: no checkout to read
     values.update(overrides)
     return Data(values)
 
@@ -136,7 +137,7 @@ def test_port_command_and_path_knobs_that_would_drift_are_refused():
                                    hivesync_public_health_path="/health", hivesync_missing_tables="maybe",
                                    hivesync_migrations="flyway"))
     text = str(err.value)
-    for part in ("must pass {port}", "PORT comes from hivesync_backend_port", "is not under hivesync_api_prefix",
+    for part in ("must pass {port}", "PORT is set in one place, hivesync_backend_port", "is not under hivesync_api_prefix",
                  "hivesync_missing_tables 'maybe'", "hivesync_migrations 'flyway'"):
         assert part in text, part
     with pytest.raises(ConfigError, match="needs hivesync_backend_command"):
