@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
 
 from pathlib import Path
@@ -30,6 +32,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from deploys.settings import cli_data_value
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
 from tests.e2e.runner import apply, pyinfra
@@ -374,9 +377,27 @@ def test_failed_migration_rolls_back_to_the_old_layout(archon, old_layout, image
     assert archon.testinfra().file("/opt/archon/docker-compose.yml").content_string.count("old-archon") == 3
 
 
-def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout, images):
+def test_migration_cut_off_midway_is_finished_and_the_old_layout_removed(archon, old_layout, images):
+    """The migration runs as the transient unit archon-migrate.service: pyinfra (and its SSH
+    session) killed once the old stack is stopping leaves it running; the next apply waits
+    for it (or finds it done), goes on from there and removes the old layout."""
+    cmd = [sys.executable, "-m", "pyinfra", "inventory.py", "deploys/archon.py", "-y", "--limit", HOST]
+    for key, value in archon_data(images).items():
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        archon.exec("for i in $(seq 1500); do journalctl -q -o cat -u archon-migrate.service | grep -q 'phase 2:' "
+                    "&& exit 0; sleep 0.2; done; exit 1", timeout=400)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert archon.exec("systemctl is-active archon-migrate.service", check=False).stdout.strip() == "active"
     run = deploy_archon(archon, archon_data(images))
-    assert run.did("Migrate the old layout (only where one is found)"), run.changed
+    journal = archon.exec("journalctl -q -o cat -u archon-migrate.service").stdout
+    last = journal.split("phase 2:")[-1]  # the cut-off run finished, or it rolled back and this apply retried
+    assert "phase 6 done: migrated" in last and "ROLLED BACK" not in last, journal[-3000:]
+    assert archon.exec("systemctl is-active archon-migrate.service", check=False).stdout.strip() != "active"
     assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
     assert names(archon, "network") == {"archon_production", "bridge", "host", "none"}
     assert names(archon, "volume") == {"archon_postgres_data", "archon_postgres_config"}
