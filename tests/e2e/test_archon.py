@@ -235,7 +235,7 @@ def test_docker_host_keeps_the_engine_and_the_operators_daemon_json(archon, imag
     assert run.changed == [], run.changed
     assert "Docker engine (kept as installed)" in run.output  # detected: no engine package asked of apt
     flipped = apply(smoke_deploy, limit=HOST, data={**data, "docker_live_restore": False})
-    assert flipped.changed == ["/etc/docker/daemon.json merged (log rotation 10m x 3)"], flipped.changed
+    assert flipped.changed == ["Docker host | /etc/docker/daemon.json merged (log rotation 10m x 3)"], flipped.changed
     assert archon.exec("docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "false"
     assert apply(smoke_deploy, limit=HOST, data=data).changed == flipped.changed  # back: reloaded again
     assert archon.exec("docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "true"
