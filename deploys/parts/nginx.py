@@ -345,11 +345,11 @@ def site_files(site: str, content: str | None) -> tuple[dict, dict]:
     return {available: content}, {f"{SITES_ENABLED}/{site}": available if content is not None else None}
 
 
-def adopted_vhosts(site: str, names) -> dict[str, str]:
+def adopted_vhosts(site: str, names, dump: dict) -> dict[str, str]:
     """{name: file} of `names` already served by a server block outside `site`'s files
-    (read from `nginx -T`): those vhosts are the operator's and are adopted as they are."""
+    (`dump`: the `NginxDump` fact): those vhosts are the operator's, adopted as they are."""
     own = (f"{SITES_AVAILABLE}/{site}", f"{SITES_ENABLED}/{site}")
-    return served_elsewhere(host.get_fact(NginxDump), names, own)
+    return served_elsewhere(dump, names, own)
 
 
 @operation(is_idempotent=True)
@@ -361,13 +361,14 @@ def report_adopted(adopted: dict):
 
 
 @deploy("nginx installed")
-def install_nginx(webroot: str = "/var/www/acme", remove_default_site: bool = True):
-    """nginx package, the ACME webroot, the shared WebSocket map; nginx enabled + running."""
+def install_nginx(webroot: str = "/var/www/acme", remove_default_site: bool = True, dump: dict | None = None):
+    """nginx package, the ACME webroot, the shared WebSocket map; nginx enabled + running.
+    `dump`: the `NginxDump` fact when the caller read it already (else read here)."""
     apt.packages(name="nginx package", packages=["nginx"], update=True, cache_time=3600)
     files.directory(name=f"ACME webroot {webroot}", path=webroot, user="root", group="root", mode="755")
     # a `map` defining $connection_upgrade elsewhere (the operator's): a second one would
     # fail `nginx -t` ("duplicate variable"), so ours is not written (and goes if it was)
-    theirs = foreign_map_of(host.get_fact(NginxDump), UPGRADE_VARIABLE, WEBSOCKET_CONF)
+    theirs = foreign_map_of(host.get_fact(NginxDump) if dump is None else dump, UPGRADE_VARIABLE, WEBSOCKET_CONF)
     nginx_config(
         name="nginx shared config (WebSocket upgrade map)" + (f": {theirs} defines it, ours not added" if theirs else ""),
         key="infra-common",

@@ -32,6 +32,7 @@ from pyinfra.operations import apt, files, systemd
 
 from deploys.errors import ConfigError
 from deploys.parts.nginx import adopted_vhosts, install_nginx, nginx_site, remove_nginx_site, report_adopted
+from facts.nginx import NginxDump
 
 REPO = Path(__file__).resolve().parents[2]
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -282,11 +283,12 @@ def https_site(site: str, vhosts: list[dict], names: list[str], data):
                                  private_ca=bool(data.acme_ca_bundle))
     if problem:
         raise ConfigError(f"TLS for {', '.join(names)}: {problem}")
-    install_nginx(webroot=webroot)
+    dump = host.get_fact(NginxDump)  # the loaded config (`nginx -T`): what to adopt
+    install_nginx(webroot=webroot, dump=dump)
     install_certbot(local_ca_bundle=local_path(data.acme_ca_bundle))
     # Adopt what exists: a name another vhost already serves gets none of ours; a name an
     # existing lineage (e.g. a multi-name one) covers is served with that certificate.
-    taken = adopted_vhosts(site, names)
+    taken = adopted_vhosts(site, names, dump)
     if taken:
         report_adopted(name=f"nginx vhosts adopted ({', '.join(sorted(taken))})", adopted=taken)
     names = [n for n in names if n not in taken]
