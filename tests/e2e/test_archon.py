@@ -409,14 +409,15 @@ def test_migration_cut_off_midway_is_finished_and_the_old_layout_removed(archon,
     """The migration runs as the transient unit archon-migrate.service: pyinfra (and its SSH
     session) killed once the old stack is stopping leaves it running; the next apply waits
     for it (or finds it done), goes on from there and removes the old layout."""
+    since = archon.exec("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()  # (the rolled-back try is in the journal too)
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", "deploys/archon.py", "-y", "--limit", HOST]
     for key, value in archon_data(images).items():
         cmd += ["--data", f"{key}={cli_data_value(value)}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        archon.exec("for i in $(seq 1500); do journalctl -q -o cat -u archon-migrate.service | grep -q 'phase 2:' "
-                    "&& exit 0; sleep 0.2; done; exit 1", timeout=400)
+        archon.exec(f"for i in $(seq 1500); do journalctl -q -o cat -u archon-migrate.service --since '{since}' "
+                    "| grep -q 'phase 2:' && exit 0; sleep 0.2; done; exit 1", timeout=400)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

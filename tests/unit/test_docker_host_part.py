@@ -81,3 +81,12 @@ def test_engine_fact_names_the_installed_package():
         "package": "docker-ce", "version": "5:27.3.1-1~debian.12~bookworm", "dockerd": True, "installed": True}
     assert parse_engine(["engine-fact", "dockerd=yes"])["installed"] is True  # installed outside apt
     assert parse_engine(["engine-fact"])["installed"] is False
+
+
+def test_a_restart_waits_for_the_held_units():
+    from pyinfra.api import StringCommand
+
+    text = StringCommand(*part._wait_for_units(["archon-migrate"])).get_raw_value()
+    assert "while systemctl is-active -q archon-migrate.service" in text and "sleep 5; done;" in text
+    with pytest.raises(ConfigError):
+        part._wait_for_units(["bad unit; rm -rf /"])
