@@ -32,7 +32,7 @@ from io import BytesIO, StringIO
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
 from pyinfra.facts.files import Link, Sha256File
@@ -51,6 +51,7 @@ from deploys.parts.compose import (
 from deploys.parts.docker_host import docker_host
 from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
 from deploys.parts.health import health_check_timer, http_gate
+from deploys.parts.host_steps import UnitState, host_step, unfinished
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -72,6 +73,12 @@ GENERATED_RANDOM = {"POSTGRES_PASSWORD": 24, "JWT_SECRET": 32, "ARCHON_BOOTSTRAP
 GENERATED_JWT = {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_KEY": "service_role"}
 HEALTH_UNIT = "archon-health-check"
 MIGRATE_SCRIPT = "bin/archon-migrate"
+MIGRATE_UNIT = "archon-migrate"  # the migration's transient systemd unit (deploys/parts/host_steps.py)
+# $1 marker, $2 action, then the command: a "migrate" the marker says is done is not rerun
+_SKIP_WHEN_MIGRATED = (
+    'if [ "$2" = migrate ] && [ -e "$1" ]; then echo "migrated by an earlier run (backups in $(cat "$1"))"; exit 0; fi;'
+    ' shift 2; exec "$@"'
+)
 DB_INIT_DIR = "db"  # in archon_dir: init scripts added to the Supabase image's
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -527,7 +534,7 @@ def layout_args(data) -> dict:
 
 @operation()
 def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: str, layout_args: dict,
-                       db_container: str, db_volume: str, phase: str = "migrate"):
+                       db_container: str, db_volume: str, phase: str = "migrate", timeout_s: int = 7200):
     """phase "migrate": the plan's phases 1-6, only on a host that still has the old layout
     (read when the operation runs); phase "cleanup": phase 7, once the host was migrated
     (the deploy asks for it after nginx, TLS and the external checks). Nothing left: no change."""
@@ -558,7 +565,13 @@ def migrate_old_layout(data_dir: str, compose_file: str, compose: str, script: s
     if action == "migrate" and host.get_fact(Sha256File, path=compose_path) != hashlib.sha256(compose.encode()).hexdigest():
         yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
         yield StringCommand("chmod", "644", QuoteString(compose_path))
-    yield StringCommand(f"COMPOSE={shlex.quote(cli)}", QuoteString(script), action)
+    # a transient unit: a dropped SSH session or a killed pyinfra cannot cut the migration
+    # short (it finishes, or its trap rolls back); the next apply waits for an unfinished
+    # one. A migrate phase that finds the marker (an earlier, cut-off run finished) stops
+    # there: the old layout goes only after this run's nginx/TLS checks.
+    argv = ["sh", "-c", _SKIP_WHEN_MIGRATED, "archon-migrate", f"{data_dir}/.migrated", action,
+            "env", "HOME=/root", f"COMPOSE={cli}", script, action]
+    yield host_step(MIGRATE_UNIT, argv, f"Archon migration ({action}, deploys/archon.py)", timeout_s=timeout_s)
 
 
 @operation()
@@ -618,7 +631,12 @@ def checked_preflight(data) -> None:
     """Refuse (nothing changed) a host whose old layout cannot be migrated."""
     layout = host.get_fact(ArchonOldLayout, **layout_args(data))
     action, why = migration_action(layout, data.archon_old_db_container, data.archon_old_db_volume)
-    if action == "blocked":
+    if unfinished(host.get_fact(UnitState, unit=MIGRATE_UNIT)):
+        # a cut-off apply's migration still runs: this run waits for it (a dockerd restart
+        # and the migration step both do) and goes on from what it left
+        logger.warning(f"{host.name}: the migration of an earlier apply still runs ({MIGRATE_UNIT}.service): "
+                       "this run waits for it")
+    elif action == "blocked":
         raise PreflightFailed(f"preflight failed on {host.name}: {why}")
     # the old networks are still there during the migration: the new one must not overlap them
     clash = overlapping_networks(host.get_fact(DockerNetworkSubnets), str(data.archon_network_subnet), data.archon_network)
@@ -743,7 +761,7 @@ def monitoring(data):
 def main(data):
     check_config(data)
     checked_preflight(data)
-    docker_host()
+    docker_host(hold_restart_for=(MIGRATE_UNIT,))  # before any backup; never restarts dockerd mid-migration
     layout(data)
     _, env = environment(data)
     compose = render_compose(data)

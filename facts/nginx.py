@@ -1,4 +1,5 @@
-"""Whether nginx's `sites-enabled/default` is still the distro's untouched default site.
+"""nginx facts: whether `sites-enabled/default` is the distro's untouched default site, and
+the whole loaded config (`nginx -T`: maps and server blocks per file) for adopting what exists.
 
 The default site is a dpkg conffile of nginx-common; "untouched" means the link points at
 sites-available/default and that file's md5 is the one dpkg recorded at install. Anything
@@ -46,3 +47,118 @@ class NginxDefaultSite(FactBase[dict]):
 
     def process(self, output: list[str]) -> dict:
         return parse_default_site(output)
+
+
+# ----------------------------------------------------------------------------- `nginx -T`
+
+_DUMP = r"""
+if ! command -v nginx >/dev/null 2>&1; then echo nginx-dump=absent; exit 0; fi
+if out=$(nginx -T 2>/dev/null); then echo nginx-dump=ok; printf '%s\n' "$out"; else echo nginx-dump=failed; fi
+"""
+_FILE_HEADER = "# configuration file "
+
+
+def _statements(text: str):
+    """(kind, words) per statement of one file: kind "open" ({), "close" (}) or "end" (;).
+    Comments are dropped; quotes are kept as part of words (enough for names and maps)."""
+    words: list[str] = []
+    word = ""
+    quote = None
+    in_comment = False
+    for ch in text:
+        if in_comment:
+            in_comment = ch != "\n"
+            continue
+        if quote:
+            word += ch
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+            word += ch
+        elif ch == "#":
+            in_comment = True
+        elif ch.isspace() or ch in "{};":
+            if word:
+                words.append(word)
+                word = ""
+            if ch in "{};":
+                yield {"{": "open", "}": "close", ";": "end"}[ch], words
+                words = []
+        else:
+            word += ch
+
+
+def parse_nginx_dump(output: list[str]) -> dict:
+    """{"state": "ok"|"failed"|"absent", "maps": [{"file", "source", "variable"}],
+    "servers": [{"file", "names", "listen"}]} from `nginx -T` (a header line first).
+
+    `nginx -T` prints every file it read after a `# configuration file PATH:` line, so
+    each map and server block is attributed to the file that defines it."""
+    state = (output[0].split("=", 1)[1].strip() if output and output[0].startswith("nginx-dump=") else "failed")
+    result: dict = {"state": state, "maps": [], "servers": []}
+    if state != "ok":
+        return result
+    files: list[tuple[str, list[str]]] = []
+    for line in output[1:]:
+        if line.startswith(_FILE_HEADER) and line.rstrip().endswith(":"):
+            files.append((line[len(_FILE_HEADER):].rstrip()[:-1], []))
+        elif files:
+            files[-1][1].append(line)
+    for path, lines in files:
+        stack: list[str] = []
+        server = None
+        for kind, words in _statements("\n".join(lines)):
+            if kind == "open":
+                block = words[0] if words else ""
+                if block == "map" and len(words) >= 3:
+                    result["maps"].append({"file": path, "source": words[1], "variable": words[2]})
+                if block == "server" and (not stack or stack[-1] == "http"):
+                    server = {"file": path, "names": [], "listen": []}
+                    result["servers"].append(server)
+                stack.append(block)
+            elif kind == "close":
+                if stack and stack.pop() == "server" and (not stack or stack[-1] == "http"):
+                    server = None
+            elif server is not None and stack and stack[-1] == "server" and words:
+                if words[0] == "server_name":
+                    server["names"] += [w.strip("\"'") for w in words[1:]]
+                elif words[0] == "listen":
+                    server["listen"].append(" ".join(words[1:]))
+    return result
+
+
+def foreign_map_of(dump: dict, variable: str, own_file: str) -> str | None:
+    """The file (not ours) whose `map` already defines `variable`, or None."""
+    for entry in dump.get("maps", []):
+        if entry["variable"] == variable and entry["file"] != own_file:
+            return entry["file"]
+    return None
+
+
+def served_elsewhere(dump: dict, names, own_files) -> dict[str, str]:
+    """{name: file} for each of `names` a server block outside `own_files` already serves."""
+    found: dict[str, str] = {}
+    own = set(own_files)
+    for server in dump.get("servers", []):
+        if server["file"] in own:
+            continue
+        for name in names:
+            if name in server["names"] and name not in found:
+                found[name] = server["file"]
+    return found
+
+
+class NginxDump(FactBase[dict]):
+    """nginx's whole loaded config (`nginx -T`), parsed: maps and server blocks per file."""
+
+    def command(self) -> str:
+        return _DUMP
+
+    @staticmethod
+    def default() -> dict:
+        return {"state": "absent", "maps": [], "servers": []}
+
+    def process(self, output: list[str]) -> dict:
+        return parse_nginx_dump(output)

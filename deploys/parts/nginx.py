@@ -36,6 +36,11 @@ vhost. The HTTP block keeps serving ACME challenges only.
 
 The distro's default site is disabled only while it is untouched (facts/nginx.py): an
 admin's edited default, or anything else they serve through it, stays.
+
+Adoption of an existing nginx (read from `nginx -T`, facts/nginx.py `NginxDump`): when
+another file's `map` already defines $connection_upgrade, ours is not added (a second
+one fails `nginx -t`); a name a server block outside our site already serves is reported
+and left to that vhost (`adopted_vhosts`; deploys/parts/tls.py skips it).
 """
 
 from __future__ import annotations
@@ -54,11 +59,12 @@ from pyinfra.operations import apt, files, systemd
 from deploys.errors import ConfigError
 from deploys.operations import secret_file
 from deploys.templating import render
-from facts.nginx import NginxDefaultSite, default_site_removable
+from facts.nginx import NginxDefaultSite, NginxDump, default_site_removable, foreign_map_of, served_elsewhere
 
 SITES_AVAILABLE = "/etc/nginx/sites-available"
 SITES_ENABLED = "/etc/nginx/sites-enabled"
 WEBSOCKET_CONF = "/etc/nginx/conf.d/infra-websocket.conf"
+UPGRADE_VARIABLE = "$connection_upgrade"  # defined by WEBSOCKET_CONF's map, used by _proxy.j2
 BACKUP_DIR = "/var/backups/infra-nginx"
 
 _SERVER_NAME = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
@@ -339,15 +345,34 @@ def site_files(site: str, content: str | None) -> tuple[dict, dict]:
     return {available: content}, {f"{SITES_ENABLED}/{site}": available if content is not None else None}
 
 
+def adopted_vhosts(site: str, names, dump: dict) -> dict[str, str]:
+    """{name: file} of `names` already served by a server block outside `site`'s files
+    (`dump`: the `NginxDump` fact): those vhosts are the operator's, adopted as they are."""
+    own = (f"{SITES_AVAILABLE}/{site}", f"{SITES_ENABLED}/{site}")
+    return served_elsewhere(dump, names, own)
+
+
+@operation(is_idempotent=True)
+def report_adopted(adopted: dict):
+    """Say which names an existing vhost serves (kept as it is, no duplicate added)."""
+    host.noop("; ".join(f"{name} is served by {path}: adopted, no vhost added" for name, path in sorted(adopted.items())))
+    return
+    yield  # (a generator)
+
+
 @deploy("nginx installed")
-def install_nginx(webroot: str = "/var/www/acme", remove_default_site: bool = True):
-    """nginx package, the ACME webroot, the shared WebSocket map; nginx enabled + running."""
+def install_nginx(webroot: str = "/var/www/acme", remove_default_site: bool = True, dump: dict | None = None):
+    """nginx package, the ACME webroot, the shared WebSocket map; nginx enabled + running.
+    `dump`: the `NginxDump` fact when the caller read it already (else read here)."""
     apt.packages(name="nginx package", packages=["nginx"], update=True, cache_time=3600)
     files.directory(name=f"ACME webroot {webroot}", path=webroot, user="root", group="root", mode="755")
+    # a `map` defining $connection_upgrade elsewhere (the operator's): a second one would
+    # fail `nginx -t` ("duplicate variable"), so ours is not written (and goes if it was)
+    theirs = foreign_map_of(host.get_fact(NginxDump) if dump is None else dump, UPGRADE_VARIABLE, WEBSOCKET_CONF)
     nginx_config(
-        name="nginx shared config (WebSocket upgrade map)",
+        name="nginx shared config (WebSocket upgrade map)" + (f": {theirs} defines it, ours not added" if theirs else ""),
         key="infra-common",
-        files_wanted={WEBSOCKET_CONF: render_websocket_conf()},
+        files_wanted={WEBSOCKET_CONF: None if theirs else render_websocket_conf()},
     )
     if remove_default_site:
         disable_untouched_default_site(name="nginx default site disabled (only if untouched)")

@@ -1,4 +1,5 @@
-"""Let's Encrypt certificates with certbot's webroot flow (one certificate per name).
+"""Let's Encrypt certificates with certbot's webroot flow (one certificate per name, or
+the existing lineage that already covers it).
 
 Why webroot: nginx keeps serving while certbot proves control of a name by writing a
 token under the webroot that nginx's HTTP block exposes at /.well-known/acme-challenge/
@@ -9,6 +10,10 @@ rate limits.
 Idempotent: `certificate` reads the certificate certbot holds for the name (its names,
 expiry and the ACME server it came from) and calls certbot only when there is none, it
 does not cover exactly that name, it has expired, or it came from another ACME server.
+A certificate the host already has for a name under another lineage (an operator's,
+often multi-name: `CertbotLineages`) is reused with its whole name set, never re-issued
+as single-name (`adopted_certificate`); a name another nginx vhost already serves is
+adopted as it is (deploys/parts/nginx.py `adopted_vhosts`) and gets no vhost of ours.
 Renewal is certbot's own systemd timer; a deploy hook reloads nginx. For a private ACME
 server (pebble in tests) the CA bundle certbot must trust is uploaded and given to both
 issuance and the timer's renewals (`REQUESTS_CA_BUNDLE` in a certbot.service drop-in).
@@ -26,7 +31,8 @@ from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
 from deploys.errors import ConfigError
-from deploys.parts.nginx import install_nginx, nginx_site
+from deploys.parts.nginx import adopted_vhosts, install_nginx, nginx_site, remove_nginx_site, report_adopted
+from facts.nginx import NginxDump
 
 REPO = Path(__file__).resolve().parents[2]
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -74,6 +80,64 @@ class CertbotCertificate(FactBase):
         return None if not data or "error" in data else data
 
 
+# Runs on the host: prints {lineage: {"names", "not_after", "days_left", "server"}} for every
+# lineage certbot keeps (renewal/<lineage>.conf + live/<lineage>/cert.pem).
+_LINEAGES_SCRIPT = r"""
+import glob, json, os, re, ssl, time
+out = {}
+for conf in sorted(glob.glob("/etc/letsencrypt/renewal/*.conf")):
+    name = os.path.basename(conf)[:-len(".conf")]
+    try:
+        cert = ssl._ssl._test_decode_cert("/etc/letsencrypt/live/%s/cert.pem" % name)
+        match = re.search(r"^server\s*=\s*(\S+)", open(conf).read(), re.M)
+        not_after = ssl.cert_time_to_seconds(cert["notAfter"])
+        out[name] = {"names": sorted(v for k, v in cert.get("subjectAltName", ()) if k == "DNS"),
+                     "not_after": not_after, "days_left": int((not_after - time.time()) // 86400),
+                     "server": match.group(1) if match else None}
+    except Exception:
+        pass
+print(json.dumps(out))
+"""
+
+
+class CertbotLineages(FactBase):
+    """Every certificate lineage certbot holds: {lineage: {names, days_left, server}}."""
+
+    requires_command = "python3"
+
+    def command(self) -> str:
+        return f"if [ -d /etc/letsencrypt/renewal ]; then python3 -c {shlex.quote(_LINEAGES_SCRIPT)}; fi"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return json.loads("\n".join(output) or "{}")
+
+
+def lineage_for(name: str, lineages: dict) -> str | None:
+    """The existing lineage to serve `name` with: ours (named after it, exactly [name]) or
+    else one that already covers it - e.g. an operator's multi-name certificate, reused
+    with its whole name set (never re-issued as single-name). Unexpired ones first."""
+    own = lineages.get(name)
+    if own and own.get("names") == [name]:
+        return name
+    covering = [lin for lin, cert in lineages.items() if name in cert.get("names", [])]
+    covering.sort(key=lambda lin: (lineages[lin].get("days_left", -1) < 0, lin != name, -len(lineages[lin]["names"]), lin))
+    return covering[0] if covering else None
+
+
+def adopted_lineages(names, lineages: dict) -> dict[str, str]:
+    """{name: lineage} for names served from a lineage that is not our own single-name one."""
+    found = {}
+    for name in names:
+        lineage = lineage_for(name, lineages)
+        if lineage is not None and not (lineage == name and lineages[lineage].get("names") == [name]):
+            found[name] = lineage
+    return found
+
+
 _PLACEHOLDER_DOMAINS = ("example.com", "example.net", "example.org")
 _RESERVED_TLDS = ("invalid", "example", "test", "localhost", "local")
 
@@ -115,16 +179,23 @@ def certificate_problem(cert: dict | None, name: str, server: str) -> str | None
     return None
 
 
-def certbot_command(name: str, webroot: str, email: str, server: str, ca_bundle: str | None, force: bool):
+def certbot_command(name: str, webroot: str, email: str, server: str, ca_bundle: str | None, force: bool,
+                    domains=None):
+    """certbot for the lineage `name` with `domains` (default: [name]); a multi-name
+    lineage keeps all its names (`--expand`)."""
+    domains = list(domains or [name])
     parts: list = []
     if ca_bundle:
         parts += ["env", QuoteString(f"REQUESTS_CA_BUNDLE={ca_bundle}")]
     parts += [
         "certbot", "certonly", "--non-interactive", "--agree-tos", "--no-eff-email",
         "--email", QuoteString(email), "--server", QuoteString(server),
-        "--webroot", "-w", QuoteString(webroot), "--cert-name", QuoteString(name), "-d", QuoteString(name),
+        "--webroot", "-w", QuoteString(webroot), "--cert-name", QuoteString(name),
+        *[arg for domain in domains for arg in ("-d", QuoteString(domain))],
         "--deploy-hook", QuoteString(DEPLOY_HOOK),
     ]
+    if len(domains) > 1:
+        parts.append("--expand")
     parts += ["--force-renewal"] if force else ["--keep-until-expiring"]
     return StringCommand(*parts)
 
@@ -141,6 +212,22 @@ def certificate(domain: str, webroot: str, email: str, server: str, ca_bundle: s
         return
     host.log(f"certbot for {domain}: {problem}")
     yield certbot_command(domain, webroot, email, server, ca_bundle, force=problem != "no certificate yet")
+
+
+@operation()
+def adopted_certificate(lineage: str, domains: list[str], webroot: str, email: str, server: str,
+                        ca_bundle: str | None = None):
+    """An existing lineage (an operator's, possibly multi-name) that covers `domains`: kept
+    as it is while it is valid (certbot's timer renews it). Only an expired one, or one that
+    lost a name, is re-issued - under its own name, with its whole name set plus ours."""
+    cert = host.get_fact(CertbotCertificate, cert_name=lineage)
+    have = list((cert or {}).get("names") or [])
+    if cert and set(domains) <= set(have) and cert.get("days_left", -1) >= 0:
+        host.noop(f"certificate {lineage} ({', '.join(have)}) covers {', '.join(domains)}: reused")
+        return
+    wanted = sorted(set(have) | set(domains))
+    host.log(f"certbot for lineage {lineage}: {'expired' if cert else 'unreadable'}; re-issued for {', '.join(wanted)}")
+    yield certbot_command(lineage, webroot, email, server, ca_bundle, force=bool(cert), domains=wanted)
 
 
 def renewal_drop_in(ca_bundle: str) -> str:
@@ -196,17 +283,46 @@ def https_site(site: str, vhosts: list[dict], names: list[str], data):
                                  private_ca=bool(data.acme_ca_bundle))
     if problem:
         raise ConfigError(f"TLS for {', '.join(names)}: {problem}")
-    install_nginx(webroot=webroot)
+    dump = host.get_fact(NginxDump)  # the loaded config (`nginx -T`): what to adopt
+    install_nginx(webroot=webroot, dump=dump)
     install_certbot(local_ca_bundle=local_path(data.acme_ca_bundle))
+    # Adopt what exists: a name another vhost already serves gets none of ours; a name an
+    # existing lineage (e.g. a multi-name one) covers is served with that certificate.
+    taken = adopted_vhosts(site, names, dump)
+    if taken:
+        report_adopted(name=f"nginx vhosts adopted ({', '.join(sorted(taken))})", adopted=taken)
+    names = [n for n in names if n not in taken]
+    vhosts = [v for v in vhosts if v.get("server_name") not in taken]
+    if not names:
+        remove_nginx_site(site)
+        return
+    lineages = host.get_fact(CertbotLineages)
+    reused = adopted_lineages(names, lineages)
+    vhosts = [with_lineage(v, reused.get(v.get("server_name"))) for v in vhosts]
     # certbot's live/ files are symlinks (the File fact says False for them): ask certbot.
-    have = [n for n in names if host.get_fact(CertbotCertificate, cert_name=n)]
+    have = [n for n in names if n in reused or host.get_fact(CertbotCertificate, cert_name=n)]
     if set(have) != set(names):
         nginx_site(site, vhosts, webroot=webroot, tls_names=have, ipv6=ipv6)
-    certificates(
-        names, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
-        staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
-    )
+    own = [n for n in names if n not in reused]
+    if own:
+        certificates(
+            own, webroot=webroot, email=data.acme_email, directory=data.acme_directory,
+            staging=data.acme_staging, local_ca_bundle=data.acme_ca_bundle,
+        )
+    server = acme_server(data.acme_directory, data.acme_staging)
+    for lineage in sorted(set(reused.values())):
+        domains = sorted(n for n, lin in reused.items() if lin == lineage)
+        adopted_certificate(name=f"Certificate {lineage} (existing, reused for {', '.join(domains)})", lineage=lineage,
+                            domains=domains, webroot=webroot, email=data.acme_email, server=server,
+                            ca_bundle=CA_BUNDLE_PATH if data.acme_ca_bundle else None)
     nginx_site(site, vhosts, webroot=webroot, tls_names=names, ipv6=ipv6)
+
+
+def with_lineage(vhost: dict, lineage: str | None, live_dir: str = "/etc/letsencrypt/live") -> dict:
+    """The vhost served with `lineage`'s certificate (unless it names its own files)."""
+    if not lineage or vhost.get("cert") or vhost.get("key"):
+        return vhost
+    return {**vhost, "cert": f"{live_dir}/{lineage}/fullchain.pem", "key": f"{live_dir}/{lineage}/privkey.pem"}
 
 
 def local_path(path: str | None) -> str | None:

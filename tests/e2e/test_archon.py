@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
 
 from pathlib import Path
@@ -30,6 +32,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from deploys.settings import cli_data_value
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
 from tests.e2e.runner import apply, pyinfra
@@ -216,6 +219,34 @@ def test_compose_stack_is_idempotent_on_v1_and_v2(which, request, images, smoke_
     assert _answer(host)["service"] == "hello-2"
 
 
+def test_docker_host_keeps_the_engine_and_the_operators_daemon_json(archon, images, smoke_deploy):
+    """An engine already installed stays as it is (docker_package_source "docker" is not
+    applied over docker.io), an operator's daemon.json key survives every apply, and
+    dockerd is not restarted: not at all when nothing changed, reloaded (same process) for
+    a key it re-reads on SIGHUP."""
+    def dockerd():
+        return archon.exec("systemctl show -p MainPID -p ExecMainStartTimestamp --value docker.service").stdout
+
+    config = json.loads(archon.exec("cat /etc/docker/daemon.json").stdout)
+    archon.write_file("/etc/docker/daemon.json", json.dumps({**config, "default-shm-size": "96M"}, indent=2))
+    engine, before = archon.exec("dpkg-query -W docker.io").stdout, dockerd()
+    data = {"smoke_image": images["http"], "smoke_greeting": "hello-2", "docker_package_source": "docker"}
+    run = apply(smoke_deploy, limit=HOST, data=data)
+    assert run.changed == [], run.changed
+    assert "Docker engine (kept as installed)" in run.output  # detected: no engine package asked of apt
+    flipped = apply(smoke_deploy, limit=HOST, data={**data, "docker_live_restore": False})
+    assert flipped.changed == ["Docker host | /etc/docker/daemon.json merged (log rotation 10m x 3)"], flipped.changed
+    assert archon.exec("docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "false"
+    assert apply(smoke_deploy, limit=HOST, data=data).changed == flipped.changed  # back: reloaded again
+    assert archon.exec("docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "true"
+    assert dockerd() == before  # never restarted
+    assert json.loads(archon.exec("cat /etc/docker/daemon.json").stdout)["default-shm-size"] == "96M"
+    assert archon.exec("dpkg-query -W docker.io").stdout == engine
+    assert archon.exec("dpkg-query -W -f='${db:Status-Status}' docker-ce", check=False).stdout.strip() != "installed"
+    assert archon.exec("ls /etc/apt/sources.list.d/docker.list", check=False).returncode != 0
+    assert _answer(archon)["service"] == "hello-2"
+
+
 def test_compose_rejected_config_leaves_live_files(v1_host, images, smoke_deploy):
     """A file `config` rejects never replaces the live one; a value compose v1 and v2 would
     read differently stops the run before it connects."""
@@ -374,9 +405,29 @@ def test_failed_migration_rolls_back_to_the_old_layout(archon, old_layout, image
     assert archon.testinfra().file("/opt/archon/docker-compose.yml").content_string.count("old-archon") == 3
 
 
-def test_migration_moves_the_data_and_removes_the_old_layout(archon, old_layout, images):
-    run = deploy_archon(archon, archon_data(images))
-    assert run.did("Migrate the old layout (only where one is found)"), run.changed
+def test_migration_cut_off_midway_is_finished_and_the_old_layout_removed(archon, old_layout, images):
+    """The migration runs as the transient unit archon-migrate.service: pyinfra (and its SSH
+    session) killed once the old stack is stopping leaves it running; the next apply waits
+    for it (or finds it done), goes on from there and removes the old layout."""
+    since = archon.exec("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()  # (the rolled-back try is in the journal too)
+    cmd = [sys.executable, "-m", "pyinfra", "inventory.py", "deploys/archon.py", "-y", "--limit", HOST]
+    for key, value in archon_data(images).items():
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        archon.exec(f"for i in $(seq 1500); do journalctl -q -o cat -u archon-migrate.service --since '{since}' "
+                    "| grep -q 'phase 2:' && exit 0; sleep 0.2; done; exit 1", timeout=400)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert archon.exec("systemctl is-active archon-migrate.service", check=False).stdout.strip() == "active"
+    # this apply waits for the cut-off run's migration, then does all the rest: both in its time
+    run = apply("deploys/archon.py", limit=HOST, env=ENV, data=archon_data(images), timeout=1800)
+    journal = archon.exec("journalctl -q -o cat -u archon-migrate.service").stdout
+    last = journal.split("phase 2:")[-1]  # the cut-off run finished, or it rolled back and this apply retried
+    assert "phase 6 done: migrated" in last and "ROLLED BACK" not in last, journal[-3000:]
+    assert archon.exec("systemctl is-active archon-migrate.service", check=False).stdout.strip() != "active"
     assert psql(archon, "archon-postgres", COUNT_SQL) == old_layout["counts"]
     assert names(archon, "network") == {"archon_production", "bridge", "host", "none"}
     assert names(archon, "volume") == {"archon_postgres_data", "archon_postgres_config"}
@@ -608,3 +659,68 @@ def test_api_auth_check_proves_that_a_request_without_a_key_is_refused(archon, i
     out = _health_check(archon)
     assert "refuses a request without a key (401)" in out and "HEALTHY" in out and "FAIL" not in out, out
     assert key not in archon.exec("cat /opt/archon/bin/archon-health-check").stdout
+
+
+OPERATOR_VHOST = """
+server {
+    listen 80;
+    server_name %(name)s;
+    location /.well-known/acme-challenge/ { root /var/www/acme; }
+    location / { return 301 https://$host$request_uri; }
+}
+server {
+    listen 443 ssl;
+    server_name %(name)s;
+    ssl_certificate /etc/letsencrypt/live/archon-multi/fullchain.pem;
+    ssl_certificate_key /etc/letsencrypt/live/archon-multi/privkey.pem;
+    location / {
+        proxy_pass http://127.0.0.1:3737;
+        proxy_set_header Host $host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+    }
+}
+"""
+
+
+def _serial(host, lineage) -> str:
+    return host.exec(f"openssl x509 -noout -serial -in /etc/letsencrypt/live/{lineage}/cert.pem").stdout.strip()
+
+
+def test_an_existing_nginx_is_adopted_map_vhost_and_multi_name_certificate(archon, images, test_cluster):  # noqa: F811
+    """The operator's nginx as the plan finds it: their own `map $http_upgrade`, their
+    vhost for the UI's name, one certificate for both names. The deploy adds no second map
+    and no second vhost, serves Studio's name with that certificate, and issues nothing."""
+    server = archon.exec(f"awk '$1 == \"server\" {{print $3}}' /etc/letsencrypt/renewal/{ARCHON}.conf").stdout.strip()
+    archon.exec(f"REQUESTS_CA_BUNDLE=/etc/letsencrypt/infra-acme-ca.pem certbot certonly -n --agree-tos "
+                f"--email ops@archon.test --server {server} --webroot -w /var/www/acme --cert-name archon-multi "
+                f"-d {ARCHON} -d {STUDIO}", timeout=180)
+    archon.exec(f"certbot delete -n --cert-name {ARCHON} && certbot delete -n --cert-name {STUDIO} && "
+                "rm -f /etc/nginx/sites-enabled/archon /etc/nginx/sites-available/archon /etc/nginx/conf.d/infra-websocket.conf")
+    archon.write_file("/etc/nginx/conf.d/operator-upgrade.conf",
+                      "map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n")
+    archon.write_file("/etc/nginx/sites-available/operator-archon", OPERATOR_VHOST % {"name": ARCHON})
+    archon.exec("ln -s /etc/nginx/sites-available/operator-archon /etc/nginx/sites-enabled/ && nginx -t -q && "
+                "systemctl reload nginx")
+    serial = _serial(archon, "archon-multi")
+    key = archon.exec("sed -n 's/^API_KEY=//p' /etc/archon/health.env 2>/dev/null", check=False).stdout.strip()
+    data = archon_data(images, archon_api_auth=bool(key))  # (as the API-auth test left it, when it ran)
+    if key:
+        data["archon_service_env"]["archon-server"]["STANDIN_API_KEY"] = key
+
+    run = deploy_archon(archon, data)
+    assert "nginx vhosts adopted (archon.archon.test)" in run.output, run.output[-3000:]
+    assert archon.exec("nginx -t", check=False).returncode == 0
+    assert sorted(archon.exec("ls /etc/letsencrypt/live").stdout.split()) == ["README", "archon-multi"]
+    assert _serial(archon, "archon-multi") == serial  # the lineage was reused, not re-issued
+    assert not archon.testinfra().file("/etc/nginx/conf.d/infra-websocket.conf").exists
+    dump = archon.exec("nginx -T 2>/dev/null").stdout
+    assert dump.count("map $http_upgrade $connection_upgrade") == 1
+    for name in (ARCHON, STUDIO):  # one vhost per name and port
+        assert len([line for line in dump.splitlines() if line.strip() == f"server_name {name};"]) == 2, name
+    ours = archon.exec("cat /etc/nginx/sites-available/archon").stdout
+    assert ARCHON not in ours and "/etc/letsencrypt/live/archon-multi/fullchain.pem" in ours
+    closed = https(test_cluster, archon, STUDIO, "/")
+    assert closed.status_code == 401 and closed.headers["www-authenticate"] == 'Basic realm="kong"'
+    assert https(test_cluster, archon, ARCHON, "/").json()["service"] == "archon-ui"  # the operator's vhost
+    assert deploy_archon(archon, data).changed == []

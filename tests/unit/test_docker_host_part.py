@@ -35,3 +35,58 @@ def test_packages_per_source_and_distribution(monkeypatch):
         part.packages_for("distro", "alpine")
     with pytest.raises(ConfigError, match="docker_package_source"):
         part.packages_for("snap", "ubuntu")
+
+
+# ----------------------------------------------------------------------------- merge, restart or reload
+
+from facts.docker_host import parse_daemon_json, parse_engine  # noqa: E402
+
+OURS = part.daemon_config("10m", 3, True)
+
+
+def test_merge_keeps_operator_keys_and_sets_ours():
+    current = {"data-root": "/srv/docker", "log-driver": "json-file",
+               "log-opts": {"max-size": "50m", "compress": "true"}, "registry-mirrors": ["https://m.test"]}
+    merged = part.merge_daemon_config(current, OURS)
+    assert merged == {"data-root": "/srv/docker", "registry-mirrors": ["https://m.test"], "log-driver": "json-file",
+                      "log-opts": {"max-size": "10m", "max-file": "3", "compress": "true"}, "live-restore": True}
+    assert part.changed_keys(current, merged) == {"log-opts", "live-restore"}
+    assert part.daemon_action(part.changed_keys(current, merged)) == "restart"  # log-opts: not reloadable
+
+
+def test_another_log_driver_drops_its_options():
+    current = {"log-driver": "syslog", "log-opts": {"syslog-address": "udp://1.2.3.4:514"}}
+    assert part.merge_daemon_config(current, OURS)["log-opts"] == {"max-size": "10m", "max-file": "3"}
+
+
+def test_only_reloadable_changes_reload_and_nothing_changed_does_nothing():
+    current = part.merge_daemon_config({"debug": True}, OURS)
+    assert part.daemon_action(part.changed_keys(current, part.merge_daemon_config(current, OURS))) == "none"
+    flipped = part.merge_daemon_config(current, part.daemon_config("10m", 3, False))
+    assert part.changed_keys(current, flipped) == {"live-restore"}
+    assert part.daemon_action({"live-restore"}) == "reload"
+    assert part.daemon_action({"live-restore", "default-address-pools"}) == "restart"
+
+
+def test_daemon_json_fact_tells_missing_empty_and_broken_apart():
+    assert parse_daemon_json(["exists=no"]) == {"exists": False, "config": {}, "error": None}
+    assert parse_daemon_json(["exists=yes"])["config"] == {}
+    assert parse_daemon_json(["exists=yes", '{"debug": true}'])["config"] == {"debug": True}
+    assert "not valid JSON" in parse_daemon_json(["exists=yes", '{"debug": tru'])["error"]
+    assert parse_daemon_json(["exists=yes", "[1]"])["error"] == "not a JSON object"
+
+
+def test_engine_fact_names_the_installed_package():
+    assert parse_engine(["engine-fact", "package=docker-ce 5:27.3.1-1~debian.12~bookworm", "dockerd=yes"]) == {
+        "package": "docker-ce", "version": "5:27.3.1-1~debian.12~bookworm", "dockerd": True, "installed": True}
+    assert parse_engine(["engine-fact", "dockerd=yes"])["installed"] is True  # installed outside apt
+    assert parse_engine(["engine-fact"])["installed"] is False
+
+
+def test_a_restart_waits_for_the_held_units():
+    from pyinfra.api import StringCommand
+
+    text = StringCommand(*part._wait_for_units(["archon-migrate"])).get_raw_value()
+    assert "while systemctl is-active -q archon-migrate.service" in text and "sleep 5; done;" in text
+    with pytest.raises(ConfigError):
+        part._wait_for_units(["bad unit; rm -rf /"])
