@@ -295,6 +295,8 @@ def prefetch(system: str) -> None:
 def prefetch_host(state, target, system: str) -> HostCache | None:
     if not enabled() or not _SYSTEM.match(system) or not install():
         return None
+    if target in _CACHES:  # a second deploy file in the same run: the first one's cache goes on
+        return _CACHES[target]
     executor = _executor(state, target)
     run = _ORIGINAL["run_shell_command"]
     ok, output = run(target, host_command("run", system), print_output=False, **executor)

@@ -82,6 +82,7 @@ def learn_and_prefetch(state, host, facts, system="unit"):
     for cls, kwargs in facts:
         host.get_fact(cls, **kwargs)
     prefetch.save(host, state)
+    prefetch.forget(host)  # the next run
     return prefetch.prefetch_host(state, host, system)
 
 
@@ -147,6 +148,12 @@ def test_failures_and_secrets_are_never_cached(local):
     assert cache.misses == 2 and not cache.values
     host.get_fact(Secretive, token=HiddenValue("s3cret"))
     assert not any("s3cret" in command for command in cache.asked)
+
+
+def test_a_second_deploy_file_in_the_same_run_keeps_the_first_cache(local):
+    state, host = local
+    first = prefetch.prefetch_host(state, host, "unit")
+    assert prefetch.prefetch_host(state, host, "other") is first
 
 
 def test_disabled_by_environment(local, monkeypatch):
