@@ -325,7 +325,9 @@ def forget(target) -> None:
 def save(target, state) -> None:
     """Store the fact commands this run asked for on the host, when they changed."""
     cache = _CACHES.get(target)
-    if cache is None or "--dry" in sys.argv or (commands := cache.changed_list()) is None:
+    if cache is None or "--dry" in sys.argv or target in state.failed_hosts:
+        return  # a failed run asked for part of the facts only: the saved list stays
+    if (commands := cache.changed_list()) is None:
         return
     executor = _executor(state, target)
     ok, output = _ORIGINAL["run_shell_command"](
