@@ -8,8 +8,9 @@ music made 78 round trips. Here, per host:
   a few at a time) and seeds a cache with their output;
 - a fact whose command, connector arguments included, is in the cache is answered from it:
   pyinfra's own fact code (`_get_fact`: command, `requires_command` guard, `process`,
-  `default`) runs unchanged; only the transport is replaced. A fact asked twice is
-  answered once (memo). Only exit status 0 is cached; anything else goes to the host;
+  `default`) runs unchanged; only the transport is replaced. Only prefetched answers with
+  exit status 0 are used; a fact read from the host is not kept (a loop waiting for the
+  host to change must see each answer);
 - any command, upload, rsync or Python callback of an operation (or any other command
   that is not a fact) drops the host's whole cache first: after a change every fact is
   read from the host again, so a change made within the run is never hidden. A no-op run
@@ -187,10 +188,9 @@ def _run_shell_command(self, command, *args, **kwargs):
             return _verified(cache, self, key, run(self, command, *args, **kwargs))
         return True, CommandOutput([OutputLine("stdout", line) for line in cache.values[key]])
     cache.misses += 1
-    status, output = run(self, command, *args, **kwargs)
-    if status:
-        cache.values[key] = list(output.stdout_lines)
-    return status, output
+    # Not kept: a loop that reads a fact until the host changes by itself (a process coming
+    # up after a start) must see each new answer. Only the prefetch's answers are reused.
+    return run(self, command, *args, **kwargs)
 
 
 def _verified(cache: HostCache, target, key, real):
