@@ -8,8 +8,9 @@ music made 78 round trips. Here, per host:
   a few at a time) and seeds a cache with their output;
 - a fact whose command, connector arguments included, is in the cache is answered from it:
   pyinfra's own fact code (`_get_fact`: command, `requires_command` guard, `process`,
-  `default`) runs unchanged; only the transport is replaced. A fact asked twice is
-  answered once (memo). Only exit status 0 is cached; anything else goes to the host;
+  `default`) runs unchanged; only the transport is replaced. Only prefetched answers with
+  exit status 0 are used; a fact read from the host is not kept (a loop waiting for the
+  host to change must see each answer);
 - any command, upload, rsync or Python callback of an operation (or any other command
   that is not a fact) drops the host's whole cache first: after a change every fact is
   read from the host again, so a change made within the run is never hidden. A no-op run
@@ -187,10 +188,9 @@ def _run_shell_command(self, command, *args, **kwargs):
             return _verified(cache, self, key, run(self, command, *args, **kwargs))
         return True, CommandOutput([OutputLine("stdout", line) for line in cache.values[key]])
     cache.misses += 1
-    status, output = run(self, command, *args, **kwargs)
-    if status:
-        cache.values[key] = list(output.stdout_lines)
-    return status, output
+    # Not kept: a loop that reads a fact until the host changes by itself (a process coming
+    # up after a start) must see each new answer. Only the prefetch's answers are reused.
+    return run(self, command, *args, **kwargs)
 
 
 def _verified(cache: HostCache, target, key, real):
@@ -295,6 +295,8 @@ def prefetch(system: str) -> None:
 def prefetch_host(state, target, system: str) -> HostCache | None:
     if not enabled() or not _SYSTEM.match(system) or not install():
         return None
+    if target in _CACHES:  # a second deploy file in the same run: the first one's cache goes on
+        return _CACHES[target]
     executor = _executor(state, target)
     run = _ORIGINAL["run_shell_command"]
     ok, output = run(target, host_command("run", system), print_output=False, **executor)
@@ -323,7 +325,9 @@ def forget(target) -> None:
 def save(target, state) -> None:
     """Store the fact commands this run asked for on the host, when they changed."""
     cache = _CACHES.get(target)
-    if cache is None or "--dry" in sys.argv or (commands := cache.changed_list()) is None:
+    if cache is None or "--dry" in sys.argv or target in state.failed_hosts:
+        return  # a failed run asked for part of the facts only: the saved list stays
+    if (commands := cache.changed_list()) is None:
         return
     executor = _executor(state, target)
     ok, output = _ORIGINAL["run_shell_command"](

@@ -82,6 +82,7 @@ def learn_and_prefetch(state, host, facts, system="unit"):
     for cls, kwargs in facts:
         host.get_fact(cls, **kwargs)
     prefetch.save(host, state)
+    prefetch.forget(host)  # the next run
     return prefetch.prefetch_host(state, host, system)
 
 
@@ -104,12 +105,23 @@ def test_seeded_facts_equal_real_facts_and_cost_no_command(local, tree):
     assert cache.changed_list() is None  # a steady run saves nothing
 
 
-def test_fact_asked_twice_runs_once(local, tree):
+def test_a_fact_read_from_the_host_is_read_again_next_time(local, tree):
+    """A loop waiting for the host to change by itself (a process coming up) sees it."""
     state, host = local
     cache = prefetch.prefetch_host(state, host, "unit")
-    first = host.get_fact(File, path=str(tree / "app.py"))
-    assert host.get_fact(File, path=str(tree / "app.py")) == first
-    assert (cache.hits, cache.misses) == (1, 1)
+    target = tree / "appears-later"
+    assert host.get_fact(File, path=str(target)) is None
+    target.write_text("up\n")  # not by this run: no command, no drop
+    assert host.get_fact(File, path=str(target))["size"] == 3
+    assert (cache.hits, cache.misses) == (0, 2)
+
+
+def test_a_seeded_fact_asked_twice_is_answered_twice_from_the_seed(local, tree):
+    state, host = local
+    facts = [(Users, {})]
+    cache = learn_and_prefetch(state, host, facts)
+    assert host.get_fact(Users) == host.get_fact(Users)
+    assert (cache.hits, cache.misses) == (2, 0)
 
 
 @pytest.mark.parametrize("change", ["command", "function"])
@@ -144,9 +156,15 @@ def test_failures_and_secrets_are_never_cached(local):
     cache = prefetch.prefetch_host(state, host, "unit")
     assert host.get_fact(Fails, _ignore_errors=True) is None
     assert host.get_fact(Fails, _ignore_errors=True) is None
-    assert cache.misses == 2 and not cache.values
+    assert cache.misses == 2 and not cache.values and cache.seed([["echo partial; exit 3", 3, "partial\n"]]) == 0
     host.get_fact(Secretive, token=HiddenValue("s3cret"))
     assert not any("s3cret" in command for command in cache.asked)
+
+
+def test_a_second_deploy_file_in_the_same_run_keeps_the_first_cache(local):
+    state, host = local
+    first = prefetch.prefetch_host(state, host, "unit")
+    assert prefetch.prefetch_host(state, host, "other") is first
 
 
 def test_disabled_by_environment(local, monkeypatch):
