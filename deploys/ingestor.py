@@ -10,18 +10,24 @@ names, env names, volumes and network stay upstream's; the override only moves e
 published port to 127.0.0.1 (`ports: !override`, compose v2 >= 2.24.4), tags and labels
 the built images, sets restart policy / limits / healthcheck timing when asked.
 
-Phases: preflight (config, secrets, Docker, compose v2, disk, Home Assistant accepts the
-token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
+Phases: preflight (config, secrets, Docker - or, not installed yet, the version the
+package source would install; checked again after the install - compose v2, disk, Home
+Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
-ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short, the
-next apply waits for an unfinished one): bin/ingestor-release validates the merged config (every port on loopback, reports the
-services we do not manage), takes verified backups, builds what changed, and starts the
+ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short; the
+next apply waits for an unfinished one before it syncs anything): bin/ingestor-release
+validates the merged config (every port on loopback, reports the services we do not
+manage), builds what changed (rebuild key: the service's files, its Dockerfile, the build
+args - the image label - and the base image each FROM resolves to on the host, recorded
+in <dir>/builds.json), takes verified backups just before the switch, and starts the
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
-the new data-api starts (`stamp head` when create_all already made head's tables). Any
-failure rolls back images, compose files and SQLite -> gates: health JSON, loopback ports,
-devices in SQLite only with ingestor_discovery_gate.
+the new data-api starts (`stamp head` when create_all already made head's tables). A
+healthy release is recorded in <dir>/live (compose files, env files, images); on the
+first run against a hand-deployed stack that stack is recorded instead. Any failure rolls
+back to that record: images, compose and env files, SQLite -> gates: health JSON,
+loopback ports, devices in SQLite only with ingestor_discovery_gate.
 
 Fixed from the plan: no `compose exec data-api alembic upgrade head` (the image has no
 alembic.ini; after create_all, 002 fails with "table devices already exists"); no
@@ -402,6 +408,7 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),
+        "rollback_timeout_s": float(data.ingestor_rollback_health_timeout_s or data.ingestor_health_timeout_s),
         "release_timeout_s": int(data.ingestor_release_timeout_s or 7200),
         "interval_s": float(data.get("health_interval_s") or 2),
     }

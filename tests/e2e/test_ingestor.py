@@ -235,6 +235,21 @@ def test_source_change_rebuilds_only_that_service(host, images, source):
     assert log.index("building enrichment-pipeline") < log.index("backup verified")  # backup just before the switch
 
 
+def test_a_moved_base_image_rebuilds_what_is_built_on_it(host, images, source):
+    """Point 10: `FROM python:3.11-alpine` now resolves to another image on the host (a
+    pull of a newer one): data-api and sports-data are rebuilt on it, nothing else, and
+    the next apply has nothing to do."""
+    before = image_ids(host)
+    host.exec("printf 'FROM python:3.11-alpine\\nLABEL infra-test.base=moved\\n' | "
+              "docker build -q -t python:3.11-alpine -")
+    run = deploy(ingestor_data(images, source))
+    log = release_log(host, run)
+    assert "data-api: base image changed since its build (python:3.11-alpine)" in log, log
+    after = image_ids(host)
+    assert [s for s in BUILT if before[s] != after[s]] == ["data-api", "sports-data"]
+    assert deploy(ingestor_data(images, source)).changed == []
+
+
 def test_backups_are_verified_and_restorable(host):
     newest = host.exec("ls -d /var/backups/ha-ingestor/ingestor-* | tail -1").stdout.strip()
     listing = host.exec(f"ls {newest} {newest}/influxdb").stdout.split()
@@ -382,8 +397,8 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     hand_env = host.exec("cat /root/ha-ingestor/.env").stdout
     # a first release that fails (sports-data never turns healthy) goes back to the hand stack
     (source / "services/sports-data/src/HEALTH").write_text("broken\n")
-    try:  # upstream's healthcheck timing (30 s) applies again once the hand stack is back
-        failed = deploy(ingestor_data(images, source, ingestor_health_timeout_s=50), check=False)
+    try:  # (the rollback waits ingestor_rollback_health_timeout_s: upstream's 30 s healthchecks)
+        failed = deploy(ingestor_data(images, source, ingestor_health_timeout_s=20), check=False)
     finally:
         (source / "services/sports-data/src/HEALTH").unlink()
     log = release_log(host, failed)
