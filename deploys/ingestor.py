@@ -10,18 +10,24 @@ names, env names, volumes and network stay upstream's; the override only moves e
 published port to 127.0.0.1 (`ports: !override`, compose v2 >= 2.24.4), tags and labels
 the built images, sets restart policy / limits / healthcheck timing when asked.
 
-Phases: preflight (config, secrets, Docker, compose v2, disk, Home Assistant accepts the
-token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
+Phases: preflight (config, secrets, Docker - or, not installed yet, the version the
+package source would install; checked again after the install - compose v2, disk, Home
+Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
-ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short, the
-next apply waits for an unfinished one): bin/ingestor-release validates the merged config (every port on loopback, reports the
-services we do not manage), takes verified backups, builds what changed, and starts the
+ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short; the
+next apply waits for an unfinished one before it syncs anything): bin/ingestor-release
+validates the merged config (every port on loopback, reports the services we do not
+manage), builds what changed (rebuild key: the service's files, its Dockerfile, the build
+args - the image label - and the base image each FROM resolves to on the host, recorded
+in <dir>/builds.json), takes verified backups just before the switch, and starts the
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
-the new data-api starts (`stamp head` when create_all already made head's tables). Any
-failure rolls back images, compose files and SQLite -> gates: health JSON, loopback ports,
-devices in SQLite only with ingestor_discovery_gate.
+the new data-api starts (`stamp head` when create_all already made head's tables). A
+healthy release is recorded in <dir>/live (compose files, env files, images); on the
+first run against a hand-deployed stack that stack is recorded instead. Any failure rolls
+back to that record: images, compose and env files, SQLite -> gates: health JSON,
+loopback ports, devices in SQLite only with ingestor_discovery_gate.
 
 Fixed from the plan: no `compose exec data-api alembic upgrade head` (the image has no
 alembic.ini; after create_all, 002 fails with "table devices already exists"); no
@@ -56,17 +62,20 @@ from deploys.parts.compose import (
     override_document, to_yaml,
 )
 from deploys.parts.docker_host import docker_host
-from deploys.parts.host_steps import UnitState, host_step, unfinished
+from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
 from deploys.parts.preflight import collect_problems
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
 from facts.http import HttpHealth
 from facts.ingestor import (
+    AptCandidates,
+    BuildBases,
     DockerServerVersion,
     HomeAssistantApi,
     ImageSources,
     SqliteState,
     home_assistant_problem,
+    stale_bases,
     version_tuple,
 )
 from facts.sockets import ListeningSockets, is_loopback_only
@@ -81,6 +90,10 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([^'\"\s]*)['\"]?\s*$", re.M)
 _ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _TEMPLATE_PLACEHOLDER = re.compile(r"^your_.*_here$", re.I)
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", re.I | re.M)
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)\s*$", re.M)
+_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+BUILDS = "builds.json"  # bin/ingestor-release: built image id -> {FROM ref: base image id}
 
 
 # ----------------------------------------------------------------------------- config
@@ -156,9 +169,43 @@ def source_files(root: Path, exclude=(), exclude_dirs=()) -> list[Path]:
     return found
 
 
+def dockerfile_of(spec: dict) -> str:
+    """The service's Dockerfile in the checkout (`dockerfile`, else <first source>/Dockerfile)."""
+    return spec.get("dockerfile") or f"{spec['source'][0].rstrip('/')}/Dockerfile"
+
+
+def dockerfile_bases(text: str, args: dict | None = None) -> list[str]:
+    """The images a Dockerfile builds FROM (not its own stages, not scratch), with
+    `${ARG}`s resolved from its ARG defaults and the build args."""
+    values = dict(_ARG.findall(text))
+    values.update({k: str(v) for k, v in (args or {}).items()})
+    stages, refs = set(), []
+    for ref, stage in _FROM.findall(text):
+        ref = _VAR.sub(lambda m: values.get(m.group(1), m.group(0)), ref)
+        if ref.lower() not in stages and ref != "scratch" and ref not in refs:
+            refs.append(ref)
+        if stage:
+            stages.add(stage.lower())
+    return refs
+
+
+def service_bases(data) -> dict[str, list[str]]:
+    root = source_dir(data)
+    out = {}
+    for name, spec in data.ingestor_services.items():
+        if spec.get("source"):
+            path = root / dockerfile_of(spec)
+            if not path.is_file():
+                raise ConfigError(f"ingestor: {path} does not exist (the Dockerfile of {name}; "
+                                  f"set ingestor_services[{name!r}].dockerfile)")
+            out[name] = dockerfile_bases(path.read_text(), data.ingestor_build_args)
+    return out
+
+
 def tree_digest(root: Path, paths: list[str], files: list[Path], extra: str = "") -> str:
-    """SHA-256 over the synced files under `paths` (names, exec bit, content; the Dockerfile
-    lives there) and `extra` (the build args): the image label that decides a rebuild."""
+    """SHA-256 over the synced files under `paths` (names, exec bit, content) and `extra`
+    (the Dockerfile and the build args): the image label that decides a rebuild. The base
+    image is the other part of the key (bin/ingestor-release's builds.json)."""
     digest = hashlib.sha256(extra.encode() + b"\0")
     for path in files:
         rel = path.relative_to(root).as_posix()
@@ -172,8 +219,13 @@ def source_digests(data) -> dict[str, str]:
     root = source_dir(data)
     synced = source_files(root, data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
     args = json.dumps(data.ingestor_build_args or {}, sort_keys=True)
-    return {name: tree_digest(root, spec["source"], synced, args)
-            for name, spec in data.ingestor_services.items() if spec.get("source")}
+    out = {}
+    for name, spec in data.ingestor_services.items():
+        if spec.get("source"):
+            dockerfile = root / dockerfile_of(spec)
+            extra = f"{args}\0{dockerfile_of(spec)}\0" + (dockerfile.read_text() if dockerfile.is_file() else "")
+            out[name] = tree_digest(root, spec["source"], synced, extra)
+    return out
 
 
 def source_revision(root: Path) -> dict | None:
@@ -303,7 +355,8 @@ def volume_name(data, volume: str) -> str:
     return f"{data.ingestor_compose_project}_{volume}"
 
 
-def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[str, dict]) -> dict:
+def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[str, dict],
+                 bases: dict[str, list[str]] | None = None) -> dict:
     """bin/ingestor-release's input (<dir>/release.json): data only, no secrets."""
     base, bind = data.ingestor_dir, data.ingestor_bind_address
     services = {}
@@ -312,7 +365,7 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
             spec = data.ingestor_services[name]
             url = f"http://{bind}:{spec['port']}{spec['health_path']}" if spec.get("health_path") else None
             services[name] = {"image": spec.get("image"), "health_url": url, "expect": spec.get("health_expect") or {},
-                              "source_digest": digests.get(name)}
+                              "source_digest": digests.get(name), "bases": (bases or {}).get(name, [])}
     bucket = data.ingestor_influxdb_bucket
     migrate_db = data.ingestor_sqlite[data.ingestor_migrate_service]
     return {
@@ -322,6 +375,8 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "compose_files": [f"{base}/compose/{data.ingestor_compose_file}", f"{base}/compose/{OVERRIDE_FILE}"],
         "env_file": f"{base}/env/compose.env",
         "env_files": [f"{base}/src/{p}" for p in (data.ingestor_env_files or {})] + [f"{base}/env/compose.env"],
+        # checkout-relative: where a hand-deployed stack keeps them (recorded on the first run)
+        "env_file_names": list(data.ingestor_env_files or {}),
         "bind_address": bind,
         "cli": data.get("docker_compose_cli"),
         "groups": data.ingestor_start_order,
@@ -353,6 +408,7 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
         "timeout_s": float(data.ingestor_health_timeout_s),
+        "rollback_timeout_s": float(data.ingestor_rollback_health_timeout_s or data.ingestor_health_timeout_s),
         "release_timeout_s": int(data.ingestor_release_timeout_s or 7200),
         "interval_s": float(data.get("health_interval_s") or 2),
     }
@@ -376,6 +432,12 @@ def release_reasons(plan: dict, wanted: dict[str, str], env_ops) -> list[str]:
     stale = [s for s, spec in built.items() if labels.get(spec["image"]) != spec["source_digest"]]
     if stale:
         reasons.append(f"source changed: {', '.join(stale)}")
+    refs = sorted({r for spec in built.values() for r in spec["bases"]})
+    bases = host.get_fact(BuildBases, builds_path=f"{plan['dir']}/{BUILDS}",
+                          images=[spec["image"] for spec in built.values()], refs=refs)
+    moved = [s for s, spec in built.items() if s not in stale and stale_bases(spec["image"], spec["bases"], bases)]
+    if moved:
+        reasons.append(f"base image changed: {', '.join(moved)}")
     if host.get_fact(File, path=f"{plan['dir']}/{PENDING}"):
         reasons.append("the previous release did not finish")
     if unfinished(host.get_fact(UnitState, unit=RELEASE_UNIT)):
@@ -496,6 +558,8 @@ def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     minimum = str(data.ingestor_docker_min_version or "0")
     if version and version_tuple(version) < version_tuple(minimum):
         problems.append(f"Docker {version} is older than {minimum}")
+    if not version and (problem := docker_candidate_problem(data, minimum)):
+        problems.append(problem)
     if version and (problem := override_cli_problem(detected_cli(), None)):
         problems.append(problem)
     if data.ingestor_check_home_assistant:
@@ -510,9 +574,41 @@ def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     host.noop("preflight checks passed")
 
 
+def docker_candidate_problem(data, minimum: str) -> str | None:
+    """Docker not installed yet: the version the configured package source would install
+    (`apt-cache policy`; Docker's own repository is added later, so it is checked after the
+    install instead, by docker_version_gate)."""
+    if (data.get("docker_package_source") or "distro") != "distro":
+        return None
+    packages = list(data.get("docker_packages") or ["docker.io"])
+    candidates = host.get_fact(AptCandidates, packages=packages)
+    engine = packages[0]
+    found = candidates.get(engine)
+    if found and version_tuple(found) < version_tuple(minimum):
+        return (f"Docker is not installed and the package source would install {engine} {found}, older than "
+                f"{minimum} (ingestor_docker_min_version; docker_package_source = \"docker\" installs Docker's own)")
+    return None
+
+
+def docker_version_gate(data) -> None:
+    """After the Docker host part, before any release step: the engine that now runs is
+    new enough (preflight could not ask an engine that was not there)."""
+    minimum = str(data.ingestor_docker_min_version or "0")
+
+    def check():
+        version = host.get_fact(DockerServerVersion)
+        ok = bool(version) and version_tuple(version) >= version_tuple(minimum)
+        return ok, (f"Docker {version}" if version else "no Docker engine answers") + f" (minimum {minimum})"
+
+    wait_until(name=f"Docker >= {minimum} runs (checked again after the install)", check=check,
+               description="Docker version", timeout_s=20, interval_s=2)
+
+
 @deploy("Layout, checkout and env files")
 def layout(data, values):
     base = data.ingestor_dir
+    # a release an earlier apply left running reads src/, compose/ and env/: let it end first
+    wait_for_step(name=f"{RELEASE_UNIT}.service: wait for an unfinished release", unit=RELEASE_UNIT)
     for path, mode in ((base, "755"), (f"{base}/bin", "755"), (f"{base}/compose", "755"), (f"{base}/env", "700"),
                        (data.ingestor_backup_dir, "700")):
         files.directory(name=path, path=path, user="root", group="root", mode=mode)
@@ -543,10 +639,11 @@ def main(data):
     text, outline = theirs(data)
     checked_preflight(data, values)
     docker_host()
+    docker_version_gate(data)
     env_ops = layout(data, values)
     digests = source_digests(data)
     head = alembic_head(source_dir(data) / data.ingestor_alembic_dir / "alembic" / "versions")
-    plan = release_plan(data, digests, head, outline)
+    plan = release_plan(data, digests, head, outline, service_bases(data))
     base = data.ingestor_dir
     plan_path = f"{base}/release.json"
     files.put(name=plan_path, src=StringIO(json.dumps(plan, indent=1, sort_keys=True) + "\n"), dest=plan_path,

@@ -200,3 +200,91 @@ class SqliteState(FactBase[dict[str, Any] | None]):
     @override
     def default() -> dict[str, Any] | None:
         return None
+
+
+def package_version(version: str | None) -> str | None:
+    """An apt version's upstream part: "5:24.0.7-1~debian.12~bookworm" -> "24.0.7",
+    "20.10.24+dfsg1-1+deb12u1" -> "20.10.24"; None for "(none)" or nothing."""
+    if not version or version.strip() in ("(none)", ""):
+        return None
+    match = re.match(r"^(?:\d+:)?(\d+(?:\.\d+)*)", version.strip())
+    return match.group(1) if match else None
+
+
+def parse_apt_candidates(output: list[str]) -> dict[str, str | None]:
+    """`apt-cache policy P...` -> {package: candidate version or None}."""
+    found: dict[str, str | None] = {}
+    current = None
+    for line in output:
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            current = line.strip()[:-1]
+            found[current] = None
+        elif current and line.strip().startswith("Candidate:"):
+            found[current] = package_version(line.split(":", 1)[1])
+    return found
+
+
+class AptCandidates(FactBase[dict[str, str | None]]):
+    """{package: the version `apt-get install` would install now} (None: not available
+    from the configured sources). Read before Docker is installed, so preflight can check
+    the version the package source will give."""
+
+    @override
+    def command(self, packages: list[str]) -> StringCommand:
+        return StringCommand("apt-cache", "policy", *[QuoteString(p) for p in packages], "2>/dev/null", "||", "true")
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        return parse_apt_candidates(output)
+
+    @staticmethod
+    @override
+    def default() -> dict[str, str | None]:
+        return {}
+
+
+_BASES_SCRIPT = r"""
+import json, os, subprocess, sys
+builds_path, images, refs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+def image_id(ref):
+    p = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else None
+builds = json.load(open(builds_path)) if os.path.exists(builds_path) else {}
+print(json.dumps({"builds": builds, "ids": {r: image_id(r) for r in sorted(set(images) | set(refs))}}))
+""".strip()
+
+
+class BuildBases(FactBase[dict[str, Any]]):
+    """What bin/ingestor-release recorded about its builds (<dir>/builds.json: built image
+    id -> {FROM ref: base image id}) and the image ids of `images` and `refs` now."""
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "python3"
+
+    @override
+    def command(self, builds_path: str, images: list[str], refs: list[str]) -> StringCommand:
+        return StringCommand("python3", "-c", QuoteString(_BASES_SCRIPT), QuoteString(builds_path),
+                             QuoteString(json.dumps(sorted(images))), QuoteString(json.dumps(sorted(refs))))
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return _json_line(output) or {"builds": {}, "ids": {}}
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"builds": {}, "ids": {}}
+
+
+def stale_bases(image: str, refs: list[str], state: dict[str, Any]) -> list[str]:
+    """The FROM refs of `image` whose base image changed since it was built (as
+    bin/ingestor-release's stale_bases): no record of the image's build -> every ref; a
+    ref the host does not have -> not counted (the build pulls it)."""
+    built = state["ids"].get(image)
+    if not refs or not built:
+        return []
+    recorded = state["builds"].get(built)
+    if recorded is None:
+        return list(refs)
+    return [r for r in refs if (now := state["ids"].get(r)) and recorded.get(r) != now]

@@ -98,6 +98,8 @@ ingestor_start_order = [
 #   port         the host port upstream publishes (health URL: http://<bind>:<port><health_path>)
 #   health_path  GET it; health_expect: JSON dot-path -> value (or list of accepted values)
 #   source       checkout paths whose change rebuilds it (with its build args); [] = pulled image
+#   dockerfile   its Dockerfile (default <first source path>/Dockerfile): part of the rebuild
+#                key, with the base images its FROM lines resolve to on the host
 _BUILT = "ha-ingestor-{}:latest"
 ingestor_services = {
     "influxdb": {"port": 8086, "health_path": "/health", "health_expect": {"status": "pass"}, "source": []},
@@ -158,6 +160,9 @@ ingestor_docker_min_version = "20.10"
 preflight_min_disk_mb = 2048
 # How long each start-order group may take to turn healthy.
 ingestor_health_timeout_s = 300
+# The same for a rollback's groups (the previous release coming back): patient, since
+# giving up leaves the stack down.
+ingestor_rollback_health_timeout_s = 300
 # The whole release (builds included) as a transient systemd unit is stopped after this.
 ingestor_release_timeout_s = 7200
 

@@ -15,7 +15,10 @@ pyinfra timeout or a killed client cannot interrupt them half-way, and their rol
    operation fails exactly when the step failed.
 
 `UnitState(unit)` reads `<unit>.service`'s ActiveState / Result / ExecMainStatus, so a
-deploy sees an unfinished (or failed) run before it decides what to do.
+deploy sees an unfinished (or failed) run before it decides what to do, and
+`wait_for_step(unit)` (an operation) waits for an unfinished one and reports how it ended:
+put it BEFORE the operations that change what that step reads (a cut-off release must not
+find the next run's files under it).
 Used by deploys/ingestor.py (bin/ingestor-release); archon's migration can use it too.
 """
 
@@ -23,16 +26,16 @@ from __future__ import annotations
 
 import re
 
-from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra import host
+from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from typing_extensions import override
 
 from deploys.errors import ConfigError
 
 _UNIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 
-# $1 unit, $2 timeout seconds, $3 description, then argv.
-_SCRIPT = r"""
-unit="$1.service"; timeout="$2"; description="$3"; shift 3
+# Waits for an earlier run of "$unit" (its apply was cut off) and prints how it ended.
+_WAIT = r"""
 note() { echo "host step $unit: $*" >&2; logger -t host-step "$unit: $*" 2>/dev/null || true; }
 if systemctl is-active -q "$unit"; then
     note "an earlier run (an apply that was cut off) is still going: waiting for it"
@@ -41,6 +44,12 @@ if systemctl is-active -q "$unit"; then
     journalctl -q -o cat -u "$unit" --since "$since" | tail -n 200 >&2
     note "the earlier run ended: $(systemctl show -p Result --value "$unit")"
 fi
+""".strip()
+
+# $1 unit, $2 timeout seconds, $3 description, then argv.
+_SCRIPT = r"""
+unit="$1.service"; timeout="$2"; description="$3"; shift 3
+""".strip() + "\n" + _WAIT + "\n" + r"""
 systemctl reset-failed "$unit" >/dev/null 2>&1 || true
 start=$(date '+%Y-%m-%d %H:%M:%S')
 systemd-run --quiet --wait --unit="$unit" --description="$description" \
@@ -63,6 +72,19 @@ def host_step(unit: str, argv: list[str], description: str = "", timeout_s: int 
         raise ConfigError(f"host step {unit}: timeout_s must be positive")
     return StringCommand("sh", "-c", QuoteString(_SCRIPT), "host-step", QuoteString(unit), str(int(timeout_s)),
                          QuoteString(description or unit), *[QuoteString(a) for a in argv])
+
+
+@operation(is_idempotent=True)
+def wait_for_step(unit: str):
+    """An unfinished run of `<unit>.service` (its apply was cut off): wait for it to end
+    (it is bounded by its own RuntimeMaxSec) and print its journal and result, before the
+    operations that follow change its files. Nothing running: no change."""
+    state = host.get_fact(UnitState, unit=unit)
+    if not unfinished(state):
+        host.noop(f"{unit}.service: no unfinished run")
+        return
+    host.log(f"{unit}.service is still running (an apply was cut off): waiting for it first")
+    yield StringCommand("sh", "-c", QuoteString(f'unit="$1.service"\n{_WAIT}'), "host-step", QuoteString(unit))
 
 
 def parse_unit_state(output: list[str]) -> dict[str, str]:

@@ -74,7 +74,13 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def host(request, test_cluster, images):  # noqa: F811
-    h = module_host(request, test_cluster, HOST, groups=["ingestor", "docker_host"], docker=True)
+    return prepare_host(module_host(request, test_cluster, HOST, groups=["ingestor", "docker_host"], docker=True),
+                        images)
+
+
+def prepare_host(h, images):
+    """The stand-in images loaded (upstream's FROM tags and influxdb:2.7 on them) and the
+    Home Assistant stand-in running on the host (also used by test_faults_compose.py)."""
     for tag in images.values():
         h.load_image(tag)
     for alias in UPSTREAM_BASES:  # upstream's FROM lines build from the local stand-in base
@@ -229,6 +235,21 @@ def test_source_change_rebuilds_only_that_service(host, images, source):
     assert log.index("building enrichment-pipeline") < log.index("backup verified")  # backup just before the switch
 
 
+def test_a_moved_base_image_rebuilds_what_is_built_on_it(host, images, source):
+    """Point 10: `FROM python:3.11-alpine` now resolves to another image on the host (a
+    pull of a newer one): data-api and sports-data are rebuilt on it, nothing else, and
+    the next apply has nothing to do."""
+    before = image_ids(host)
+    host.exec("printf 'FROM python:3.11-alpine\\nLABEL infra-test.base=moved\\n' | "
+              "docker build -q -t python:3.11-alpine -")
+    run = deploy(ingestor_data(images, source))
+    log = release_log(host, run)
+    assert "data-api: base image changed since its build (python:3.11-alpine)" in log, log
+    after = image_ids(host)
+    assert [s for s in BUILT if before[s] != after[s]] == ["data-api", "sports-data"]
+    assert deploy(ingestor_data(images, source)).changed == []
+
+
 def test_backups_are_verified_and_restorable(host):
     newest = host.exec("ls -d /var/backups/ha-ingestor/ingestor-* | tail -1").stdout.strip()
     listing = host.exec(f"ls {newest} {newest}/influxdb").stdout.split()
@@ -281,6 +302,35 @@ def test_broken_release_rolls_back_to_the_old_images_and_data(host, images, sour
     assert not again.did(RELEASE), again.changed
 
 
+ENV_FILES = ("/opt/ha-ingestor/src/infrastructure/.env.influxdb", "/opt/ha-ingestor/env/compose.env")
+
+
+def test_a_wrong_influxdb_token_rolls_back_the_env_files_with_the_stack(host, images, source):
+    """Point 7: a wrong INFLUXDB_TOKEN reaches the env files; InfluxDB keeps the token it
+    was set up with and refuses it; the release fails naming the service, and the rollback
+    puts the previous release's env files back with its stack: healthy again, and the
+    next apply with the right secret has nothing to do."""
+    before = {path: host.exec(f"cat {path}").stdout for path in ENV_FILES}
+    wrong = "influx-wrong-" + secrets.token_hex(8)
+    run = deploy(ingestor_data(images, source, ingestor_health_timeout_s=20),
+                 env={**ENV, "INFLUXDB_TOKEN": wrong}, check=False)
+    assert run.returncode != 0
+    assert "influxdb: bucket home_assistant_events missing" in run.output and "ROLLED BACK" in run.output, \
+        run.output[-4000:]
+    assert wrong not in run.output
+    log = release_log(host, run)
+    assert "restored the previous release's compose and env files (deploy:" in log, log
+    assert {path: host.exec(f"cat {path}").stdout for path in ENV_FILES} == before
+    assert host.exec("stat -c %a " + " ".join(ENV_FILES)).stdout.split() == ["600", "600"]
+    assert health(host, 8001)["subscription"]["is_subscribed"] is True
+    assert "home_assistant_events" in host.exec("docker exec ha-ingestor-influxdb influx bucket list").stdout
+    newest = host.exec("ls -d /var/backups/ha-ingestor/ingestor-* | tail -1").stdout.strip()
+    assert host.exec(f"stat -c %a {newest}/release/files").stdout.strip() == "700"
+    again = deploy(ingestor_data(images, source))  # the right secret: the env files already hold it
+    # only the plan file, which records the failed run's ingestor_health_timeout_s
+    assert not again.did(RELEASE) and again.changed == ["/opt/ha-ingestor/release.json"], again.changed
+
+
 def test_a_release_cut_off_with_its_ssh_session_is_finished_by_the_next_apply(host, images, source):
     """The release runs as the transient unit ingestor-release.service: killing pyinfra (and
     its SSH session) mid-release leaves it running; the next apply waits for it, reports
@@ -327,8 +377,10 @@ def test_status_reports_the_success_criteria(host):
 def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(host, images, source):
     """The plan's situation: the stack was started by hand from the checkout (`docker
     compose up -d`, every port on 0.0.0.0, one service the deploy does not manage). The
-    first apply adopts its volumes and network, backs up and stamps the metadata.db that
-    create_all made (rows kept), and leaves the other service running and connected."""
+    first apply records that stack as the previous release (its compose and env files, its
+    images): a first release that fails goes back to it. The next apply adopts its volumes
+    and network, backs up and stamps the metadata.db that create_all made (rows kept), and
+    leaves the other service running and connected."""
     ours = ("docker compose -p ha-ingestor --project-directory /opt/ha-ingestor/src "
             "-f /opt/ha-ingestor/compose/docker-compose.yml -f /opt/ha-ingestor/compose/docker-compose.override.yml "
             "--env-file /opt/ha-ingestor/env/compose.env")
@@ -344,13 +396,33 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
                "c.execute(\"insert into devices (device_id, name) values ('by-hand', 'Hand')\"); c.commit()",
                f"{base}/metadata.db"])
     network = host.exec("docker network inspect -f '{{.Id}}' ha-ingestor_ha-ingestor-network").stdout.strip()
+    hand_env = host.exec("cat /root/ha-ingestor/.env").stdout
+    # a first release that fails (sports-data never turns healthy) goes back to the hand stack
+    (source / "services/sports-data/src/HEALTH").write_text("broken\n")
+    try:  # (the rollback waits ingestor_rollback_health_timeout_s: upstream's 30 s healthchecks)
+        failed = deploy(ingestor_data(images, source, ingestor_health_timeout_s=20), check=False)
+    finally:
+        (source / "services/sports-data/src/HEALTH").unlink()
+    log = release_log(host, failed)
+    assert failed.returncode != 0 and "sports-data: " in failed.output and "ROLLED BACK" in failed.output, \
+        failed.output[-4000:]
+    assert "recorded the running stack as the previous release: /root/ha-ingestor" in log, log
+    assert "restored the previous release's compose and env files (running stack in /root/ha-ingestor" in log, log
+    labels = host.exec("docker inspect -f '{{index .Config.Labels \"com.docker.compose.project.config_files\"}}' "
+                       "ha-ingestor-data-api").stdout.strip()
+    assert labels == "/root/ha-ingestor/docker-compose.yml", labels
+    assert host.exec("cat /root/ha-ingestor/.env").stdout == hand_env
+    assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
+    assert host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-sports-data").stdout.strip() != "running"
     run = deploy(ingestor_data(images, source))
     log = release_log(host, run)
     assert "not managed by this deploy (left as they are): carbon-intensity (running)" in log, log
     assert "backup verified" in log and "alembic stamp head" in log, log
+    assert "recorded the running stack" not in log  # recorded once, by the failed release
     newest = host.exec("ls -d /var/backups/ha-ingestor/ingestor-* | tail -1").stdout.strip()
     saved = sqlite(host, VOLUME, "", f"{newest}/metadata.db")
     assert saved["counts"]["devices"] == 1
+    assert "running stack in /root/ha-ingestor" in host.exec(f"cat {newest}/release/release.json").stdout
     assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
     assert host.exec("docker network inspect -f '{{.Id}}' ha-ingestor_ha-ingestor-network").stdout.strip() == network
     carbon = host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-carbon-intensity").stdout.strip()
