@@ -4,14 +4,16 @@ printed operations of a first ingestor deploy and of an upgrade (a source change
 Each kill is followed by a re-run that must converge (healthy, at head) and a second
 re-run with 0 changes; the SQLite rows (a checksum of data-api's metadata.db) are what
 they were. A kill can land inside the release (a transient systemd unit, which goes on
-without pyinfra): the re-run waits for it before it touches the files it reads. Two kill
-points per case (`INFRA_FAULT_SEED=<n>` repeats a run), on the stand-ins of
+without pyinfra): the re-run waits for it before it touches the files it reads. One kill
+point per case in CI (each costs a full converge), more with `INFRA_FAULT_POINTS=<n>`;
+`INFRA_FAULT_SEED=<n>` repeats a run. On the stand-ins of
 tests/apps/ingestor (see tests/e2e/test_ingestor.py), every run bounded in time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 HOST = "ingestor-faults"
 DEPLOY = "deploys/ingestor.py"
+POINTS = int(os.environ.get("INFRA_FAULT_POINTS", "1"))  # kill points per case
 ROWS = r"""
 import hashlib, json, sqlite3, subprocess, sys
 base = subprocess.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", sys.argv[1]],
@@ -92,7 +95,7 @@ def kill_at(point: int, source) -> None:
 
 def test_killed_first_deploy_converges(host, source):
     total = planned_operations(DEPLOY, limit=HOST, env=ENV, data=data(source))
-    for i, point in enumerate(kill_points(total, 2)):
+    for i, point in enumerate(kill_points(total, POINTS)):
         if i:
             host.exec(RESET, timeout=300)  # a first deploy again (the built images stay cached)
         kill_at(point, source)
@@ -108,9 +111,9 @@ def test_killed_upgrade_converges_and_keeps_the_rows(host, source):
     before = rows(host)
     main = source / "services/enrichment-pipeline/src/main.py"
     points = None
-    for n in (1, 2):
+    for n in range(1, POINTS + 1):
         main.write_text(main.read_text() + f"# upgrade {n}\n")
-        points = points or kill_points(planned_operations(DEPLOY, limit=HOST, env=ENV, data=data(source)), 2)
+        points = points or kill_points(planned_operations(DEPLOY, limit=HOST, env=ENV, data=data(source)), POINTS)
         kill_at(points[n - 1], source)
         assert converges(host, source) == before, "the upgrade changed data-api's rows"
     label = json.loads(host.exec("docker image inspect -f '{{json .Config.Labels}}' "
