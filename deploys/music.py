@@ -9,10 +9,16 @@ spec, hardened unit) -> 4 OAuth server (user's code, venv, secrets in a 0600
 EnvironmentFile) -> 5 nginx + certbot (HTTP->HTTPS, one TLS vhost per name, WebSocket)
 -> health gates (local, then HTTPS from outside) -> health-check timer.
 
-Upgrades: each app lives in releases/<id> (id = hash of what is installed); a switch
-keeps the previous release and backs up the data dir first. If a health gate fails
-after a switch, the previous release is put back, restarted, and the run fails with the
-reason. `music_state = "absent"` is the plan's "complete rollback" (data kept by default).
+Upgrades (deploys/parts/releases.py): each app is a release series, Music Assistant in
+`<music_base_dir>/releases/app/<id>` (live link `app`), the OAuth server in
+`<oauth_base_dir>/releases/current/<id>` (live link `current`), id = hash of what is
+installed. A new release is built beside the live one; the switch backs up MA's data
+dir (SQLite through its backup API, settings.json), stops, links, starts and health-gates;
+a failure puts back the previous release and its data and fails the run with the unit's
+state and journal. `make releases DEPLOY=music` lists both series; `make rollback
+DEPLOY=music [TO=id]` goes back to MA's previous release (or the kept release of either
+app named by TO) with the data backed up while it was live. `music_state = "absent"` is
+the plan's "complete rollback" (data kept by default).
 """
 
 from __future__ import annotations
@@ -24,26 +30,36 @@ import json
 import re
 import shlex
 import tarfile
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
-from pyinfra.facts.files import File, Link
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, systemd
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from deploys import secrets
-from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import poll
-from deploys.parts.health import external_https_check, health_check_timer, http_check, unit_report
+from deploys.operations import fail_with, wait_until
+from deploys.parts import deploy_lock, releases
+from deploys.parts.data_backup import data_dir_steps
 from deploys.parts.firewall import firewall
+from deploys.parts.health import external_https_check, health_check_timer, http_check, service_gate, unit_gate
 from deploys.parts.nginx import auth_file_path, basic_auth_file, remove_nginx_site
 from deploys.parts.preflight import preflight
-from deploys.parts.service import ServiceSpec, hardened_service, restart_command, service_defaults, system_user
+from deploys.parts.python_env import release_build_steps
+from deploys.parts.service import (
+    ServiceSpec,
+    hardened_service,
+    release_hooks,
+    service_defaults,
+    service_running,
+    system_user,
+)
 from deploys.parts.tls import https_site
 from deploys.templating import render_io
 from facts.music import MusicAssistantSettings, MusicHostTools, core_value, ffmpeg_problem, python_problem
@@ -52,6 +68,9 @@ REPO = Path(__file__).resolve().parent.parent
 MA_SERVICE = "music-assistant"
 OAUTH_SERVICE = "oauth-server"
 HEALTH_UNIT = "music-health-check"
+MA_COMPONENT = "app"  # <music_base_dir>/app -> releases/app/<id> (deploys/parts/releases.py)
+OAUTH_COMPONENT = "current"  # <oauth_base_dir>/current -> releases/current/<id>
+LAYOUT = "releases-part"  # in every release id: ids of the layout before it never match
 _SKIP_NAMES = {"__pycache__", ".git", ".venv", "venv", ".pytest_cache"}
 
 
@@ -81,14 +100,6 @@ def code_files(src: Path) -> list[tuple[Path, str]]:
             continue
         result.append((path, rel.as_posix()))
     return result
-
-
-def release_id(*parts: object) -> str:
-    """Stable id of what a release installs: same inputs, same release, no rebuild."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def has_requirements(path: Path) -> bool:
@@ -144,186 +155,6 @@ def put_if_absent(dest: str, content: HiddenValue, user: str = "root", group: st
     raw = content.unmask() if isinstance(content, HiddenValue) else content
     yield FileUploadCommand(io.BytesIO(raw), dest)
     yield StringCommand("chown", f"{user}:{group}", QuoteString(dest), "&&", "chmod", mode, QuoteString(dest))
-
-
-def _link_target(path: str) -> str | None:
-    link = host.get_fact(Link, path=path)
-    return link.get("link_target") if link else None
-
-
-def _build_release(release: str, uploads, pip_args):
-    """Fresh release dir, uploads, venv, pip install; `.complete` written last."""
-    q = QuoteString(release)
-    yield StringCommand("rm", "-rf", q, "&&", "mkdir", "-p", q)
-    for local, rel in uploads:
-        target = f"{release}/{rel}"
-        yield StringCommand("mkdir", "-p", QuoteString(target.rsplit("/", 1)[0]))
-        yield FileUploadCommand(str(local), target)
-    yield StringCommand("chmod", "-R", "u=rwX,go=rX", q)
-    yield StringCommand("python3", "-m", "venv", QuoteString(f"{release}/venv"))
-    if pip_args:
-        args = [QuoteString(a.replace("{release}", release)) for a in pip_args]
-        yield StringCommand(
-            QuoteString(f"{release}/venv/bin/pip"), "install", "--quiet", "--disable-pip-version-check", *args
-        )
-    yield StringCommand("touch", QuoteString(f"{release}/.complete"))
-
-
-# Runs on the host (python3): a consistent copy of a live data dir. SQLite files go
-# through SQLite's backup API (a tar of a database being written can be torn, and GNU
-# tar fails on a file that changes while read); -wal/-shm/-journal files are folded in
-# by that API. Then one tar.gz, renamed into place when complete.
-_BACKUP_SCRIPT = r"""
-import os, shutil, sqlite3, sys, tarfile, tempfile
-data, archive = sys.argv[1], sys.argv[2]
-stage = tempfile.mkdtemp(prefix=".stage-", dir=os.path.dirname(archive))
-try:
-    for root, dirs, files in os.walk(data):
-        rel = os.path.relpath(root, data)
-        os.makedirs(os.path.join(stage, rel), exist_ok=True)
-        for name in files:
-            src, dst = os.path.join(root, name), os.path.join(stage, rel, name)
-            if name.endswith(("-wal", "-shm", "-journal")):
-                continue
-            with open(src, "rb") as fh:
-                head = fh.read(16)
-            if head == b"SQLite format 3\0":
-                source, target = sqlite3.connect(src, timeout=30), sqlite3.connect(dst)
-                source.backup(target)
-                target.close(); source.close()
-            else:
-                shutil.copy2(src, dst)
-    with tarfile.open(archive + ".part", "w:gz") as tar:
-        tar.add(stage, arcname=".")
-    os.replace(archive + ".part", archive)
-finally:
-    shutil.rmtree(stage, ignore_errors=True)
-"""
-
-
-def backup_name(stamp: str, rid: str) -> str:
-    return f"data-{stamp}-before-{rid}.tar.gz"
-
-
-def _backup_data(base: str, data_dir: str, rid: str, keep: int):
-    """Consistent backup of `data_dir` before switching to `rid`; keeps the `keep` newest."""
-    backups = f"{base}/backups"
-    archive = f"{backups}/{backup_name(time.strftime('%Y%m%dT%H%M%S'), rid)}"
-    return StringCommand(
-        "if [ -d", QuoteString(data_dir), "]; then mkdir -p", QuoteString(backups), "&&",
-        "chmod 700", QuoteString(backups), "&&",
-        "python3 -c", QuoteString(_BACKUP_SCRIPT), QuoteString(data_dir), QuoteString(archive), "&&",
-        "ln -sfn", QuoteString(Path(archive).name), QuoteString(f"{backups}/latest"), "&&",
-        f"(cd {shlex.quote(backups)} && ls -1t data-*.tar.gz | tail -n +{int(keep) + 1} | xargs -r rm -f); fi",
-    )
-
-
-def restore_data_commands(base: str, data_dir: str, rid: str, service: str, user: str) -> list:
-    """Shell words that put back the backup taken before switching to `rid` (if one is
-    there): MA stopped, the migrated data moved aside to data.rolled-back, the backup
-    extracted in its place, owned by the service user."""
-    latest = QuoteString(f"{base}/backups/latest")
-    aside = QuoteString(f"{data_dir}.rolled-back")
-    restoring = QuoteString(f"{data_dir}.restoring")
-    return [
-        "if readlink", latest, "| grep -q -e", QuoteString(f"-before-{rid}.tar.gz"), "; then",
-        "systemctl stop", QuoteString(f"{service}.service"), ";",
-        "rm -rf", restoring, aside, "&& mkdir -p", restoring, "&&",
-        "tar -C", restoring, "-xzf", latest, "&&",
-        "chown -R", QuoteString(f"{user}:{user}"), restoring, "&& chmod 750", restoring, "&&",
-        "mv", QuoteString(data_dir), aside, "&& mv", restoring, QuoteString(data_dir), "&&",
-        "echo", QuoteString(f"restored {data_dir} from the backup taken before release {rid}"), ">&2; fi;",
-    ]
-
-
-def _prune(base: str, keep: int, current: str, previous: str | None):
-    """Drop old releases beyond `keep` (never the live or the previous one)."""
-    keep_names = [Path(current).name] + ([Path(previous).name] if previous else [])
-    excludes = " ".join(f"-e {shlex.quote(n)}" for n in keep_names)
-    return StringCommand(
-        f"cd {shlex.quote(base + '/releases')} && ls -1t | grep -v -x {excludes} "
-        f"| tail -n +{int(keep) + 1} | xargs -r rm -rf"
-    )
-
-
-@operation()
-def python_release(
-    base: str,
-    rid: str,
-    current_link: str,
-    uploads: list | None = None,
-    pip_args: list | None = None,
-    data_dir: str | None = None,
-    keep: int = 2,
-    keep_backups: int = 5,
-):
-    """Make releases/<rid> the live release (`base/current_link` -> it).
-
-    Nothing happens when it already is. Otherwise the release is built (unless a complete
-    one exists, e.g. when going back to an earlier version), the data dir is backed up
-    consistently, the old release is remembered as `previous`, and the link is switched
-    atomically.
-    """
-    release = f"{base}/releases/{rid}"
-    link = f"{base}/{current_link}"
-    current = _link_target(link)
-    if current == release:
-        host.noop(f"{link} is release {rid}")
-        return
-    host.log(f"Will switch {link} from {current or 'nothing'} to release {rid}")
-    if not host.get_fact(File, path=f"{release}/.complete"):
-        yield from _build_release(release, uploads or [], pip_args or [])
-    if current and data_dir:
-        yield _backup_data(base, data_dir, rid, keep_backups)
-    if current:
-        yield StringCommand("ln", "-sfn", QuoteString(current), QuoteString(f"{base}/previous"))
-    yield StringCommand(
-        "ln", "-sfn", QuoteString(release), QuoteString(f"{link}.new"), "&&",
-        "mv", "-T", QuoteString(f"{link}.new"), QuoteString(link),
-    )
-    yield _prune(base, keep, release, current)
-
-
-@operation(is_idempotent=True)
-def gate_or_rollback(
-    check,
-    description: str,
-    base: str,
-    current_link: str,
-    service: str,
-    upgraded,
-    check_url: str,
-    timeout_s: float = 60,
-    interval_s: float = 2,
-    data_dir: str | None = None,
-    user: str | None = None,
-):
-    """Health gate that rolls back: when `check` fails and this run switched releases,
-    put the previous release back (and, with `data_dir`, the data backed up before the
-    switch, which the new release may have migrated), clear the start limit, restart,
-    wait for `check_url`, then fail with why: the unit's state and last journal lines."""
-    if not state.is_executing:
-        host.noop(f"{description}: checked when the deploy runs")
-        return
-    ok, observed = poll(check, timeout_s, interval_s)
-    if ok:
-        host.noop(f"{description}: {observed}")
-        return
-    reason = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}\n{unit_report(service)}"
-    link = f"{base}/{current_link}"
-    previous, current = _link_target(f"{base}/previous"), _link_target(link)
-    if upgraded() and previous and previous != current:
-        message = f"{reason}\nRolled back {service} from {current} to {previous}; the run fails."
-        restore = restore_data_commands(base, data_dir, Path(current).name, service, user) if data_dir and user else []
-        yield StringCommand(
-            "ln", "-sfn", QuoteString(previous), QuoteString(f"{link}.new"), "&&",
-            "mv", "-T", QuoteString(f"{link}.new"), QuoteString(link), ";", *restore,
-            restart_command(f"{service}.service"), ";",
-            "for i in $(seq 1 30); do curl -fsS -o /dev/null", QuoteString(check_url), "2>/dev/null && break; sleep 1; done;",
-            "echo", QuoteString(message), ">&2; exit 1",
-        )
-        return
-    yield StringCommand("echo", QuoteString(reason), ">&2", "&&", "false")
 
 
 # MA 2.3's defaults: a value left out of settings.json means this (and MA's UI drops a
@@ -409,6 +240,8 @@ def spec_problem(spec: str | None) -> str | None:
 def check_config(data) -> None:
     """Knobs that must be set before anything connects; one message for all."""
     problems = []
+    if data.get("release_action") not in (None, "", "rollback", "releases"):
+        problems.append(f"release_action {data.get('release_action')!r} is not 'rollback' or 'releases'")
     if data.music_state not in ("present", "absent"):
         problems.append(f"music_state {data.music_state!r} is not 'present' or 'absent'")
     if data.music_state == "present":
@@ -469,7 +302,7 @@ def ffmpeg_check(min_major: int):
         host.noop(f"ffmpeg {major}.x installed (>= {min_major})")
         return
     message = ffmpeg_problem(tools, min_major) or "ffmpeg is not installed"
-    yield StringCommand("echo", QuoteString(f"music: {message}"), ">&2", "&&", "false")
+    yield fail_with(f"music: {message}")
 
 
 @deploy("Layout: user, directories, packages")
@@ -488,12 +321,13 @@ def layout(data):
     files.link(name="OAuth server venv link", path=f"{data.oauth_base_dir}/venv", target="current/venv")
 
 
-def _ma_release(data):
+def _ma_release(data) -> tuple[str, list]:
+    """(release id, build steps) of Music Assistant: a venv with the wheel or the pinned
+    spec (and its extras), from the wheelhouse when one is given."""
     wheel = _local(data.music_assistant_wheel)
     house = _local(data.music_assistant_wheelhouse)
     deps = sorted(house.glob("*.whl")) if house else []
     extras = sorted(data.music_assistant_extras)
-    base = data.music_base_dir
     find_links = ["--find-links", "{release}/wheels"] if deps else []
     dep_uploads = [(p, f"wheels/{p.name}") for p in deps]
     dep_ids = [(p.name, _sha256_file(p)) for p in deps]
@@ -501,19 +335,16 @@ def _ma_release(data):
         # The wheel file itself with the extras: naming the project instead makes pip see
         # the upload and a --find-links copy as two candidates (ResolutionImpossible).
         suffix = f"[{','.join(extras)}]" if extras else ""
-        rid = release_id("wheel", _sha256_file(wheel), dep_ids, data.music_assistant_pip_args, extras)
+        rid = releases.release_id(LAYOUT, "wheel", _sha256_file(wheel), dep_ids, data.music_assistant_pip_args, extras)
         uploads = [(wheel, f"dist/{wheel.name}"), *dep_uploads]
         pip_args = [*data.music_assistant_pip_args, *find_links, f"{{release}}/dist/{wheel.name}{suffix}"]
     else:
         spec = requirement_with_extras(data.music_assistant_spec, extras)
-        rid = release_id("spec", spec, dep_ids, data.music_assistant_pip_args)
+        rid = releases.release_id(LAYOUT, "spec", spec, dep_ids, data.music_assistant_pip_args)
         uploads = dep_uploads
         pip_args = [*data.music_assistant_pip_args, *find_links, spec]
-    return python_release(
-        name=f"Music Assistant release {rid}", base=base, rid=rid, current_link="app",
-        uploads=uploads, pip_args=pip_args, data_dir=f"{base}/data", keep=data.music_keep_releases,
-        keep_backups=data.music_keep_backups,
-    )
+    path = releases.release_path(data.music_base_dir, MA_COMPONENT, rid)
+    return rid, release_build_steps(path, uploads, pip_args)
 
 
 def _ma_settings_import(data):
@@ -543,21 +374,9 @@ def ma_listen_settings(data) -> dict:
     }
 
 
-@deploy("Music Assistant")
-def music_assistant(data):
+def ma_spec(data) -> ServiceSpec:
     base = data.music_base_dir
-    release = _ma_release(data)
-    files.directory(
-        name=f"{base}/data", path=f"{base}/data", user=data.music_service_user,
-        group=data.music_service_user, mode="750",
-    )
-    imported = _ma_settings_import(data)
-    settings = ma_settings(
-        name="Music Assistant settings.json: listen on loopback (other settings kept)",
-        path=f"{base}/data/settings.json", wanted=ma_listen_settings(data),
-        user=data.music_service_user, service=MA_SERVICE,
-    )
-    spec = ServiceSpec.from_data(
+    return ServiceSpec.from_data(
         {
             "name": MA_SERVICE,
             "description": "Music Assistant Media Server",
@@ -573,30 +392,17 @@ def music_assistant(data):
         },
         defaults=service_defaults(),
     )
-    hardened_service(spec, restart_when=tuple(op for op in (release, imported, settings) if op), restart_failure="gate",
-                     restart_paths=(f"{base}/app",))
-    return release
 
 
-@deploy("OAuth server")
-def oauth_server(data):
+def oauth_spec(data) -> ServiceSpec:
     base = data.oauth_base_dir
-    src = _local(data.oauth_server_src)
-    clients = _local(data.oauth_clients_file) or src / "oauth_clients.json"
-    uploads = [(p, rel) for p, rel in code_files(src) if rel != "oauth_clients.json"] + [(clients, "oauth_clients.json")]
-    pip_args = [*data.oauth_pip_args, "-r", "{release}/requirements.txt"] if has_requirements(src / "requirements.txt") else []
-    rid = release_id([(rel, _sha256_file(p)) for p, rel in uploads], pip_args)
-    release = python_release(
-        name=f"OAuth server release {rid}", base=base, rid=rid, current_link="current",
-        uploads=uploads, pip_args=pip_args, keep=data.music_keep_releases,
-    )
-    spec = ServiceSpec.from_data(
+    return ServiceSpec.from_data(
         {
             "name": OAUTH_SERVICE,
             "description": "OAuth Server for Music Assistant + Alexa",
-            "exec_start": f"{base}/venv/bin/python {base}/current/{data.oauth_entry}",
+            "exec_start": f"{base}/venv/bin/python {base}/{OAUTH_COMPONENT}/{data.oauth_entry}",
             "user": data.music_service_user,
-            "working_dir": f"{base}/current",
+            "working_dir": f"{base}/{OAUTH_COMPONENT}",
             "restart": "always",
             "restart_sec": 10,
             "create_user": False,
@@ -608,8 +414,119 @@ def oauth_server(data):
         secrets=secrets.get(data.oauth_secrets),
         defaults=service_defaults(),
     )
-    hardened_service(spec, restart_when=(release,), restart_failure="gate", restart_paths=(f"{base}/current",))
-    return release
+
+
+@dataclass(frozen=True)
+class App:
+    """One of the deploy's two release series (Music Assistant, the OAuth server)."""
+
+    title: str
+    root: str
+    component: str
+    spec: ServiceSpec
+    url: str
+    check: Callable
+    data_dir: str | None = None
+
+    @property
+    def link(self) -> str:
+        return f"{self.root}/{self.component}"
+
+    def live(self) -> str | None:
+        return releases.current_components(releases.read(self.root, [self.component]), [self.component])[self.component]
+
+    def component_for(self, rid: str, data) -> releases.Component:
+        stop, start = release_hooks(self.spec, restart_paths=(self.link,))
+        gate = unit_gate(self.check, self.url, self.spec.name, float(data.health_timeout_s), float(data.health_interval_s))
+        return releases.Component(self.component, rid, stop=stop, start=start, gate=gate)
+
+    def data_steps(self, data, restore_for: str | None = None):
+        if not self.data_dir:
+            return None
+        return data_dir_steps(self.data_dir, f"{self.root}/backups", int(data.music_keep_backups),
+                              data.music_service_user, restore_for=restore_for)
+
+
+def apps(data) -> list[App]:
+    ma_url = f"http://127.0.0.1:{data.music_assistant_port}/info"
+    oauth_url = f"http://127.0.0.1:{data.oauth_port}{data.oauth_health_path}"
+    return [
+        App("Music Assistant", data.music_base_dir, MA_COMPONENT, ma_spec(data), ma_url,
+            http_check(ma_url, "server_version"), data_dir=f"{data.music_base_dir}/data"),
+        App("OAuth server", data.oauth_base_dir, OAUTH_COMPONENT, oauth_spec(data), oauth_url,
+            http_check(oauth_url, data.oauth_health_field, data.oauth_health_expect)),
+    ]
+
+
+def switch_meta(data, **extra) -> dict:
+    commit, dirty = deploy_lock.git_revision()
+    return {"commit": commit, "dirty": dirty, "by": f"{deploy_lock.operator()}@{host.name}", **extra}
+
+
+def legacy_cleanup(app: App):
+    """After a switch: release dirs of the layout before deploys/parts/releases.py
+    (`releases/<id>` beside `releases/<component>/`) and its `previous` link go."""
+
+    def cleanup(host_):
+        base = shlex.quote(f"{app.root}/releases")
+        return releases.run_command(host_, (
+            f"find {base} -mindepth 1 -maxdepth 1 -type d ! -name {shlex.quote(app.component)} "
+            f"-exec rm -rf {{}} + -exec echo removed an old-layout release {{}} \\; ; rm -f {shlex.quote(app.root + '/previous')}"
+        ))
+
+    return cleanup
+
+
+def released(app: App, rid: str, build: list, data, restart_when: tuple = (), meta: dict | None = None) -> None:
+    """Build `rid` beside the live release, install the unit, switch (stop, link, start,
+    gate; on failure the previous release and its data come back), keep it running."""
+    releases.release_built(name=f"{app.title} release {rid} built", root=app.root, component=app.component,
+                           rid=rid, build=build, meta=meta, mode="755")
+    switching = app.live() != rid
+    hardened_service(app.spec, restart_when=restart_when, restart_failure="gate", restart_paths=(app.link,),
+                     started_by_switch=switching)
+    releases.releases_switched(
+        name=f"{app.title} release {rid} live (health-gated, rolled back with its data on failure)",
+        root=app.root, names=[app.component], components=[app.component_for(rid, data)],
+        data=app.data_steps(data), switch=releases.Switch("deploy", meta or {}),
+        keep=int(data.music_keep_releases) + 2, cleanup=legacy_cleanup(app),
+    )
+    service_running(name=f"{app.spec.name} enabled and running", unit=f"{app.spec.name}.service", restart_failure="gate")
+
+
+@deploy("Music Assistant")
+def music_assistant(data):
+    base = data.music_base_dir
+    ma = apps(data)[0]
+    rid, build = _ma_release(data)
+    files.directory(
+        name=f"{base}/data", path=f"{base}/data", user=data.music_service_user,
+        group=data.music_service_user, mode="750",
+    )
+    imported = _ma_settings_import(data)
+    settings = ma_settings(
+        name="Music Assistant settings.json: listen on loopback (other settings kept)",
+        path=f"{base}/data/settings.json", wanted=ma_listen_settings(data),
+        user=data.music_service_user, service=MA_SERVICE,
+    )
+    version = Path(data.music_assistant_wheel).name if data.music_assistant_wheel else data.music_assistant_spec
+    released(ma, rid, build, data, restart_when=tuple(op for op in (imported, settings) if op),
+             meta=switch_meta(data, version=version))
+
+
+def _oauth_release(data) -> tuple[str, list]:
+    src = _local(data.oauth_server_src)
+    clients = _local(data.oauth_clients_file) or src / "oauth_clients.json"
+    uploads = [(p, rel) for p, rel in code_files(src) if rel != "oauth_clients.json"] + [(clients, "oauth_clients.json")]
+    pip_args = [*data.oauth_pip_args, "-r", "{release}/requirements.txt"] if has_requirements(src / "requirements.txt") else []
+    rid = releases.release_id(LAYOUT, [(rel, _sha256_file(p)) for p, rel in uploads], pip_args)
+    return rid, release_build_steps(releases.release_path(data.oauth_base_dir, OAUTH_COMPONENT, rid), uploads, pip_args)
+
+
+@deploy("OAuth server")
+def oauth_server(data):
+    rid, build = _oauth_release(data)
+    released(apps(data)[1], rid, build, data, meta=switch_meta(data))
 
 
 def web_access(data) -> dict:
@@ -645,25 +562,13 @@ def web_credentials(data) -> tuple[str, str] | None:
 
 
 @deploy("Health gates")
-def health_gates(data, ma_release, oauth_release):
-    from deploys.operations import wait_until
-
+def health_gates(data):
+    """Local gates (a restart without a switch, e.g. a settings change, is checked here;
+    after a switch they pass at once), then HTTPS through nginx from here."""
     timeout, interval = data.health_timeout_s, data.health_interval_s
-    ma_url = f"http://127.0.0.1:{data.music_assistant_port}/info"
-    oauth_url = f"http://127.0.0.1:{data.oauth_port}{data.oauth_health_path}"
-    gate_or_rollback(
-        name=f"Music Assistant answers {ma_url} with its server_version (else roll back)",
-        check=http_check(ma_url, "server_version"),
-        description=ma_url, base=data.music_base_dir, current_link="app", service=MA_SERVICE,
-        upgraded=ma_release.did_change, check_url=ma_url, timeout_s=timeout, interval_s=interval,
-        data_dir=f"{data.music_base_dir}/data", user=data.music_service_user,
-    )
-    gate_or_rollback(
-        name=f"OAuth server healthy on {oauth_url} (else roll back)",
-        check=http_check(oauth_url, data.oauth_health_field, data.oauth_health_expect),
-        description=oauth_url, base=data.oauth_base_dir, current_link="current", service=OAUTH_SERVICE,
-        upgraded=oauth_release.did_change, check_url=oauth_url, timeout_s=timeout, interval_s=interval,
-    )
+    for app in apps(data):
+        service_gate(name=f"{app.title} healthy on {app.url}", check=app.check, description=app.url,
+                     unit=app.spec.name, timeout_s=timeout, interval_s=interval)
     if not data.music_external_check:
         return
     address = data.music_external_address
@@ -725,8 +630,48 @@ def remove(data):
     files.directory(name=f"Remove {data.oauth_base_dir}", path=data.oauth_base_dir, present=False)
 
 
+def rollback_plan(data) -> tuple[App, dict]:
+    """`make rollback [TO=id]`: Music Assistant's previous release, or the kept release
+    of either app whose id starts with TO (`make releases` lists both)."""
+    to = data.get("release_to")
+    problems = []
+    for app in apps(data) if to else apps(data)[:1]:
+        try:
+            return app, releases.rollback_target(releases.read(app.root, [app.component]), [app.component], to)
+        except ConfigError as exc:
+            problems.append(f"{app.title}: {exc}")
+    raise ConfigError("music " + "; ".join(problems))
+
+
+def rollback(data) -> None:
+    app, target = rollback_plan(data)
+    rid = target["components"][app.component]
+    host.log(f"rolling {app.title} back to release {target['id']} ({rid}, deployed {target.get('at')}, "
+             f"commit {(target.get('commit') or '?')[:12]})")
+    releases.releases_switched(
+        name=f"{app.title} rolled back to release {target['id']}",
+        root=app.root, names=[app.component], components=[app.component_for(rid, data)],
+        data=app.data_steps(data, restore_for=target["id"]),
+        switch=releases.Switch("rollback", switch_meta(data, commit=target.get("commit"), dirty=target.get("dirty"))),
+        keep=int(data.music_keep_releases) + 2,
+    )
+    service_running(name=f"{app.spec.name} enabled and running", unit=f"{app.spec.name}.service")
+
+
+def releases_listed(data) -> None:
+    for app in apps(data):
+        releases.releases_report(name=f"{app.title} releases", root=app.root, names=[app.component], title=app.title)
+
+
 def main(data):
     check_config(data)
+    action = data.get("release_action")
+    if action == "rollback":
+        rollback(data)
+        return
+    if action == "releases":
+        releases_listed(data)
+        return
     if data.music_state == "absent":
         remove(data)
         return
@@ -747,13 +692,13 @@ def main(data):
     layout(data)
     if data.music_firewall:
         firewall(firewall_rules(data))
-    ma_release = music_assistant(data)
-    oauth_release = oauth_server(data)
+    music_assistant(data)
+    oauth_server(data)
     if data.music_web_password_secret:
         user, password = web_credentials(data)
         basic_auth_file(data.music_nginx_site, {user: password})
     https_site(data.music_nginx_site, vhosts(data), names, data)
-    health_gates(data, ma_release, oauth_release)
+    health_gates(data)
     monitoring(data)
 
 

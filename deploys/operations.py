@@ -64,6 +64,25 @@ def poll(check: Callable[[], tuple[bool, str]], timeout_s: float, interval_s: fl
         time.sleep(interval_s)
 
 
+def poll_gate(check: Callable[[], tuple[bool, str]], description: str, timeout_s: float, interval_s: float) -> str | None:
+    """The opening every health gate shares: None when there is nothing to fail (a dry run,
+    or `check` turned ok in time; the noop says which), else the failure message."""
+    if not state.is_executing:
+        host.noop(f"{description}: checked when the deploy runs")
+        return None
+    ok, observed = poll(check, timeout_s, interval_s)
+    if ok:
+        host.noop(f"{description}: {observed}")
+        return None
+    return f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
+
+
+def fail_with(message: str) -> StringCommand:
+    """A command that fails with `message` on stderr: it fails this host only, and pyinfra
+    prints the message, so the reason reaches the operator."""
+    return StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+
+
 @operation(is_idempotent=True)
 def wait_until(
     check: Callable[[], tuple[bool, str]],
@@ -77,14 +96,5 @@ def wait_until(
     inside an operation see the host after the earlier operations). On timeout the
     operation fails with the last observed status. In a dry run nothing is checked.
     """
-    if not state.is_executing:
-        host.noop(f"{description}: checked when the deploy runs")
-        return
-    ok, observed = poll(check, timeout_s, interval_s)
-    if ok:
-        host.noop(f"{description}: {observed}")
-        return
-    # A failing command (not an exception) fails this host only, and pyinfra prints its
-    # stderr: the reason reaches the operator.
-    message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
-    yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+    if (message := poll_gate(check, description, timeout_s, interval_s)) is not None:
+        yield fail_with(message)

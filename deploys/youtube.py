@@ -48,6 +48,8 @@ from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, wait_until
 from deploys.parts import releases
+from deploys.parts.data_backup import newest_backup, sqlite_backup, sqlite_copy_command, sqlite_restore
+from deploys.parts.python_env import venv_built
 from deploys.parts.health import http_check
 from deploys.parts.preflight import collect_problems
 from deploys.parts.procs import (
@@ -409,24 +411,6 @@ def frontend_built(
     yield StringCommand(f"echo {q(wanted)} > {q(stamp)}")
 
 
-@operation()
-def venv_built(venv: str, python: str, requirements: str, pip_args: list[str]):
-    """A venv from the runtime requirements at its final path (venvs are not relocatable),
-    shared by every backend release with the same requirements; `.complete` last, so a
-    failed pip install is never used and is rebuilt from scratch next time."""
-    if not host.get_fact(MissingPaths, paths=json.dumps([f"{venv}/.complete", f"{venv}/bin/python"])):
-        host.noop(f"venv {venv.rsplit('/', 1)[-1]} is built")
-        return
-    say(f"building the backend venv {venv} with {python} from {requirements}")
-    args = " ".join(q(a) for a in pip_args)
-    yield StringCommand(
-        f"rm -rf {q(venv)} && mkdir -p {q(venv.rsplit('/', 1)[0])} && {q(python)} -m venv {q(venv)} && "
-        f"{{ {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check {args} -r {q(requirements)} > {q(venv + '.log')} 2>&1 "
-        f"|| {{ tail -n 30 {q(venv + '.log')} >&2; echo 'pip install failed: the live release keeps serving' >&2; exit 1; }}; }} && "
-        f"touch {q(venv + '/.complete')}"
-    )
-
-
 def copy_steps(src: str, names: list[str], excludes: list[str], hard_link: tuple[str, ...] = ()) -> list[str]:
     """Commands copying `names` (those that exist) from `src` into `{release}`; names in
     `hard_link` are hard-linked (no copy; safe while nothing rewrites them in place)."""
@@ -445,16 +429,8 @@ def copy_steps(src: str, names: list[str], excludes: list[str], hard_link: tuple
 # ----------------------------------------------------------------------------- data
 
 
-# python3 -c BACKUP SRC DEST: a consistent SQLite copy (online backup API), never the live file.
-BACKUP_SCRIPT = (
-    "import sqlite3, sys; s = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); "
-    "d = sqlite3.connect(sys.argv[2]); s.backup(d); d.close(); s.close()"
-)
-
-
 def _sh(host_, command: str) -> tuple[bool, str]:
-    ok, output = host_.run_shell_command(StringCommand(command))
-    return ok, "\n".join([*output.stdout_lines, *output.stderr_lines][-30:])
+    return releases.run_command(host_, command, lines=30)
 
 
 def data_steps(ctx: Context, migrate: bool, restore_for: str | None = None) -> releases.DataSteps:
@@ -464,16 +440,10 @@ def data_steps(ctx: Context, migrate: bool, restore_for: str | None = None) -> r
     stem = PurePosixPath(db).stem
 
     def backup(host_, tag: str):
-        dest = f"{backups}/{stem}-{time.strftime('%Y%m%dT%H%M%S')}-{tag}.db"
-        ok, out = _sh(host_, (
-            f"[ -f {q(db)} ] || {{ echo none; exit 0; }}; umask 077 && mkdir -p {q(backups)} && "
-            f"python3 -c {q(BACKUP_SCRIPT)} {q(db)} {q(dest)} && "
-            f"{{ ls -1t {q(backups)}/{q(stem)}-*.db | tail -n +{keep + 1} | xargs -r rm -f; }} && echo {q(dest)}"
-        ))
-        return ok, ("" if out.strip().endswith("none") else dest) if ok else out
+        return sqlite_backup(host_, db, backups, tag, keep)
 
     def restore(host_, path: str):
-        return _sh(host_, f"rm -f {q(db)}-journal {q(db)}-wal {q(db)}-shm && cp -p {q(path)} {q(db)}.restore && mv -f {q(db)}.restore {q(db)}")
+        return sqlite_restore(host_, db, path)
 
     def migrate_db(host_):
         cmd = fill(data.youtube_migrate_cmd, placeholders(data, layout), "youtube_migrate_cmd")
@@ -484,11 +454,11 @@ def data_steps(ctx: Context, migrate: bool, restore_for: str | None = None) -> r
         st = host_.get_fact(AlembicState, backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=db)
         if at_head(st) or not st.get("db_exists"):
             return True, "the database already matches this release: kept as it is"
-        ok, found = _sh(host_, f"ls -1t {q(backups)}/{q(stem)}-*-{restore_for}.db 2>/dev/null | head -n 1")
-        if not ok or not found.strip():
+        found = newest_backup(host_, backups, f"{q(stem)}-*-{q(restore_for)}.db")
+        if not found:
             return False, f"the database is at {st.get('current')} but no backup taken while {restore_for} was live is kept"
-        ok, out = restore(host_, found.strip())
-        return ok, f"database restored from {found.strip()} (its state when {restore_for} was live)" if ok else out
+        ok, out = restore(host_, found)
+        return ok, f"database restored from {found} (its state when {restore_for} was live)" if ok else out
 
     prepare = None
     if migrate:
@@ -891,7 +861,7 @@ def database_at_head(backend_dir: str, python: str, db_path: str, env_file: str,
     say(f"migrating {db_path} from {', '.join(st.get('current') or []) or 'new'} to {', '.join(st.get('heads') or [])}")
     if st.get("db_exists"):
         dest = f"{backups}/{PurePosixPath(db_path).stem}-{time.strftime('%Y%m%dT%H%M%S')}-premigrate.db"
-        yield StringCommand(f"umask 077 && python3 -c {q(BACKUP_SCRIPT)} {q(db_path)} {q(dest)}")
+        yield StringCommand(sqlite_copy_command(db_path, dest))
     yield StringCommand(
         f"cd {q(backend_dir)} && set -a && . {q(env_file)} && set +a && {migrate_cmd} "
         f"|| {{ echo {q('alembic migration failed (the backup is in ' + backups + ')')} >&2; exit 1; }}"

@@ -2,7 +2,8 @@
 Facts for releases built beside the live one (deploys/parts/releases.py).
 
 - ``Releases(root, components)`` -> for each component (space-separated names): the
-  release the live link ``<root>/<name>`` points to, whether that path is still a plain
+  release the live link ``<root>/<name>`` points to (and the link's own text, which
+  differs from ``releases/<name>/<id>`` for an install from before this layout), whether that path is still a plain
   directory (an install from before releases), and the releases under
   ``<root>/releases/<name>/`` (complete or not, with their ``release.json``); plus the
   deploy history (``<root>/releases/history.jsonl``, oldest first).
@@ -35,6 +36,7 @@ for name in names:
     if os.path.islink(link):
         target = os.readlink(link)
         info["current"] = os.path.basename(target.rstrip("/"))
+        info["current_target"] = target
         info["current_complete"] = os.path.exists(os.path.join(link, ".complete"))
     elif os.path.isdir(link):
         info["legacy_dir"] = True

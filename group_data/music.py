@@ -34,7 +34,8 @@ music_apt_packages = ["python3-venv", "python3-pip", "curl", "git", "ca-certific
 music_ffmpeg_min_major = 6
 
 # --- Music Assistant -----------------------------------------------------------------
-# Install root: releases/<id>/venv, app -> current release, venv -> app/venv, data/.
+# Install root: releases/app/<id>/venv, app -> the live release, venv -> app/venv, data/,
+# backups/ (data before each switch).
 music_base_dir = "/opt/music-assistant"
 # A pinned pip spec (==VERSION or name @ URL with a tag). The venv is rebuilt (new
 # release) only when this spec (or the wheel below) changes. (Built from a git tag, MA
@@ -73,7 +74,7 @@ music_stream_allow_from = None
 music_import_haos_backup = None
 
 # --- OAuth server ----------------------------------------------------------------------
-# Install root: releases/<id>/ (code + venv), current -> the live release, venv -> current/venv.
+# Install root: releases/current/<id>/ (code + venv), current -> the live release, venv -> current/venv.
 oauth_base_dir = "/opt/oauth-server"
 # Local directory with the user's existing OAuth server: its code, requirements.txt and
 # oauth_clients.json (.env files in it are never uploaded). Required.
@@ -121,7 +122,8 @@ music_external_check = True
 music_external_address = None
 # CA file (local) httpx trusts for that check; None uses the system's CAs.
 music_external_ca_file = None
-# How many old releases to keep per app (besides the live and the previous one).
+# How many old releases to keep per app (besides the live and the previous one); `make
+# rollback DEPLOY=music [TO=id]` goes back to one of them.
 music_keep_releases = 2
 # How many data backups (taken before each switch) to keep.
 music_keep_backups = 5

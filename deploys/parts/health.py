@@ -9,11 +9,10 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.context import state
+from pyinfra.api import deploy, operation
 from pyinfra.operations import files, systemd
 
-from deploys.operations import poll
+from deploys.operations import fail_with, poll, poll_gate
 from deploys.parts.tls import local_path
 from facts.http import HttpHealth, describe, is_healthy
 from facts.units import UnitDiagnostics, describe_unit
@@ -30,17 +29,25 @@ def unit_report(unit: str | None, lines: int = 12) -> str:
 @operation(is_idempotent=True)
 def service_gate(check, description: str, unit: str | None = None, timeout_s: float = 60, interval_s: float = 2):
     """`wait_until` that, on failure, adds the unit's state and last journal lines."""
-    if not state.is_executing:
-        host.noop(f"{description}: checked when the deploy runs")
+    if (message := poll_gate(check, description, timeout_s, interval_s)) is None:
         return
-    ok, observed = poll(check, timeout_s, interval_s)
-    if ok:
-        host.noop(f"{description}: {observed}")
-        return
-    message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
     if report := unit_report(unit):
         message += f"\n{report}"
-    yield StringCommand("echo", QuoteString(message), ">&2", "&&", "false")
+    yield fail_with(message)
+
+
+def unit_gate(check, description: str, unit: str, timeout_s: float, interval_s: float):
+    """The same gate as a releases hook (`host_ -> (ok, message)`), run inside a switch:
+    on failure the message carries the unit's state and last journal lines."""
+
+    def gate(host_):
+        ok, observed = poll(check, timeout_s, interval_s)
+        if ok:
+            return True, f"{description}: {observed}"
+        message = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
+        return False, "\n".join(x for x in (message, unit_report(unit)) if x)
+
+    return gate
 
 
 def external_https_check(url_path: str, server_name: str, address: str | None, ca_file: str | None,

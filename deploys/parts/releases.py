@@ -21,7 +21,10 @@ stops the changed processes, switches their links, prepares the data (migrations
 the new release linked), starts and health-gates. Any failure puts back the previous links and data, starts the previous
 processes and fails the run. The deploy supplies the process and data steps as hooks
 (`Hook`: called with the pyinfra host at execution, returns (ok, message)), so a systemd
-service, user processes or a container stack can use the same part. `rollback_target`
+service, user processes or a container stack can use the same part. Hooks run their
+commands with `run_command`, which carries the operation's `_sudo`/`_su_user`/`_env`
+(facts read inside a hook inherit them from pyinfra). A live link written by an older
+layout (anything but `releases/<component>/<id>`) is put back as it was on a rollback. `rollback_target`
 and `releases_report` give `make rollback` and `make releases`.
 """
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.context import state
 
 from deploys.errors import ConfigError
@@ -115,7 +119,9 @@ def release_built(root: str, component: str, rid: str, build: list, meta: dict |
     path = release_path(root, component, rid)
     if state.is_executing:
         host.log(f"building {component} release {rid} beside the live one")
-    yield StringCommand(f"rm -rf {q(path)} && (umask 077 && mkdir -p {q(path)}) && chmod {mode} {q(path)}")
+    # the series dir keeps the default umask (a service user must traverse it), the release
+    # is created private and opened to `mode`
+    yield StringCommand(f"rm -rf {q(path)} && mkdir -p {q(path.rsplit('/', 1)[0])} && (umask 077 && mkdir {q(path)}) && chmod {mode} {q(path)}")
     for step in build:
         yield StringCommand(step.replace("{release}", q(path))) if isinstance(step, str) else step
     record = {"id": rid, "component": component, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
@@ -126,17 +132,35 @@ def release_built(root: str, component: str, rid: str, build: list, meta: dict |
 # ----------------------------------------------------------------------------- switch
 
 
-def _run(host_, command: str) -> tuple[bool, str]:
-    ok, output = host_.run_shell_command(StringCommand(command))
-    lines = list(output.stdout_lines) + list(output.stderr_lines)
-    return ok, "\n".join(lines[-20:])
+# How a command runs, not what counts as its success or how often it is retried.
+_NOT_FOR_HOOKS = {"_retries", "_retry_delay", "_retry_until", "_success_exit_codes", "_stdin", "_chdir"}
 
 
-def _link(host_, root: str, name: str, rid: str | None) -> tuple[bool, str]:
+def connector_arguments(host_) -> dict:
+    """The running operation's connector arguments (`_sudo`, `_su_user`, `_env` ...): a
+    hook's own commands must run as the operation's commands do (its facts already do)."""
+    args = getattr(host_, "current_op_global_arguments", None) or {}
+    return {key: args[key] for key in CONNECTOR_ARGUMENT_KEYS if key in args and key not in _NOT_FOR_HOOKS}
+
+
+def run_command(host_, command: str, lines: int = 20) -> tuple[bool, str]:
+    """Run `command` on the host from a hook (with the operation's `_sudo` etc.); (ok, the
+    last `lines` lines of its output)."""
+    ok, output = host_.run_shell_command(StringCommand(command), **connector_arguments(host_))
+    out = list(output.stdout_lines) + list(output.stderr_lines)
+    return ok, "\n".join(out[-lines:])
+
+
+_run = run_command
+
+
+def _link(host_, root: str, name: str, rid: str | None, target: str | None = None) -> tuple[bool, str]:
+    """Point `root/name` at release `rid` (or at `target`, a link's text as it was)."""
     link = f"{root}/{name}"
-    if rid is None:
+    if rid is None and target is None:
         return _run(host_, f"rm -f {q(link)}")
-    return _run(host_, f"ln -sfn {q(f'releases/{name}/{rid}')} {q(link + '.new')} && mv -T {q(link + '.new')} {q(link)}")
+    target = target or f"releases/{name}/{rid}"
+    return _run(host_, f"ln -sfn {q(target)} {q(link + '.new')} && mv -T {q(link + '.new')} {q(link)}")
 
 
 def _say(host_, message: str) -> None:
@@ -180,6 +204,7 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
     host_ = host
     st = host_.get_fact(Releases, root=root, components=" ".join(names))
     before = current_components(st, names)
+    targets = {n: (st["components"].get(n) or {}).get("current_target") for n in names}
     changes = [c for c in components if before.get(c.name) != c.rid]
     for c in changes:
         if not (st["components"].get(c.name) or {}).get("releases", {}).get(c.rid, {}).get("complete"):
@@ -201,8 +226,8 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
         _say(host_, f"FAILED: {reason.splitlines()[0] if reason else ''}")
         for c in reversed(changes):
             _step(host_, f"{c.name} (new release) stopped", c.stop)
-        for c in changes:
-            _link(host_, root, c.name, before.get(c.name))
+        for c in changes:  # the link's own text: an older layout's target is put back as it was
+            _link(host_, root, c.name, before.get(c.name), targets.get(c.name))
         if data_touched and data and backup:
             ok, message = data.restore(host_, backup)
             _say(host_, f"data restored from {backup}" if ok else f"data restore from {backup} FAILED: {message}")
@@ -313,9 +338,9 @@ def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
     return older[0]
 
 
-def report_lines(st: dict, names: list[str]) -> list[str]:
+def report_lines(st: dict, names: list[str], title: str = "") -> list[str]:
     live = app_id(current_components(st, names))
-    lines = [f"releases (newest first; * = live {live}):"]
+    lines = [f"{title + ' ' if title else ''}releases (newest first; * = live {live}):"]
     for e in history_entries(st):
         mark = "*" if e["id"] == live else " "
         commit = (e.get("commit") or "?")[:12] + (" (dirty)" if e.get("dirty") else "")
@@ -328,12 +353,12 @@ def report_lines(st: dict, names: list[str]) -> list[str]:
 
 
 @operation(is_idempotent=True)
-def releases_report(root: str, names: list[str]):
+def releases_report(root: str, names: list[str], title: str = ""):
     """Log the kept releases, the live one marked (`make releases`); change nothing."""
     if not state.is_executing:
         host.noop("releases are listed when the deploy runs")
         return
-    for line in report_lines(read(root, names), names):
+    for line in report_lines(read(root, names), names, title):
         host.log(line)
     host.noop("releases listed")
     return

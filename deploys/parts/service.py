@@ -29,6 +29,7 @@ from pyinfra.operations import files, server, systemd
 
 from deploys.errors import ConfigError
 from deploys.operations import secret_file
+from deploys.parts.releases import run_command
 from deploys.templating import render_io
 from facts.restarts import ServiceInputs, record_command
 
@@ -238,9 +239,30 @@ def recorded_restart_command(unit: str, inputs: list[str], restart_failure: str 
     return f"{reset} systemctl restart {unit} && {record}"
 
 
+def restart_inputs(spec: ServiceSpec, restart_paths: tuple[str, ...] = ()) -> list[str]:
+    """What a restart of `spec` records (facts/restarts.py): unit, env file, code paths."""
+    return [spec.unit_path, *([spec.env_file] if spec.env_file else []), *restart_paths]
+
+
+def release_hooks(spec: ServiceSpec, restart_paths: tuple[str, ...] = ()):
+    """(stop, start) hooks of deploys/parts/releases.py for this service: the start clears
+    the start limit and records what it started with, so a rollback records the release it
+    put back and the next run does not restart it once more."""
+    unit = f"{spec.name}.service"
+    inputs = restart_inputs(spec, restart_paths)
+
+    def stop(host_):
+        return run_command(host_, f"systemctl stop {unit}")
+
+    def start(host_):
+        return run_command(host_, recorded_restart_command(unit, inputs))
+
+    return stop, start
+
+
 @deploy("Hardened systemd service")
 def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] = (), restart_failure: str = "fail",
-                     restart_paths: tuple[str, ...] = ()):
+                     restart_paths: tuple[str, ...] = (), started_by_switch: bool = False):
     """Install the unit and env file, then make the service enabled and running.
 
     `restart_when`: operations (code, venv, config) whose change must restart it.
@@ -249,6 +271,9 @@ def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] 
     still restarts the service on the next run (facts/restarts.py).
     `restart_failure`: "fail" stops the run when the (re)start fails; "gate" leaves that to
     a health gate that runs next and rolls back (see module doc).
+    `started_by_switch`: a release switch later in this run (re)starts it with
+    `release_hooks`; only the unit and env file are installed here, and the caller makes
+    it `service_running` after the switch.
     """
     if restart_failure not in ("fail", "gate"):
         raise ConfigError(f"service {spec.name}: restart_failure must be 'fail' or 'gate'")
@@ -289,7 +314,9 @@ def hardened_service(spec: ServiceSpec, restart_when: tuple[OperationMeta, ...] 
     changes.append(unit)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     unit_name = f"{spec.name}.service"
-    inputs = [spec.unit_path, *([spec.env_file] if spec.env_file else []), *restart_paths]
+    if started_by_switch:
+        return
+    inputs = restart_inputs(spec, restart_paths)
     seen = host.get_fact(ServiceInputs, unit=unit_name, paths=inputs)
     # Changed by a run that died before its restart: the files are new, the process is not.
     stale = seen["recorded"] is not None and seen["recorded"] != seen["current"]

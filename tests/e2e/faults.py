@@ -49,6 +49,25 @@ class KilledRun:
 
 def planned_operations(deploy: str, *, limit: str, env: dict | None = None, data: dict | None = None) -> int:
     """How many operations pyinfra would run (`--dry --json`): the range of kill points."""
+    return len(_plan(deploy, limit=limit, env=env, data=data))
+
+
+def planned_changes(deploy: str, *, limit: str, env: dict | None = None, data: dict | None = None) -> list[int]:
+    """Positions (1-based, pyinfra's order) of the operations that would (or may) change
+    the host: kill points where a kill interrupts work rather than a check."""
+    return [i for i, op in enumerate(_plan(deploy, limit=limit, env=env, data=data), 1)
+            if op["hosts_with_change"] or op["hosts_with_conditional_change"]]
+
+
+def kill_points_among(positions: list[int], count: int, seed: int | None = None) -> list[int]:
+    """`count` distinct positions out of `positions`, in order; seeded and printed."""
+    rng = random.Random(fault_seed() if seed is None else seed)
+    points = sorted(rng.sample(positions, min(count, len(positions))))
+    print(f"[faults] kill points {points} of the changing operations {positions}", file=sys.stderr)
+    return points
+
+
+def _plan(deploy: str, *, limit: str, env: dict | None, data: dict | None) -> list[dict]:
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "--dry", "--json", "--limit", limit]
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={cli_data_value(value)}"]
@@ -56,7 +75,7 @@ def planned_operations(deploy: str, *, limit: str, env: dict | None = None, data
                                                **(env or {})}, capture_output=True, text=True, timeout=600)
     start = proc.stdout.find('{"plan"')
     assert start >= 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return len(json.loads(proc.stdout[start:])["plan"])
+    return json.loads(proc.stdout[start:])["plan"]
 
 
 def run_until_operation(deploy: str, n: int, *, limit: str, env: dict | None = None,

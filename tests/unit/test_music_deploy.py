@@ -14,10 +14,10 @@ from deploys.music import (
     code_files,
     haos_settings_json,
     has_requirements,
-    release_id,
     vhosts,
 )
 from deploys.parts.nginx import normalise_vhosts
+from deploys.parts.releases import release_id
 
 
 class Data(dict):

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from deploys.music import (
-    _BACKUP_SCRIPT,
     _MERGE_SETTINGS,
     firewall_rules,
     ma_listen_settings,
@@ -26,6 +25,7 @@ from deploys.music import (
     spec_problem,
     web_access,
 )
+from deploys.parts.data_backup import DIR_SNAPSHOT_SCRIPT as _BACKUP_SCRIPT
 from facts.music import ffmpeg_major, ffmpeg_problem, parse_tools, python_problem
 from facts.units import describe_unit, parse_unit_diagnostics
 from tests.apps.music_assistant.build import build_wheel

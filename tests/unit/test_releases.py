@@ -242,7 +242,7 @@ def test_make_targets_pass_the_release_knobs():
     assert code == 0 and "--data release_action=rollback --data 'release_to=\"0123\"'" in out  # a string, not 123
     code, out = planned("releases", "DEPLOY=youtube")
     assert code == 0 and "--data release_action=releases" in out
-    assert subprocess.run(["make", "rollback", "DEPLOY=music"], capture_output=True, timeout=60).returncode == 2
+    assert subprocess.run(["make", "rollback", "DEPLOY=hello"], capture_output=True, timeout=60).returncode == 2
     assert subprocess.run(["make", "rollback", "DEPLOY=youtube", "TO=a;b"], capture_output=True,
                           timeout=60).returncode == 2
 
