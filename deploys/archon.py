@@ -51,7 +51,7 @@ from deploys.parts.compose import (
 from deploys.parts.docker_host import docker_host
 from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
 from deploys.parts.health import health_check_timer, http_gate
-from deploys.parts.host_steps import UnitState, host_step, unfinished
+from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -761,6 +761,9 @@ def monitoring(data):
 def main(data):
     check_config(data)
     checked_preflight(data)
+    # a migration an earlier apply left running re-reads the compose and env files: let it end
+    # before anything below rewrites them or reads the layout it is changing
+    wait_for_step(name=f"{MIGRATE_UNIT}.service: wait for an unfinished migration", unit=MIGRATE_UNIT)
     docker_host(hold_restart_for=(MIGRATE_UNIT,))  # before any backup; never restarts dockerd mid-migration
     layout(data)
     _, env = environment(data)

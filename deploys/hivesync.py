@@ -70,6 +70,7 @@ from deploys.parts.generated_env import env_spec, stack_env, user_secrets
 from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.source_image import Source, content_tag, read_source, source_image
 from deploys.parts.health import external_https_check
+from deploys.parts.host_steps import wait_for_step
 from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
@@ -86,6 +87,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _WORKER = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+BUILD_UNIT = "hivesync-build"  # the backend image build runs as this transient systemd unit
 
 
 def _local(path: str | None) -> Path | None:
@@ -681,14 +684,16 @@ def server_preflight(data) -> None:
 def server(data):
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
-    docker_host()
+    # a build an earlier apply left running removes its upload when it ends: let it end first
+    wait_for_step(name=f"{BUILD_UNIT}.service: wait for an unfinished build", unit=BUILD_UNIT)
+    docker_host(hold_restart_for=(BUILD_UNIT,))  # never restart dockerd under a running build
     if source := backend_source(data):
         source_image(
             name=f"Backend image built on the host from {source.describe()}",
             source=source, tag=backend_image(data), repository=data.hivesync_backend_repository,
             directory=f"{data.hivesync_dir}/build", dockerfile=data.hivesync_backend_dockerfile,
             build_args=dict(data.hivesync_backend_build_args or {}), keep=data.hivesync_backend_keep_images,
-            unit="hivesync-build", timeout_s=data.hivesync_build_timeout_s,
+            unit=BUILD_UNIT, timeout_s=data.hivesync_build_timeout_s,
         )
     files.put(name=f"{data.hivesync_dir}/bin/hivesync-status (make hivesync-status)", src=StringIO(status_script(data)),
               dest=f"{data.hivesync_dir}/bin/hivesync-status", mode="755")

@@ -638,7 +638,7 @@ def main(data):
     values = secret_values(data)
     text, outline = theirs(data)
     checked_preflight(data, values)
-    docker_host()
+    docker_host(hold_restart_for=(RELEASE_UNIT,))  # never restart dockerd under a running release
     docker_version_gate(data)
     env_ops = layout(data, values)
     digests = source_digests(data)

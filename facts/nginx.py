@@ -137,12 +137,23 @@ def foreign_map_of(dump: dict, variable: str, own_file: str) -> str | None:
     return None
 
 
+def serves_tls(server: dict) -> bool:
+    """A server block with an HTTPS listener (`listen 443 ...` or `... ssl`)."""
+    for listen in server.get("listen", []):
+        words = listen.replace(":", " ").split()
+        if "ssl" in words or "443" in words:
+            return True
+    return False
+
+
 def served_elsewhere(dump: dict, names, own_files) -> dict[str, str]:
-    """{name: file} for each of `names` a server block outside `own_files` already serves."""
+    """{name: file} for each of `names` a server block outside `own_files` already serves
+    over HTTPS. A block that only redirects on port 80, or listens on some other port,
+    serves none of what our site does: it is no reason to drop our vhost."""
     found: dict[str, str] = {}
     own = set(own_files)
     for server in dump.get("servers", []):
-        if server["file"] in own:
+        if server["file"] in own or not serves_tls(server):
             continue
         for name in names:
             if name in server["names"] and name not in found:

@@ -124,6 +124,9 @@ def source_tar(source: Source) -> bytes:
 _BUILD = r"""
 set -eu
 tar="$1"; dir="$2"; tag="$3"; repository="$4"; keep="$5"; dockerfile="$6"; shift 6
+if docker image inspect "$tag" >/dev/null 2>&1; then  # built by an earlier, cut-off run
+    echo "$tag is already built"; rm -f "$tar"; exit 0
+fi
 rm -rf "$dir/source.new"; mkdir -p "$dir/source.new"
 tar -xf "$tar" -C "$dir/source.new"
 if [ ! -f "$dir/source.new/$dockerfile" ]; then echo "the source has no $dockerfile" >&2; rm -rf "$dir/source.new" "$tar"; exit 1; fi

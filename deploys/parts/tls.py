@@ -123,9 +123,14 @@ def lineage_for(name: str, lineages: dict) -> str | None:
     own = lineages.get(name)
     if own and own.get("names") == [name]:
         return name
-    covering = [lin for lin, cert in lineages.items() if name in cert.get("names", [])]
-    covering.sort(key=lambda lin: (lineages[lin].get("days_left", -1) < 0, lin != name, -len(lineages[lin]["names"]), lin))
-    return covering[0] if covering else None
+    # an expired foreign lineage is left alone (re-issuing it would rewrite its renewal
+    # settings and need every one of its names to point here): ours is issued instead
+    covering = [lin for lin, cert in lineages.items()
+                if name in cert.get("names", []) and cert.get("days_left", -1) >= 0]
+    covering.sort(key=lambda lin: (lin != name, -len(lineages[lin]["names"]), lin))
+    if covering:
+        return covering[0]
+    return name if own else None  # a lineage with our name: certbot's --cert-name would reuse it anyway
 
 
 def adopted_lineages(names, lineages: dict) -> dict[str, str]:
@@ -289,6 +294,11 @@ def https_site(site: str, vhosts: list[dict], names: list[str], data):
     # Adopt what exists: a name another vhost already serves gets none of ours; a name an
     # existing lineage (e.g. a multi-name one) covers is served with that certificate.
     taken = adopted_vhosts(site, names, dump)
+    guarded = sorted(v["server_name"] for v in vhosts if v.get("server_name") in taken and v.get("access"))
+    if guarded:
+        raise ConfigError(f"TLS for {', '.join(guarded)}: already served by {taken[guarded[0]]}, but our vhost "
+                          "requires authentication (access); adopting theirs would publish it without: "
+                          "remove that server block or serve another name")
     if taken:
         report_adopted(name=f"nginx vhosts adopted ({', '.join(sorted(taken))})", adopted=taken)
     names = [n for n in names if n not in taken]

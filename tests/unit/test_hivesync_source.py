@@ -120,7 +120,7 @@ echo "$*" >> "$STATE.log"
 case "$1 $2" in
   "build --pull=false") tag=$(echo "$*" | sed 's/.* -t \([^ ]*\) .*/\1/'); [ -n "$FAIL" ] && exit 1
       { echo "${tag#*:}"; cat "$STATE"; } > "$STATE.new"; mv "$STATE.new" "$STATE" ;;
-  "image inspect") grep -qx "${5#*:}" "$STATE" && echo sha256:0123456789abcdef0123 ;;
+  "image inspect") eval last=\${$#}; grep -qx "${last#*:}" "$STATE" && echo sha256:0123456789abcdef0123 ;;
   "image ls") cat "$STATE" ;;
   "ps -a") echo "hivesync-backend:src-bbb" ;;
   "rmi hivesync-backend:src-"*) grep -vx "${2#*:}" "$STATE" > "$STATE.new"; mv "$STATE.new" "$STATE" ;;
@@ -163,3 +163,12 @@ def test_a_failed_host_build_keeps_the_synced_source_and_every_tag(tmp_path):
     done, tags = run_build(tmp_path, ["src-ccc", "src-bbb"], fail=True)
     assert done.returncode == 1 and "docker build of hivesync-backend:src-new failed" in done.stderr
     assert tags == ["src-ccc", "src-bbb"] and (tmp_path / "dir/source/OLD").exists()
+
+
+def test_a_build_already_done_by_a_cut_off_run_is_not_repeated(tmp_path):
+    """The earlier run (its apply cut off) built the tag: the re-run only drops its upload."""
+    done, tags = run_build(tmp_path, ["src-new", "src-ccc"])
+    assert done.returncode == 0, done.stderr
+    assert "hivesync-backend:src-new is already built" in done.stdout
+    assert tags == ["src-new", "src-ccc"] and not (tmp_path / "s.tar").exists()
+    assert not any(line.startswith("build ") for line in (tmp_path / "tags.log").read_text().splitlines())

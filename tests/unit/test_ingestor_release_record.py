@@ -200,4 +200,4 @@ def test_preflight_checks_the_version_the_package_source_would_install(monkeypat
 def test_the_version_is_checked_again_after_the_install_before_any_release_step():
     source = Path(ingestor.__file__).read_text()
     main = source[source.index("def main(data):"):]
-    assert main.index("docker_host()") < main.index("docker_version_gate(data)") < main.index("layout(data, values)")
+    assert main.index("docker_host(") < main.index("docker_version_gate(data)") < main.index("layout(data, values)")

@@ -2,7 +2,7 @@
 
 from deploys.parts.nginx import WEBSOCKET_CONF
 from deploys.parts.tls import adopted_lineages, certbot_command, lineage_for, with_lineage
-from facts.nginx import foreign_map_of, parse_nginx_dump, served_elsewhere
+from facts.nginx import foreign_map_of, parse_nginx_dump, served_elsewhere, serves_tls
 
 DUMP = """nginx-dump=ok
 # configuration file /etc/nginx/nginx.conf:
@@ -90,3 +90,21 @@ def test_reused_lineage_paths_and_a_multi_name_reissue():
     cmd = certbot_command("archon-multi", "/w", "e@x", "https://p/dir", None, True,
                           domains=["archon.archon.test", "studio.archon.test"]).get_raw_value()
     assert "--cert-name archon-multi -d archon.archon.test -d studio.archon.test" in cmd and "--expand" in cmd
+
+
+def test_only_a_block_serving_https_takes_a_name_from_us():
+    dump = parse_nginx_dump(["nginx-dump=ok", "# configuration file /etc/nginx/sites-enabled/redirects:",
+                             "server { listen 80; server_name music.example.com; return 301 https://$host; }",
+                             "server { listen 127.0.0.1:8081; server_name music.example.com; }",
+                             "server { listen [::]:443 ssl; server_name studio.archon.test; }"])
+    own = ("/etc/nginx/sites-enabled/music",)
+    assert served_elsewhere(dump, ["music.example.com", "studio.archon.test"], own) == {
+        "studio.archon.test": "/etc/nginx/sites-enabled/redirects"}
+    assert serves_tls({"listen": ["8443 ssl"]}) and not serves_tls({"listen": ["127.0.0.1:8081"]})
+
+
+def test_an_expired_foreign_lineage_is_not_adopted():
+    expired = {"old": {"names": ["studio.archon.test", "x.test"], "days_left": -3}}
+    assert lineage_for("studio.archon.test", expired) is None
+    ours_expired = {"studio.archon.test": {"names": ["studio.archon.test", "x.test"], "days_left": -3}}
+    assert lineage_for("studio.archon.test", ours_expired) == "studio.archon.test"
