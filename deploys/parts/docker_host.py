@@ -188,6 +188,33 @@ def _wait_for_units(units) -> list:
     return parts
 
 
+DAEMON_BACKUP_DIR = "/var/backups/infra-docker"
+PREVIOUS_DAEMON_JSON = f"{DAEMON_BACKUP_DIR}/daemon.json.previous"
+
+
+def backup_daemon_json() -> StringCommand:
+    """The host's daemon.json kept before we rewrite it: `.previous` (what a failed
+    restart puts back) and a timestamped copy (never pruned: it is small)."""
+    return StringCommand("install -d -m 700", DAEMON_BACKUP_DIR, "&& cp -p", DAEMON_JSON, PREVIOUS_DAEMON_JSON,
+                         "&& cp -p", DAEMON_JSON, f'"{DAEMON_BACKUP_DIR}/daemon.json.$(date +%Y%m%dT%H%M%S)"')
+
+
+def restart_dockerd(service: str, hold_restart_for=(), live_restore: bool = False) -> StringCommand:
+    """Restart a running dockerd after the held units end. With live-restore wanted, a
+    reload first turns it on (polled until dockerd reports it, up to 10 s), so the
+    containers outlive the restart. A dockerd that will not start with the new file gets
+    the previous one back and is started again; the operation still fails, saying so."""
+    svc = QuoteString(service)
+    reload_first = ["systemctl reload", svc, "; for i in 1 2 3 4 5 6 7 8 9 10; do",
+                    "[ \"$(docker info -f '{{.LiveRestoreEnabled}}' 2>/dev/null)\" = true ] && break; sleep 1; done;"
+                    ] if live_restore else []
+    restore = ["echo", QuoteString(f"dockerd did not start with the new {DAEMON_JSON}: the previous one is put back"),
+               ">&2; [ ! -f", PREVIOUS_DAEMON_JSON, "] || cp -p", PREVIOUS_DAEMON_JSON, DAEMON_JSON, ";",
+               "systemctl restart", svc, "; false"]
+    return StringCommand("if systemctl is-active -q", svc, "; then", *_wait_for_units(hold_restart_for),
+                         *reload_first, "systemctl restart", svc, "||", "{", *restore, "; }", "; fi")
+
+
 @operation()
 def daemon_json(managed: dict, hold_restart_for=(), service: str = "docker.service"):
     """daemon.json = the host's own keys + `managed` (see `merge_daemon_config`); dockerd
@@ -208,16 +235,15 @@ def daemon_json(managed: dict, hold_restart_for=(), service: str = "docker.servi
     host.log(f"{DAEMON_JSON}: {', '.join(sorted(changed)) or 'created'} changed -> dockerd {action}"
              + (f" (operator keys kept: {', '.join(kept)})" if kept else ""))
     yield StringCommand("mkdir", "-p", "/etc/docker")
+    if current["exists"]:
+        yield backup_daemon_json()
     yield FileUploadCommand(BytesIO(render_daemon_json(merged).encode()), DAEMON_JSON)
     yield StringCommand("chmod", "644", DAEMON_JSON)
     svc = QuoteString(service)
     if action == "reload":
         yield StringCommand("if systemctl is-active -q", svc, "; then systemctl reload", svc, "; fi")
     elif action == "restart":
-        # live-restore on by a reload first: the containers outlive the restart
-        reload_first = ["systemctl reload", svc, ";"] if merged.get("live-restore") else []
-        yield StringCommand("if systemctl is-active -q", svc, "; then", *_wait_for_units(hold_restart_for),
-                            *reload_first, "systemctl restart", svc, "; fi")
+        yield restart_dockerd(service, hold_restart_for, live_restore=bool(merged.get("live-restore")))
 
 
 @deploy("Docker host")

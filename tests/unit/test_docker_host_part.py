@@ -90,3 +90,26 @@ def test_a_restart_waits_for_the_held_units():
     assert "while systemctl is-active -q archon-migrate.service" in text and "sleep 5; done;" in text
     with pytest.raises(ConfigError):
         part._wait_for_units(["bad unit; rm -rf /"])
+
+
+def test_a_restart_reloads_live_restore_first_and_puts_the_previous_file_back_on_failure():
+    text = part.restart_dockerd("docker.service", ["archon-migrate"], live_restore=True).get_raw_value()
+    assert text.index("archon-migrate.service") < text.index("systemctl reload docker.service")
+    assert text.index("LiveRestoreEnabled") < text.index("systemctl restart docker.service ||")
+    assert "cp -p /var/backups/infra-docker/daemon.json.previous /etc/docker/daemon.json" in text
+    assert text.rstrip().endswith("false ; } ; fi")
+    plain = part.restart_dockerd("docker.service").get_raw_value()
+    assert "reload" not in plain and "LiveRestoreEnabled" not in plain
+
+
+def test_the_operators_daemon_json_is_kept_before_it_is_rewritten():
+    text = part.backup_daemon_json().get_raw_value()
+    assert "install -d -m 700 /var/backups/infra-docker" in text
+    assert "cp -p /etc/docker/daemon.json /var/backups/infra-docker/daemon.json.previous" in text
+
+
+def test_the_restart_command_is_valid_shell(tmp_path):
+    import subprocess
+    text = part.restart_dockerd("docker.service", ["archon-migrate"], live_restore=True).get_raw_value()
+    assert subprocess.run(["sh", "-n", "-c", text]).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", part.backup_daemon_json().get_raw_value()]).returncode == 0
