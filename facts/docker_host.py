@@ -22,21 +22,25 @@ for p in %s; do
     case "$s" in installed\ *) echo "package=$p ${s#installed }";; esac
 done
 command -v dockerd >/dev/null 2>&1 && echo dockerd=yes
+systemctl cat docker.service >/dev/null 2>&1 && echo unit=yes
 true
 """ % " ".join(ENGINE_PACKAGES)
 
 
 def parse_engine(output: list[str]) -> dict:
-    """{"package": "docker-ce"|None, "version": str|None, "dockerd": bool, "installed": bool}."""
+    """{"package": "docker-ce"|None, "version": str|None, "dockerd": bool, "installed": bool,
+    "unit": bool} ("unit": a docker.service exists, which the Docker host part manages)."""
     package = version = None
-    dockerd = False
+    dockerd = unit = False
     for line in output:
         if line.startswith("package=") and package is None:
             package, _, version = line[len("package="):].partition(" ")
         elif line.strip() == "dockerd=yes":
             dockerd = True
+        elif line.strip() == "unit=yes":
+            unit = True
     return {"package": package, "version": version or None, "dockerd": dockerd,
-            "installed": bool(package) or dockerd}
+            "installed": bool(package) or dockerd, "unit": unit}
 
 
 class DockerEngine(FactBase[dict]):
@@ -50,7 +54,7 @@ class DockerEngine(FactBase[dict]):
     @staticmethod
     @override
     def default() -> dict:
-        return {"package": None, "version": None, "dockerd": False, "installed": False}
+        return {"package": None, "version": None, "dockerd": False, "installed": False, "unit": False}
 
     @override
     def process(self, output: list[str]) -> dict:

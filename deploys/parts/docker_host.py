@@ -253,6 +253,11 @@ def docker_host(hold_restart_for=()):
     source = knob("docker_package_source")
     os_id, codename = distro_id()
     engine = host.get_fact(DockerEngine)
+    if engine["installed"] and not engine.get("unit"):
+        what = engine.get("package") or "a dockerd on PATH"
+        raise ConfigError(f"{host.name}: a Docker engine is installed ({what}) but there is no docker.service "
+                          "(a snap or a hand-started dockerd?); this part manages docker.service and "
+                          f"{DAEMON_JSON}: install Docker from apt (docker.io or docker-ce), or remove that engine")
     if engine["installed"]:
         engine_kept(name="Docker engine (kept as installed)", engine=engine, source=source)
         if host.get_fact(ComposeCli) is None and not host.data.get("docker_compose_cli"):

@@ -77,9 +77,12 @@ def test_daemon_json_fact_tells_missing_empty_and_broken_apart():
 
 
 def test_engine_fact_names_the_installed_package():
-    assert parse_engine(["engine-fact", "package=docker-ce 5:27.3.1-1~debian.12~bookworm", "dockerd=yes"]) == {
-        "package": "docker-ce", "version": "5:27.3.1-1~debian.12~bookworm", "dockerd": True, "installed": True}
-    assert parse_engine(["engine-fact", "dockerd=yes"])["installed"] is True  # installed outside apt
+    assert parse_engine(["engine-fact", "package=docker-ce 5:27.3.1-1~debian.12~bookworm", "dockerd=yes",
+                         "unit=yes"]) == {
+        "package": "docker-ce", "version": "5:27.3.1-1~debian.12~bookworm", "dockerd": True, "installed": True,
+        "unit": True}
+    snap = parse_engine(["engine-fact", "dockerd=yes"])  # installed outside apt, no docker.service
+    assert snap["installed"] is True and snap["unit"] is False
     assert parse_engine(["engine-fact"])["installed"] is False
 
 
