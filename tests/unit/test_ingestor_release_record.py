@@ -178,6 +178,29 @@ def test_a_hand_deployed_stack_is_recorded_from_compose_labels(tmp_path, script,
     assert ran == ["data-api"]
 
 
+def test_a_stack_our_earlier_deploy_started_is_recorded_with_the_compose_files_it_runs(tmp_path, script, monkeypatch):
+    """A host deployed before release records: this run has already staged the new compose
+    files and kept the running ones as `*.previous`; the record holds those."""
+    plan = plan_for(tmp_path)
+    workdir = Path(plan["project_directory"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services: {new: 1}\n")
+    Path(str(compose) + ".previous").write_text("services: {running: 1}\n")
+    labels = {"com.docker.compose.project.working_dir": str(workdir),
+              "com.docker.compose.project.config_files": str(compose)}
+    g = script["adopt_running_stack"].__globals__
+    monkeypatch.setitem(g, "run", lambda argv, check=True, timeout=900, capture=True:
+                        subprocess.CompletedProcess(argv, 0, "c1\n", ""))
+    monkeypatch.setitem(g, "inspect", lambda ref, fmt: {"{{json .Config.Labels}}": json.dumps(labels),
+                                                        "{{.State.Status}}": "running"}.get(fmt, "img"))
+    monkeypatch.setitem(g, "container", lambda plan, service: None)
+    record = script["adopt_running_stack"](plan)
+    assert record["source"] == "deploy (before release records)"
+    script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))
+    assert compose.read_text() == "services: {running: 1}\n"
+
+
 class FakeHost:
     def __init__(self, facts):
         self.facts = facts
