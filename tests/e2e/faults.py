@@ -25,6 +25,12 @@ from tests.e2e.runner import REPO
 STARTING = "--> Starting operation:"
 
 
+def fault_points(default: int) -> int:
+    """Kill points per case: `default` (what the CI budget allows for that module), or
+    $INFRA_FAULT_POINTS for a deeper run."""
+    return max(1, int(os.environ.get("INFRA_FAULT_POINTS") or default))
+
+
 def fault_seed() -> int:
     seed = int(os.environ.get("INFRA_FAULT_SEED") or random.SystemRandom().randrange(1, 10**6))
     print(f"[faults] seed {seed} (rerun with INFRA_FAULT_SEED={seed})", file=sys.stderr)

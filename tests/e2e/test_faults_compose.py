@@ -13,13 +13,12 @@ tests/apps/ingestor (see tests/e2e/test_ingestor.py), every run bounded in time.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
 
 from tests.apps.ingestor.build import SOURCE, ensure_standin_images
-from tests.e2e.faults import kill_points, planned_operations, run_until_operation
+from tests.e2e.faults import fault_points, kill_points, planned_operations, run_until_operation
 from tests.e2e.runner import apply
 from tests.e2e.test_ingestor import ENV, VOLUME, health, ingestor_data, prepare_host
 from tests.harness.fixtures import module_host
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 HOST = "ingestor-faults"
 DEPLOY = "deploys/ingestor.py"
-POINTS = int(os.environ.get("INFRA_FAULT_POINTS", "1"))  # kill points per case
+POINTS = fault_points(1)  # each point costs a full converge
 ROWS = r"""
 import hashlib, json, sqlite3, subprocess, sys
 base = subprocess.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", sys.argv[1]],

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.apps.music_assistant.build import build_runtime_wheel, build_wheel
-from tests.e2e.faults import kill_points_among, planned_changes, run_until_operation
+from tests.e2e.faults import fault_points, kill_points_among, planned_changes, run_until_operation
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
@@ -422,7 +422,7 @@ def test_killed_first_deploy_converges_and_keeps_the_users_data(music, data):
             "/etc/systemd/system/oauth-server.service /etc/oauth-server /var/lib/infra/restarts/music-assistant.service.inputs "
             "/var/lib/infra/restarts/oauth-server.service.inputs; systemctl daemon-reload")
     music.exec(wipe)
-    points = kill_points_among(planned_changes("deploys/music.py", limit=music.name, env=ENV, data=data("v1")), 2)
+    points = kill_points_among(planned_changes("deploys/music.py", limit=music.name, env=ENV, data=data("v1")), fault_points(1))
     for point in points:
         operation = killed_then_converges(music, data, "v1", point)
         assert info(music)["server_version"] == "1.0.0", operation
@@ -434,7 +434,7 @@ def test_killed_first_deploy_converges_and_keeps_the_users_data(music, data):
 def test_killed_upgrade_converges_and_keeps_the_data(music, data):
     only_on(music, "debian13")
     before = data_sum(music)
-    points = kill_points_among(planned_changes("deploys/music.py", limit=music.name, env=ENV, data=data("v2")), 2)
+    points = kill_points_among(planned_changes("deploys/music.py", limit=music.name, env=ENV, data=data("v2")), fault_points(1))
     for point in points:
         wheel, version = ("v2", "1.1.0") if info(music)["server_version"] == "1.0.0" else ("v1", "1.0.0")
         operation = killed_then_converges(music, data, wheel, point)
