@@ -385,7 +385,7 @@ def test_removal_keeps_data(music, data):
 
 DATA_SUMS = (
     "python3 -c \"import hashlib, json, sqlite3; d = '/opt/music-assistant/data'; "
-    "rows = sqlite3.connect(d + '/library.db').execute('select * from tracks order by id').fetchall(); "
+    "rows = sqlite3.connect(d + '/library.db').execute('select * from tracks order by item_id').fetchall(); "
     "s = json.load(open(d + '/settings.json')); "
     "user = [s.get('server_id'), s.get('providers'), s['core']['webserver']['values'].get('base_url')]; "
     "print(hashlib.sha256(json.dumps([rows, user]).encode()).hexdigest())\""
