@@ -40,10 +40,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import subprocess
-from fnmatch import fnmatch
 from io import BytesIO, StringIO
 from pathlib import Path
 
@@ -64,6 +62,7 @@ from deploys.parts.compose import (
 from deploys.parts.docker_host import docker_host
 from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
 from deploys.parts.preflight import collect_problems
+from deploys.parts.tree_sync import Tree, read_tree, tree_sync
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
 from facts.http import HttpHealth
@@ -156,17 +155,9 @@ def source_dir(data) -> Path:
     return path if path.is_absolute() else REPO / path
 
 
-def source_files(root: Path, exclude=(), exclude_dirs=()) -> list[Path]:
-    """The files `files.sync` uploads (same exclude semantics: `exclude` matches the full
-    local path, `exclude_dirs` the directory path relative to `root`)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = Path(dirpath).relative_to(root)
-        dirnames[:] = sorted(d for d in dirnames
-                             if not any(fnmatch((rel / d).as_posix(), pat) for pat in exclude_dirs))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not any(fnmatch(str(Path(dirpath) / f), pat) for pat in exclude)]
-    return found
+def source_tree(data) -> Tree:
+    """The checkout as synced to <dir>/src (deploys/parts/tree_sync: one tar, content-keyed)."""
+    return read_tree(source_dir(data), data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
 
 
 def dockerfile_of(spec: dict) -> str:
@@ -215,9 +206,9 @@ def tree_digest(root: Path, paths: list[str], files: list[Path], extra: str = ""
     return digest.hexdigest()[:16]
 
 
-def source_digests(data) -> dict[str, str]:
+def source_digests(data, tree: Tree | None = None) -> dict[str, str]:
     root = source_dir(data)
-    synced = source_files(root, data.ingestor_source_exclude or [], data.ingestor_source_exclude_dirs or [])
+    synced = (tree or source_tree(data)).paths()
     args = json.dumps(data.ingestor_build_args or {}, sort_keys=True)
     out = {}
     for name, spec in data.ingestor_services.items():
@@ -605,7 +596,7 @@ def docker_version_gate(data) -> None:
 
 
 @deploy("Layout, checkout and env files")
-def layout(data, values):
+def layout(data, values, tree: Tree):
     base = data.ingestor_dir
     # a release an earlier apply left running reads src/, compose/ and env/: let it end first
     wait_for_step(name=f"{RELEASE_UNIT}.service: wait for an unfinished release", unit=RELEASE_UNIT)
@@ -614,9 +605,8 @@ def layout(data, values):
         files.directory(name=path, path=path, user="root", group="root", mode=mode)
     files.put(name=f"{base}/bin/ingestor-release", src=StringIO(RELEASE_SCRIPT), dest=f"{base}/bin/ingestor-release",
               user="root", group="root", mode="755")
-    files.sync(name=f"Checkout -> {base}/src", src=str(source_dir(data)), dest=f"{base}/src", delete=True,
-               exclude=data.ingestor_source_exclude, exclude_dir=data.ingestor_source_exclude_dirs,
-               add_deploy_dir=False)
+    tree_sync(name=f"Checkout -> {base}/src ({len(tree.files)} files, one tar when changed)", tree=tree,
+              dest=f"{base}/src")
     written = [secret_file(name=f"{base}/src/{path} (from its template; secrets not shown)",
                            dest=f"{base}/src/{path}", content=HiddenValue(text))
                for path, text in env_files(data, values).items()]
@@ -640,8 +630,9 @@ def main(data):
     checked_preflight(data, values)
     docker_host(hold_restart_for=(RELEASE_UNIT,))  # never restart dockerd under a running release
     docker_version_gate(data)
-    env_ops = layout(data, values)
-    digests = source_digests(data)
+    tree = source_tree(data)
+    env_ops = layout(data, values, tree)
+    digests = source_digests(data, tree)
     head = alembic_head(source_dir(data) / data.ingestor_alembic_dir / "alembic" / "versions")
     plan = release_plan(data, digests, head, outline, service_bases(data))
     base = data.ingestor_dir

@@ -105,7 +105,7 @@ def test_the_wait_for_an_unfinished_step_is_the_one_host_step_runs():
 def test_layout_waits_for_an_unfinished_release_before_it_syncs():
     source = (Path(ingestor.__file__)).read_text()
     layout = source[source.index("def layout("):]
-    assert layout.index("wait_for_step(") < layout.index("files.sync(")
+    assert layout.index("wait_for_step(") < layout.index("tree_sync(")
 
 
 # ----------------------------------------------------------------------------- the live release
@@ -223,4 +223,4 @@ def test_preflight_checks_the_version_the_package_source_would_install(monkeypat
 def test_the_version_is_checked_again_after_the_install_before_any_release_step():
     source = Path(ingestor.__file__).read_text()
     main = source[source.index("def main(data):"):]
-    assert main.index("docker_host(") < main.index("docker_version_gate(data)") < main.index("layout(data, values)")
+    assert main.index("docker_host(") < main.index("docker_version_gate(data)") < main.index("layout(data, values, tree)")
