@@ -56,7 +56,7 @@ from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import secret_file, wait_until
 from deploys.parts.compose import (
-    _changed, cli_args, compose_outline, detected_cli, env_file_text, loopback_ports, override_cli_problem,
+    _changed, build_args, build_sections, cli_args, compose_outline, detected_cli, env_file_text, loopback_ports, override_cli_problem,
     override_document, to_yaml,
 )
 from deploys.parts.docker_host import docker_host
@@ -180,8 +180,21 @@ def dockerfile_bases(text: str, args: dict | None = None) -> list[str]:
     return refs
 
 
+def upstream_builds(data) -> dict[str, list[str]]:
+    """Each service's `build:` section in the user's compose file (empty: none there)."""
+    path = source_dir(data) / data.ingestor_compose_file
+    return build_sections(path.read_text()) if path.is_file() else {}
+
+
+def service_build_args(data, name: str, builds: dict[str, list[str]]) -> dict[str, str]:
+    """The build args compose passes: the user's `build.args`, ingestor_build_args over them
+    (our override's `build.args` merges by key)."""
+    return {**build_args(builds.get(name) or []), **{k: str(v) for k, v in (data.ingestor_build_args or {}).items()}}
+
+
 def service_bases(data) -> dict[str, list[str]]:
     root = source_dir(data)
+    builds = upstream_builds(data)
     out = {}
     for name, spec in data.ingestor_services.items():
         if spec.get("source"):
@@ -189,7 +202,7 @@ def service_bases(data) -> dict[str, list[str]]:
             if not path.is_file():
                 raise ConfigError(f"ingestor: {path} does not exist (the Dockerfile of {name}; "
                                   f"set ingestor_services[{name!r}].dockerfile)")
-            out[name] = dockerfile_bases(path.read_text(), data.ingestor_build_args)
+            out[name] = dockerfile_bases(path.read_text(), service_build_args(data, name, builds))
     return out
 
 
@@ -209,12 +222,17 @@ def tree_digest(root: Path, paths: list[str], files: list[Path], extra: str = ""
 def source_digests(data, tree: Tree | None = None) -> dict[str, str]:
     root = source_dir(data)
     synced = (tree or source_tree(data)).paths()
-    args = json.dumps(data.ingestor_build_args or {}, sort_keys=True)
+    builds = upstream_builds(data)
     out = {}
     for name, spec in data.ingestor_services.items():
         if spec.get("source"):
             dockerfile = root / dockerfile_of(spec)
-            extra = f"{args}\0{dockerfile_of(spec)}\0" + (dockerfile.read_text() if dockerfile.is_file() else "")
+            # the build args compose passes, and the user's whole build section (context,
+            # target, args as written): a change to either rebuilds
+            args = json.dumps(service_build_args(data, name, builds), sort_keys=True)
+            section = "\n".join(builds.get(name) or [])
+            extra = (f"{args}\0{section}\0{dockerfile_of(spec)}\0"
+                     + (dockerfile.read_text() if dockerfile.is_file() else ""))
             out[name] = tree_digest(root, spec["source"], synced, extra)
     return out
 

@@ -168,6 +168,7 @@ def cli_args(cli: str, project: str, compose_path: str | list[str], env_path: st
 _SERVICE = re.compile(r"^(\s+)([A-Za-z0-9._-]+):\s*(#.*)?$")
 _TOP = re.compile(r"^([A-Za-z0-9_-]+):")
 _ITEM = re.compile(r"^\s*-\s*(.+?)\s*(#.*)?$")
+_BUILD_KEY = re.compile(r"^(\s+)build:\s*(.*)$")
 
 
 def compose_outline(text: str) -> dict[str, dict]:
@@ -207,6 +208,63 @@ def compose_outline(text: str) -> dict[str, dict]:
     if not services:
         raise ConfigError("compose file: no services found (a block-style `services:` mapping is expected)")
     return services
+
+
+def build_sections(text: str) -> dict[str, list[str]]:
+    """{service: the lines of its `build:` (dedented; `build: .` -> ["."])} of a block-style
+    compose file: what compose builds the image from (context, dockerfile, args, target).
+    Part of the rebuild key, so a change to the user's own build args rebuilds."""
+    out: dict[str, list[str]] = {}
+    in_services, indent, current, build_lead = False, None, None, None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if _TOP.match(line):
+            in_services, current, build_lead = line.startswith("services:"), None, None
+            continue
+        if not in_services:
+            continue
+        lead = len(line) - len(line.lstrip())
+        match = _SERVICE.match(line)
+        if match and (indent is None or lead == indent):
+            indent, current, build_lead = lead, match.group(2), None
+            continue
+        if current is None:
+            continue
+        if build_lead is not None and lead > build_lead:
+            out[current].append(line[build_lead + 1:].rstrip())
+            continue
+        build_lead = None
+        key = _BUILD_KEY.match(line)
+        if key:
+            value = key.group(2).split(" #")[0].strip()
+            out[current] = [value] if value else []
+            build_lead = None if value else lead
+    return out
+
+
+def build_args(lines: list[str]) -> dict[str, str]:
+    """The `args:` of a build section (mapping or `- KEY=value` list; quotes stripped)."""
+    args: dict[str, str] = {}
+    args_lead = None
+    for line in lines:
+        lead = len(line) - len(line.lstrip())
+        if line.strip() == "args:":
+            args_lead = lead
+            continue
+        if args_lead is None:
+            continue
+        if lead <= args_lead:
+            args_lead = None
+            continue
+        item = line.strip()
+        if item.startswith("- "):
+            key, _, value = item[2:].strip().strip("'\"").partition("=")
+        else:
+            key, _, value = item.partition(":")
+        args[key.strip()] = value.strip().strip("'\"")
+    return args
 
 
 def loopback_ports(ports: Iterable[str], address: str) -> list[str]:
