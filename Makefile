@@ -88,7 +88,7 @@ archon-restore: setup  ## The Archon database from a backup on the host: make ar
 ingestor-status: setup  ## ha-ingestor: the plan's success criteria (health, tables, devices/entities, bucket)
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec -- /opt/ha-ingestor/bin/ingestor-release status /opt/ha-ingestor/release.json
 
-ingestor-restore: setup  ## ha-ingestor: put a backup back (SQLite + InfluxDB): BACKUP=/var/backups/ha-ingestor/ingestor-...
+ingestor-restore: setup  ## ha-ingestor: put a backup back (SQLite, env files, InfluxDB): BACKUP=/var/backups/ha-ingestor/ingestor-...
 	@[[ "$(BACKUP)" =~ ^/[A-Za-z0-9_./-]+$$ ]] || { echo "usage: make ingestor-restore BACKUP=/var/backups/ha-ingestor/ingestor-<stamp> [ENV=prod] [LIMIT=host]" >&2; exit 2; }
 	INFRA_SYSTEMS=ingestor $(PYINFRA) exec $(LIMIT_ARGS) -- /opt/ha-ingestor/bin/ingestor-release restore /opt/ha-ingestor/release.json $(BACKUP)
 

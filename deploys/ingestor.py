@@ -613,6 +613,24 @@ def docker_version_gate(data) -> None:
                description="Docker version", timeout_s=20, interval_s=2)
 
 
+@operation()
+def keep_pre_record_env(paths: list[str], record: str):
+    """No release record yet (a stack started by hand in <dir>/src, or by our deploy from
+    before records): keep the env files it runs with as `<file>.previous` before this run
+    writes new ones. bin/ingestor-release records those as the previous release, so the
+    first release's rollback puts them back; a healthy release removes them. Once: an
+    earlier copy is never overwritten (it is older than this run's files)."""
+    if host.get_fact(File, path=record):
+        host.noop("a release record exists: it holds the env files to roll back to")
+        return
+    kept = [p for p in paths if host.get_fact(File, path=p) and not host.get_fact(File, path=p + ".previous")]
+    if not kept:
+        host.noop("no env files to keep (none yet, or kept by an earlier run)")
+        return
+    for path in kept:
+        yield StringCommand("cp", "-p", QuoteString(path), QuoteString(path + ".previous"))
+
+
 @deploy("Layout, checkout and env files")
 def layout(data, values, tree: Tree):
     base = data.ingestor_dir
@@ -625,6 +643,9 @@ def layout(data, values, tree: Tree):
               user="root", group="root", mode="755")
     tree_sync(name=f"Checkout -> {base}/src ({len(tree.files)} files, one tar when changed)", tree=tree,
               dest=f"{base}/src")
+    env_paths = [f"{base}/src/{path}" for path in data.ingestor_env_files or {}] + [f"{base}/env/compose.env"]
+    keep_pre_record_env(name="Env files the running stack reads, kept before the first release record",
+                        paths=env_paths, record=f"{base}/live/release.json")
     written = [secret_file(name=f"{base}/src/{path} (from its template; secrets not shown)",
                            dest=f"{base}/src/{path}", content=HiddenValue(text))
                for path, text in env_files(data, values).items()]
