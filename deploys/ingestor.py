@@ -13,13 +13,14 @@ the built images, sets restart policy / limits / healthcheck timing when asked.
 Phases: preflight (config, secrets, Docker - or, not installed yet, the version the
 package source would install; checked again after the install - compose v2, disk, Home
 Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
-<dir>/src, the env files upstream's compose names written from ITS templates + secrets
+<dir>/src (one tar, only when its content hash differs: deploys/parts/tree_sync), the env
+files the running stack reads kept before the first release record, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
 ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short; the
 next apply waits for an unfinished one before it syncs anything): bin/ingestor-release
 validates the merged config (every port on loopback, reports the services we do not
-manage), builds what changed (rebuild key: the service's files, its Dockerfile, the build
-args - the image label - and the base image each FROM resolves to on the host, recorded
+manage), builds what changed (rebuild key: the service's files, its Dockerfile, its `build:`
+section in the user's compose file and the build args - the image label - and the base image each FROM resolves to on the host, recorded
 in <dir>/builds.json), takes verified backups just before the switch, and starts the
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
