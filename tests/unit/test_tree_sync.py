@@ -94,3 +94,33 @@ def test_a_real_sized_checkout_goes_up_as_one_small_gzipped_tar(tmp_path):
         (root / f"d{i % 40}/f{i}.py").write_text("x = %d\n" % i)
     tree = read_tree(root)
     assert len(tree.files) == 1500 and len(tree_tar(tree)) < 200_000
+
+
+class FakeHost:
+    def __init__(self, digest):
+        self.digest, self.noops = digest, []
+
+    def get_fact(self, fact, **kwargs):
+        assert fact is TreeDigest and set(kwargs) == {"path", "spec"}
+        return self.digest
+
+    def noop(self, message):
+        self.noops.append(message)
+
+
+def test_the_operation_sends_nothing_when_the_host_copy_matches(checkout, monkeypatch):
+    from pyinfra.api import FileUploadCommand
+
+    from deploys.parts import tree_sync as part
+
+    tree = read_tree(checkout, EXCLUDE, EXCLUDE_DIRS)
+    same = FakeHost(tree.digest)
+    monkeypatch.setattr(part, "host", same)
+    assert list(part.tree_sync._inner(tree=tree, dest="/opt/app/src")) == []
+    assert same.noops == [f"/opt/app/src is up to date (4 files, {tree.digest[:12]})"]
+    monkeypatch.setattr(part, "host", FakeHost("0" * 64))
+    mkdir, upload, unpack = part.tree_sync._inner(tree=tree, dest="/opt/app/src")
+    assert str(mkdir.get_raw_value()) == "mkdir -p /opt/app/src"
+    assert isinstance(upload, FileUploadCommand) and upload.dest == f"/opt/app/src.tree-{tree.digest[:12]}.tar.gz"
+    text = str(unpack.get_raw_value())
+    assert text.startswith("python3 -c ") and " apply /opt/app/src " in text and text.endswith(upload.dest)
