@@ -26,6 +26,12 @@ commands with `run_command`, which carries the operation's `_sudo`/`_su_user`/`_
 (facts read inside a hook inherit them from pyinfra). A live link written by an older
 layout (anything but `releases/<component>/<id>`) is put back as it was on a rollback. `rollback_target`
 and `releases_report` give `make rollback` and `make releases`.
+
+The history ends with the live release: a run cut off after its link switch, before its
+history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
+live release the history does not end with; the next `releases_switched` appends it (action
+`cut-off`, commit and author from its release.json) before anything else, and the
+listing shows it meanwhile.
 """
 
 from __future__ import annotations
@@ -264,7 +270,7 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": app_id(before) if any(before.values()) else None,
         "backup": backup or None, **switch.meta,
     }
-    ok, message = _run(host_, f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}")
+    ok, message = _run(host_, history_line(root, entry))
     if not ok:
         _say(host_, f"warning: history not written: {message}")
     fresh = host_.get_fact(Releases, root=root, components=" ".join(names))
@@ -279,6 +285,39 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
     return True
 
 
+def unrecorded_live(st: dict, names: list[str]) -> dict | None:
+    """The history line the live release lacks, when the history does not end with it (a run
+    cut off between its link switch and its history line); None when it does, or when the
+    live links are not all complete releases of this layout."""
+    current = current_components(st, names)
+    if not any(current.values()):
+        return None
+    comps = st.get("components") or {}
+    metas = []
+    for n, rid in current.items():
+        info = (comps.get(n) or {}).get("releases", {}).get(rid) if rid else None
+        if rid and not (info and info.get("complete")):
+            return None
+        if info:
+            metas.append(info.get("meta") or {})
+    history = st.get("history") or []
+    live = app_id(current)
+    if history and history[-1].get("id") == live:
+        return None
+    meta = max(metas, key=lambda m: str(m.get("built_at") or ""), default={})
+    return {
+        "id": live, "components": current, "action": "cut-off",
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": history[-1].get("id") if history else None,
+        "commit": meta.get("commit"), "dirty": meta.get("dirty"), "by": meta.get("by"),
+        "note": "live, but the run that switched to it was cut off before it recorded it; recorded by the next run",
+    }
+
+
+def history_line(root: str, entry: dict) -> str:
+    """The command appending `entry` to the history (one JSON line)."""
+    return f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}"
+
+
 @operation()
 def releases_switched(
     root: str,
@@ -289,8 +328,14 @@ def releases_switched(
     keep: int = 3,
     cleanup: Hook | None = None,
 ):
-    """Make `components` live (see the module docstring); nothing when they already are."""
+    """Make `components` live (see the module docstring); nothing when they already are.
+    A live release the history lacks is recorded first (`unrecorded_live`)."""
     st = read(root, names)
+    if missing := unrecorded_live(st, names):
+        say_or_noop = host.log if state.is_executing else host.noop
+        say_or_noop(f"release {missing['id']} is live but not in the history (a run was cut off after its switch): recorded")
+        yield StringCommand(history_line(root, missing))
+        st = {**st, "history": [*(st.get("history") or []), missing]}
     before = current_components(st, names)
     changes = [c for c in components if before.get(c.name) != c.rid]
     if not changes:
@@ -340,6 +385,8 @@ def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
 
 def report_lines(st: dict, names: list[str], title: str = "") -> list[str]:
     live = app_id(current_components(st, names))
+    if missing := unrecorded_live(st, names):  # shown now, recorded by the next deploy or rollback
+        st = {**st, "history": [*(st.get("history") or []), missing]}
     lines = [f"{title + ' ' if title else ''}releases (newest first; * = live {live}):"]
     for e in history_entries(st):
         mark = "*" if e["id"] == live else " "
