@@ -54,15 +54,20 @@ fi
 output() {  # $1 lines, $2 since
     if [ -n "$log" ]; then tail -n "$1" "$log" 2>/dev/null; else journalctl -q -o cat -u "$unit" --since "$2" | tail -n "$1"; fi
 }
+running() {  # active, or on its way in or out
+    s=$($sc is-active "$unit" 2>/dev/null) && return 0
+    case "$s" in activating|deactivating|reloading|refreshing) return 0 ;; esac
+    return 1
+}
 """.strip()
 
 # Waits for an earlier run of "$unit" (its apply was cut off) and prints how it ended.
 _WAIT = _SCOPE + "\n" + r"""
 note() { echo "host step $unit: $*" >&2; logger -t host-step "$unit: $*" 2>/dev/null || true; }
-if $sc is-active -q "$unit"; then
+if running; then
     note "an earlier run (an apply that was cut off) is still going: waiting for it"
     since=$($sc show -p ActiveEnterTimestamp --value "$unit")
-    while $sc is-active -q "$unit"; do sleep 2; done
+    while running; do sleep 2; done
     output 200 "$since" >&2
     note "the earlier run ended: $($sc show -p Result --value "$unit")"
 fi
@@ -74,22 +79,32 @@ unit="$1.service"; timeout="$2"; description="$3"; scope="$4"; log="$5"; shift 5
 """.strip() + "\n" + _WAIT + "\n" + r"""
 $sc reset-failed "$unit" >/dev/null 2>&1 || true
 start=$(date '+%Y-%m-%d %H:%M:%S')
-if [ "$scope" = user ]; then
-    run="systemd-run --user"
-    for name in $USER_ENV; do eval "[ -n \"\${$name+x}\" ]" && run="$run --setenv=$name"; done
-else
-    run="systemd-run"
-fi
 if [ -n "$log" ]; then
     [ -e "$log" ] && mv -f "$log" "$log.1"
     : > "$log"; out="--property=StandardOutput=append:$log --property=StandardError=append:$log"
 else
     out="--property=StandardOutput=journal --property=StandardError=journal"
 fi
-$run --quiet --wait --unit="$unit" --description="$description" \
-    --property=TimeoutStopSec=120 --property=RuntimeMaxSec="$timeout" --property=KillMode=mixed \
-    $out -- "$@"
-rc=$?
+props="--property=TimeoutStopSec=120 --property=RuntimeMaxSec=$timeout --property=KillMode=mixed $out"
+if [ "$scope" = user ]; then
+    # `--wait` needs the user's D-Bus (dbus-user-session), which many machines lack: start
+    # the unit (the manager's private socket is enough), then follow it to its end
+    run="systemd-run --user"
+    for name in $USER_ENV; do eval "[ -n \"\${$name+x}\" ]" && run="$run --setenv=$name"; done
+    $run --quiet --unit="$unit" --description="$description" $props -- "$@"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        while running; do sleep 1; done
+        # a unit that succeeded is gone (its Result reads success); a failed one stays loaded
+        if [ "$($sc show -p Result --value "$unit")" != success ]; then
+            rc=$($sc show -p ExecMainStatus --value "$unit")
+            [ "${rc:-0}" -gt 0 ] 2>/dev/null || rc=1
+        fi
+    fi
+else
+    systemd-run --quiet --wait --unit="$unit" --description="$description" $props -- "$@"
+    rc=$?
+fi
 output 400 "$start"
 if [ "$rc" -ne 0 ]; then
     note "failed (exit $rc); its output: ${log:-journalctl -u $unit}"

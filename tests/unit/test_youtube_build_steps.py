@@ -38,10 +38,10 @@ def run_user_step(tmp_path, script: str = "true", **env):
 def test_a_user_step_runs_under_the_users_manager_with_a_log_file(tmp_path):
     proc, calls = run_user_step(tmp_path, HTTPS_PROXY="http://proxy.invalid:3128")
     assert proc.returncode == 0, proc.stderr
-    assert "systemctl --user is-active -q yt-venv.service" in calls
+    assert "systemctl --user is-active yt-venv.service" in calls
     assert "systemctl --user reset-failed yt-venv.service" in calls
     # the session's PATH and proxy go along (as in the foreground), unset names do not
-    assert "systemd-run --user --setenv=PATH --setenv=HTTPS_PROXY --quiet --wait --unit=yt-venv.service" in calls
+    assert "systemd-run --user --setenv=PATH --setenv=HTTPS_PROXY --quiet --unit=yt-venv.service" in calls and "--wait" not in calls
     assert "--setenv=PIP_INDEX_URL" not in calls
     assert f"--property=StandardOutput=append:{tmp_path / 'step.log'}" in calls and "journal" not in calls
 
@@ -56,6 +56,9 @@ def test_an_earlier_user_step_still_going_is_waited_for_and_its_log_kept(tmp_pat
     (tmp_path / "again").mkdir()
     failed, _ = run_user_step(tmp_path / "again", STEP_RC="3")
     assert failed.returncode == 3 and "failed (exit 3); its output: " in failed.stderr
+    (tmp_path / "unit-failed").mkdir()  # started, then the unit itself failed (it stays loaded)
+    failed, _ = run_user_step(tmp_path / "unit-failed", RESULT="exit-code")
+    assert failed.returncode == 1 and "failed (exit 1)" in failed.stderr
 
 
 def test_a_user_step_needs_a_log_path_without_spaces_and_a_known_scope():
