@@ -95,7 +95,7 @@ from facts.procs import (
 
 q = shlex.quote
 ACTIONS = ("deploy", "start", "stop", "restart", "status")
-RELEASE_ACTIONS = ("rollback", "releases")
+RELEASE_ACTIONS = releases.RELEASE_ACTIONS
 COMPONENTS = ["backend", "frontend"]
 RUN_SCRIPT = ".infra-run"
 PLACEHOLDERS = (
@@ -951,11 +951,10 @@ def migrated(ctx: Context) -> None:
     )
 
 
-def rollback(ctx: Context) -> None:
+def rollback(ctx: Context, target: dict) -> None:
     """`make rollback [TO=id]`: the previous (or the named) kept release, with its data."""
     layout, data = ctx.layout, ctx.data
     st = releases.read(layout.prod, COMPONENTS)
-    target = releases.rollback_target(st, COMPONENTS, data.get("release_to"))
     preflight(ctx, "rollback")
     host.log(f"rolling back to release {target['id']} (deployed {target.get('at')}, commit {(target.get('commit') or '?')[:12]})")
     mode_recorded(ctx)
@@ -996,17 +995,16 @@ def main(data) -> None:
     layout = Layout.from_data(data, ident["home"])
     ctx = Context(data, ident, layout, proc_specs(data, layout))
     ctx.mode = resolve_mode(data, layout)
-    action = data.get("release_action") or data.youtube_action
+    series = [releases.Series("", layout.prod, tuple(COMPONENTS))]
+    if releases.release_action(data.get("release_action"), series, data.get("release_to"), lambda _, target: rollback(ctx, target)):
+        return
+    action = data.youtube_action
     title = (
         f"YouTube assistant production in {layout.prod} (mode {ctx.mode}; "
         f"backend :{data.youtube_backend_port}, frontend :{data.youtube_frontend_port})"
     )
     if action == "deploy":
         deploy_all(ctx)
-    elif action == "rollback":
-        rollback(ctx)
-    elif action == "releases":
-        releases.releases_report(name="Releases", root=layout.prod, names=COMPONENTS)
     elif action == "status":
         status_report(name="Status", specs=ctx.specs, mode=ctx.mode, title=title, extra=status_lines(ctx))
     elif action == "stop":

@@ -14,6 +14,7 @@ import pytest
 from pyinfra.api import FunctionCommand, StringCommand
 
 from deploys.parts import releases
+from facts.releases import RELEASES_SCRIPT, Releases
 from deploys.parts.releases import Component, Switch, app_id, report_lines, rollback_target, unrecorded_live
 from tests.unit.test_releases import NAMES, LocalHost, entry, fact, history, link, make_release
 
@@ -110,3 +111,45 @@ def test_the_next_switch_records_the_cut_off_release_first(monkeypatch, tmp_path
     subprocess.run(["sh", "-c", commands[0].get_raw_value()], check=True)
     commands, logs = run_op(monkeypatch, tmp_path, [Component("backend", "b2"), Component("frontend", "f1")])
     assert commands == [] and any("is live" in line for line in logs)  # consistent: no change
+
+
+def two_series(tmp_path: Path) -> list[releases.Series]:
+    """Two series (as music's two apps), each with two kept releases, the newer live."""
+    out = []
+    for title, name in (("App", "app"), ("Auth", "auth")):
+        root = tmp_path / name
+        for rid in (f"{name}1", f"{name}2"):
+            built(root, name, rid)
+        link(root, name, f"{name}2")
+        history(root, *({"id": app_id({name: r}), "components": {name: r}, "action": "deploy"} for r in (f"{name}1", f"{name}2")))
+        out.append(releases.Series(title, str(root), (name,)))
+    return out
+
+
+def test_release_action_lists_every_series_and_rolls_back_in_the_one_named(monkeypatch, tmp_path):
+    series = two_series(tmp_path)
+    monkeypatch.setattr(releases, "read", fact_of)
+    listed, back = [], []
+    monkeypatch.setattr(releases, "releases_report", lambda **kw: listed.append((kw["name"], kw["root"])))
+    assert releases.release_action(None, series, None, lambda s, t: back.append(t)) is False  # a normal run
+    assert releases.release_action("releases", series, None, back.append) is True
+    assert [name for name, _ in listed] == ["App releases", "Auth releases"] and back == []
+    assert releases.release_action("rollback", series, None, lambda s, t: back.append((s.title, t["components"])))
+    assert back == [("App", {"app": "app1"})]  # no TO: the first series' previous release
+    auth1 = app_id({"auth": "auth1"})
+    releases.release_action("rollback", series, auth1[:7], lambda s, t: back.append((s.title, t["components"])))
+    assert back[-1] == ("Auth", {"auth": "auth1"})
+    with pytest.raises(releases.ConfigError, match=r"App: rollback: no single kept release matches 'zzz'.*; Auth: rollback"):
+        releases.release_action("rollback", series, "zzz", back.append)
+
+
+def fact_of(root: str, names: list[str]) -> dict:
+    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, root, " ".join(names)], capture_output=True, text=True, check=True)
+    return Releases().process(out.stdout.splitlines())
+
+
+def test_history_entry_has_the_fields_make_releases_reads():
+    entry = releases.history_entry({"app": "a2"}, {"app": "a1"}, "deploy", {"commit": "c", "dirty": False, "by": "jo@pc"}, "/b/x")
+    assert entry["id"] == app_id({"app": "a2"}) and entry["from"] == app_id({"app": "a1"}) and entry["backup"] == "/b/x"
+    assert {"components", "action", "at", "commit", "dirty", "by"} <= set(entry)
+    assert releases.history_entry({"app": "a1"}, {"app": None}, "deploy")["from"] is None
