@@ -11,8 +11,8 @@ pyinfra timeout or a killed client cannot interrupt them half-way, and their rol
    is reset so the unit name is free;
 2. start `argv` as the transient service `<unit>.service` (`systemd-run --wait`), output
    to the journal, killed only by its own timeout (`timeout_s`);
-3. print that run's journal (so pyinfra shows it) and exit with the service's status: the
-   operation fails exactly when the step failed.
+3. print that run's journal (so pyinfra shows it; with `follow`, streamed while it runs)
+   and exit with the service's status: the operation fails exactly when the step failed.
 
 `UnitState(unit)` reads `<unit>.service`'s ActiveState / Result / ExecMainStatus, so a
 deploy sees an unfinished (or failed) run before it decides what to do, and
@@ -46,17 +46,29 @@ if systemctl is-active -q "$unit"; then
 fi
 """.strip()
 
-# $1 unit, $2 timeout seconds, $3 description, then argv.
+# $1 unit, $2 timeout seconds, $3 description, $4 follow (1: stream the journal while the
+# step runs, else print its last 400 lines when it ends), then argv.
 _SCRIPT = r"""
-unit="$1.service"; timeout="$2"; description="$3"; shift 3
+unit="$1.service"; timeout="$2"; description="$3"; follow="$4"; shift 4
 """.strip() + "\n" + _WAIT + "\n" + r"""
 systemctl reset-failed "$unit" >/dev/null 2>&1 || true
 start=$(date '+%Y-%m-%d %H:%M:%S')
+if [ "$follow" = 1 ]; then
+    seen=$(mktemp)
+    journalctl -q -o cat -f -u "$unit" --since "$start" >"$seen" 2>/dev/null & jpid=$!
+    tail -n +1 -s 0.2 --pid="$jpid" -f "$seen" & tpid=$!
+fi
 systemd-run --quiet --wait --unit="$unit" --description="$description" \
     --property=TimeoutStopSec=120 --property=RuntimeMaxSec="$timeout" --property=KillMode=mixed \
     --property=StandardOutput=journal --property=StandardError=journal -- "$@"
 rc=$?
-journalctl -q -o cat -u "$unit" --since "$start" | tail -n 400
+if [ "$follow" = 1 ]; then
+    total=$(journalctl -q -o cat -u "$unit" --since "$start" | wc -l); i=0
+    while [ "$(wc -l < "$seen")" -lt "$total" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill "$jpid" 2>/dev/null; wait "$tpid" 2>/dev/null; rm -f "$seen"
+else
+    journalctl -q -o cat -u "$unit" --since "$start" | tail -n 400
+fi
 if [ "$rc" -ne 0 ]; then
     note "failed (exit $rc); its journal: journalctl -u $unit"
 fi
@@ -64,14 +76,18 @@ exit "$rc"
 """.strip()
 
 
-def host_step(unit: str, argv: list[str], description: str = "", timeout_s: int = 7200) -> StringCommand:
-    """The command that runs `argv` as the transient unit `<unit>.service` (see module doc)."""
+def host_step(unit: str, argv: list[str], description: str = "", timeout_s: int = 7200,
+              follow: bool = False) -> StringCommand:
+    """The command that runs `argv` as the transient unit `<unit>.service` (see module doc).
+
+    `follow`: stream the unit's journal while it runs (a long build shows its progress in
+    `pyinfra -vvv` and the cause of a failure in full), instead of its last 400 lines."""
     if not _UNIT.match(unit):
         raise ConfigError(f"host step unit name {unit!r}: use letters, digits, '-', '_', '.', '@'")
     if int(timeout_s) < 1:
         raise ConfigError(f"host step {unit}: timeout_s must be positive")
     return StringCommand("sh", "-c", QuoteString(_SCRIPT), "host-step", QuoteString(unit), str(int(timeout_s)),
-                         QuoteString(description or unit), *[QuoteString(a) for a in argv])
+                         QuoteString(description or unit), "1" if follow else "0", *[QuoteString(a) for a in argv])
 
 
 @operation(is_idempotent=True)
