@@ -63,7 +63,8 @@ from deploys.parts import deploy_lock
 from deploys.env_schema import BACKEND, ELSEWHERE, WORKERS, env_problems, env_text, production, url_problem
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, secret_file, wait_until
-from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
+from deploys.parts.compose import (cli_args, compose_check, compose_stack, detected_cli, env_file_text, fail_command,
+                                   to_yaml)
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
 from deploys.parts.generated_env import env_spec, stack_env, user_secrets
@@ -74,14 +75,18 @@ from deploys.parts.host_steps import wait_for_step
 from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
-from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, R2Buckets, missing_tables
-from facts.system import MemAvailableMb, MemTotalMb
+from facts.compose import ComposeServices
+from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, DockerServer, R2Buckets, missing_tables
+from facts.procs import Identity
+from facts.sockets import ListeningSockets
+from facts.system import FreeDiskMb, MemAvailableMb, MemTotalMb
 
 logger = logging.getLogger("pyinfra")
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("backend", "postgres", "redis")
 CONTAINER = {s: f"hivesync-{s}" for s in SERVICES}
-ROLES = ("server", "workstation")
+ROLES = ("server", "workstation", "local_docker")
+LOCAL_ACTIONS = ("deploy", "start", "stop", "status")
 WRANGLER_TEMPLATE = "home/.local/state/hivesync/workers/wrangler.toml.j2"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _WORKER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -163,6 +168,10 @@ def config_problems(data) -> list[str]:
         problems.append("POSTGRES_PASSWORD must be generated (hivesync_generated_secrets) or required")
     if data.hivesync_memory_policy not in ("warn", "fail"):
         problems.append(f"hivesync_memory_policy {data.hivesync_memory_policy!r} is not 'warn' or 'fail'")
+    if data.hivesync_local_action not in LOCAL_ACTIONS:
+        problems.append(f"hivesync_local_action {data.hivesync_local_action!r} is not one of {LOCAL_ACTIONS}")
+    if data.hivesync_local_base_url and (problem := url_problem(str(data.hivesync_local_base_url), False)):
+        problems.append(f"hivesync_local_base_url {problem}")
     if data.hivesync_role == "server":
         try:
             normalise_rules(data.get("firewall_allow_tcp") or [])
@@ -298,6 +307,14 @@ def base_url(data) -> str:
     return f"https://{data.hivesync_domain}"
 
 
+def backend_base_url(data) -> str:
+    """BASE_URL the backend gets: https://<domain> on the Linode; on the operator's
+    machine (local roles) hivesync_local_base_url, else the published loopback port."""
+    if data.hivesync_role == "local_docker":
+        return data.hivesync_local_base_url or f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}"
+    return base_url(data)
+
+
 def container_port(data) -> int:
     """One setting: the host port, the container port, `--port` of the command and PORT."""
     return int(data.hivesync_backend_port)
@@ -386,7 +403,7 @@ def render_compose(data) -> str:
 
 def backend_env(data) -> dict:
     """The app's non-secret settings (BASE_URL from the domain, PORT from the one port knob)."""
-    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
+    values = {"BASE_URL": backend_base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
     values.update({k: env_text(v) for k, v in data.hivesync_backend_env.items()})
     return values
 
@@ -730,6 +747,173 @@ def server(data):
         external_check(data)
 
 
+# ----------------------------------------------------------------------------- local Docker (N.2.2)
+# The operator's machine (@local; in tests a disposable host reached over SSH as an
+# ordinary user): the server's compose stack (stack(): the same services, images, volumes,
+# healthchecks, loopback ports), built and run as the operator, without ufw, nginx,
+# certbot, root or systemd; files under hivesync_local_dir; workers stay on Cloudflare.
+
+
+class Overlay:
+    """Host data with a few knobs replaced: the server's functions on the local layout."""
+
+    def __init__(self, data, **values):
+        self._data, self._values = data, values
+
+    def __getattr__(self, key):
+        return self._values[key] if key in self._values else getattr(self._data, key)
+
+    def get(self, key, default=None):
+        return self._values[key] if key in self._values else self._data.get(key, default)
+
+
+def expand_home(path: str, home: str) -> str:
+    """`~/x` -> `<home>/x`; a relative path is relative to the home directory."""
+    path = str(path)
+    if path in ("~", ""):
+        return home
+    path = path[2:] if path.startswith("~/") else path
+    return path.rstrip("/") if path.startswith("/") else f"{home.rstrip('/')}/{path}".rstrip("/")
+
+
+def local_layout(data, home: str) -> Overlay:
+    """hivesync_local_dir holds the compose and env files, the build and the secrets (0700)."""
+    base = expand_home(data.hivesync_local_dir, home)
+    return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets")
+
+
+def local_problems(data, ident: dict, action: str) -> list[str]:
+    """Why the stack cannot run here as this user (prepare time, changes nothing)."""
+    user = ident.get("user") or "?"
+    problems = []
+    if ident.get("uid") == 0:
+        problems.append("connected as root: the local targets run as the operator (set ssh_user to the operator, "
+                        "or run pyinfra @local as yourself)")
+    docker = host.get_fact(DockerServer)
+    if not docker["ok"]:
+        problems.append(f"docker does not answer for {user}: {docker['error']} (start Docker Desktop or dockerd, "
+                        f"or add {user} to the docker group and log in again)")
+    elif detected_cli() is None:
+        problems.append("no compose CLI: neither `docker compose` (v2) nor `docker-compose` (v1)")
+    if action != "deploy":
+        return problems
+    try:
+        backend_source(data)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if missing := secrets.missing(list(data.required_secrets), secrets.load()):
+        problems.append(f"missing or placeholder secrets: {', '.join(missing)}")
+    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project) if docker["ok"] else {}
+    listening = {s["port"] for s in host.get_fact(ListeningSockets) or [] if s["proto"] == "tcp"}
+    for service, port in (("backend", data.hivesync_backend_port), ("postgres", data.hivesync_postgres_port),
+                          ("redis", data.hivesync_redis_port)):
+        if port and port in listening and (running.get(service) or {}).get("state") != "running":
+            problems.append(f"port {port} (hivesync_{service}_port) is taken by another program on this machine")
+    free = host.get_fact(FreeDiskMb, path=ident.get("home") or "/")
+    if free is not None and free < int(data.preflight_min_disk_mb):
+        problems.append(f"{free} MiB free in {ident.get('home')}, need {data.preflight_min_disk_mb}")
+    return problems
+
+
+@operation()
+def local_compose(action: str, project: str, directory: str, compose_file: str, env_file: str, services):
+    """`stop` (containers and volumes stay) or `start` (`up -d` of the deployed files):
+    nothing when every service already is as asked."""
+    cli = detected_cli() or "docker compose"
+    compose_path = f"{directory}/{compose_file}"
+    running = host.get_fact(ComposeServices, project=project)
+    up = [s for s in services if (running.get(s) or {}).get("state") == "running"]
+    args = cli_args(cli, project, compose_path, f"{directory}/{env_file}")
+    if action == "stop":
+        if not up:
+            host.noop(f"compose project {project}: stopped")
+            return
+        yield StringCommand("cd", QuoteString(directory), "&&", *args, "stop")
+        return
+    if not host.get_fact(File, path=compose_path):
+        yield fail_command(f"HiveSync is not deployed on this machine yet ({compose_path} is missing): "
+                           "make hivesync-local-up first")
+        return
+    if len(up) == len(list(services)):
+        host.noop(f"compose project {project}: {len(up)} services running")
+        return
+    yield StringCommand("cd", QuoteString(directory), "&&", *args, "up", "-d")
+
+
+@operation(is_idempotent=True)
+def local_status(data):
+    """Each service's state and health, the backend's health URL and what was deployed."""
+    if not state.is_executing:
+        host.noop("status is read when the deploy runs")
+        return
+    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project)
+    lines = [f"HiveSync local Docker in {data.hivesync_dir} (compose project {data.hivesync_compose_project})"]
+    for service in SERVICES:
+        info = running.get(service) or {}
+        lines.append(f"  {service:<9} {info.get('state') or 'not created'}"
+                     + (f" ({info['health']})" if info.get("health") else ""))
+    health = host.get_fact(HttpHealth, url=backend_url(data))
+    lines.append(f"  health    {backend_url(data)}: {describe(health)}")
+    for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
+        lines.append(f"  deployed  {line}")
+    for line in lines:
+        host.log(line)
+    host.noop("status reported")
+    return
+    yield  # pragma: no cover  (a generator that yields nothing)
+
+
+def local_environment(data, ident: dict):
+    """.env.production (0600, the operator's) from user.env (data + .env) and the secrets
+    generated once in <dir>/secrets/generated.env: the server's env, the local BASE_URL."""
+    spec = hivesync_env_spec(data)
+    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
+    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
+                       content=HiddenValue(env_file_text(backend_values(data))), user=ident["user"],
+                       group=ident["group"])
+    env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
+    return user, env
+
+
+def local_docker(data):
+    ident = host.get_fact(Identity)
+    action = data.hivesync_local_action
+    data = local_layout(data, ident.get("home") or "~")
+    if problems := local_problems(data, ident, action):
+        raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
+    project, directory = data.hivesync_compose_project, data.hivesync_dir
+    where = dict(project=project, directory=directory, compose_file=data.hivesync_compose_file,
+                 env_file=data.hivesync_env_file, services=SERVICES)
+    if action == "status":
+        local_status(name="Status", data=data)
+        return
+    if action == "stop":
+        local_compose(name=f"Compose project {project} stopped", action="stop", **where)
+        return
+    if action == "deploy":
+        files.directory(name=directory, path=directory, mode="700")
+        if source := backend_source(data):
+            source_image(
+                name=f"Backend image built here from {source.describe()}",
+                source=source, tag=backend_image(data), repository=data.hivesync_backend_repository,
+                directory=f"{directory}/build", dockerfile=data.hivesync_backend_dockerfile,
+                build_args=dict(data.hivesync_backend_build_args or {}), keep=data.hivesync_backend_keep_images,
+                unit=None,
+            )
+        _, env = local_environment(data, ident)
+        compose_stack(name=f"Compose stack {project} (backend, postgres, redis)", project=project,
+                      directory=directory, compose=render_compose(data), compose_file=data.hivesync_compose_file,
+                      env_file=data.hivesync_env_file, services=SERVICES, recreate_when=(env,))
+    else:
+        local_compose(name=f"Compose project {project} started", action="start", **where)
+    wait_until(name="Backend healthy and its database schema checked", check=stack_check(data),
+               description=f"compose project {project}", timeout_s=data.hivesync_health_timeout_s,
+               interval_s=data.health_interval_s)
+    if action == "deploy":
+        files.put(name=f"{directory}/DEPLOYED (what runs now)", src=StringIO(deployed_record(data)),
+                  dest=f"{directory}/DEPLOYED", mode="644")
+
+
 # ----------------------------------------------------------------------------- workstation role
 
 
@@ -963,6 +1147,8 @@ def main(data):
     check_config(data)
     if data.hivesync_role == "workstation":
         workers(data)
+    elif data.hivesync_role == "local_docker":
+        local_docker(data)
     else:
         server(data)
 

@@ -48,8 +48,10 @@ hivesync_generated_secrets = {
     "LZ_WEBHOOK_SECRET": 32,
 }
 
-# "server" (Linode VM) or "workstation" (wrangler for the Workers). Set per host in the
-# inventory (deploys/environments.py); this default only serves unnamed hosts.
+# "server" (Linode VM), "workstation" (wrangler for the Workers) or "local_docker" (the
+# plan's N.2.2: the same compose stack on the operator's machine, as the operator, no
+# ufw/nginx/certbot; `make hivesync-local-up`). Set per host in the inventory
+# (deploys/environments.py); this default only serves unnamed hosts.
 hivesync_role = "server"
 
 # --- preflight ---------------------------------------------------------------------------
@@ -231,3 +233,14 @@ hivesync_worker_secrets = ["WORKER_CALLBACK_SECRET"]
 # and a CA bundle to trust for the production HTTPS check (tests: the ACME test CA).
 hivesync_dev_base_url = None
 hivesync_workers_ca_file = None
+
+# --- local Docker on the operator's machine (role "local_docker", the plan's N.2.2) --------
+# The compose file, .env.production (0600), the generated secrets (secrets/, 0700) and the
+# build, as the operator ("~" is their home). The stack is the server's: same services,
+# images, volumes and loopback ports; workers stay on Cloudflare.
+hivesync_local_dir = "~/.local/share/hivesync"
+# What a run does: "deploy" (build, env, stack, health), "start", "stop" (containers and
+# volumes stay), "status" (make hivesync-local-up|start|stop|status).
+hivesync_local_action = "deploy"
+# BASE_URL of the local backend; None: http://<hivesync_bind_address>:<hivesync_backend_port>.
+hivesync_local_base_url: str | None = None
