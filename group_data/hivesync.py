@@ -244,3 +244,21 @@ hivesync_local_dir = "~/.local/share/hivesync"
 hivesync_local_action = "deploy"
 # BASE_URL of the local backend; None: http://<hivesync_bind_address>:<hivesync_backend_port>.
 hivesync_local_base_url: str | None = None
+
+# --- local development on the operator's machine (role "local_dev", the plan's N.2.1) ------
+# The backend from this checkout (on the machine it runs on; None: hivesync_backend_source)
+# in a venv (<hivesync_local_dir>/dev/venv, rebuilt when requirements.txt changes),
+# postgres + redis of the server's stack in Docker (their loopback ports), each enabled
+# worker under `wrangler dev --env dev` (.dev.vars 0600: hivesync_worker_secrets), PID files.
+hivesync_dev_checkout: str | None = None
+hivesync_dev_python = "python3"
+# `python -m venv` options (e.g. ["--system-site-packages"]) and extra `pip install` options.
+hivesync_dev_venv_args = []
+hivesync_dev_pip_args = []
+# {venv}, {checkout}, {bind}, {port}: upstream's CMD with --reload, from the venv.
+hivesync_dev_backend_cmd = ["{venv}/bin/uvicorn", "backend.app.main:app", "--host", "{bind}", "--port", "{port}",
+                            "--reload"]
+# `wrangler dev --port`: the first enabled worker's; the next ones count up.
+hivesync_dev_worker_port = 8787
+hivesync_dev_start_timeout_s = 60
+hivesync_dev_compose_file = "docker-compose.dev.yml"

@@ -6,6 +6,11 @@ would run as the operator:
   (backend built here from the checkout, postgres, redis; the stand-in images of
   tests/apps/hivesync, as in test_hivesync.py), as `dev`, under ~/.local/share/hivesync,
   without ufw, nginx or certbot; stop/start/status keep the data.
+- N.2.1 local development (`hivesync_role = "local_dev"`), on the same machine after it:
+  the backend from a checkout ON the machine in a venv (the sample backend, its
+  requirements from Debian's packages through --system-site-packages: no PyPI), postgres
+  and redis of the same stack in Docker, each worker under the stand-in `wrangler dev`
+  (tests/apps/hivesync/wrangler) with .dev.vars (0600); stop/start/status.
 
 Tests run in order and share the host: refusals that change nothing first.
 """
@@ -18,7 +23,8 @@ import shlex
 import pytest
 
 from facts.sockets import is_loopback_only, parse_ss
-from tests.e2e.test_hivesync import SECRETS, checkout, images, load_images  # noqa: F401  (module fixtures)
+from tests.apps.hivesync.build import HERE as APP_DIR
+from tests.e2e.test_hivesync import NPM, SECRETS, WORKERS, WORKERS_SPEC, WRANGLER, checkout, images, load_images  # noqa: F401
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
@@ -172,3 +178,108 @@ def test_stop_start_and_status_keep_the_data(laptop, images, checkout, first_up)
     status = run(images, checkout, action="status")
     assert "backend   running (healthy)" in status.output and "/health -> HTTP 200" in status.output, \
         status.output[-3000:]
+
+
+# ----------------------------------------------------------------------------- N.2.1 local development
+
+SRC = f"{HOME}/hivesync"
+DEV = f"{DIR}/dev"
+DEV_DATA = {
+    "hivesync_role": "local_dev",
+    "hivesync_dev_checkout": "~/hivesync",
+    # the sample backend: stdlib + SQLAlchemy/psycopg2 (Debian's, seen through the venv)
+    "hivesync_dev_venv_args": ["--system-site-packages"],
+    "hivesync_dev_pip_args": ["--no-index"],
+    "hivesync_dev_backend_cmd": ["env", "PYTHONPATH={checkout}", "{venv}/bin/python", "{checkout}/uvicorn",
+                                 "backend.app.main:app", "--host", "{bind}", "--port", "{port}"],
+    "hivesync_wrangler": WRANGLER, "hivesync_npm": NPM, "hivesync_workers_src": "tests/apps/hivesync/workers",
+    "hivesync_workers": WORKERS_SPEC,
+}
+
+
+@pytest.fixture(scope="module")
+def dev_machine(laptop, first_up):
+    """The developer's own checkout on the machine, and the tools a developer has."""
+    laptop.exec("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+                "python3-venv python3-sqlalchemy python3-psycopg2 >/dev/null", timeout=600)
+    laptop.write_file(WRANGLER, (APP_DIR / "wrangler").read_text(), mode="0755")
+    laptop.write_file(NPM, (APP_DIR / "npm").read_text(), mode="0755")
+    for name, text in (("uvicorn", (APP_DIR / "backend/uvicorn").read_text()),
+                       ("app.py", (APP_DIR / "backend/app.py").read_text()),
+                       ("requirements.txt", "SQLAlchemy\npsycopg2\n"),
+                       ("backend/app/REVISION", "dev checkout\n")):
+        laptop.write_file(f"{SRC}/{name}", text)
+    laptop.exec(f"chown -R {USER}:{USER} {SRC}")
+    return laptop
+
+
+def dev_run(images, checkout, action="deploy", check=True, **extra):  # noqa: F811
+    return run(images, checkout, action=action, check=check, **{**DEV_DATA, **extra})
+
+
+def listener_cmdline(host, port: int) -> str:
+    out = as_user(host, f"ss -H -tlnp 'sport = :{port}'").stdout
+    if "pid=" not in out:
+        return ""
+    pid = out.split("pid=")[1].split(",")[0]
+    return host.exec(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+
+
+@pytest.fixture(scope="module")
+def dev_up(dev_machine, images, checkout):  # noqa: F811
+    return dev_run(images, checkout)
+
+
+def test_dev_up_then_a_second_apply_changes_nothing(dev_machine, images, checkout, dev_up):  # noqa: F811
+    assert dev_up.did(f"venv {DEV}/venv from {SRC}/requirements.txt"), dev_up.changed
+    assert dev_up.did("backend running (HiveSync backend (dev, venv))"), dev_up.changed
+    second = dev_run(images, checkout)
+    assert second.changed == [], second.changed
+
+
+def test_dev_backend_runs_from_the_checkout_in_the_venv_with_postgres_and_redis_in_docker(dev_machine, dev_up):
+    assert health(dev_machine)["ok"] is True
+    assert f"{DEV}/venv/bin/python {SRC}/uvicorn backend.app.main:app --host 127.0.0.1 --port 4000" in \
+        listener_cmdline(dev_machine, 4000)
+    assert states(dev_machine) == {"postgres": "running", "redis": "running"}  # the backend container is gone
+    env = dev_machine.testinfra().file(f"{DIR}/.env.dev")
+    assert env.user == USER and env.mode == 0o600
+    values = dict(line.split("=", 1) for line in env.content_string.splitlines() if "=" in line and not line.startswith("#"))
+    assert values["POSTGRES_HOST"] == "127.0.0.1" and values["REDIS_HOST"] == "127.0.0.1"
+    # the database local Docker made: the same generated password, the user registered there
+    production = dev_machine.exec(f"cat {DIR}/.env.production").stdout
+    assert f"POSTGRES_PASSWORD={values['POSTGRES_PASSWORD']}" in production
+    again = as_user(dev_machine, "curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/json' "
+                                 "-d '{\"email\": \"dev@example.com\", \"password\": \"correct horse battery\"}' "
+                                 "http://127.0.0.1:4000/auth/register")
+    assert again.stdout == "409"
+
+
+def test_dev_workers_run_under_wrangler_dev_with_their_dev_secrets(dev_machine, dev_up):
+    import hashlib
+    for index, worker in enumerate(WORKERS):
+        seen = json.loads(as_user(dev_machine, f"curl -fsS http://127.0.0.1:{8787 + index}/").stdout)
+        assert seen["env"] == "dev" and seen["worker"].endswith(f"{worker.replace('_', '-')}-dev"), seen
+        assert seen["vars"]["WORKER_CALLBACK_URL"] == "http://127.0.0.1:4000/v1/workers/callback"
+        secret = SECRETS["WORKER_CALLBACK_SECRET"]
+        assert seen["dev_vars"] == {"WORKER_CALLBACK_SECRET": hashlib.sha256(secret.encode()).hexdigest()}
+        assert seen["dev_vars_mode"] == "0o600"
+        dev_vars = dev_machine.testinfra().file(f"{DEV}/workers/{worker}/.dev.vars")
+        assert dev_vars.user == USER and dev_vars.mode == 0o600
+    assert SECRETS["WORKER_CALLBACK_SECRET"] not in dev_up.output
+
+
+def test_dev_stop_start_and_status(dev_machine, images, checkout, dev_up):  # noqa: F811
+    stop = dev_run(images, checkout, action="stop")
+    assert stop.did("backend stopped") and stop.did("Compose project hivesync stopped"), stop.changed
+    assert health(dev_machine) is None and listener_cmdline(dev_machine, 8787) == ""
+    assert set(states(dev_machine).values()) == {"exited"}
+    assert dev_run(images, checkout, action="stop").changed == []
+    status = dev_run(images, checkout, action="status")
+    assert status.changed == [] and "postgres  exited" in status.output, status.output[-3000:]
+    start = dev_run(images, checkout, action="start")
+    assert start.did("backend running (HiveSync backend (dev, venv))"), start.changed
+    assert health(dev_machine)["ok"] is True and listener_cmdline(dev_machine, 8789) != ""
+    assert dev_run(images, checkout, action="start").changed == []
+    status = dev_run(images, checkout, action="status")
+    assert "postgres  running (healthy)" in status.output and "backend" in status.output, status.output[-3000:]

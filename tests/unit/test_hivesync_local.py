@@ -76,3 +76,50 @@ def test_docker_server_fact_tells_ready_denied_down_and_missing():
         {"ok": False, "error": "the docker command is not installed"}
     assert parse_docker_server([]) == {"ok": False, "error": "the docker command is not installed"}
     assert "docker version --format" in DockerServer().command()
+
+
+# ----------------------------------------------------------------------------- N.2.1 local development
+
+
+def dev(**overrides):
+    return hivesync.dev_layout(data(hivesync_role="local_dev", **overrides), "/home/dev")
+
+
+def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_the_checkout():
+    d = dev(hivesync_dev_checkout="~/src/hivesync")
+    server = hivesync.stack(data())["services"]
+    text = hivesync.dev_compose(d)
+    assert text.count('image: "') == 2 and "hivesync-backend" not in text.split("\n", 3)[-1]
+    document = hivesync.stack(d)
+    assert {k: v for k, v in document["services"].items() if k != "backend"} == \
+        {k: v for k, v in server.items() if k != "backend"}
+    assert d.dev_checkout == "/home/dev/src/hivesync" and d.dev_dir == "/home/dev/.local/share/hivesync/dev"
+    assert hivesync.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
+    env = hivesync.dev_backend_env(d)
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["REDIS_HOST"], env["REDIS_PORT"]) == \
+        ("127.0.0.1", 5432, "127.0.0.1", 6379)
+    assert hivesync.backend_env(d)["BASE_URL"] == "http://127.0.0.1:4000"
+
+
+def test_dev_processes_backend_from_the_venv_and_one_wrangler_dev_per_worker():
+    d = dev(hivesync_dev_checkout="/srv/my hivesync")
+    backend, first, second = hivesync.dev_specs(d, "/home/dev/.local/share/hivesync/dev/venv", ["a_worker", "b"])
+    assert backend.command == ("/home/dev/.local/share/hivesync/dev/venv/bin/uvicorn backend.app.main:app "
+                               "--host 127.0.0.1 --port 4000 --reload")
+    assert backend.cwd == "/srv/my hivesync" and backend.port == 4000
+    assert backend.env_file == "/home/dev/.local/share/hivesync/.env.dev"
+    assert backend.health_url == "http://127.0.0.1:4000/health"
+    assert first.command == "wrangler dev --config wrangler.toml --env dev --ip 127.0.0.1 --port 8787"
+    assert (first.port, second.port) == (8787, 8788)
+    assert first.cwd == "/home/dev/.local/share/hivesync/dev/workers/a_worker"
+    assert len({s.family for s in (backend, first, second)}) == 3
+
+
+def test_dev_knobs_are_checked():
+    hivesync.check_config(data(hivesync_role="local_dev"))
+    with pytest.raises(ConfigError) as bad:
+        hivesync.check_config(data(hivesync_role="local_dev", hivesync_redis_port=None,
+                                   hivesync_dev_backend_cmd=["uvicorn", "--port", "4000"]))
+    assert "hivesync_postgres_port and hivesync_redis_port must be published" in str(bad.value)
+    assert "hivesync_dev_backend_cmd ['uvicorn', '--port', '4000'] must be a list of strings passing {port}" \
+        in str(bad.value)
