@@ -939,7 +939,12 @@ def dev_layout(data, home: str) -> Overlay:
     base = expand_home(data.hivesync_local_dir, home)
     checkout = data.hivesync_dev_checkout or str(_local(data.hivesync_backend_source))
     return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets", hivesync_env_file=".env.dev",
-                   dev_dir=f"{base}/dev", dev_checkout=expand_home(checkout, home))
+                   hivesync_dev_checkout=expand_home(checkout, home))
+
+
+def dev_dir(data) -> str:
+    """PID files, logs, the venv and the staged workers of local development."""
+    return f"{data.hivesync_dir}/dev"
 
 
 def dev_compose(data) -> str:
@@ -948,7 +953,7 @@ def dev_compose(data) -> str:
     document = stack(data)
     document["services"] = {k: v for k, v in document["services"].items() if k in DEV_SERVICES}
     header = ("Managed by pyinfra (deploys/hivesync.py, role local_dev): postgres + redis of the server's stack\n"
-              f"for the backend running from {data.dev_checkout}. Local edits are overwritten.")
+              f"for the backend running from {data.hivesync_dev_checkout}. Local edits are overwritten.")
     return to_yaml(document, header=header)
 
 
@@ -970,9 +975,10 @@ def _fill(words: list[str], values: dict) -> str:
 
 
 def dev_specs(data, venv: str, workers: list[str]) -> list[ProcSpec]:
-    bind, dev = data.hivesync_bind_address, data.dev_dir
-    values = {"venv": venv, "checkout": data.dev_checkout, "bind": bind, "port": data.hivesync_backend_port}
-    specs = [ProcSpec(id="backend", command=_fill(list(data.hivesync_dev_backend_cmd), values), cwd=data.dev_checkout,
+    bind, dev = data.hivesync_bind_address, dev_dir(data)
+    values = {"venv": venv, "checkout": data.hivesync_dev_checkout, "bind": bind, "port": data.hivesync_backend_port}
+    specs = [ProcSpec(id="backend", command=_fill(list(data.hivesync_dev_backend_cmd), values),
+                      cwd=data.hivesync_dev_checkout,
                       log=f"{dev}/backend.log", pidfile=f"{dev}/pids/backend.pid", family="hivesync-dev:backend",
                       unit="hivesync-dev-backend.service", port=int(data.hivesync_backend_port),
                       env_file=f"{data.hivesync_dir}/{data.hivesync_env_file}", health_url=backend_url(data),
@@ -1023,7 +1029,7 @@ def dev_workers(data) -> list[str]:
 def dev_worker_files(data, worker: str, ident: dict) -> list:
     """Source, wrangler.toml ([env.dev]) and .dev.vars (the dev secrets, 0600): the
     operations whose change needs a restart of `wrangler dev`."""
-    directory = f"{data.dev_dir}/workers/{worker}"
+    directory = f"{dev_dir(data)}/workers/{worker}"
     files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
     for path, rel in worker_sources(data, worker):
         files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
@@ -1045,16 +1051,16 @@ def local_dev(data):
     action = data.hivesync_local_action
     data = dev_layout(data, ident.get("home") or "~")
     problems = local_problems(data, ident, "start" if action == "deploy" else action)
-    requirements = f"{data.dev_checkout}/requirements.txt"
+    requirements = f"{data.hivesync_dev_checkout}/requirements.txt"
     digest = host.get_fact(Sha256File, path=requirements)
     if action == "deploy" and not digest:
-        problems.append(f"{requirements} is missing: hivesync_dev_checkout ({data.dev_checkout}) is not a HiveSync "
-                        "checkout on this machine")
+        problems.append(f"{requirements} is missing: hivesync_dev_checkout ({data.hivesync_dev_checkout}) is not "
+                        "a HiveSync checkout on this machine")
     if action == "deploy" and (missing := secrets.missing(list(data.required_secrets), secrets.load())):
         problems.append(f"missing or placeholder secrets: {', '.join(missing)}")
     if problems:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
-    venv = f"{data.dev_dir}/venv"
+    venv = f"{dev_dir(data)}/venv"
     workers = dev_workers(data)
     specs = dev_specs(data, venv, workers)
     project = data.hivesync_compose_project
@@ -1062,7 +1068,7 @@ def local_dev(data):
                  env_file=data.hivesync_env_file, services=DEV_SERVICES)
     if action == "status":
         status_report(name="Status", specs=specs, mode="pidfile",
-                      title=f"HiveSync local development ({data.dev_checkout}; compose project {project})")
+                      title=f"HiveSync local development ({data.hivesync_dev_checkout}; compose project {project})")
         local_status(name="postgres, redis", data=data, services=DEV_SERVICES)
         return
     if action == "stop":
@@ -1073,7 +1079,7 @@ def local_dev(data):
     changed: dict = {}
     if action == "deploy":
         files.directory(name=data.hivesync_dir, path=data.hivesync_dir, mode="700")
-        files.directory(name=data.dev_dir, path=data.dev_dir, mode="700")
+        files.directory(name=dev_dir(data), path=dev_dir(data), mode="700")
         spec = hivesync_env_spec(data)
         spec["user"] = f"{data.hivesync_secrets_dir}/user-dev.env"
         files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")

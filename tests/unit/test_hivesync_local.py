@@ -93,7 +93,8 @@ def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_t
     document = hivesync.stack(d)
     assert {k: v for k, v in document["services"].items() if k != "backend"} == \
         {k: v for k, v in server.items() if k != "backend"}
-    assert d.dev_checkout == "/home/dev/src/hivesync" and d.dev_dir == "/home/dev/.local/share/hivesync/dev"
+    assert d.hivesync_dev_checkout == "/home/dev/src/hivesync"
+    assert hivesync.dev_dir(d) == "/home/dev/.local/share/hivesync/dev"
     assert hivesync.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
     env = hivesync.dev_backend_env(d)
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["REDIS_HOST"], env["REDIS_PORT"]) == \
