@@ -80,3 +80,21 @@ def test_the_image_build_passes_every_line_of_docker_build_on_as_it_comes(tmp_pa
     lines = done.stdout.splitlines()
     assert [f"step {i}" for i in range(1, 151)] == [line for line in lines if line.startswith("step ")]
     assert "ERROR: pip install failed: no such package" in lines
+
+
+def test_follow_streams_a_log_file_step_too(tmp_path):
+    """A step whose output goes to a log file (releases' user scope): the file is followed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {**FAKES, "systemd-run": "#!/bin/sh\nprintf 'log-line-1\\nlog-line-2\\n' >> \"$STEPLOG\"\nsleep 0.3\n"
+                                     "echo log-line-3 >> \"$STEPLOG\"\nexit 0\n"}
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "step.log"
+    command = host_step("hivesync-build", ["true"], "x", timeout_s=60, log=str(log), follow=True).get_raw_value()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "calls"), "JOURNAL": str(tmp_path / "j"),
+           "STEPLOG": str(log)}
+    proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["log-line-1", "log-line-2", "log-line-3"]
