@@ -11,8 +11,8 @@ pyinfra timeout or a killed client cannot interrupt them half-way, and their rol
    is reset so the unit name is free;
 2. start `argv` as the transient service `<unit>.service` (`systemd-run --wait`), output
    to the journal, killed only by its own timeout (`timeout_s`);
-3. print that run's journal (so pyinfra shows it) and exit with the service's status: the
-   operation fails exactly when the step failed.
+3. print that run's journal (so pyinfra shows it; with `follow`, streamed while it runs)
+   and exit with the service's status: the operation fails exactly when the step failed.
 
 `UnitState(unit)` reads `<unit>.service`'s ActiveState / Result / ExecMainStatus, so a
 deploy sees an unfinished (or failed) run before it decides what to do, and
@@ -73,9 +73,10 @@ if running; then
 fi
 """.strip()
 
-# $1 unit, $2 timeout seconds, $3 description, $4 scope, $5 log file ("" = the journal), then argv.
+# $1 unit, $2 timeout seconds, $3 description, $4 scope, $5 log file ("" = the journal),
+# $6 follow (1: stream the output while the step runs, else its last 400 lines at the end), then argv.
 _SCRIPT = r"""
-unit="$1.service"; timeout="$2"; description="$3"; scope="$4"; log="$5"; shift 5
+unit="$1.service"; timeout="$2"; description="$3"; scope="$4"; log="$5"; follow="$6"; shift 6
 """.strip() + "\n" + _WAIT + "\n" + r"""
 $sc reset-failed "$unit" >/dev/null 2>&1 || true
 start=$(date '+%Y-%m-%d %H:%M:%S')
@@ -86,6 +87,14 @@ else
     out="--property=StandardOutput=journal --property=StandardError=journal"
 fi
 props="--property=TimeoutStopSec=120 --property=RuntimeMaxSec=$timeout --property=KillMode=mixed $out"
+if [ "$follow" = 1 ]; then  # a follower that prints each line once, until its source ($spid) ends
+    if [ -n "$log" ]; then
+        src="$log"; sleep 2147483647 & spid=$!
+    else
+        src=$(mktemp); journalctl -q -o cat -f -u "$unit" --since "$start" >"$src" 2>/dev/null & spid=$!
+    fi
+    tail -n +1 -s 0.2 --pid="$spid" -f "$src" & fpid=$!
+fi
 if [ "$scope" = user ]; then
     # `--wait` needs the user's D-Bus (dbus-user-session), which many machines lack: start
     # the unit (the manager's private socket is enough), then follow it to its end
@@ -105,7 +114,15 @@ else
     systemd-run --quiet --wait --unit="$unit" --description="$description" $props -- "$@"
     rc=$?
 fi
-output 400 "$start"
+if [ "$follow" = 1 ]; then
+    if [ -z "$log" ]; then  # let the follower catch up with the journal, then stop it
+        total=$(journalctl -q -o cat -u "$unit" --since "$start" | wc -l); i=0
+        while [ "$(wc -l < "$src")" -lt "$total" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+    kill "$spid" 2>/dev/null; wait "$fpid" 2>/dev/null; [ -n "$log" ] || rm -f "$src"
+else
+    output 400 "$start"
+fi
 if [ "$rc" -ne 0 ]; then
     note "failed (exit $rc); its output: ${log:-journalctl -u $unit}"
 fi
@@ -122,14 +139,18 @@ def _scope_checked(unit: str, scope: str, log: str | None) -> None:
 
 
 def host_step(unit: str, argv: list[str], description: str = "", timeout_s: int = 7200, scope: str = "system",
-              log: str | None = None) -> StringCommand:
+              log: str | None = None, follow: bool = False) -> StringCommand:
     """The command that runs `argv` as the transient unit `<unit>.service` (see module doc).
-    `scope="user"`: a unit of the login user's manager, its output in `log` (required)."""
+    `scope="user"`: a unit of the login user's manager, its output in `log` (required).
+    `follow`: stream the output (journal or log) while the step runs - a long build shows
+    its progress in `pyinfra -vvv` and a failure's cause in full - instead of its last 400
+    lines when it ends."""
     _scope_checked(unit, scope, log)
     if int(timeout_s) < 1:
         raise ConfigError(f"host step {unit}: timeout_s must be positive")
     return StringCommand("sh", "-c", QuoteString(_SCRIPT), "host-step", QuoteString(unit), str(int(timeout_s)),
-                         QuoteString(description or unit), scope, QuoteString(log or ""), *[QuoteString(a) for a in argv])
+                         QuoteString(description or unit), scope, QuoteString(log or ""), "1" if follow else "0",
+                         *[QuoteString(a) for a in argv])
 
 
 @operation(is_idempotent=True)
