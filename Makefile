@@ -134,3 +134,15 @@ rollback: setup  ## DEPLOY back to the previous release (TO=<id>), with the data
 .PHONY: hivesync-status
 hivesync-status: setup  ## HiveSync server: the deployed commit and image, the images kept for rollback, containers, health
 	INFRA_SYSTEMS=hivesync $(PYINFRA) exec --limit linode -- /opt/hivesync/bin/hivesync-status
+
+# HiveSync on this machine, as you: HS_TARGET=docker (the plan's N.2.2, default: the whole stack in
+# Docker) or HS_TARGET=dev (N.2.1: backend in a venv, postgres/redis in Docker, `wrangler dev`).
+# ENV=prod runs on @local (or LIMIT=<host>).
+HS_LOCAL_ARGS := --limit $(or $(LIMIT),@local) --data hivesync_role=local_$(or $(HS_TARGET),docker)
+.PHONY: hivesync-local-up hivesync-local-start hivesync-local-stop hivesync-local-status
+hivesync-local-up: setup  ## HiveSync on this machine (HS_TARGET=docker|dev): build/venv, postgres, redis, health
+	$(PYINFRA) deploys/hivesync.py $(HS_LOCAL_ARGS) --data hivesync_local_action=deploy
+
+# -y: run control must execute even when pyinfra predicts no change (status prints).
+hivesync-local-start hivesync-local-stop hivesync-local-status: setup  ## HiveSync on this machine: run control (HS_TARGET=docker|dev; data kept)
+	$(PYINFRA) deploys/hivesync.py $(HS_LOCAL_ARGS) -y --data hivesync_local_action=$(@:hivesync-local-%=%)

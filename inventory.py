@@ -34,5 +34,6 @@ _settings.check(_HOSTS, _sys.argv)
 _DEPLOYING = _environments.requested_systems(_sys.argv, {})
 _PRESENT = [s for s in _DEPLOYING if any(s in h.groups for h in _HOSTS)]
 _secrets.check_required(_environments.required_secrets(_PRESENT))
+_secrets.mask_in_logs()  # what hosts print back (stderr, journal lines) shows secrets as ***
 
 globals().update(_environments.groups_in_precedence_order(_HOSTS, _ENV))

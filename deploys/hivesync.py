@@ -47,6 +47,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+import shlex
 import time
 from io import BytesIO, StringIO
 from pathlib import Path
@@ -57,31 +58,38 @@ from pyinfra.context import ctx_host, state
 from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.facts.server import Home
 from pyinfra.operations import files
+from pyinfra.operations.util import any_changed
 
 from deploys import secrets
 from deploys.parts import deploy_lock
 from deploys.env_schema import BACKEND, ELSEWHERE, WORKERS, env_problems, env_text, production, url_problem
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, secret_file, wait_until
-from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command, to_yaml
+from deploys.parts.compose import (cli_args, compose_check, compose_stack, detected_cli, env_file_text, fail_command,
+                                   to_yaml)
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall, normalise_rules
 from deploys.parts.generated_env import env_spec, stack_env, user_secrets
 from deploys.parts.preflight import collect_problems, memory_problems
+from deploys.parts.procs import ProcSpec, pid_process_running, pid_process_stopped, status_report
 from deploys.parts.source_image import Source, content_tag, read_source, source_image
 from deploys.parts.health import external_https_check
 from deploys.parts.host_steps import wait_for_step
 from deploys.parts.tls import https_site
 from deploys.templating import render
 from facts.http import HttpHealth, describe
-from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, R2Buckets, missing_tables
-from facts.system import MemAvailableMb, MemTotalMb
+from facts.compose import ComposeServices
+from facts.hivesync import AlembicAtHead, ContainerImage, DatabaseSchema, DockerServer, R2Buckets, missing_tables
+from facts.procs import Identity
+from facts.sockets import ListeningSockets
+from facts.system import FreeDiskMb, MemAvailableMb, MemTotalMb
 
 logger = logging.getLogger("pyinfra")
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("backend", "postgres", "redis")
 CONTAINER = {s: f"hivesync-{s}" for s in SERVICES}
-ROLES = ("server", "workstation")
+ROLES = ("server", "workstation", "local_docker", "local_dev")
+LOCAL_ACTIONS = ("deploy", "start", "stop", "status")
 WRANGLER_TEMPLATE = "home/.local/state/hivesync/workers/wrangler.toml.j2"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _WORKER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -163,6 +171,18 @@ def config_problems(data) -> list[str]:
         problems.append("POSTGRES_PASSWORD must be generated (hivesync_generated_secrets) or required")
     if data.hivesync_memory_policy not in ("warn", "fail"):
         problems.append(f"hivesync_memory_policy {data.hivesync_memory_policy!r} is not 'warn' or 'fail'")
+    if data.hivesync_local_action not in LOCAL_ACTIONS:
+        problems.append(f"hivesync_local_action {data.hivesync_local_action!r} is not one of {LOCAL_ACTIONS}")
+    if data.hivesync_local_base_url and (problem := url_problem(str(data.hivesync_local_base_url), False)):
+        problems.append(f"hivesync_local_base_url {problem}")
+    if data.hivesync_role == "local_dev":
+        if not (data.hivesync_postgres_port and data.hivesync_redis_port):
+            problems.append("local_dev: hivesync_postgres_port and hivesync_redis_port must be published (the backend "
+                            "runs outside compose)")
+        command = data.hivesync_dev_backend_cmd
+        if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)
+                and any("{port}" in a for a in command)):
+            problems.append(f"hivesync_dev_backend_cmd {command!r} must be a list of strings passing {{port}}")
     if data.hivesync_role == "server":
         try:
             normalise_rules(data.get("firewall_allow_tcp") or [])
@@ -298,6 +318,14 @@ def base_url(data) -> str:
     return f"https://{data.hivesync_domain}"
 
 
+def backend_base_url(data) -> str:
+    """BASE_URL the backend gets: https://<domain> on the Linode; on the operator's
+    machine (local roles) hivesync_local_base_url, else the published loopback port."""
+    if data.hivesync_role in ("local_docker", "local_dev"):
+        return data.hivesync_local_base_url or f"http://{data.hivesync_bind_address}:{data.hivesync_backend_port}"
+    return base_url(data)
+
+
 def container_port(data) -> int:
     """One setting: the host port, the container port, `--port` of the command and PORT."""
     return int(data.hivesync_backend_port)
@@ -386,7 +414,7 @@ def render_compose(data) -> str:
 
 def backend_env(data) -> dict:
     """The app's non-secret settings (BASE_URL from the domain, PORT from the one port knob)."""
-    values = {"BASE_URL": base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
+    values = {"BASE_URL": backend_base_url(data), "PORT": str(container_port(data)), "R2_BUCKET": data.hivesync_r2_bucket}
     values.update({k: env_text(v) for k, v in data.hivesync_backend_env.items()})
     return values
 
@@ -730,6 +758,375 @@ def server(data):
         external_check(data)
 
 
+# ----------------------------------------------------------------------------- local Docker (N.2.2)
+# The operator's machine (@local; in tests a disposable host reached over SSH as an
+# ordinary user): the server's compose stack (stack(): the same services, images, volumes,
+# healthchecks, loopback ports), built and run as the operator, without ufw, nginx,
+# certbot, root or systemd; files under hivesync_local_dir; workers stay on Cloudflare.
+
+
+class Overlay:
+    """Host data with a few knobs replaced: the server's functions on the local layout."""
+
+    def __init__(self, data, **values):
+        self._data, self._values = data, values
+
+    def __getattr__(self, key):
+        return self._values[key] if key in self._values else getattr(self._data, key)
+
+    def get(self, key, default=None):
+        return self._values[key] if key in self._values else self._data.get(key, default)
+
+
+def expand_home(path: str, home: str) -> str:
+    """`~/x` -> `<home>/x`; a relative path is relative to the home directory."""
+    path = str(path)
+    if path in ("~", ""):
+        return home
+    path = path[2:] if path.startswith("~/") else path
+    return path.rstrip("/") if path.startswith("/") else f"{home.rstrip('/')}/{path}".rstrip("/")
+
+
+def local_layout(data, home: str) -> Overlay:
+    """hivesync_local_dir holds the compose and env files, the build and the secrets (0700)."""
+    base = expand_home(data.hivesync_local_dir, home)
+    return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets")
+
+
+def local_problems(data, ident: dict, action: str) -> list[str]:
+    """Why the stack cannot run here as this user (prepare time, changes nothing)."""
+    user = ident.get("user") or "?"
+    problems = []
+    if ident.get("uid") == 0:
+        problems.append("connected as root: the local targets run as the operator (set ssh_user to the operator, "
+                        "or run pyinfra @local as yourself)")
+    docker = host.get_fact(DockerServer)
+    if not docker["ok"]:
+        problems.append(f"docker does not answer for {user}: {docker['error']} (start Docker Desktop or dockerd, "
+                        f"or add {user} to the docker group and log in again)")
+    elif detected_cli() is None:
+        problems.append("no compose CLI: neither `docker compose` (v2) nor `docker-compose` (v1)")
+    if action != "deploy":
+        return problems
+    try:
+        backend_source(data)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if missing := secrets.missing(list(data.required_secrets), secrets.load()):
+        problems.append(f"missing or placeholder secrets: {', '.join(missing)}")
+    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project) if docker["ok"] else {}
+    listening = {s["port"] for s in host.get_fact(ListeningSockets) or [] if s["proto"] == "tcp"}
+    for service, port in (("backend", data.hivesync_backend_port), ("postgres", data.hivesync_postgres_port),
+                          ("redis", data.hivesync_redis_port)):
+        if port and port in listening and (running.get(service) or {}).get("state") != "running":
+            problems.append(f"port {port} (hivesync_{service}_port) is taken by another program on this machine")
+    free = host.get_fact(FreeDiskMb, path=ident.get("home") or "/")
+    if free is not None and free < int(data.preflight_min_disk_mb):
+        problems.append(f"{free} MiB free in {ident.get('home')}, need {data.preflight_min_disk_mb}")
+    return problems
+
+
+@operation()
+def local_compose(action: str, project: str, directory: str, compose_file: str, env_file: str, services):
+    """`stop` (containers and volumes stay) or `start` (`up -d` of the deployed files):
+    nothing when every service already is as asked."""
+    cli = detected_cli() or "docker compose"
+    compose_path = f"{directory}/{compose_file}"
+    running = host.get_fact(ComposeServices, project=project)
+    up = [s for s in services if (running.get(s) or {}).get("state") == "running"]
+    args = cli_args(cli, project, compose_path, f"{directory}/{env_file}")
+    if action == "stop":
+        if not up:
+            host.noop(f"compose project {project}: stopped")
+            return
+        yield StringCommand("cd", QuoteString(directory), "&&", *args, "stop")
+        return
+    if not host.get_fact(File, path=compose_path):
+        yield fail_command(f"HiveSync is not deployed on this machine yet ({compose_path} is missing): "
+                           "make hivesync-local-up first")
+        return
+    if len(up) == len(list(services)):
+        host.noop(f"compose project {project}: {len(up)} services running")
+        return
+    yield StringCommand("cd", QuoteString(directory), "&&", *args, "up", "-d")
+
+
+@operation(is_idempotent=True)
+def local_status(data, services=SERVICES):
+    """Each service's state and health, the backend's health URL and what was deployed."""
+    if not state.is_executing:
+        host.noop("status is read when the deploy runs")
+        return
+    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project)
+    lines = [f"HiveSync local Docker in {data.hivesync_dir} (compose project {data.hivesync_compose_project})"]
+    for service in services:
+        info = running.get(service) or {}
+        lines.append(f"  {service:<9} {info.get('state') or 'not created'}"
+                     + (f" ({info['health']})" if info.get("health") else ""))
+    if "backend" in services:
+        health = host.get_fact(HttpHealth, url=backend_url(data))
+        lines.append(f"  health    {backend_url(data)}: {describe(health)}")
+        for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
+            lines.append(f"  deployed  {line}")
+    for line in lines:
+        host.log(line)
+    host.noop("status reported")
+    return
+    yield  # pragma: no cover  (a generator that yields nothing)
+
+
+def local_environment(data, ident: dict):
+    """.env.production (0600, the operator's) from user.env (data + .env) and the secrets
+    generated once in <dir>/secrets/generated.env: the server's env, the local BASE_URL."""
+    spec = hivesync_env_spec(data)
+    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
+    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
+                       content=HiddenValue(env_file_text(backend_values(data))), user=ident["user"],
+                       group=ident["group"])
+    env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
+    return user, env
+
+
+def local_docker(data):
+    ident = host.get_fact(Identity)
+    action = data.hivesync_local_action
+    data = local_layout(data, ident.get("home") or "~")
+    if problems := local_problems(data, ident, action):
+        raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
+    project, directory = data.hivesync_compose_project, data.hivesync_dir
+    where = dict(project=project, directory=directory, compose_file=data.hivesync_compose_file,
+                 env_file=data.hivesync_env_file, services=SERVICES)
+    if action == "status":
+        local_status(name="Status", data=data)
+        return
+    if action == "stop":
+        local_compose(name=f"Compose project {project} stopped", action="stop", **where)
+        return
+    if action == "deploy":
+        files.directory(name=directory, path=directory, mode="700")
+        if source := backend_source(data):
+            source_image(
+                name=f"Backend image built here from {source.describe()}",
+                source=source, tag=backend_image(data), repository=data.hivesync_backend_repository,
+                directory=f"{directory}/build", dockerfile=data.hivesync_backend_dockerfile,
+                build_args=dict(data.hivesync_backend_build_args or {}), keep=data.hivesync_backend_keep_images,
+                unit=None,
+            )
+        _, env = local_environment(data, ident)
+        compose_stack(name=f"Compose stack {project} (backend, postgres, redis)", project=project,
+                      directory=directory, compose=render_compose(data), compose_file=data.hivesync_compose_file,
+                      env_file=data.hivesync_env_file, services=SERVICES, recreate_when=(env,))
+    else:
+        local_compose(name=f"Compose project {project} started", action="start", **where)
+    wait_until(name="Backend healthy and its database schema checked", check=stack_check(data),
+               description=f"compose project {project}", timeout_s=data.hivesync_health_timeout_s,
+               interval_s=data.health_interval_s)
+    if action == "deploy":
+        files.put(name=f"{directory}/DEPLOYED (what runs now)", src=StringIO(deployed_record(data)),
+                  dest=f"{directory}/DEPLOYED", mode="644")
+
+
+# ----------------------------------------------------------------------------- local development (N.2.1)
+# The operator's machine, as the operator: the backend from their checkout in a venv
+# (uvicorn --reload), postgres and redis from the server's stack in Docker on loopback, and
+# each worker under `wrangler dev --env dev` with its dev secrets in .dev.vars (0600);
+# processes with PID files (deploys/parts/procs.py), start/stop/status like local Docker.
+
+DEV_SERVICES = ("postgres", "redis")
+
+
+def dev_layout(data, home: str) -> Overlay:
+    base = expand_home(data.hivesync_local_dir, home)
+    checkout = data.hivesync_dev_checkout or str(_local(data.hivesync_backend_source))
+    return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets", hivesync_env_file=".env.dev",
+                   hivesync_dev_checkout=expand_home(checkout, home))
+
+
+def dev_dir(data) -> str:
+    """PID files, logs, the venv and the staged workers of local development."""
+    return f"{data.hivesync_dir}/dev"
+
+
+def dev_compose(data) -> str:
+    """postgres + redis exactly as the server's stack has them (volumes, healthchecks,
+    loopback ports): the backend runs from the checkout instead."""
+    document = stack(data)
+    document["services"] = {k: v for k, v in document["services"].items() if k in DEV_SERVICES}
+    header = ("Managed by pyinfra (deploys/hivesync.py, role local_dev): postgres + redis of the server's stack\n"
+              f"for the backend running from {data.hivesync_dev_checkout}. Local edits are overwritten.")
+    return to_yaml(document, header=header)
+
+
+def dev_backend_env(data) -> dict:
+    """The backend outside compose reaches postgres and redis on their published ports."""
+    env = dict(data.hivesync_backend_env)
+    env.update({"POSTGRES_HOST": data.hivesync_bind_address, "POSTGRES_PORT": data.hivesync_postgres_port,
+                "REDIS_HOST": data.hivesync_bind_address, "REDIS_PORT": data.hivesync_redis_port})
+    return env
+
+
+def _fill(words: list[str], values: dict) -> str:
+    out = []
+    for word in words:
+        for key, value in values.items():
+            word = word.replace("{" + key + "}", str(value))
+        out.append(shlex.quote(word))
+    return " ".join(out)
+
+
+def dev_specs(data, venv: str, workers: list[str]) -> list[ProcSpec]:
+    bind, dev = data.hivesync_bind_address, dev_dir(data)
+    values = {"venv": venv, "checkout": data.hivesync_dev_checkout, "bind": bind, "port": data.hivesync_backend_port}
+    specs = [ProcSpec(id="backend", command=_fill(list(data.hivesync_dev_backend_cmd), values),
+                      cwd=data.hivesync_dev_checkout,
+                      log=f"{dev}/backend.log", pidfile=f"{dev}/pids/backend.pid", family="hivesync-dev:backend",
+                      unit="hivesync-dev-backend.service", port=int(data.hivesync_backend_port),
+                      env_file=f"{data.hivesync_dir}/{data.hivesync_env_file}", health_url=backend_url(data),
+                      description="HiveSync backend (dev, venv)")]
+    for index, worker in enumerate(workers):
+        port = int(data.hivesync_dev_worker_port) + index
+        command = _fill([data.hivesync_wrangler, "dev", "--config", "wrangler.toml", "--env", "dev", "--ip", bind,
+                         "--port", str(port)], {})
+        specs.append(ProcSpec(id=worker, command=command, cwd=f"{dev}/workers/{worker}", log=f"{dev}/{worker}.log",
+                              pidfile=f"{dev}/pids/{worker}.pid", family=f"hivesync-dev:{worker}",
+                              unit=f"hivesync-dev-{worker}.service", port=port, health_url=f"http://{bind}:{port}/",
+                              description=f"HiveSync worker {worker} (wrangler dev)"))
+    return specs
+
+
+@operation()
+def dev_venv(venv: str, python: str, venv_args: list, requirements: str, digest: str, pip_args: list):
+    """The checkout's requirements in a venv, rebuilt when requirements.txt changes (its
+    digest is recorded last: a failed pip install is rebuilt next time)."""
+    record = f"{venv}/.requirements.sha256"
+    if _recorded(record) == digest:
+        host.noop(f"venv {venv} follows {requirements} ({digest[:12]})")
+        return
+    log = f"{venv}.log"
+    yield StringCommand(
+        "rm -rf", QuoteString(venv), "&&", QuoteString(python), "-m venv", *[QuoteString(a) for a in venv_args],
+        QuoteString(venv), "&& {", QuoteString(f"{venv}/bin/pip"), "install --disable-pip-version-check",
+        *[QuoteString(a) for a in pip_args], "-r", QuoteString(requirements), ">", QuoteString(log), "2>&1",
+        "|| { tail -n 30", QuoteString(log), ">&2; echo", QuoteString(f"pip install -r {requirements} failed"),
+        ">&2; exit 1; }; } && echo", QuoteString(digest), ">", QuoteString(record),
+    )
+
+
+def dev_workers(data) -> list[str]:
+    """The enabled workers that have source; none (a warning) when the checkout has no
+    workers folder (upstream c5680a2): the backend still runs."""
+    src = _local(data.hivesync_workers_src)
+    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    if src is None or not src.is_dir():
+        logger.warning(f"no workers folder {src} (hivesync_workers_src): only the backend runs in dev mode")
+        return []
+    if missing := [w for w in enabled if not (src / w).is_dir()]:
+        raise PreflightFailed(f"preflight failed on {host.name}: workers {', '.join(missing)} have no folder under "
+                              f"{src}; disable them in hivesync_workers or add their source")
+    return enabled
+
+
+def dev_worker_files(data, worker: str, ident: dict) -> list:
+    """Source, wrangler.toml ([env.dev]) and .dev.vars (the dev secrets, 0600): the
+    operations whose change needs a restart of `wrangler dev`."""
+    directory = f"{dev_dir(data)}/workers/{worker}"
+    files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
+    for path, rel in worker_sources(data, worker):
+        files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
+    toml = files.put(name=f"{worker}: wrangler.toml", src=StringIO(render_wrangler_toml(data, worker)),
+                     dest=f"{directory}/wrangler.toml", mode="644")
+    lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
+    if lock.is_file():
+        npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
+               lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest())
+    values = secrets.get(list(data.hivesync_worker_secrets))
+    text = "".join(f"{name}={values[name].unmask()}\n" for name in data.hivesync_worker_secrets)
+    dev_vars = secret_file(name=f"{worker}: .dev.vars (dev secrets)", dest=f"{directory}/.dev.vars",
+                           content=HiddenValue(text), user=ident["user"], group=ident["group"])
+    return [toml, dev_vars]
+
+
+def local_dev(data):
+    ident = host.get_fact(Identity)
+    action = data.hivesync_local_action
+    data = dev_layout(data, ident.get("home") or "~")
+    problems = local_problems(data, ident, "start" if action == "deploy" else action)
+    requirements = f"{data.hivesync_dev_checkout}/requirements.txt"
+    digest = host.get_fact(Sha256File, path=requirements)
+    if action == "deploy" and not digest:
+        problems.append(f"{requirements} is missing: hivesync_dev_checkout ({data.hivesync_dev_checkout}) is not "
+                        "a HiveSync checkout on this machine")
+    if action == "deploy" and (missing := secrets.missing(list(data.required_secrets), secrets.load())):
+        problems.append(f"missing or placeholder secrets: {', '.join(missing)}")
+    if problems:
+        raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
+    venv = f"{dev_dir(data)}/venv"
+    workers = dev_workers(data)
+    specs = dev_specs(data, venv, workers)
+    project = data.hivesync_compose_project
+    where = dict(project=project, directory=data.hivesync_dir, compose_file=data.hivesync_dev_compose_file,
+                 env_file=data.hivesync_env_file, services=DEV_SERVICES)
+    if action == "status":
+        status_report(name="Status", specs=specs, mode="pidfile",
+                      title=f"HiveSync local development ({data.hivesync_dev_checkout}; compose project {project})")
+        local_status(name="postgres, redis", data=data, services=DEV_SERVICES)
+        return
+    if action == "stop":
+        for spec in specs:
+            pid_process_stopped(name=f"{spec.id} stopped", spec=spec)
+        local_compose(name=f"Compose project {project} stopped", action="stop", **where)
+        return
+    changed: dict = {}
+    if action == "deploy":
+        files.directory(name=data.hivesync_dir, path=data.hivesync_dir, mode="700")
+        files.directory(name=dev_dir(data), path=dev_dir(data), mode="700")
+        spec = hivesync_env_spec(data)
+        spec["user"] = f"{data.hivesync_secrets_dir}/user-dev.env"
+        files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
+        user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
+                           content=HiddenValue(env_file_text(backend_values(Overlay(
+                               data, hivesync_backend_env=dev_backend_env(data))))),
+                           user=ident["user"], group=ident["group"])
+        env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
+        compose_stack(name=f"Compose stack {project} (postgres, redis)", project=project, directory=data.hivesync_dir,
+                      compose=dev_compose(data), compose_file=data.hivesync_dev_compose_file,
+                      env_file=data.hivesync_env_file, services=DEV_SERVICES, recreate_when=(env,))
+        venv_op = dev_venv(name=f"venv {venv} from {requirements}", venv=venv, python=data.hivesync_dev_python,
+                           venv_args=list(data.hivesync_dev_venv_args or []), requirements=requirements,
+                           digest=digest, pip_args=list(data.hivesync_dev_pip_args or []))
+        changed["backend"] = [user, env, venv_op]
+        for worker in workers:
+            changed[worker] = dev_worker_files(data, worker, ident)
+    else:
+        local_compose(name=f"Compose project {project} started", action="start", **where)
+    wait_until(name="postgres and redis healthy", check=compose_check(project, DEV_SERVICES),
+               description=f"compose project {project}", timeout_s=data.hivesync_health_timeout_s,
+               interval_s=data.health_interval_s)
+    for spec in specs:
+        if changed.get(spec.id):  # new env, venv, config or dev secrets: restart (the code reloads itself)
+            pid_process_stopped(name=f"{spec.id} restarted for its new configuration", spec=spec,
+                                _if=any_changed(*changed[spec.id]))
+        pid_process_running(name=f"{spec.id} running ({spec.description})", spec=spec,
+                            start_timeout_s=data.hivesync_dev_start_timeout_s)
+    wait_until(name="Backend healthy and its database schema checked", check=dev_check(data),
+               description=f"{backend_url(data)}", timeout_s=data.hivesync_health_timeout_s,
+               interval_s=data.health_interval_s)
+
+
+def dev_check(data):
+    """The backend's health path answers 2xx and the database passes `schema_check`."""
+    url = backend_url(data)
+
+    def check():
+        health = host.get_fact(HttpHealth, url=url)
+        if not (health and health.get("ok")):
+            return False, f"{url}: {describe(health)}"
+        ok, database = schema_check(data)
+        return ok, f"{url} healthy; {database}" if ok else database
+
+    return check
+
+
 # ----------------------------------------------------------------------------- workstation role
 
 
@@ -739,8 +1136,13 @@ def script_name(worker: str) -> str:
 
 
 def worker_envs(data) -> list[dict]:
-    """[env.dev] talks to a local backend; [env.production] to https://<domain>."""
-    urls = {"production": base_url(data), "dev": data.get("hivesync_dev_base_url") or "http://127.0.0.1:4000"}
+    """[env.dev] talks to the local backend (`wrangler dev`, role local_dev: no nginx, so
+    without the /api prefix nginx strips); [env.production] to https://<domain>."""
+    dev_path = data.hivesync_callback_path
+    if data.hivesync_strip_api_prefix and dev_path.startswith(data.hivesync_api_prefix):
+        dev_path = "/" + dev_path[len(data.hivesync_api_prefix):]
+    urls = {"production": base_url(data) + data.hivesync_callback_path,
+            "dev": (data.get("hivesync_dev_base_url") or "http://127.0.0.1:4000") + dev_path}
     return [
         {
             "name": env,
@@ -748,7 +1150,7 @@ def worker_envs(data) -> list[dict]:
             "vars": {
                 "R2_BUCKET": data.hivesync_r2_bucket,
                 "R2_PREFIXES": ",".join(data.hivesync_r2_prefixes),
-                "WORKER_CALLBACK_URL": urls.get(env, base_url(data)) + data.hivesync_callback_path,
+                "WORKER_CALLBACK_URL": urls.get(env, urls["production"]),
                 "AI_MODEL": str((data.hivesync_backend_env or {}).get("AI_MODEL", "")),
             },
         }
@@ -963,6 +1365,10 @@ def main(data):
     check_config(data)
     if data.hivesync_role == "workstation":
         workers(data)
+    elif data.hivesync_role == "local_docker":
+        local_docker(data)
+    elif data.hivesync_role == "local_dev":
+        local_dev(data)
     else:
         server(data)
 

@@ -630,21 +630,15 @@ def remove(data):
     files.directory(name=f"Remove {data.oauth_base_dir}", path=data.oauth_base_dir, present=False)
 
 
-def rollback_plan(data) -> tuple[App, dict]:
+def release_series(data) -> list[releases.Series]:
+    """Music Assistant first (`make rollback` without TO goes back there), then OAuth."""
+    return [releases.Series(app.title, app.root, (app.component,)) for app in apps(data)]
+
+
+def rollback(data, series: releases.Series, target: dict) -> None:
     """`make rollback [TO=id]`: Music Assistant's previous release, or the kept release
     of either app whose id starts with TO (`make releases` lists both)."""
-    to = data.get("release_to")
-    problems = []
-    for app in apps(data) if to else apps(data)[:1]:
-        try:
-            return app, releases.rollback_target(releases.read(app.root, [app.component]), [app.component], to)
-        except ConfigError as exc:
-            problems.append(f"{app.title}: {exc}")
-    raise ConfigError("music " + "; ".join(problems))
-
-
-def rollback(data) -> None:
-    app, target = rollback_plan(data)
+    app = next(a for a in apps(data) if a.root == series.root)
     rid = target["components"][app.component]
     host.log(f"rolling {app.title} back to release {target['id']} ({rid}, deployed {target.get('at')}, "
              f"commit {(target.get('commit') or '?')[:12]})")
@@ -658,19 +652,14 @@ def rollback(data) -> None:
     service_running(name=f"{app.spec.name} enabled and running", unit=f"{app.spec.name}.service")
 
 
-def releases_listed(data) -> None:
-    for app in apps(data):
-        releases.releases_report(name=f"{app.title} releases", root=app.root, names=[app.component], title=app.title)
-
-
 def main(data):
     check_config(data)
-    action = data.get("release_action")
-    if action == "rollback":
-        rollback(data)
-        return
-    if action == "releases":
-        releases_listed(data)
+    try:
+        handled = releases.release_action(data.get("release_action"), release_series(data), data.get("release_to"),
+                                          lambda series, target: rollback(data, series, target))
+    except ConfigError as exc:
+        raise ConfigError(f"music {exc}") from None
+    if handled:
         return
     if data.music_state == "absent":
         remove(data)

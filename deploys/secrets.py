@@ -2,11 +2,14 @@
 
 A deploy declares the names it needs in its group data (`required_secrets`). They are
 checked before pyinfra connects to any host (the inventory calls `check_required`), and
-values reach operations wrapped in `HiddenValue` so pyinfra never prints them.
+values reach operations wrapped in `HiddenValue` so pyinfra never prints them. What a host
+prints back (a failed command's stderr, journal lines quoted in a failed gate) is masked in
+pyinfra's log as well (`mask_in_logs`): every value handed out by `get` shows as `***`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -66,4 +69,39 @@ def get(names: list[str], values: dict[str, str] | None = None) -> dict[str, Hid
     """The named secrets, masked for pyinfra's output; raises if any is missing."""
     values = load() if values is None else values
     check_required({"deploy": names}, values)
+    remember(values[n] for n in names)
     return {n: HiddenValue(values[n]) for n in names}
+
+
+MASK = "***"
+MIN_MASKED_LENGTH = 6  # shorter values ("1", "true") would mask ordinary words
+_KNOWN: set[str] = set()
+
+
+def remember(values) -> None:
+    """Mask these values wherever pyinfra's log would show them."""
+    _KNOWN.update(v for v in values if isinstance(v, str) and len(v) >= MIN_MASKED_LENGTH)
+
+
+def mask(text: str) -> str:
+    for value in sorted(_KNOWN, key=len, reverse=True):  # a secret containing another first
+        text = text.replace(value, MASK)
+    return text
+
+
+class _MaskSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KNOWN:
+            text = record.getMessage()
+            if (masked := mask(text)) != text:
+                record.msg, record.args = masked, None
+        return True
+
+
+def mask_in_logs(logger: logging.Logger | None = None) -> None:
+    """Mask known secrets in every record pyinfra's log prints: on the logger (records
+    logged to it) and its handlers (records of its child loggers). Once per handler."""
+    logger = logger or logging.getLogger("pyinfra")
+    for target in (logger, *logger.handlers):
+        if not any(isinstance(f, _MaskSecrets) for f in target.filters):
+            target.addFilter(_MaskSecrets())

@@ -15,6 +15,11 @@ the development checkout (`youtube_source_dir`), with safe updates (issue 14):
   `releases/frontend/<id>` (node_modules hard-linked, not copied). The backend becomes
   `releases/backend/<id>` (code, .env 0600, `venv-prod` -> a venv shared by releases with
   the same requirements, built once). Each release holds its `.infra-run` command.
+  With lingering, both builds run as transient units of the user's systemd manager
+  (deploys/parts/host_steps.py, scope "user"; `youtube_build_units`): a dropped SSH
+  session or a killed pyinfra does not cut them short, and the next apply waits for an
+  unfinished one, reports it and uses its result. Without lingering they run in the
+  session (the deploy says so).
 - switch: only the component whose release id changed is stopped, linked (`<prod>/backend`,
   `<prod>/frontend`), started and health-gated; the database is backed up first and
   migrated with Alembic. A failed pip install or build never reaches the switch; a failed
@@ -48,6 +53,7 @@ from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, wait_until
 from deploys.parts import releases
+from deploys.parts.host_steps import host_step, wait_for_step
 from deploys.parts.data_backup import newest_backup, sqlite_backup, sqlite_copy_command, sqlite_restore
 from deploys.parts.python_env import venv_built
 from deploys.parts.health import http_check
@@ -89,7 +95,7 @@ from facts.procs import (
 
 q = shlex.quote
 ACTIONS = ("deploy", "start", "stop", "restart", "status")
-RELEASE_ACTIONS = ("rollback", "releases")
+RELEASE_ACTIONS = releases.RELEASE_ACTIONS
 COMPONENTS = ["backend", "frontend"]
 RUN_SCRIPT = ".infra-run"
 PLACEHOLDERS = (
@@ -306,7 +312,7 @@ def check_config(data) -> None:
         problems.append(f"youtube_python {data.youtube_python!r} must be 'auto' or an interpreter (name or path)")
     if not isinstance(data.youtube_python_min, str) or not all(x.isdigit() for x in data.youtube_python_min.split(".")):
         problems.append(f"youtube_python_min {data.youtube_python_min!r} must be a version like '3.11'")
-    for key in ("youtube_keep_releases", "youtube_keep_backups"):
+    for key in ("youtube_keep_releases", "youtube_keep_backups", "youtube_build_timeout_s"):
         if not isinstance(data.get(key), int) or data.get(key) < 1:
             problems.append(f"{key} {data.get(key)!r} must be a whole number >= 1")
     ports = {}
@@ -376,10 +382,13 @@ def frontend_built(
     env: dict,
     path: tuple = (),
     artifact: str = ".next",
+    step=None,
 ):
     """The production build in a scratch copy of the frontend; nothing when the stamp
     (digest of sources, lockfile, commands and baked env) matches and the artifact exists.
-    node_modules stays while package*.json and the install command are unchanged."""
+    node_modules stays while package*.json and the install command are unchanged.
+    `step(script) -> command`: the whole build as one host step (a transient user unit, see
+    `build_step`), which first looks for a build an earlier, cut-off run finished."""
     current = host.get_fact(TextFile, path=stamp)
     if current == wanted and not host.get_fact(MissingPaths, paths=json.dumps([f"{build_dir}/{artifact}"])):
         host.noop(f"frontend build is current ({wanted[:12]})")
@@ -387,12 +396,32 @@ def frontend_built(
     reinstall = host.get_fact(TextFile, path=install_stamp) != install_wanted or not install_cmd
     say(f"building the frontend ({'sources changed' if current else 'first build'}"
         f"{'' if reinstall else ', dependencies unchanged'}) in {build_dir}")
+    commands = frontend_build_commands(src, build_dir, stamp, wanted, install_stamp, install_wanted, excludes,
+                                       install_cmd, build_cmd, env, path, artifact, reinstall)
+    if step is None:
+        for command in commands:
+            yield StringCommand(command)
+        return
+    yield step(resumable_build(commands, stamp, wanted, f"{build_dir}/{artifact}"))
+
+
+def resumable_build(commands: list[str], stamp: str, wanted: str, target: str) -> str:
+    """`commands` as one script that does nothing when an earlier (cut-off) run already
+    built `wanted` (its stamp written, its artifact there)."""
+    done = f"[ \"$(cat {q(stamp)} 2>/dev/null)\" = {q(wanted)} ] && [ -e {q(target)} ]"
+    script = " && ".join(f"{{ {c}; }}" for c in commands)
+    return f"if {done}; then echo 'the frontend build was finished by an earlier run (cut off before it saw the end)'; else {script}; fi"
+
+
+def frontend_build_commands(src, build_dir, stamp, wanted, install_stamp, install_wanted, excludes, install_cmd,
+                            build_cmd, env, path, artifact, reinstall: bool) -> list[str]:
+    """The build's shell commands in order (not `reinstall`: node_modules is kept)."""
     ex = " ".join(f"--exclude={q(p)}" for p in excludes)
     keep = "" if reinstall else " ! -name node_modules"
-    yield StringCommand(
+    commands = [
         f"rm -f {q(stamp)} && mkdir -p {q(build_dir)} && find {q(build_dir)} -mindepth 1 -maxdepth 1{keep} -exec rm -rf {{}} + && "
         f"tar -C {q(src)} {ex} -cf - . | tar -C {q(build_dir)} -xf -"
-    )
+    ]
     exports = " ".join(f"{k}={q(str(v))}" for k, v in sorted(env.items()))
     exports = f"export {exports} && " if exports else ""
     if path:
@@ -400,15 +429,18 @@ def frontend_built(
     steps = [("build", build_cmd)]
     if reinstall and install_cmd:
         steps.insert(0, ("install", install_cmd))
-        yield StringCommand(f"rm -f {q(install_stamp)}")
+        commands.append(f"rm -f {q(install_stamp)}")
     for what, cmd in steps:
         if cmd:
-            yield StringCommand(f"cd {q(build_dir)} && {exports}{cmd} > .infra-{what}.log 2>&1 || {{ tail -n 40 .infra-{what}.log >&2; echo {q(f'frontend {what} failed: {cmd}')} >&2; exit 1; }}")
+            log = q(f"{build_dir}/.infra-{what}.log")
+            commands.append(f"( cd {q(build_dir)} && {exports}{cmd} > {log} 2>&1 ) || "
+                            f"{{ tail -n 40 {log} >&2; echo {q(f'frontend {what} failed: {cmd}')} >&2; exit 1; }}")
         if what == "install":
-            yield StringCommand(f"echo {q(install_wanted)} > {q(install_stamp)}")
+            commands.append(f"echo {q(install_wanted)} > {q(install_stamp)}")
     target = f"{build_dir}/{artifact}"
-    yield StringCommand(f"[ -e {q(target)} ] || {{ echo {q(f'the frontend build produced no {artifact} (youtube_frontend_artifact)')} >&2; exit 1; }}")
-    yield StringCommand(f"echo {q(wanted)} > {q(stamp)}")
+    commands.append(f"[ -e {q(target)} ] || {{ echo {q(f'the frontend build produced no {artifact} (youtube_frontend_artifact)')} >&2; exit 1; }}")
+    commands.append(f"echo {q(wanted)} > {q(stamp)}")
+    return commands
 
 
 def copy_steps(src: str, names: list[str], excludes: list[str], hard_link: tuple[str, ...] = ()) -> list[str]:
@@ -772,11 +804,18 @@ def deploy_all(ctx: Context) -> None:
         problems += interpreter_problems(ctx, ids["interp"])
     preflight(ctx, "deploy", problems)
 
+    steps = build_steps(ctx)
+    for what in steps:  # a build a cut-off run left going ends before this run touches its files
+        wait_for_step(name=f"{steps[what][0]}.service: wait for an unfinished build", unit=steps[what][0],
+                      scope="user", log=steps[what][1])
     for path_, mode in ((layout.prod, "700"), (layout.pids, "700"), (layout.backups, "700"),
                         (layout.shared, "700"), (layout.venvs, "700"), (layout.build_root, "700")):
         files.directory(name=f"{path_}", path=path_, present=True, mode=mode)
     mode_recorded(ctx)
     meta = release_meta(ctx)
+    if not steps and not (built["frontend"] and built["backend"]):
+        host.log("the builds run in this SSH session (lingering is off, or youtube_build_units = False): "
+                 "a dropped session cuts them short and the next apply builds again")
 
     if not built["frontend"]:
         frontend_built(
@@ -785,6 +824,7 @@ def deploy_all(ctx: Context) -> None:
             install_stamp=layout.install_stamp, install_wanted=ids["install_wanted"],
             excludes=list(data.youtube_frontend_excludes or []), install_cmd=ids["install_cmd"], build_cmd=ids["build_cmd"],
             env=ids["fe_env"], path=ids["path"], artifact=data.youtube_frontend_artifact,
+            step=build_step(ctx, steps, "frontend-build"),
         )
         releases.release_built(
             name="Frontend release built",
@@ -799,6 +839,7 @@ def deploy_all(ctx: Context) -> None:
         venv_built(
             name="Backend venv (runtime requirements)",
             venv=venv, python=ids["interp"].get("path") or "python3", requirements=ids["requirements"], pip_args=ids["pip_args"],
+            step=build_step(ctx, steps, "venv-build"),
         )
         releases.release_built(
             name="Backend release built",
@@ -826,6 +867,38 @@ def deploy_all(ctx: Context) -> None:
     if start:
         run(ctx)
         health(ctx)
+
+
+BUILDS = ("frontend-build", "venv-build")
+USER_MANAGER_UP = ("running", "degraded", "starting")
+
+
+def build_steps(ctx: Context) -> dict[str, tuple[str, str]]:
+    """{build: (unit, log file)} when the long builds run as transient units of the user's
+    systemd manager (deploys/parts/host_steps.py, scope "user"): only with lingering, as the
+    manager otherwise ends with the last session and takes its units along. Empty: the
+    builds run in the SSH session (also for a home path a unit's log file cannot take)."""
+    data, layout = ctx.data, ctx.layout
+    if not data.youtube_build_units or not ctx.ident.get("linger"):
+        return {}
+    if host.get_fact(UserUnits, units="default.target").get("manager") not in USER_MANAGER_UP:
+        return {}
+    steps = {what: (f"{data.youtube_unit_prefix}-{what}", f"{layout.prod}/{what}.log") for what in BUILDS}
+    try:
+        for unit, log in steps.values():
+            host_step(unit, ["true"], scope="user", log=log)
+    except ConfigError:
+        return {}
+    return steps
+
+
+def build_step(ctx: Context, steps: dict, what: str):
+    """`step(script) -> command` for frontend_built / venv_built, or None (foreground)."""
+    if what not in steps:
+        return None
+    unit, log = steps[what]
+    return lambda script: host_step(unit, ["sh", "-c", script], f"YouTube assistant production {what} (deploys/youtube.py)",
+                                    timeout_s=int(ctx.data.youtube_build_timeout_s), scope="user", log=log)
 
 
 def release_files(layout: Layout, role: str, rid: str, env_file, run_text: str) -> list:
@@ -878,11 +951,10 @@ def migrated(ctx: Context) -> None:
     )
 
 
-def rollback(ctx: Context) -> None:
+def rollback(ctx: Context, target: dict) -> None:
     """`make rollback [TO=id]`: the previous (or the named) kept release, with its data."""
     layout, data = ctx.layout, ctx.data
     st = releases.read(layout.prod, COMPONENTS)
-    target = releases.rollback_target(st, COMPONENTS, data.get("release_to"))
     preflight(ctx, "rollback")
     host.log(f"rolling back to release {target['id']} (deployed {target.get('at')}, commit {(target.get('commit') or '?')[:12]})")
     mode_recorded(ctx)
@@ -907,7 +979,7 @@ def status_lines(ctx: Context) -> list[str]:
     if not any(current.values()):
         return ["  not deployed yet (run the deploy)"]
     live = releases.app_id(current)
-    entry = next((e for e in releases.history_entries(st) if e["id"] == live), {})
+    entry = next((e for e in releases.history_entries(st) if e["id"] == live), None) or releases.unrecorded_live(st, COMPONENTS) or {}
     commit = (entry.get("commit") or "unknown")[:12] + (" (dirty: uncommitted changes were deployed)" if entry.get("dirty") else "")
     return [
         f"  release {live}: backend {current.get('backend')}, frontend {current.get('frontend')}",
@@ -923,17 +995,16 @@ def main(data) -> None:
     layout = Layout.from_data(data, ident["home"])
     ctx = Context(data, ident, layout, proc_specs(data, layout))
     ctx.mode = resolve_mode(data, layout)
-    action = data.get("release_action") or data.youtube_action
+    series = [releases.Series("", layout.prod, tuple(COMPONENTS))]
+    if releases.release_action(data.get("release_action"), series, data.get("release_to"), lambda _, target: rollback(ctx, target)):
+        return
+    action = data.youtube_action
     title = (
         f"YouTube assistant production in {layout.prod} (mode {ctx.mode}; "
         f"backend :{data.youtube_backend_port}, frontend :{data.youtube_frontend_port})"
     )
     if action == "deploy":
         deploy_all(ctx)
-    elif action == "rollback":
-        rollback(ctx)
-    elif action == "releases":
-        releases.releases_report(name="Releases", root=layout.prod, names=COMPONENTS)
     elif action == "status":
         status_report(name="Status", specs=ctx.specs, mode=ctx.mode, title=title, extra=status_lines(ctx))
     elif action == "stop":

@@ -161,3 +161,36 @@ class R2Buckets(FactBase[list[str] | None]):
     @override
     def process(self, output: list[str]) -> list[str] | None:
         return parse_r2_bucket_list(output)
+
+
+_DOCKER_HEADER = "--- docker server ---"
+
+
+class DockerServer(FactBase[dict[str, Any]]):
+    """Whether the login user can talk to a Docker engine (the operator's machine: Docker
+    Desktop, or dockerd with the user in the `docker` group): ``{"ok": True, "version":
+    "20.10.24"}`` or ``{"ok": False, "error": "permission denied while trying to connect..."}``."""
+
+    @override
+    def command(self) -> str:
+        return f"echo '{_DOCKER_HEADER}'; docker version --format '{{{{.Server.Version}}}}' 2>&1 || true"
+
+    @staticmethod
+    @override
+    def default() -> dict[str, Any]:
+        return {"ok": False, "error": "no answer"}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return parse_docker_server(output)
+
+
+def parse_docker_server(output: list[str]) -> dict[str, Any]:
+    lines = [line.strip() for line in output if line.strip() and line.strip() != _DOCKER_HEADER]
+    if len(lines) == 1 and re.match(r"^\d+\.\d+[0-9A-Za-z.+~-]*$", lines[0]):
+        return {"ok": True, "version": lines[0]}
+    if not lines or any("command not found" in line or "not found" == line[-9:] for line in lines):
+        return {"ok": False, "error": "the docker command is not installed"}
+    # docker prints the client part, then why the server did not answer
+    reason = next((line for line in lines if "daemon" in line.lower() or "denied" in line.lower()), lines[-1])
+    return {"ok": False, "error": reason[:300]}

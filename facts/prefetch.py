@@ -292,12 +292,27 @@ def prefetch(system: str) -> None:
     prefetch_host(state, host._get_module(), system)
 
 
+def unlike_a_fact(executor: dict) -> str | None:
+    """Why the host script cannot run facts the way pyinfra would for this host (None: it
+    can). It runs each one as `sh -c` without a terminal; a host whose data picks another
+    shell or a PTY would get answers pyinfra's own reading would not give."""
+    shell = executor.get("_shell_executable")
+    if shell not in (None, "sh"):
+        return f"_shell_executable is {shell!r}"
+    if executor.get("_get_pty"):
+        return "_get_pty is set"
+    return None
+
+
 def prefetch_host(state, target, system: str) -> HostCache | None:
     if not enabled() or not _SYSTEM.match(system) or not install():
         return None
     if target in _CACHES:  # a second deploy file in the same run: the first one's cache goes on
         return _CACHES[target]
     executor = _executor(state, target)
+    if reason := unlike_a_fact(executor):
+        logger.debug(f"{target.name}: fact prefetch off ({reason}): facts are read one by one")
+        return None
     run = _ORIGINAL["run_shell_command"]
     ok, output = run(target, host_command("run", system), print_output=False, **executor)
     try:

@@ -48,8 +48,10 @@ hivesync_generated_secrets = {
     "LZ_WEBHOOK_SECRET": 32,
 }
 
-# "server" (Linode VM) or "workstation" (wrangler for the Workers). Set per host in the
-# inventory (deploys/environments.py); this default only serves unnamed hosts.
+# "server" (Linode VM), "workstation" (wrangler for the Workers) or "local_docker" (the
+# plan's N.2.2: the same compose stack on the operator's machine, as the operator, no
+# ufw/nginx/certbot; `make hivesync-local-up`). Set per host in the inventory
+# (deploys/environments.py); this default only serves unnamed hosts.
 hivesync_role = "server"
 
 # --- preflight ---------------------------------------------------------------------------
@@ -231,3 +233,32 @@ hivesync_worker_secrets = ["WORKER_CALLBACK_SECRET"]
 # and a CA bundle to trust for the production HTTPS check (tests: the ACME test CA).
 hivesync_dev_base_url = None
 hivesync_workers_ca_file = None
+
+# --- local Docker on the operator's machine (role "local_docker", the plan's N.2.2) --------
+# The compose file, .env.production (0600), the generated secrets (secrets/, 0700) and the
+# build, as the operator ("~" is their home). The stack is the server's: same services,
+# images, volumes and loopback ports; workers stay on Cloudflare.
+hivesync_local_dir = "~/.local/share/hivesync"
+# What a run does: "deploy" (build, env, stack, health), "start", "stop" (containers and
+# volumes stay), "status" (make hivesync-local-up|start|stop|status).
+hivesync_local_action = "deploy"
+# BASE_URL of the local backend; None: http://<hivesync_bind_address>:<hivesync_backend_port>.
+hivesync_local_base_url: str | None = None
+
+# --- local development on the operator's machine (role "local_dev", the plan's N.2.1) ------
+# The backend from this checkout (on the machine it runs on; None: hivesync_backend_source)
+# in a venv (<hivesync_local_dir>/dev/venv, rebuilt when requirements.txt changes),
+# postgres + redis of the server's stack in Docker (their loopback ports), each enabled
+# worker under `wrangler dev --env dev` (.dev.vars 0600: hivesync_worker_secrets), PID files.
+hivesync_dev_checkout: str | None = None
+hivesync_dev_python = "python3"
+# `python -m venv` options (e.g. ["--system-site-packages"]) and extra `pip install` options.
+hivesync_dev_venv_args = []
+hivesync_dev_pip_args = []
+# {venv}, {checkout}, {bind}, {port}: upstream's CMD with --reload, from the venv.
+hivesync_dev_backend_cmd = ["{venv}/bin/uvicorn", "backend.app.main:app", "--host", "{bind}", "--port", "{port}",
+                            "--reload"]
+# `wrangler dev --port`: the first enabled worker's; the next ones count up.
+hivesync_dev_worker_port = 8787
+hivesync_dev_start_timeout_s = 60
+hivesync_dev_compose_file = "docker-compose.dev.yml"

@@ -145,6 +145,14 @@ youtube_linger = True
 # runs that ONE command with sudo (the only root step; needs sudo rights; add pyinfra's
 # --use-sudo-password when sudo asks for a password).
 youtube_linger_sudo = False
+# The long builds (the backend venv's pip install, the frontend's install + build) run as
+# transient units of the user's systemd manager (`systemd-run --user`) when lingering is
+# on: an SSH drop or a killed pyinfra does not cut them short, and the next apply waits for
+# an unfinished one and reports it. False, or lingering off: they run in the SSH session
+# (a drop cuts them short; the next apply builds again).
+youtube_build_units = True
+# Seconds a build unit may run before systemd stops it (the build then fails).
+youtube_build_timeout_s = 3600
 
 # Distributions the operator's machine may run (desktop Linux with systemd).
 supported_os = {"ubuntu": ["22.04", "24.04"], "pop": ["22.04", "24.04"], "debian": ["12", "13"]}

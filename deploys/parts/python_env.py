@@ -42,18 +42,33 @@ def release_build_steps(path: str, uploads: list[tuple[Path, str]], pip_args: li
 
 
 @operation()
-def venv_built(venv: str, python: str, requirements: str, pip_args: list[str]):
+def venv_built(venv: str, python: str, requirements: str, pip_args: list[str], step=None):
     """A venv from the runtime requirements at its final path (venvs are not relocatable),
     shared by every backend release with the same requirements; `.complete` last, so a
-    failed pip install is never used and is rebuilt from scratch next time."""
+    failed pip install is never used and is rebuilt from scratch next time.
+
+    `step(script) -> command` runs the build as a host step (deploys/parts/host_steps.py:
+    a transient unit an SSH drop cannot cut short); the script first looks for a venv an
+    earlier, cut-off run finished, so the next apply reports it instead of rebuilding."""
     if not host.get_fact(MissingPaths, paths=json.dumps([f"{venv}/.complete", f"{venv}/bin/python"])):
         host.noop(f"venv {venv.rsplit('/', 1)[-1]} is built")
         return
     say(f"building the backend venv {venv} with {python} from {requirements}")
+    yield (StringCommand(venv_script(venv, python, requirements, pip_args)) if step is None
+           else step(venv_script(venv, python, requirements, pip_args, resume=True)))
+
+
+def venv_script(venv: str, python: str, requirements: str, pip_args: list[str], resume: bool = False) -> str:
+    """The shell that builds `venv`; `resume`: nothing when an earlier run completed it."""
     args = " ".join(q(a) for a in pip_args)
-    yield StringCommand(
+    build = (
         f"rm -rf {q(venv)} && mkdir -p {q(venv.rsplit('/', 1)[0])} && {q(python)} -m venv {q(venv)} && "
         f"{{ {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check {args} -r {q(requirements)} > {q(venv + '.log')} 2>&1 "
         f"|| {{ tail -n 30 {q(venv + '.log')} >&2; echo 'pip install failed: the live release keeps serving' >&2; exit 1; }}; }} && "
         f"touch {q(venv + '/.complete')}"
     )
+    if not resume:
+        return build
+    done = f"[ -f {q(venv + '/.complete')} ] && [ -x {q(venv + '/bin/python')} ]"
+    note = f"venv {venv.rsplit('/', 1)[-1]} was built by an earlier run (cut off before it saw the end)"
+    return f"if {done}; then echo {q(note)}; else {build}; fi"

@@ -25,7 +25,14 @@ service, user processes or a container stack can use the same part. Hooks run th
 commands with `run_command`, which carries the operation's `_sudo`/`_su_user`/`_env`
 (facts read inside a hook inherit them from pyinfra). A live link written by an older
 layout (anything but `releases/<component>/<id>`) is put back as it was on a rollback. `rollback_target`
-and `releases_report` give `make rollback` and `make releases`.
+and `releases_report` give `make rollback` and `make releases`; `Series` and `release_action`
+are what a deploy hands them (several series, as music's two apps; a host-side switch).
+
+The history ends with the live release: a run cut off after its link switch, before its
+history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
+live release the history does not end with; the next `releases_switched` appends it (action
+`cut-off`, commit and author from its release.json) before anything else, and the
+listing shows it meanwhile.
 """
 
 from __future__ import annotations
@@ -259,12 +266,8 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
         ok, message = _step(host_, f"{c.name} health", c.gate)
         if not ok:
             return rollback(f"{c.name} release {c.rid} is not healthy: {message}", True)
-    entry = {
-        "id": app_id(after), "components": after, "action": switch.action,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": app_id(before) if any(before.values()) else None,
-        "backup": backup or None, **switch.meta,
-    }
-    ok, message = _run(host_, f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}")
+    entry = history_entry(after, before, switch.action, switch.meta, backup)
+    ok, message = _run(host_, history_line(root, entry))
     if not ok:
         _say(host_, f"warning: history not written: {message}")
     fresh = host_.get_fact(Releases, root=root, components=" ".join(names))
@@ -279,6 +282,38 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
     return True
 
 
+def unrecorded_live(st: dict, names: list[str]) -> dict | None:
+    """The history line the live release lacks, when the history does not end with it (a run
+    cut off between its link switch and its history line); None when it does, or when the
+    live links are not all complete releases of this layout."""
+    current = current_components(st, names)
+    if not any(current.values()):
+        return None
+    comps = st.get("components") or {}
+    metas = []
+    for n, rid in current.items():
+        info = (comps.get(n) or {}).get("releases", {}).get(rid) if rid else None
+        if rid and not (info and info.get("complete")):
+            return None
+        if info:
+            metas.append(info.get("meta") or {})
+    history = st.get("history") or []
+    live = app_id(current)
+    if history and history[-1].get("id") == live:
+        return None
+    meta = max(metas, key=lambda m: str(m.get("built_at") or ""), default={})
+    return {
+        **history_entry(current, {}, "cut-off", {k: meta.get(k) for k in ("commit", "dirty", "by")}),
+        "from": history[-1].get("id") if history else None,
+        "note": "live, but the run that switched to it was cut off before it recorded it; recorded by the next run",
+    }
+
+
+def history_line(root: str, entry: dict) -> str:
+    """The command appending `entry` to the history (one JSON line)."""
+    return f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}"
+
+
 @operation()
 def releases_switched(
     root: str,
@@ -289,8 +324,14 @@ def releases_switched(
     keep: int = 3,
     cleanup: Hook | None = None,
 ):
-    """Make `components` live (see the module docstring); nothing when they already are."""
+    """Make `components` live (see the module docstring); nothing when they already are.
+    A live release the history lacks is recorded first (`unrecorded_live`)."""
     st = read(root, names)
+    if missing := unrecorded_live(st, names):
+        say_or_noop = host.log if state.is_executing else host.noop
+        say_or_noop(f"release {missing['id']} is live but not in the history (a run was cut off after its switch): recorded")
+        yield StringCommand(history_line(root, missing))
+        st = {**st, "history": [*(st.get("history") or []), missing]}
     before = current_components(st, names)
     changes = [c for c in components if before.get(c.name) != c.rid]
     if not changes:
@@ -340,6 +381,8 @@ def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
 
 def report_lines(st: dict, names: list[str], title: str = "") -> list[str]:
     live = app_id(current_components(st, names))
+    if missing := unrecorded_live(st, names):  # shown now, recorded by the next deploy or rollback
+        st = {**st, "history": [*(st.get("history") or []), missing]}
     lines = [f"{title + ' ' if title else ''}releases (newest first; * = live {live}):"]
     for e in history_entries(st):
         mark = "*" if e["id"] == live else " "
@@ -363,3 +406,62 @@ def releases_report(root: str, names: list[str], title: str = ""):
     host.noop("releases listed")
     return
     yield  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------- series (what operators see)
+
+
+RELEASE_ACTIONS = ("releases", "rollback")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A release series as operators see it (`make releases DEPLOY=x`, `make rollback
+    DEPLOY=x [TO=id]`): kept releases under `<root>/releases/<name>/<id>/` (`.complete`
+    written last, `release.json` beside it) and `<root>/releases/history.jsonl`, one JSON
+    line per switch (`history_entry`). A deploy whose switch runs on the host (a script in
+    a transient unit) shares the listing and the choice of a rollback target by writing
+    that layout; only its own switch differs."""
+
+    title: str
+    root: str
+    names: tuple[str, ...]
+
+
+def history_entry(components: dict, before: dict, action: str, meta: dict | None = None, backup: str | None = None) -> dict:
+    """One history line: id (app_id of `components`), components, action (deploy, rollback,
+    cut-off), at, from (the id before, or None), backup (the data backup taken before the
+    switch), plus meta: commit, dirty, by (and what else the deploy records)."""
+    return {
+        "id": app_id(components), "components": dict(components), "action": action,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": app_id(before) if any(before.values()) else None,
+        "backup": backup or None, **(meta or {}),
+    }
+
+
+def rollback_choice(series: list[Series], to: str | None) -> tuple[Series, dict]:
+    """`make rollback [TO=id]`: the first series' release before the live one, or the kept
+    release of any series whose id starts with `to`; one ConfigError naming the choices of
+    every series otherwise."""
+    problems = []
+    for s in series if to else series[:1]:
+        try:
+            return s, rollback_target(read(s.root, list(s.names)), list(s.names), to)
+        except ConfigError as exc:
+            problems.append(f"{s.title}: {exc}" if len(series) > 1 else str(exc))
+    raise ConfigError("; ".join(problems))
+
+
+def release_action(action: str | None, series: list[Series], to: str | None, go_back: Callable[[Series, dict], None]) -> bool:
+    """`release_action` of a deploy run: "releases" lists every series (changes nothing),
+    "rollback" picks the target (`rollback_choice`) and calls `go_back(series, target)`,
+    the deploy's own switch (releases_switched, or its host-side step). False: not a
+    release action (a normal run)."""
+    if action not in RELEASE_ACTIONS:
+        return False
+    if action == "releases":
+        for s in series:
+            releases_report(name=f"{s.title} releases" if s.title else "Releases", root=s.root, names=list(s.names), title=s.title)
+    else:
+        go_back(*rollback_choice(series, to))
+    return True

@@ -10,10 +10,11 @@ file of a plain directory) is hashed here with the Dockerfile path and the build
 the tag is `<repository>:src-<hash12>`. When the host already has that tag nothing is
 sent and nothing runs (0 changes). Otherwise the source goes up as one tar, and
 `docker build` runs as the transient unit `<unit>.service` (deploys/parts/host_steps.py:
-an SSH drop does not orphan it), unpacks into `<directory>/source` (the synced checkout)
-only after a good build, and prunes this repository's `src-*` tags beyond `keep`
-(newest first; an image a container still uses is never removed), so the previous image
-stays for a rollback. A failed build changes no tag: the running release keeps serving.
+an SSH drop does not orphan it; its output streams to the journal and, followed, to
+pyinfra as it builds), or in the foreground with `unit=None` (the operator's machine),
+unpacks into `<directory>/source` (the synced checkout) only after a good build, and
+prunes this repository's `src-*` tags beyond `keep` (newest first; an image a container
+still uses is never removed), so the previous image stays for a rollback. A failed build changes no tag: the running release keeps serving.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ rm -rf "$dir/source.new"; mkdir -p "$dir/source.new"
 tar -xf "$tar" -C "$dir/source.new"
 if [ ! -f "$dir/source.new/$dockerfile" ]; then echo "the source has no $dockerfile" >&2; rm -rf "$dir/source.new" "$tar"; exit 1; fi
 echo "docker build of $tag from the synced source"
-docker build --pull=false -f "$dir/source.new/$dockerfile" -t "$tag" "$@" "$dir/source.new" 2>&1 | tail -n 60
+docker build --pull=false -f "$dir/source.new/$dockerfile" -t "$tag" "$@" "$dir/source.new" 2>&1 || true
 status=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 if [ -z "$status" ]; then echo "docker build of $tag failed" >&2; rm -rf "$dir/source.new" "$tar"; exit 1; fi
 rm -rf "$dir/source.old"; [ ! -d "$dir/source" ] || mv "$dir/source" "$dir/source.old"
@@ -147,8 +148,10 @@ echo "built $tag ($(echo "$status" | cut -c1-19))"
 
 @operation()
 def source_image(source: Source, tag: str, repository: str, directory: str, dockerfile: str = "Dockerfile",
-                 build_args: dict | None = None, keep: int = 3, unit: str = "image-build", timeout_s: int = 3600):
-    """`tag` exists on the host, built there from `source` (see module doc)."""
+                 build_args: dict | None = None, keep: int = 3, unit: str | None = "image-build",
+                 timeout_s: int = 3600):
+    """`tag` exists on the host, built there from `source` (see module doc). `unit` None:
+    the build runs in the foreground of the session (a user's own machine, no root)."""
     for word in [tag, directory, dockerfile, *(build_args or {}).values()]:
         if "$" in str(word) or "%" in str(word):
             raise ConfigError(f"source_image {repository}: {word!r}: no '$' or '%' (systemd would expand them)")
@@ -166,5 +169,9 @@ def source_image(source: Source, tag: str, repository: str, directory: str, dock
     yield StringCommand("mkdir", "-p", QuoteString(directory))
     yield FileUploadCommand(io.BytesIO(source_tar(source)), upload)
     yield FileUploadCommand(io.BytesIO(_BUILD.encode() + b"\n"), script)
-    yield host_step(unit, ["sh", script, upload, directory, tag, repository, str(int(keep)), dockerfile,
-                           *words], f"docker build {tag}", timeout_s=timeout_s)
+    argv = ["sh", script, upload, directory, tag, repository, str(int(keep)), dockerfile, *words]
+    if unit is None:  # the operator's own machine (no root, maybe no systemd): in the foreground
+        yield StringCommand(*[QuoteString(a) for a in argv])
+        return
+    # the journal streamed while it builds: progress, and a failure's cause in full
+    yield host_step(unit, argv, f"docker build {tag}", timeout_s=timeout_s, follow=True)

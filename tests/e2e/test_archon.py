@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from deploys.settings import cli_data_value
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.archon.build import ensure_standin_images
+from tests.e2e.ports import open_tcp_ports
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
@@ -569,32 +570,7 @@ def test_make_archon_restore_puts_a_backup_back(archon, old_layout):
 
 def test_only_ssh_and_https_answer_from_another_host(archon, test_cluster, request):  # noqa: F811
     probe = module_host(request, test_cluster, "archon-probe")
-    # every TCP port, 500 non-blocking connects at a time; no answer within 2 s = closed
-    scan = r"""
-import select, socket, sys, time
-found = []
-for start in range(1, 65536, 500):
-    pending, poll = {}, select.poll()
-    for port in range(start, min(start + 500, 65536)):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex((sys.argv[1], port))
-        pending[s.fileno()] = (s, port)
-        poll.register(s, select.POLLOUT)
-    deadline = time.time() + 2
-    while pending and time.time() < deadline:
-        for fd, _ in poll.poll(200):
-            s, port = pending.pop(fd)
-            poll.unregister(fd)
-            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                found.append(port)
-            s.close()
-    for s, _ in pending.values():
-        s.close()
-print(" ".join(map(str, found)))
-"""
-    open_ports = probe.exec(["python3", "-c", scan, archon.address], timeout=300).stdout.split()
-    assert sorted(map(int, open_ports)) == [22, 80, 443]
+    assert open_tcp_ports(probe, archon.address) == [22, 80, 443]
     sockets = parse_ss(archon.exec("ss -H -tulnp").stdout.splitlines())
     for port in STACK_PORTS:
         assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]

@@ -137,6 +137,17 @@ def test_health_gate_fails_with_the_last_observed_status_and_changes_nothing(fir
     assert "] Success" not in run.output, "the failed run changed something"
 
 
+def test_a_secret_the_app_prints_is_masked_in_the_failed_gate(hello, first_apply, tmp_path):
+    """The failed gate quotes the unit's journal; the app printed its secret there."""
+    app = tmp_path / "hello-leaky"
+    shutil.copytree(REPO / "tests/apps/hello", app)
+    (app / "VERSION").write_text("broken-leaky\n")
+    run = apply_expecting_failure(data={"hello_app_src": str(app), "health_timeout_s": 3})
+    assert "hello: cannot connect with secret ***" in run.output, run.output[-3000:]
+    assert SECRET not in run.output
+    assert apply("deploys/hello.py", limit=HOST, env=ENV).did("Restart hello (its unit, environment or code changed)")
+
+
 def apply_expecting_failure(**kwargs):
     from tests.e2e.runner import pyinfra
 

@@ -30,6 +30,7 @@ from facts.firewall import SEPARATOR, parse_ufw
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.hivesync.build import HERE as APP_DIR
 from tests.apps.hivesync.build import ensure_images
+from tests.e2e.ports import open_tcp_ports
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
@@ -264,36 +265,9 @@ def test_firewall_allows_exactly_ssh_http_https(server, workstation, first_run):
     state = parse_ufw(out)
     assert state["active"] and state["defaults"]["incoming"] == "deny"
     assert state["allowed"] == ["22/tcp", "80/tcp", "443/tcp"] and state["other"] == []
-    assert sorted(scan_ports(workstation, server.address)) == [22, 80, 443]
+    assert sorted(open_tcp_ports(workstation, server.address)) == [22, 80, 443]
 
 
-def scan_ports(scanner, address) -> list[int]:
-    """Every TCP port of `address` from the other host: 5000 non-blocking connects at a time."""
-    scan = r"""
-import resource, select, socket, sys, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (6000, 6000))
-found = []
-for start in range(1, 65536, 5000):
-    pending, poll = {}, select.poll()
-    for port in range(start, min(start + 5000, 65536)):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex((sys.argv[1], port))
-        pending[s.fileno()] = (s, port)
-        poll.register(s, select.POLLOUT)
-    deadline = time.time() + 2
-    while pending and time.time() < deadline:
-        for fd, _ in poll.poll(200):
-            s, port = pending.pop(fd)
-            poll.unregister(fd)
-            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                found.append(port)
-            s.close()
-    for s, _ in pending.values():
-        s.close()
-print(" ".join(map(str, found)))
-"""
-    return list(map(int, scanner.exec(["python3", "-c", scan, address], timeout=300).stdout.split()))
 
 
 def test_backend_postgres_and_redis_listen_on_loopback_only(server, first_run):

@@ -24,6 +24,7 @@ import pytest
 
 from tests.apps.music_assistant.build import build_runtime_wheel, build_wheel
 from tests.e2e.faults import fault_points, kill_points_among, planned_changes, run_until_operation
+from tests.e2e.ports import open_tcp_ports
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
 
@@ -171,15 +172,7 @@ def test_backends_loopback_only_and_scan_from_second_host(music, scanner):
     for port in (8095, 8096, 8097):
         listeners = [s for s in t.socket.get_listening_sockets() if s.endswith(f":{port}")]
         assert listeners and all("127.0.0.1" in s for s in listeners), (port, listeners)
-    ports = [22, 80, 443, 8095, 8096, 8097]
-    probe = (
-        "import socket,json,sys\nopen_=[]\nfor p in %r:\n    s=socket.socket(); s.settimeout(1.5)\n"
-        "    try:\n        s.connect((sys.argv[1], p)); open_.append(p)\n    except OSError: pass\n"
-        "    s.close()\nprint(json.dumps(open_))\n" % ports
-    )
-    scanner.write_file("/tmp/scan.py", probe)
-    answered = json.loads(scanner.exec(f"python3 /tmp/scan.py {music.address}").stdout)
-    assert answered == [22, 80, 443], answered
+    assert open_tcp_ports(scanner, music.address) == [22, 80, 443]  # every TCP port, from another host
     ufw = music.exec("ufw status").stdout
     assert "Status: active" in ufw, ufw
 

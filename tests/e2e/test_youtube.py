@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
+from deploys.settings import cli_data_value
+from facts.procs import USER_SYSTEMCTL
 from tests.apps.youtube_assistant.wheels import ensure_wheels
 from tests.e2e.runner import REPO, Run, apply, pyinfra
 from tests.harness._util import docker
@@ -527,6 +534,69 @@ def test_systemd_start_stop_status_in_the_remembered_mode(yt):
     status = run("status")
     assert f"unit {UNITS[0]}: active (running)" in status.output and "port 8001 listening" in status.output
     assert "health: GET http://127.0.0.1:8001/api/health -> HTTP 200" in status.output
+
+
+def killed_when(predicate, timeout: float = 240, **extra) -> str:
+    """Run the deploy and SIGKILL pyinfra (its SSH session with it) once `predicate()` holds
+    on the host; its output."""
+    cmd = [sys.executable, "-m", "pyinfra", "inventory.py", DEPLOY, "-y", "--limit", HOST]
+    for key, value in {**DATA, "youtube_action": "deploy", **extra}.items():
+        cmd += ["--data", f"{key}={cli_data_value(value)}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEPLOY_ENV": "test", "PYINFRA_PROGRESS": "off", **ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: proc.poll() is not None or predicate(), timeout=timeout, what="the moment to kill pyinfra")
+        assert proc.poll() is None, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(10)
+    return "".join(lines)
+
+
+BUILD_UNIT = "aqa-youtube-prod-frontend-build"
+
+
+def test_a_build_cut_off_with_pyinfra_is_finished_by_its_unit_and_the_next_apply_converges(yt):
+    """With lingering the frontend build runs as a transient unit of yt's systemd manager
+    (issue 15, item 4): pyinfra SIGKILLed mid-build does not stop it or leave it orphaned;
+    the next apply waits for it, reports it and does not build again; the one after
+    changes nothing. The build blocks on a gate file so the test picks the moments."""
+    gate, count = f"{HOME}/.build-gate", f"{HOME}/.builds"
+    slow = {"youtube_frontend_build_cmd": f"sh -c 'until [ -e {gate} ]; do sleep 0.2; done; echo b >> {count}; python3 build.py'"}
+
+    def build_state() -> str:
+        return as_user(yt, f"{USER_SYSTEMCTL} is-active {BUILD_UNIT}.service", check=False).strip()
+
+    output = killed_when(lambda: build_state() == "active", **slow)
+    assert "Frontend production build" in output and "Frontend release built" not in output.split("Frontend production build")[-1]
+    assert build_state() == "active"  # pyinfra and its session are gone; the build goes on
+    results: list = []
+    resume = threading.Thread(target=lambda: results.append(run(**slow)))
+    resume.start()
+    try:  # the next apply waits for the cut-off build (wait_for_step) ...
+        wait_for(lambda: yt.exec(f"pgrep -u {USER} -f 'host-step {BUILD_UNIT} user ' || true").stdout.strip(),
+                 timeout=120, what="the next apply waiting for the cut-off build")
+    finally:
+        as_user(yt, f"touch {gate}")  # ... which now ends
+        resume.join(300)
+    assert results, "the apply after the cut-off build failed (see its output above)"
+    again = results[0]
+    assert f"{BUILD_UNIT}.service is still running (an apply was cut off): waiting for it first" in again.output
+    notes = yt.exec("journalctl -q -o cat -t host-step").stdout  # the step's notes (logger), as ingestor's
+    assert f"{BUILD_UNIT}.service: the earlier run ended: success" in notes, notes[-2000:]
+    # the build op, re-evaluated when it runs, finds the cut-off run's build current (no new
+    # unit); had it found it unfinished, its own unit would have said so in the step's log
+    assert (not again.did("Frontend production build")
+            or "the frontend build was finished by an earlier run" in yt.exec(f"cat {PROD}/frontend-build.log").stdout)
+    assert again.did("Frontend release built") and again.did(SWITCH)
+    assert yt.exec(f"cat {count}").stdout.split() == ["b"]  # built once, by the cut-off run's unit
+    assert run(**slow).changed == []
+    assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == "0002"
 
 
 def test_switch_back_to_pid_files(yt):

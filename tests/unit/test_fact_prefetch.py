@@ -252,3 +252,23 @@ def test_prefetch_is_off_when_pyinfra_is_not_supported(local, monkeypatch):
     monkeypatch.setattr(prefetch, "applicable", lambda version=None: "pyinfra 9.0 is not 3.10.x")
     assert prefetch.prefetch_host(state, host, "unit") is None
     assert prefetch.cache_for(host) is None
+
+
+@pytest.mark.parametrize("data", [{"_shell_executable": "bash"}, {"_get_pty": True}])
+def test_prefetch_is_off_for_a_host_whose_facts_run_otherwise(tmp_path, monkeypatch, data):
+    """The host script runs facts as `sh -c` without a terminal; another shell or a PTY
+    would give answers pyinfra's own reading would not (review finding 9)."""
+    monkeypatch.setenv("INFRA_STATE_DIR", str(tmp_path / "state"))
+    inventory = Inventory((["@local"], data))
+    state = State(inventory=inventory, config=Config())
+    connect_all(state)
+    host = inventory.get_host("@local")
+    with ctx_state.use(state), ctx_host.use(host):
+        assert prefetch.prefetch_host(state, host, "unit") is None
+        assert prefetch.cache_for(host) is None
+
+
+def test_a_plain_host_reads_facts_like_the_host_script():
+    assert prefetch.unlike_a_fact({"_shell_executable": "sh", "_get_pty": False, "_sudo": True}) is None
+    assert prefetch.unlike_a_fact({}) is None
+    assert "bash" in prefetch.unlike_a_fact({"_shell_executable": "bash"})

@@ -195,7 +195,8 @@ def test_wrangler_toml_has_both_envs_the_r2_binding_and_the_callback_url():
     assert prod["vars"] == {"R2_BUCKET": "hivesync-r2", "AI_MODEL": "gpt-4.1",
                             "R2_PREFIXES": "previews/,ai-docs/,logs/workers/,tasks/attachments/",
                             "WORKER_CALLBACK_URL": "https://api.hivesync.dev/api/v1/workers/callback"}
-    assert config["env"]["dev"]["vars"]["WORKER_CALLBACK_URL"] == "http://127.0.0.1:4000/api/v1/workers/callback"
+    # no nginx in dev (`wrangler dev` -> the local backend): without the /api prefix nginx strips
+    assert config["env"]["dev"]["vars"]["WORKER_CALLBACK_URL"] == "http://127.0.0.1:4000/v1/workers/callback"
     assert "WORKER_CALLBACK_SECRET" not in text.split("secret store")[1]  # only named in the header comment
 
 

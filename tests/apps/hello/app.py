@@ -3,7 +3,8 @@
 - GET /health -> {"status": "healthy", "version": ..., "secret_sha256": ..., "writes": n}
 - binds $BIND:$PORT (default 127.0.0.1:8080)
 - reads its version from VERSION beside this file; a version starting with "broken"
-  exits at start (to test rollback)
+  exits at start (to test rollback); "broken-leaky" also prints its secret first, as real
+  apps print a DSN with its password when a connection fails (to test log masking)
 - writes a counter into $DATA_DIR at start (to prove the data dir is writable)
 """
 
@@ -54,6 +55,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    if VERSION.startswith("broken-leaky"):
+        print(f"hello: cannot connect with secret {os.environ.get(os.environ.get('SECRET_NAME', 'APP_SECRET'), '')}",
+              file=sys.stderr, flush=True)
     if VERSION.startswith("broken"):
         sys.exit(f"hello {VERSION}: refusing to start (broken build)")
     server = ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), int(os.environ.get("PORT", "8080"))), Handler)

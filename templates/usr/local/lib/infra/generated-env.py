@@ -135,7 +135,7 @@ if mode == "check":
     stale = bool(missing) or unsaved or current_target() != target_text(settled)
     if not stale:
         st = os.stat(spec["target"])
-        stale = (st.st_mode & 0o777) != 0o600 or st.st_uid != 0
+        stale = (st.st_mode & 0o777) != 0o600 or st.st_uid != os.getuid()  # root on a server
     print(json.dumps({"ok": not stale, "missing": missing, "stale": stale, "carried": carried}))
     sys.exit(0)
 
@@ -162,6 +162,6 @@ wanted = target_text(generated)
 if current_target() != wanted:
     write_0600(spec["target"], wanted)
 os.chmod(spec["target"], 0o600)
-os.chown(spec["target"], 0, 0)
+os.chown(spec["target"], os.getuid(), os.getgid())  # root on a server; the user on their own machine
 print("generated: " + (", ".join(missing) or "none") + ("; carried over: " + ", ".join(carried) if carried else "")
       + "; wrote " + spec["target"])
