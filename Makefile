@@ -18,6 +18,9 @@ BOOTSTRAP = @command -v $(PYTHON) >/dev/null || { echo "python3 is not installed
 	"apt-get update && apt-get install -y python3 python3-venv" >&2; exit 1; }; $(PYTHON) tools/bootstrap.py
 DEMO   ?= music
 DEMO_FLAGS ?=
+# e2e test modules run on this many workers, each with its own cluster (1: one process, in order)
+E2E_WORKERS ?= 2
+E2E_XDIST = $(if $(filter-out 0 1,$(E2E_WORKERS)),-n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: help bootstrap history knobs archon-status archon-restore ingestor-status ingestor-restore youtube-deploy youtube-start youtube-stop youtube-restart youtube-status music-status setup test test-unit test-e2e hosts-up hosts-down hosts-status demo plan drift apply prod bench clean
 
@@ -40,14 +43,14 @@ $(STAMP): pyproject.toml
 test: setup  ## Unit tests, then end-to-end tests on disposable hosts (the CI command; installs Docker if missing)
 	$(BOOTSTRAP) hosts unit
 	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest tests/e2e -v -m e2e --durations=0
+	$(PY) -m pytest tests/e2e -v -m e2e --durations=0 $(E2E_XDIST)
 
 test-unit: setup  ## Unit tests only (about 20 s, no Docker needed)
 	$(PY) -m pytest tests/unit -q
 
 test-e2e: setup  ## End-to-end tests only (K=<expr> selects tests)
 	$(BOOTSTRAP) hosts
-	$(PY) -m pytest tests/e2e -v -m e2e --durations=0 $(if $(K),-k '$(K)')
+	$(PY) -m pytest tests/e2e -v -m e2e --durations=0 $(E2E_XDIST) $(if $(K),-k '$(K)')
 
 hosts-up: setup  ## Disposable hosts + DNS and ACME helpers; writes .hosts/inventory.json (HOSTS="name:group ...")
 	$(BOOTSTRAP) hosts

@@ -22,12 +22,13 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ._util import HarnessError, log
 from .engine import EngineError, ensure_engine
-from .hosts import Cluster, Host, HostSpec
+from .hosts import Cluster, Host, HostSpec, _pid_alive
 
 REQUIRED_ENV = "INFRA_E2E_REQUIRED"
 KEEP_ENV = "INFRA_E2E_KEEP"
@@ -81,6 +82,19 @@ def _session_cluster(config: pytest.Config) -> Cluster:
     os.environ.setdefault("INFRA_HOSTS_DIR", str(cluster.hosts_dir))
     _SESSION = cluster
     return cluster
+
+
+def sweep_dead_workers_clusters(base: Path) -> None:
+    """Remove the clusters of pytest-xdist workers that died before their own teardown.
+
+    An interrupted controller stops its workers without waiting for their cleanups, which
+    would leave their containers running until the next run in the same directory.
+    """
+    for state in sorted(base.glob("gw*/state.json")):
+        cluster = Cluster.load(state.parent)
+        if cluster is not None and cluster.owner == "pytest" and not _pid_alive(cluster.pid):
+            log(f"removing cluster {cluster.run_id} of a worker that is gone ({state.parent})")
+            cluster.down()
 
 
 def _require_engine() -> None:
