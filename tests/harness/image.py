@@ -102,11 +102,14 @@ VARIANTS: dict[str, Variant] = {
     "docker": Variant("docker-v1", compose_v2=True),
     # dnsmasq (test DNS) + pebble (test ACME); openssl and curl come from base.
     "helper": Variant("base", ("dnsmasq", "pebble")),
+    # Debian 13's engine (26.x; the CLI is its own package there) + its compose package, v2 there:
+    # the Docker hosts of deploys whose plan names a newer OS (hivesync's server role).
+    "docker-trixie": Variant("trixie", ("docker.io", "docker-cli", "docker-compose", "iptables")),
 }
 ALL_VARIANTS = (*BASE_SUITES, *VARIANTS)
 # What a build costs on a 2-core VM (measured), printed when one starts.
 BUILD_HINT = {"base": "about 70 s", "trixie": "about 90 s", "helper": "about 10 s", "docker-v1": "about 20 s",
-              "docker": "about 5 s"}
+              "docker": "about 5 s", "docker-trixie": "about 40 s"}
 
 
 # ---------------------------------------------------------------- public entry points
