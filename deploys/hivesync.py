@@ -39,6 +39,13 @@ Where the plan is naive, this follows the real backend: it serves at its root (n
 strips /api/), creates its tables with create_all (no Alembic), reads R2_ACCESS_KEY /
 R2_SECRET_KEY / R2_ENDPOINT; an image change is preceded by a verified dump, and the same
 WORKER_CALLBACK_SECRET reaches the backend and the workers.
+
+This file is the roles' phases; the mechanisms are parts (deploys/parts/): hivesync_config
+(every knob, checked before connecting), hivesync_stack (the stack the server, local_docker
+and local_dev roles all run, its env file and the checks a gate polls), hivesync_release
+(backup before a release, the gate that rolls back), hivesync_workers (the workers'
+wrangler.toml), wrangler (Cloudflare operations), local_machine (the operator's machine),
+and the shared source_image, compose, docker_host, firewall, tls and procs.
 """
 
 from __future__ import annotations
