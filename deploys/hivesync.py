@@ -52,45 +52,40 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import HiddenValue, operation
-from pyinfra.context import ctx_host, state
-from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.api import operation
+from pyinfra.context import ctx_host
+from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Home
 from pyinfra.operations import files
 from pyinfra.operations.util import any_changed
 
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import secret_file, wait_until
+from deploys.operations import wait_until
 from deploys.parts import deploy_lock
-from deploys.parts.compose import compose_check, compose_stack, detected_cli, env_file_text, fail_command
+from deploys.parts.compose import compose_check, compose_stack, fail_command
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall
-from deploys.parts.generated_env import stack_env
 from deploys.parts.health import external_https_check
 from deploys.parts.hivesync_config import check_config
+from deploys.parts.hivesync_local import (dev_dir, dev_environment, dev_layout, dev_specs, dev_worker_files, dev_workers,
+                                          local_environment, local_layout, local_problems, local_status)
 from deploys.parts.hivesync_release import backup_before_release, gate_or_rollback
 from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, _local, backend_image_step,
-                                          backend_source, backend_url, backend_values, deployed_record, dev_check,
-                                          dev_compose, environment, hivesync_env_spec, render_compose, stack_check,
-                                          status_script)
-from deploys.parts.hivesync_workers import render_wrangler_toml, worker_routes, worker_sources
+                                          backend_source, backend_url, deployed_record, dev_check, dev_compose,
+                                          environment, render_compose, stack_check, status_script)
+from deploys.parts.hivesync_workers import render_wrangler_toml, worker_routes, worker_sources, workers_problems
 from deploys.parts.host_steps import wait_for_step
-from deploys.parts.local_machine import Overlay, dev_venv, expand_home, local_compose, service_state
+from deploys.parts.local_machine import dev_venv, local_compose
 from deploys.parts.preflight import collect_problems, memory_problems
-from deploys.parts.procs import ProcSpec, pid_process_running, pid_process_stopped, status_report
+from deploys.parts.procs import pid_process_running, pid_process_stopped, status_report
 from deploys.parts.tls import https_site
 from deploys.parts.wrangler import npm_ci, r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
-from facts.compose import ComposeServices
-from facts.hivesync import DockerServer
-from facts.http import HttpHealth, describe
 from facts.procs import Identity
-from facts.sockets import ListeningSockets
-from facts.system import FreeDiskMb, MemAvailableMb, MemTotalMb
+from facts.system import MemAvailableMb, MemTotalMb
 
 logger = logging.getLogger("pyinfra")
 
@@ -193,79 +188,6 @@ def server(data):
 # certbot, root or systemd; files under hivesync_local_dir; workers stay on Cloudflare.
 
 
-def local_layout(data, home: str) -> Overlay:
-    """hivesync_local_dir holds the compose and env files, the build and the secrets (0700)."""
-    base = expand_home(data.hivesync_local_dir, home)
-    return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets")
-
-
-def local_problems(data, ident: dict, action: str) -> list[str]:
-    """Why the stack cannot run here as this user (prepare time, changes nothing)."""
-    user = ident.get("user") or "?"
-    problems = []
-    if ident.get("uid") == 0:
-        problems.append("connected as root: the local targets run as the operator (set ssh_user to the operator, "
-                        "or run pyinfra @local as yourself)")
-    docker = host.get_fact(DockerServer)
-    if not docker["ok"]:
-        problems.append(f"docker does not answer for {user}: {docker['error']} (start Docker Desktop or dockerd, "
-                        f"or add {user} to the docker group and log in again)")
-    elif detected_cli() is None:
-        problems.append("no compose CLI: neither `docker compose` (v2) nor `docker-compose` (v1)")
-    if action != "deploy":
-        return problems
-    try:
-        backend_source(data)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if missing := secrets.missing(list(data.required_secrets), secrets.load()):
-        problems.append(f"missing or placeholder secrets: {', '.join(missing)}")
-    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project) if docker["ok"] else {}
-    listening = {s["port"] for s in host.get_fact(ListeningSockets) or [] if s["proto"] == "tcp"}
-    for service, port in (("backend", data.hivesync_backend_port), ("postgres", data.hivesync_postgres_port),
-                          ("redis", data.hivesync_redis_port)):
-        if port and port in listening and (running.get(service) or {}).get("state") != "running":
-            problems.append(f"port {port} (hivesync_{service}_port) is taken by another program on this machine")
-    free = host.get_fact(FreeDiskMb, path=ident.get("home") or "/")
-    if free is not None and free < int(data.preflight_min_disk_mb):
-        problems.append(f"{free} MiB free in {ident.get('home')}, need {data.preflight_min_disk_mb}")
-    return problems
-
-
-@operation(is_idempotent=True)
-def local_status(data, services=SERVICES):
-    """Each service's state and health, the backend's health URL and what was deployed."""
-    if not state.is_executing:
-        host.noop("status is read when the deploy runs")
-        return
-    running = host.get_fact(ComposeServices, project=data.hivesync_compose_project)
-    lines = [f"HiveSync local Docker in {data.hivesync_dir} (compose project {data.hivesync_compose_project})"]
-    for service in services:
-        lines.append(f"  {service:<9} {service_state(running.get(service) or {})}")
-    if "backend" in services:
-        health = host.get_fact(HttpHealth, url=backend_url(data))
-        lines.append(f"  health    {backend_url(data)}: {describe(health)}")
-        for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
-            lines.append(f"  deployed  {line}")
-    for line in lines:
-        host.log(line)
-    host.noop("status reported")
-    return
-    yield  # pragma: no cover  (a generator that yields nothing)
-
-
-def local_environment(data, ident: dict):
-    """.env.production (0600, the operator's) from user.env (data + .env) and the secrets
-    generated once in <dir>/secrets/generated.env: the server's env, the local BASE_URL."""
-    spec = hivesync_env_spec(data)
-    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
-    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
-                       content=HiddenValue(env_file_text(backend_values(data))), user=ident["user"],
-                       group=ident["group"])
-    env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
-    return user, env
-
-
 def local_docker(data):
     ident = host.get_fact(Identity)
     action = data.hivesync_local_action
@@ -305,89 +227,6 @@ def local_docker(data):
 # processes with PID files (deploys/parts/procs.py), start/stop/status like local Docker.
 
 
-def dev_layout(data, home: str) -> Overlay:
-    base = expand_home(data.hivesync_local_dir, home)
-    checkout = data.hivesync_dev_checkout or str(_local(data.hivesync_backend_source))
-    return Overlay(data, hivesync_dir=base, hivesync_secrets_dir=f"{base}/secrets", hivesync_env_file=".env.dev",
-                   hivesync_dev_checkout=expand_home(checkout, home))
-
-
-def dev_dir(data) -> str:
-    """PID files, logs, the venv and the staged workers of local development."""
-    return f"{data.hivesync_dir}/dev"
-
-
-def dev_backend_env(data) -> dict:
-    """The backend outside compose reaches postgres and redis on their published ports."""
-    env = dict(data.hivesync_backend_env)
-    env.update({"POSTGRES_HOST": data.hivesync_bind_address, "POSTGRES_PORT": data.hivesync_postgres_port,
-                "REDIS_HOST": data.hivesync_bind_address, "REDIS_PORT": data.hivesync_redis_port})
-    return env
-
-
-def _fill(words: list[str], values: dict) -> str:
-    out = []
-    for word in words:
-        for key, value in values.items():
-            word = word.replace("{" + key + "}", str(value))
-        out.append(shlex.quote(word))
-    return " ".join(out)
-
-
-def dev_specs(data, venv: str, workers: list[str]) -> list[ProcSpec]:
-    bind, dev = data.hivesync_bind_address, dev_dir(data)
-    values = {"venv": venv, "checkout": data.hivesync_dev_checkout, "bind": bind, "port": data.hivesync_backend_port}
-    specs = [ProcSpec(id="backend", command=_fill(list(data.hivesync_dev_backend_cmd), values),
-                      cwd=data.hivesync_dev_checkout,
-                      log=f"{dev}/backend.log", pidfile=f"{dev}/pids/backend.pid", family="hivesync-dev:backend",
-                      unit="hivesync-dev-backend.service", port=int(data.hivesync_backend_port),
-                      env_file=f"{data.hivesync_dir}/{data.hivesync_env_file}", health_url=backend_url(data),
-                      description="HiveSync backend (dev, venv)")]
-    for index, worker in enumerate(workers):
-        port = int(data.hivesync_dev_worker_port) + index
-        command = _fill([data.hivesync_wrangler, "dev", "--config", "wrangler.toml", "--env", "dev", "--ip", bind,
-                         "--port", str(port)], {})
-        specs.append(ProcSpec(id=worker, command=command, cwd=f"{dev}/workers/{worker}", log=f"{dev}/{worker}.log",
-                              pidfile=f"{dev}/pids/{worker}.pid", family=f"hivesync-dev:{worker}",
-                              unit=f"hivesync-dev-{worker}.service", port=port, health_url=f"http://{bind}:{port}/",
-                              description=f"HiveSync worker {worker} (wrangler dev)"))
-    return specs
-
-
-def dev_workers(data) -> list[str]:
-    """The enabled workers that have source; none (a warning) when the checkout has no
-    workers folder (upstream c5680a2): the backend still runs."""
-    src = _local(data.hivesync_workers_src)
-    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
-    if src is None or not src.is_dir():
-        logger.warning(f"no workers folder {src} (hivesync_workers_src): only the backend runs in dev mode")
-        return []
-    if missing := [w for w in enabled if not (src / w).is_dir()]:
-        raise PreflightFailed(f"preflight failed on {host.name}: workers {', '.join(missing)} have no folder under "
-                              f"{src}; disable them in hivesync_workers or add their source")
-    return enabled
-
-
-def dev_worker_files(data, worker: str, ident: dict) -> list:
-    """Source, wrangler.toml ([env.dev]) and .dev.vars (the dev secrets, 0600): the
-    operations whose change needs a restart of `wrangler dev`."""
-    directory = f"{dev_dir(data)}/workers/{worker}"
-    files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
-    for path, rel in worker_sources(data, worker):
-        files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
-    toml = files.put(name=f"{worker}: wrangler.toml", src=StringIO(render_wrangler_toml(data, worker)),
-                     dest=f"{directory}/wrangler.toml", mode="644")
-    lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
-    if lock.is_file():
-        npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
-               lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest(), npm=data.hivesync_npm)
-    values = secrets.get(list(data.hivesync_worker_secrets))
-    text = "".join(f"{name}={values[name].unmask()}\n" for name in data.hivesync_worker_secrets)
-    dev_vars = secret_file(name=f"{worker}: .dev.vars (dev secrets)", dest=f"{directory}/.dev.vars",
-                           content=HiddenValue(text), user=ident["user"], group=ident["group"])
-    return [toml, dev_vars]
-
-
 def local_dev(data):
     ident = host.get_fact(Identity)
     action = data.hivesync_local_action
@@ -422,14 +261,7 @@ def local_dev(data):
     if action == "deploy":
         files.directory(name=data.hivesync_dir, path=data.hivesync_dir, mode="700")
         files.directory(name=dev_dir(data), path=dev_dir(data), mode="700")
-        spec = hivesync_env_spec(data)
-        spec["user"] = f"{data.hivesync_secrets_dir}/user-dev.env"
-        files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
-        user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
-                           content=HiddenValue(env_file_text(backend_values(Overlay(
-                               data, hivesync_backend_env=dev_backend_env(data))))),
-                           user=ident["user"], group=ident["group"])
-        env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
+        user, env = dev_environment(data, ident)
         compose_stack(name=f"Compose stack {project} (postgres, redis)", project=project, directory=data.hivesync_dir,
                       compose=dev_compose(data), compose_file=data.hivesync_dev_compose_file,
                       env_file=data.hivesync_env_file, services=DEV_SERVICES, recreate_when=(env,))
@@ -456,26 +288,6 @@ def local_dev(data):
 
 
 # ----------------------------------------------------------------------------- workstation role
-
-
-def workers_problems(data) -> list[str]:
-    """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
-    problems = []
-    src = _local(data.hivesync_workers_src)
-    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
-    if src is None or not src.is_dir():
-        problems.append(f"no workers folder {src} (hivesync_workers_src): the HiveSync checkout has no Cloudflare "
-                        "workers yet, so there is nothing to deploy from this machine; the server role is unaffected")
-    elif missing := [w for w in enabled if not (src / w).is_dir()]:
-        problems.append(f"workers {', '.join(missing)} have no folder under {src} (hivesync_workers_src); "
-                        "disable them in hivesync_workers or add their source")
-    # The plan: SSL must succeed before Worker callbacks are allowed.
-    url = f"https://{data.hivesync_domain}{data.hivesync_public_health_path}"
-    health = host.get_fact(HttpHealth, url=url, ca_file=data.get("hivesync_workers_ca_file"))
-    if not (health and health.get("ok")):
-        problems.append(f"the backend does not answer over HTTPS yet ({url}: {describe(health)}); deploy the server "
-                        "role first - workers call back only over verified TLS")
-    return problems
 
 
 @operation()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyinfra import host
+
 from deploys.errors import ConfigError
 from deploys.parts.hivesync_stack import _local, base_url
 from deploys.templating import render
+from facts.http import HttpHealth, describe
 
 WRANGLER_TEMPLATE = "home/.local/state/hivesync/workers/wrangler.toml.j2"
 
@@ -68,3 +71,23 @@ def worker_sources(data, worker: str) -> list[tuple[Path, str]]:
         raise ConfigError(f"hivesync: worker {worker}: no source directory {src} (hivesync_workers_src)")
     return [(p, p.relative_to(src).as_posix()) for p in sorted(src.rglob("*"))
             if p.is_file() and "node_modules" not in p.parts and not p.name.startswith(".env")]
+
+
+def workers_problems(data) -> list[str]:
+    """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
+    problems = []
+    src = _local(data.hivesync_workers_src)
+    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    if src is None or not src.is_dir():
+        problems.append(f"no workers folder {src} (hivesync_workers_src): the HiveSync checkout has no Cloudflare "
+                        "workers yet, so there is nothing to deploy from this machine; the server role is unaffected")
+    elif missing := [w for w in enabled if not (src / w).is_dir()]:
+        problems.append(f"workers {', '.join(missing)} have no folder under {src} (hivesync_workers_src); "
+                        "disable them in hivesync_workers or add their source")
+    # The plan: SSL must succeed before Worker callbacks are allowed.
+    url = f"https://{data.hivesync_domain}{data.hivesync_public_health_path}"
+    health = host.get_fact(HttpHealth, url=url, ca_file=data.get("hivesync_workers_ca_file"))
+    if not (health and health.get("ok")):
+        problems.append(f"the backend does not answer over HTTPS yet ({url}: {describe(health)}); deploy the server "
+                        "role first - workers call back only over verified TLS")
+    return problems

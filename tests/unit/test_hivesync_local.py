@@ -5,7 +5,7 @@ captured `docker version` output."""
 import pytest
 
 from deploys import hivesync
-from deploys.parts import hivesync_stack, hivesync_workers
+from deploys.parts import hivesync_local, hivesync_stack, hivesync_workers, local_machine
 from deploys.errors import ConfigError
 from facts.hivesync import DockerServer, parse_docker_server
 from tests.unit.test_hivesync_deploy import data
@@ -23,7 +23,7 @@ def test_local_docker_runs_the_servers_stack_definition():
     assert hivesync.render_compose(laptop) == hivesync.render_compose(server)
     assert laptop.hivesync_dir == "/home/dev/.local/share/hivesync"
     assert laptop.hivesync_secrets_dir == "/home/dev/.local/share/hivesync/secrets"
-    spec = hivesync.hivesync_env_spec(laptop)
+    spec = hivesync_stack.hivesync_env_spec(laptop)
     assert spec["target"] == "/home/dev/.local/share/hivesync/.env.production"
     assert spec["generated"] == "/home/dev/.local/share/hivesync/secrets/generated.env"
     assert spec["random"] == server.hivesync_generated_secrets
@@ -53,10 +53,10 @@ def test_local_knobs_are_checked():
 
 
 def test_home_expansion():
-    assert hivesync.expand_home("~/.local/share/hivesync", "/home/dev") == "/home/dev/.local/share/hivesync"
-    assert hivesync.expand_home("hivesync", "/home/dev/") == "/home/dev/hivesync"
-    assert hivesync.expand_home("/srv/hivesync/", "/home/dev") == "/srv/hivesync"
-    assert hivesync.expand_home("~", "/home/dev") == "/home/dev"
+    assert local_machine.expand_home("~/.local/share/hivesync", "/home/dev") == "/home/dev/.local/share/hivesync"
+    assert local_machine.expand_home("hivesync", "/home/dev/") == "/home/dev/hivesync"
+    assert local_machine.expand_home("/srv/hivesync/", "/home/dev") == "/srv/hivesync"
+    assert local_machine.expand_home("~", "/home/dev") == "/home/dev"
 
 
 # captured `docker version --format '{{.Server.Version}}' 2>&1` (Docker 20.10, Debian 12)
@@ -96,8 +96,8 @@ def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_t
         {k: v for k, v in server.items() if k != "backend"}
     assert d.hivesync_dev_checkout == "/home/dev/src/hivesync"
     assert hivesync.dev_dir(d) == "/home/dev/.local/share/hivesync/dev"
-    assert hivesync.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
-    env = hivesync.dev_backend_env(d)
+    assert hivesync_stack.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
+    env = hivesync_local.dev_backend_env(d)
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["REDIS_HOST"], env["REDIS_PORT"]) == \
         ("127.0.0.1", 5432, "127.0.0.1", 6379)
     assert hivesync_stack.backend_env(d)["BASE_URL"] == "http://127.0.0.1:4000"
