@@ -44,7 +44,8 @@ This file is the roles' phases; the mechanisms are parts (deploys/parts/): hives
 (every knob, checked before connecting), hivesync_stack (the stack the server, local_docker
 and local_dev roles all run, its env file and the checks a gate polls), hivesync_release
 (backup before a release, the gate that rolls back), hivesync_workers (the workers'
-wrangler.toml), wrangler (Cloudflare operations), local_machine (the operator's machine),
+wrangler.toml), wrangler (Cloudflare operations), hivesync_local + local_machine (the
+operator's machine: layout, preflight, status, env files, dev processes),
 and the shared source_image, compose, docker_host, firewall, tls and procs.
 """
 
