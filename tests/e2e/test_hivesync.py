@@ -4,8 +4,9 @@ No registry and no Cloudflare account are reachable here, so:
 - the stack runs local images (tests/apps/hivesync: the sample backend, which behaves like
   upstream c5680a2 where the deploy touches it (root routes, /health, create_all, no
   Alembic, `uvicorn ... --port 4000`), Debian's redis-server; the Archon tests' PostgreSQL stand-in), loaded into a
-  Docker-in-Docker host that plays the Linode (Debian 12 stands in for Ubuntu 22.04 through
-  test data);
+  Docker-in-Docker host that plays the Linode: Debian 13 (its engine 26 and compose v2
+  from Debian's own packages) stands in for the plan's Ubuntu 22.04 through test data; no
+  Ubuntu archive is reachable here, and the other Docker deploys' tests cover Debian 12;
 - the workstation is a second disposable host running a stand-in `wrangler`
   (tests/apps/hivesync/wrangler) that records argv + stdin and validates the toml it gets.
   Real Cloudflare is NOT exercised.
@@ -17,10 +18,7 @@ port/command knobs and finally the rollbacks.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
 import subprocess
 
 import httpx
@@ -29,7 +27,9 @@ import pytest
 from facts.firewall import SEPARATOR, parse_ufw
 from facts.sockets import is_loopback_only, parse_ss
 from tests.apps.hivesync.build import HERE as APP_DIR
-from tests.apps.hivesync.build import ensure_images
+from tests.e2e.hivesync_common import (DOMAIN, NPM, SECRETS, WORKERS, WORKERS_SPEC, WRANGLER, checkout, git,  # noqa: F401
+                                       images, load_images, stack_data)
+from tests.e2e.hivesync_common import token as _token
 from tests.e2e.ports import open_tcp_ports
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
@@ -38,15 +38,11 @@ pytestmark = pytest.mark.e2e
 
 SERVER = "hivesync-1"
 WORKSTATION = "hivesync-ws"
-DOMAIN = "hivesync.test"
-WRANGLER = "/usr/local/bin/wrangler-standin"
 WRANGLER_LOG = "/var/tmp/wrangler-standin.jsonl"
-NPM = "/usr/local/bin/npm-standin"
 NPM_LOG = "/var/tmp/npm-standin.jsonl"
 R2_OBJECTS = "/var/tmp/wrangler-standin.buckets.objects"
 WS_CA = "/etc/hivesync-test/acme-root.pem"
 STATE = "/root/.local/state/hivesync/workers"
-WORKERS = ("preview_builder", "ai_docs_processor", "worker_callback_relayer")
 PLAN_TABLES = {"preview_jobs", "ai_doc_jobs", "worker_nodes", "worker_heartbeats", "audit_logs", "notifications",
                "tasks", "attachments", "teams", "projects", "users"}
 # upstream c5680a2's create_all makes 6 of the plan's 11
@@ -55,38 +51,10 @@ GENERATED = {"POSTGRES_PASSWORD", "JWT_SECRET", "API_TOKEN_PEPPER", "SESSION_SEC
              "PREVIEW_TOKEN_SECRET", "PREVIEW_DEVICE_CONTEXT_SECRET", "LZ_WEBHOOK_SECRET"}
 
 
-def _token(prefix: str) -> str:
-    return prefix + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
-
-
-SECRETS = {
-    "RESEND_API_KEY": _token("re_"),
-    "OPENAI_API_KEY": _token("sk-"),
-    "R2_ACCOUNT_ID": _token("acct"),
-    "R2_ACCESS_KEY": _token("akid"),
-    "R2_SECRET_KEY": _token("r2s"),
-    "WORKER_CALLBACK_SECRET": _token("cb"),
-}
-
-
-def load_images(host, tags) -> None:
-    """One `docker save` of every image: shared layers cross once."""
-    save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
-    load = subprocess.run(["docker", "exec", "-i", host.container_id, "docker", "load", "-q"], stdin=save.stdout,
-                          capture_output=True, text=True, timeout=600)
-    save.stdout.close()
-    assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
-
-
-@pytest.fixture(scope="module")
-def images():
-    return ensure_images()
-
-
 @pytest.fixture(scope="module")
 def server(request, test_cluster, images):  # noqa: F811
     host = module_host(request, test_cluster, SERVER, groups=["linode", "docker_host", "hivesync"],
-                       data={"hivesync_role": "server"}, docker=True)
+                       data={"hivesync_role": "server"}, docker=True, os="debian13")
     load_images(host, list(images.values()))
     test_cluster.set_record(DOMAIN, host.address)
     return host
@@ -102,35 +70,11 @@ def workstation(request, test_cluster, server):  # noqa: F811
     return host
 
 
-def git(root, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": os.environ["PATH"], "HOME": str(root)}
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory):
-    """The operator's HiveSync checkout: tests/apps/hivesync/source in a git repository."""
-    root = tmp_path_factory.mktemp("hivesync-checkout") / "hivesync"
-    shutil.copytree(APP_DIR / "source", root)
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "sample source revision 1")
-    return root
-
-
 def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noqa: F811
     return {
-        "supported_os": {"debian": ["12"], "ubuntu": ["22.04"]},
+        "supported_os": {"debian": ["13"], "ubuntu": ["22.04"]},
         "hivesync_domain": DOMAIN,
-        # built on the host from the checkout, FROM the sample backend image (loaded there)
-        "hivesync_backend_source": str(checkout),
-        "hivesync_backend_build_args": {"BASE": images["backend"]},
-        "hivesync_postgres_image": images["postgres"],
-        "hivesync_redis_image": images["redis"],
-        "hivesync_healthcheck_timing": {"interval": "1s", "timeout": "5s", "retries": 10, "start_period": "60s"},
-        "hivesync_health_timeout_s": 90,
+        **stack_data(images, checkout),
         "nginx_listen_ipv6": False,
         "hivesync_external_address": server.address,
         "hivesync_external_ca_file": str(test_cluster.acme_root_file()),
@@ -138,12 +82,6 @@ def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noq
     }
 
 
-WORKERS_SPEC = {
-    "preview_builder": {"main": "index.js", "routes": [{"pattern": f"{DOMAIN}/workers/preview/*", "zone_name": DOMAIN}]},
-    "ai_docs_processor": {"main": "index.js", "crons": ["*/10 * * * *"]},
-    "worker_callback_relayer": {"main": "index.js", "routes": [f"{DOMAIN}/workers/callback/*"]},
-    "healthcheck_worker": {"main": "index.js", "enabled": False},
-}
 WORKSTATION_DATA = {"hivesync_domain": DOMAIN, "hivesync_wrangler": WRANGLER, "hivesync_npm": NPM,
                     "hivesync_workers_src": "tests/apps/hivesync/workers", "hivesync_workers_ca_file": WS_CA,
                     "hivesync_workers": WORKERS_SPEC}

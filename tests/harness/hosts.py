@@ -46,7 +46,7 @@ class HostSpec:
     data: dict[str, Any] = field(default_factory=dict)
     docker: bool | str = False
     publish: tuple[int, ...] = ()  # extra container ports published on 127.0.0.1
-    os: str = "debian12"  # base image of a host without docker: "debian12" or "debian13"
+    os: str = "debian12"  # base image: "debian12" or "debian13" (docker: v2 only there)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?", self.name):
@@ -59,8 +59,10 @@ class HostSpec:
             raise HarnessError(f"host {self.name}: os must be one of {sorted(OS_VARIANTS)}, not {self.os!r}")
         if self.docker in (False, None, ""):
             return OS_VARIANTS[self.os]
+        if self.os == "debian13" and self.docker in (True, "v2"):
+            return "docker-trixie"  # Debian 13's own compose package is v2
         if self.os != "debian12":
-            raise HarnessError(f"host {self.name}: docker hosts exist for debian12 only")
+            raise HarnessError(f"host {self.name}: docker hosts exist for debian12 (v1, v2) and debian13 (v2)")
         if self.docker in (True, "v2"):
             return "docker"
         if self.docker == "v1":

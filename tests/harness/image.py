@@ -93,6 +93,7 @@ class Variant:
     parent: str
     packages: tuple[str, ...] = ()
     compose_v2: bool = False
+    setup: str = ""  # shell run after the packages are installed (in the recipe hash)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -102,11 +103,20 @@ VARIANTS: dict[str, Variant] = {
     "docker": Variant("docker-v1", compose_v2=True),
     # dnsmasq (test DNS) + pebble (test ACME); openssl and curl come from base.
     "helper": Variant("base", ("dnsmasq", "pebble")),
+    # Debian 13's engine (26.x; the CLI is its own package there) + its compose package, v2 there:
+    # the Docker hosts of deploys whose plan names a newer OS (hivesync's server role).
+    # Docker 26 writes each container's /proc/sys/net/ipv6 (disable_ipv6), which is read-only
+    # in a test host (no --privileged here): that container start fails unless told to go on.
+    # A test-host limit, not a production one (a Linode VM's /proc/sys is writable).
+    "docker-trixie": Variant("trixie", ("docker.io", "docker-cli", "docker-compose", "iptables"),
+                             setup="mkdir -p /etc/systemd/system/docker.service.d && printf "
+                                   "'[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' "
+                                   "> /etc/systemd/system/docker.service.d/10-test-host-ipv6.conf"),
 }
 ALL_VARIANTS = (*BASE_SUITES, *VARIANTS)
 # What a build costs on a 2-core VM (measured), printed when one starts.
 BUILD_HINT = {"base": "about 70 s", "trixie": "about 90 s", "helper": "about 10 s", "docker-v1": "about 20 s",
-              "docker": "about 5 s"}
+              "docker": "about 5 s", "docker-trixie": "about 40 s"}
 
 
 # ---------------------------------------------------------------- public entry points
@@ -137,7 +147,7 @@ def image_tag(variant: str) -> str:
     if not spec.packages and not _with_compose_v2(spec):
         return image_tag(spec.parent)  # nothing to add on this machine (see _compose_v2_supported)
     recipe = {"recipe": RECIPE_VERSION, "parent": image_tag(spec.parent), "packages": spec.packages,
-              "changes": IMAGE_CHANGES,
+              "changes": IMAGE_CHANGES, **({"setup": spec.setup} if spec.setup else {}),
               "compose_v2": COMPOSE_V2_SHA256 if _with_compose_v2(spec) else None}
     return f"{REPO}:{variant}-{_hash(recipe)}"
 
@@ -175,7 +185,7 @@ def _build(variant: str, tag: str) -> None:
     spec = VARIANTS[variant]
     parent = image_tag(spec.parent)
     if spec.packages:
-        _build_with_apt(parent, tag, spec.packages, variant, digest)
+        _build_with_apt(parent, tag, spec.packages, variant, digest, spec.setup)
     if _with_compose_v2(spec):
         _add_compose_v2(tag if spec.packages else parent, tag, variant, digest)
 
@@ -280,11 +290,11 @@ def _build_base_dockerfile(tag: str, digest: str, certs: list[Path], suite: str 
 # ---------------------------------------------------------------- derived images
 
 def _build_with_apt(parent: str, tag: str, packages: tuple[str, ...], variant: str,
-                    digest: str) -> None:
-    """docker run PARENT apt-get install ... ; docker commit -> tag."""
+                    digest: str, setup: str = "") -> None:
+    """docker run PARENT apt-get install ... (+ setup); docker commit -> tag."""
     script = (f"set -e; {NO_START_SH}; apt-get update -qq; "
               f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-              f"{' '.join(packages)} >/dev/null; rm -f /usr/sbin/policy-rc.d; apt-get clean; "
+              f"{' '.join(packages)} >/dev/null; {setup + '; ' if setup else ''}rm -f /usr/sbin/policy-rc.d; apt-get clean; "
               "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin")
     name = f"infra-build-{variant}-{digest}"
     docker("rm", "-f", name, check=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploys import hivesync, secrets
+from deploys.parts import hivesync_release, hivesync_stack, wrangler
 from deploys.errors import ConfigError, SecretsMissing
 from deploys.parts.nginx import render_site
 from deploys.parts.preflight import memory_problems
@@ -55,18 +56,18 @@ def test_defaults_are_valid():
 
 def test_every_variable_of_the_plan_is_data_a_secret_or_generated():
     d = data()
-    names = (set(hivesync.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
+    names = (set(hivesync_stack.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
              | set(d.hivesync_optional_secrets))
     assert PLAN_BACKEND_VARS <= names, PLAN_BACKEND_VARS - names
-    assert hivesync.backend_env(d)["BASE_URL"] == "https://hivesync.example.com"
-    assert hivesync.backend_env(d)["PORT"] == "4000"
+    assert hivesync_stack.backend_env(d)["BASE_URL"] == "https://hivesync.example.com"
+    assert hivesync_stack.backend_env(d)["PORT"] == "4000"
     # every secret of the app's own is generated or required: none keeps its placeholder
     assert APP_SECRETS <= set(d.required_secrets) | set(d.hivesync_generated_secrets)
 
 
 def test_r2_endpoint_is_derived_from_the_account_unless_set():
-    assert hivesync.r2_endpoint(data(), "abc") == "https://abc.r2.cloudflarestorage.com"
-    assert hivesync.r2_endpoint(data(hivesync_r2_endpoint="https://x.example"), "abc") == "https://x.example"
+    assert hivesync_stack.r2_endpoint(data(), "abc") == "https://abc.r2.cloudflarestorage.com"
+    assert hivesync_stack.r2_endpoint(data(hivesync_r2_endpoint="https://x.example"), "abc") == "https://x.example"
 
 
 def test_the_linode_is_ubuntu_2204_with_2gb_and_the_plans_firewall():
@@ -105,7 +106,7 @@ def test_missing_and_placeholder_secrets_are_named_in_one_message():
 
 
 def test_stack_publishes_on_loopback_only_with_volumes_and_healthchecks():
-    doc = hivesync.stack(data())
+    doc = hivesync_stack.stack(data())
     assert list(doc["services"]) == ["backend", "postgres", "redis"]
     ports = [p for s in doc["services"].values() for p in s.get("ports", [])]
     assert ports == ["127.0.0.1:4000:4000", "127.0.0.1:5432:5432", "127.0.0.1:6379:6379"]
@@ -116,17 +117,17 @@ def test_stack_publishes_on_loopback_only_with_volumes_and_healthchecks():
     assert doc["services"]["backend"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                                         "redis": {"condition": "service_healthy"}}
     assert doc["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD}"
-    unpublished = hivesync.stack(data(hivesync_postgres_port=None, hivesync_redis_port=None))["services"]
+    unpublished = hivesync_stack.stack(data(hivesync_postgres_port=None, hivesync_redis_port=None))["services"]
     assert "ports" not in unpublished["postgres"] and "ports" not in unpublished["redis"]
 
 
 def test_one_port_setting_drives_the_command_the_container_and_the_healthcheck():
-    backend = hivesync.stack(data(hivesync_backend_port=5000))["services"]["backend"]
+    backend = hivesync_stack.stack(data(hivesync_backend_port=5000))["services"]["backend"]
     assert backend["ports"] == ["127.0.0.1:5000:5000"]
     assert backend["command"] == ["uvicorn", "backend.app.main:app", "--host", "0.0.0.0", "--port", "5000"]
     assert "http://127.0.0.1:5000/health" in backend["healthcheck"]["test"][1]
-    assert hivesync.backend_env(data(hivesync_backend_port=5000))["PORT"] == "5000"
-    default = hivesync.stack(data())["services"]["backend"]
+    assert hivesync_stack.backend_env(data(hivesync_backend_port=5000))["PORT"] == "5000"
+    default = hivesync_stack.stack(data())["services"]["backend"]
     assert default["command"][-1] == "4000" and "http://127.0.0.1:4000/health" in default["healthcheck"]["test"][1]
 
 
@@ -223,7 +224,7 @@ def test_worker_digest_follows_source_and_config(tmp_path):
     assert first != hivesync.worker_digest("toml2", [(src, "index.js")])
     src.write_text("b")
     assert first != hivesync.worker_digest("toml", [(src, "index.js")])
-    assert "secret" not in hivesync.secret_digest("w", "N", "secret")
+    assert "secret" not in wrangler.secret_digest("w", "N", "secret")
 
 
 def test_container_image_fact():
@@ -287,15 +288,15 @@ def test_workstation_config_needs_no_server_knobs():
 
 
 def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_when_the_database_changed(monkeypatch):
-    monkeypatch.setattr(hivesync, "detected_cli", lambda: "docker compose")
-    backup = hivesync.backup_command(data(), "20250101T000000", {"running_id": "sha256:a", "running_name": "img:1"})
+    monkeypatch.setattr(hivesync_release, "detected_cli", lambda: "docker compose")
+    backup = hivesync_release.backup_command(data(), "20250101T000000", {"running_id": "sha256:a", "running_name": "img:1"})
     text = backup.get_raw_value()
     assert "pg_dump -U hivesync -d hivesync -Fc > /var/backups/hivesync/hivesync-20250101T000000.dump.tmp" in text
     assert text.index("pg_restore --list") < text.index("mv /var/backups")  # verified before it counts
     assert "SELECT version_num FROM alembic_version" in text and "/opt/hivesync/.previous-image" in text
     assert "information_schema.columns" in text  # the schema fingerprint: create_all has no revision
     assert "cp -p /opt/hivesync/.env.production /opt/hivesync/.env.production.previous" in text
-    rollback = hivesync.rollback_command(data(), "why").get_raw_value()
+    rollback = hivesync_release.rollback_command(data(), "why").get_raw_value()
     assert 'if [ "$now_state" != "$prev_state" ]' in rollback
     assert "cp -p /opt/hivesync/.env.production.previous /opt/hivesync/.env.production" in rollback
     assert rollback.index("docker stop hivesync-backend") < rollback.index("DROP SCHEMA public CASCADE") < rollback.index("up -d")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from deploys import hivesync, settings
+from deploys.parts import hivesync_config, hivesync_stack, hivesync_workers
 from deploys.env_schema import BACKEND, WORKERS, Var, env_problems, var_problem
 from deploys.errors import ConfigError
 from tests.unit.test_hivesync_deploy import data
@@ -27,7 +28,7 @@ def settings_problems(monkeypatch, env="test", **values) -> str:
 def test_the_defaults_pass_in_production_too(monkeypatch):
     assert settings_problems(monkeypatch, env="prod") == ""
     monkeypatch.setenv("DEPLOY_ENV", "prod")
-    assert hivesync.schema_problems(data()) == []
+    assert hivesync_config.schema_problems(data()) == []
 
 
 def test_every_wrong_variable_is_named_in_one_message_before_connecting(monkeypatch):
@@ -59,23 +60,23 @@ def test_urls_must_be_https_in_production_only(monkeypatch):
 
 def test_the_deploy_checks_the_effective_model_list_and_the_workers_variables(monkeypatch):
     monkeypatch.setenv("DEPLOY_ENV", "prod")
-    problems = "; ".join(hivesync.schema_problems(data(hivesync_ai_models=["gpt-4o"])))
+    problems = "; ".join(hivesync_config.schema_problems(data(hivesync_ai_models=["gpt-4o"])))
     assert "hivesync_backend_env: AI_MODEL 'gpt-4.1' is not one of hivesync_ai_models (gpt-4o)" in problems
     assert "worker variables [env.production]: AI_MODEL 'gpt-4.1'" in problems
     with pytest.raises(ConfigError, match="AI_MODEL 'gpt-4.1' is not one of"):
         hivesync.check_config(data(hivesync_ai_models=["gpt-4o"]))
     # the dev worker talks to a local http backend: allowed even in production
-    assert not [p for p in hivesync.schema_problems(data()) if "[env.dev]" in p]
+    assert not [p for p in hivesync_config.schema_problems(data()) if "[env.dev]" in p]
 
 
 def test_the_bucket_and_the_model_are_each_set_in_one_place():
     d = data(hivesync_r2_bucket="team-bucket")
-    assert hivesync.backend_env(d)["R2_BUCKET"] == "team-bucket"
-    for env in hivesync.worker_envs(d):
+    assert hivesync_stack.backend_env(d)["R2_BUCKET"] == "team-bucket"
+    for env in hivesync_workers.worker_envs(d):
         assert env["bucket"] == env["vars"]["R2_BUCKET"] == "team-bucket"
-        assert env["vars"]["AI_MODEL"] == hivesync.backend_env(d)["AI_MODEL"]
-    assert hivesync.backend_env(d)["LOCAL_AI_ENABLED"] == "false"  # a bool, written as the app reads it
-    assert hivesync.backend_env(data(hivesync_backend_port=5000, hivesync_backend_command=["uvicorn", "--port",
+        assert env["vars"]["AI_MODEL"] == hivesync_stack.backend_env(d)["AI_MODEL"]
+    assert hivesync_stack.backend_env(d)["LOCAL_AI_ENABLED"] == "false"  # a bool, written as the app reads it
+    assert hivesync_stack.backend_env(data(hivesync_backend_port=5000, hivesync_backend_command=["uvicorn", "--port",
                                                                                            "{port}"]))["PORT"] == "5000"
 
 
@@ -94,7 +95,7 @@ def test_kinds(var, value, problem):
 def test_the_schema_covers_the_plans_and_the_apps_variables():
     # the plan's N.3 backend list: data here, derived (ELSEWHERE), or a secret
     d = data()
-    names = set(BACKEND) | set(hivesync.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
+    names = set(BACKEND) | set(hivesync_stack.backend_env(d)) | set(d.required_secrets) | set(d.hivesync_generated_secrets)
     for plan_var in ("PORT", "BASE_URL", "AI_MODEL", "LOCAL_AI_ENABLED", "R2_BUCKET", "R2_PUBLIC_BASE_URL",
                      "WORKER_CALLBACK_SECRET", "PREVIEW_MAX_TIMEOUT_MS"):
         assert plan_var in names

@@ -5,6 +5,7 @@ captured `docker version` output."""
 import pytest
 
 from deploys import hivesync
+from deploys.parts import hivesync_local, hivesync_stack, hivesync_workers, local_machine
 from deploys.errors import ConfigError
 from facts.hivesync import DockerServer, parse_docker_server
 from tests.unit.test_hivesync_deploy import data
@@ -18,26 +19,26 @@ def test_local_docker_runs_the_servers_stack_definition():
     """The same services, images, volumes, healthchecks, loopback ports and command: only
     where the files live differs (the compose file is byte-for-byte the server's)."""
     server, laptop = data(), hivesync.local_layout(local(), "/home/dev")
-    assert hivesync.stack(laptop) == hivesync.stack(server)
+    assert hivesync_stack.stack(laptop) == hivesync_stack.stack(server)
     assert hivesync.render_compose(laptop) == hivesync.render_compose(server)
     assert laptop.hivesync_dir == "/home/dev/.local/share/hivesync"
     assert laptop.hivesync_secrets_dir == "/home/dev/.local/share/hivesync/secrets"
-    spec = hivesync.hivesync_env_spec(laptop)
+    spec = hivesync_stack.hivesync_env_spec(laptop)
     assert spec["target"] == "/home/dev/.local/share/hivesync/.env.production"
     assert spec["generated"] == "/home/dev/.local/share/hivesync/secrets/generated.env"
     assert spec["random"] == server.hivesync_generated_secrets
 
 
 def test_local_base_url_is_the_loopback_backend_unless_set():
-    assert hivesync.backend_env(data())["BASE_URL"] == "https://hivesync.example.com"
-    assert hivesync.backend_env(local())["BASE_URL"] == "http://127.0.0.1:4000"
-    assert hivesync.backend_env(local(hivesync_backend_port=5000,
+    assert hivesync_stack.backend_env(data())["BASE_URL"] == "https://hivesync.example.com"
+    assert hivesync_stack.backend_env(local())["BASE_URL"] == "http://127.0.0.1:4000"
+    assert hivesync_stack.backend_env(local(hivesync_backend_port=5000,
                                       hivesync_backend_command=["uvicorn", "x", "--port", "{port}"]))["BASE_URL"] \
         == "http://127.0.0.1:5000"
-    assert hivesync.backend_env(local(hivesync_local_base_url="http://localhost:8080"))["BASE_URL"] \
+    assert hivesync_stack.backend_env(local(hivesync_local_base_url="http://localhost:8080"))["BASE_URL"] \
         == "http://localhost:8080"
     # the workers' production callback stays https://<domain> whatever runs locally
-    prod = [e for e in hivesync.worker_envs(local()) if e["name"] == "production"][0]
+    prod = [e for e in hivesync_workers.worker_envs(local()) if e["name"] == "production"][0]
     assert prod["vars"]["WORKER_CALLBACK_URL"].startswith("https://hivesync.example.com/")
 
 
@@ -52,10 +53,10 @@ def test_local_knobs_are_checked():
 
 
 def test_home_expansion():
-    assert hivesync.expand_home("~/.local/share/hivesync", "/home/dev") == "/home/dev/.local/share/hivesync"
-    assert hivesync.expand_home("hivesync", "/home/dev/") == "/home/dev/hivesync"
-    assert hivesync.expand_home("/srv/hivesync/", "/home/dev") == "/srv/hivesync"
-    assert hivesync.expand_home("~", "/home/dev") == "/home/dev"
+    assert local_machine.expand_home("~/.local/share/hivesync", "/home/dev") == "/home/dev/.local/share/hivesync"
+    assert local_machine.expand_home("hivesync", "/home/dev/") == "/home/dev/hivesync"
+    assert local_machine.expand_home("/srv/hivesync/", "/home/dev") == "/srv/hivesync"
+    assert local_machine.expand_home("~", "/home/dev") == "/home/dev"
 
 
 # captured `docker version --format '{{.Server.Version}}' 2>&1` (Docker 20.10, Debian 12)
@@ -87,19 +88,19 @@ def dev(**overrides):
 
 def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_the_checkout():
     d = dev(hivesync_dev_checkout="~/src/hivesync")
-    server = hivesync.stack(data())["services"]
+    server = hivesync_stack.stack(data())["services"]
     text = hivesync.dev_compose(d)
     assert text.count('image: "') == 2 and "hivesync-backend" not in text.split("\n", 3)[-1]
-    document = hivesync.stack(d)
+    document = hivesync_stack.stack(d)
     assert {k: v for k, v in document["services"].items() if k != "backend"} == \
         {k: v for k, v in server.items() if k != "backend"}
     assert d.hivesync_dev_checkout == "/home/dev/src/hivesync"
     assert hivesync.dev_dir(d) == "/home/dev/.local/share/hivesync/dev"
-    assert hivesync.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
-    env = hivesync.dev_backend_env(d)
+    assert hivesync_stack.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
+    env = hivesync_local.dev_backend_env(d)
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["REDIS_HOST"], env["REDIS_PORT"]) == \
         ("127.0.0.1", 5432, "127.0.0.1", 6379)
-    assert hivesync.backend_env(d)["BASE_URL"] == "http://127.0.0.1:4000"
+    assert hivesync_stack.backend_env(d)["BASE_URL"] == "http://127.0.0.1:4000"
 
 
 def test_dev_processes_backend_from_the_venv_and_one_wrangler_dev_per_worker():

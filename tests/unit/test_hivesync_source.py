@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploys import hivesync
+from deploys.parts import hivesync_config, hivesync_stack
 from deploys.errors import ConfigError
 from deploys.parts.source_image import content_tag, read_source, source_tar
 from facts.source_image import RepositoryImages, parse_images
@@ -97,17 +98,17 @@ def test_images_fact_parses_docker_image_ls_and_tells_docker_down():
 
 def test_the_deploy_builds_from_the_source_unless_a_ready_image_is_named(checkout):
     d = data(hivesync_backend_image=None, hivesync_backend_source=str(checkout))
-    tag = hivesync.backend_image(d)
+    tag = hivesync_stack.backend_image(d)
     assert tag.startswith("hivesync-backend:src-")
     assert f'image: "{tag}"' in hivesync.render_compose(d)
     record = hivesync.deployed_record(d)
     assert f"image {tag}\n" in record and f"commit {git(checkout, 'rev-parse', 'HEAD')}\n" in record
     ready = data(hivesync_backend_image="registry.example/hivesync:1", hivesync_backend_source=str(checkout))
-    assert hivesync.backend_image(ready) == "registry.example/hivesync:1" and hivesync.backend_source(ready) is None
+    assert hivesync_stack.backend_image(ready) == "registry.example/hivesync:1" and hivesync.backend_source(ready) is None
 
 
 def test_build_knobs_are_checked_together():
-    problems = hivesync.config_problems(data(hivesync_backend_image=None, hivesync_backend_source=None,
+    problems = hivesync_config.config_problems(data(hivesync_backend_image=None, hivesync_backend_source=None,
                                              hivesync_backend_keep_images=1,
                                              hivesync_backend_build_args={"BASE": "$(reboot)"}))
     text = "; ".join(problems)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploys import hivesync
+from deploys.parts import local_machine, wrangler
 from deploys.errors import ConfigError
 from tests.unit.test_hivesync_deploy import APPS, data
 
@@ -82,9 +83,12 @@ def test_r2_placeholders_put_every_prefix_then_record(monkeypatch):
         def noop(self, text):
             self.noops.append(text)
 
-    monkeypatch.setattr(hivesync, "host", Host())
-    [command] = list(hivesync.r2_placeholders._inner(bucket="hivesync-r2", prefixes=["previews/", "ai-docs/"],
-                                                      record="/s/.r2-hivesync-r2.placeholders"))
+    fake = Host()
+    monkeypatch.setattr(wrangler, "host", fake)
+    monkeypatch.setattr(local_machine, "host", fake)  # recorded(): the record file
+    [command] = list(wrangler.r2_placeholders._inner(bucket="hivesync-r2", prefixes=["previews/", "ai-docs/"],
+                                                      record="/s/.r2-hivesync-r2.placeholders",
+                                                      wrangler="wrangler"))
     text = command.get_raw_value()
     assert text.count("r2 object put") == 2 and "hivesync-r2/ai-docs/ --file" in text and "--remote" in text
     assert text.index("echo") > text.rindex("r2 object put")  # the record only after every put
