@@ -360,19 +360,26 @@ def test_status_reports_the_success_criteria(host):
 
 
 HAND = "/opt/ha-ingestor/src"  # the hand stack runs from the checkout where the deploy syncs it
-HAND_FILES = (f"{HAND}/docker-compose.yml", f"{HAND}/.env", f"{HAND}/infrastructure/.env.websocket")
+HAND_FILES = (f"{HAND}/docker-compose.yml", f"{HAND}/.env", f"{HAND}/infrastructure/.env.websocket",
+              f"{HAND}/docker-compose.override.yml")
+# the operator's own override beside upstream's file (`docker compose up -d` reads both; not
+# in the checkout, so the sync deletes it): quicker healthchecks than upstream's 30 s, which
+# also keeps the hand stack's start and the rollback to it short
+HAND_OVERRIDE = "services:\n" + "".join(f"  {s}:\n    healthcheck:\n      interval: 1s\n"
+                                        for s in ("influxdb", "data-api", "carbon-intensity"))
 
 
 def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(host, images, source):
     """The plan's situation: the stack was started by hand from the checkout (`docker
-    compose up -d` in <dir>/src, its compose file and an env file edited there, every port
-    on 0.0.0.0, one service the deploy does not manage). The first apply keeps the files it
-    reads before the sync and its env files overwrite them (`*.previous`), and records
-    that stack as the previous release (those files, its images): a first release that
-    fails goes back to it, files as they were. The next apply adopts its volumes and
-    network, backs up and stamps the metadata.db that create_all made (rows kept), and
-    leaves the other service running and connected. (The failed first release is also
-    this module's proof that a broken release rolls back images and data.)"""
+    compose up -d` in <dir>/src, its compose file and an env file edited there, its own
+    override beside it, every port on 0.0.0.0, one service the deploy does not manage).
+    The first apply keeps the files it reads (`*.previous`) before the sync and its env
+    files overwrite them, and records that stack as the previous release (those files, its
+    images): a first release that fails goes back to it, files as they were. The next
+    apply adopts its volumes and network, backs up and stamps the metadata.db that
+    create_all made (rows kept), and leaves the other service running and connected. (The
+    failed first release is also this module's proof that a broken release rolls back
+    images and data.)"""
     ours = ("docker compose -p ha-ingestor --project-directory /opt/ha-ingestor/src "
             "-f /opt/ha-ingestor/compose/docker-compose.yml -f /opt/ha-ingestor/compose/docker-compose.override.yml "
             "--env-file /opt/ha-ingestor/env/compose.env")
@@ -382,6 +389,7 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     host.write_file(f"{HAND}/.env", "".join(f"{k}={v}\n" for k, v in {
         "HOME_ASSISTANT_URL": "http://172.17.0.1:8123", "HOME_ASSISTANT_TOKEN": HA_TOKEN,
         "INFLUXDB_TOKEN": ENV["INFLUXDB_TOKEN"], "INFLUXDB_PASSWORD": ENV["INFLUXDB_PASSWORD"]}.items()))
+    host.write_file(f"{HAND}/docker-compose.override.yml", HAND_OVERRIDE)
     host.exec(f"echo '# edited on this host' >> {HAND}/docker-compose.yml && "
               f"echo HAND_EDITED=1 >> {HAND}/infrastructure/.env.websocket")
     host.exec(f"cd {HAND} && docker compose up -d --wait data-api carbon-intensity", timeout=900)
@@ -410,9 +418,10 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     assert f"restored the previous release's compose and env files (running stack in {HAND}" in log, log
     labels = host.exec("docker inspect -f '{{index .Config.Labels \"com.docker.compose.project.config_files\"}}' "
                        "ha-ingestor-data-api").stdout.strip()
-    assert labels == f"{HAND}/docker-compose.yml", labels
+    assert labels == f"{HAND}/docker-compose.yml,{HAND}/docker-compose.override.yml", labels
     # the hand stack's own files again: its edited compose file (the sync had put the
-    # checkout's over it) and the env file the deploy had rewritten (kept as `.previous`)
+    # checkout's over it), its override (the sync had deleted it) and the env file the
+    # deploy had rewritten (all kept as `.previous` before the sync)
     assert {path: host.exec(f"cat {path}").stdout for path in HAND_FILES} == hand
     assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
     assert host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-sports-data").stdout.strip() != "running"
@@ -426,7 +435,8 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     assert saved["counts"]["devices"] == 1
     assert f"running stack in {HAND}" in host.exec(f"cat {newest}/release/release.json").stdout
     assert "HAND_EDITED" not in host.exec(f"cat {HAND_FILES[2]}").stdout  # ours now; the kept copies are gone
-    assert host.exec(f"ls {HAND}/docker-compose.yml.previous {HAND_FILES[2]}.previous", check=False).returncode != 0
+    for path in HAND_FILES:
+        assert host.exec(f"test -e {path}.previous", check=False).returncode != 0, path
     assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
     assert host.exec("docker network inspect -f '{{.Id}}' ha-ingestor_ha-ingestor-network").stdout.strip() == network
     carbon = host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-carbon-intensity").stdout.strip()
