@@ -14,7 +14,7 @@ Phases: preflight (config, secrets, Docker - or, not installed yet, the version 
 package source would install; checked again after the install - compose v2, disk, Home
 Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src (one tar, only when its content hash differs: deploys/parts/tree_sync), the env
-files the running stack reads kept before the first release record, the env files upstream's compose names written from ITS templates + secrets
+and compose files the running stack reads kept before the first release record, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
 ingestor-release.service (deploys/parts/host_steps: an SSH drop cannot cut it short; the
 next apply waits for an unfinished one before it syncs anything): bin/ingestor-release
@@ -387,6 +387,7 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "env_files": [f"{base}/src/{p}" for p in (data.ingestor_env_files or {})] + [f"{base}/env/compose.env"],
         # checkout-relative: where a hand-deployed stack keeps them (recorded on the first run)
         "env_file_names": list(data.ingestor_env_files or {}),
+        "pre_record_files": pre_record_paths(data),  # kept as `*.previous` (keep_pre_record_files)
         "bind_address": bind,
         "cli": data.get("docker_compose_cli"),
         "groups": data.ingestor_start_order,
@@ -614,19 +615,31 @@ def docker_version_gate(data) -> None:
                description="Docker version", timeout_s=20, interval_s=2)
 
 
+def pre_record_paths(data) -> list[str]:
+    """The files a stack running before the first release record reads that this run
+    overwrites: the env files we write, and the compose files `docker compose up -d` reads
+    by default in <dir>/src (a stack started by hand in the checkout: the tree sync puts
+    the checkout's copy over an edited one)."""
+    base, compose_file = data.ingestor_dir, data.ingestor_compose_file
+    stem, _, ext = compose_file.rpartition(".")
+    compose = [f"{base}/src/{compose_file}", f"{base}/src/{stem}.override.{ext}"]
+    return [f"{base}/src/{path}" for path in data.ingestor_env_files or {}] + [f"{base}/env/compose.env"] + compose
+
+
 @operation()
-def keep_pre_record_env(paths: list[str], record: str):
+def keep_pre_record_files(paths: list[str], record: str):
     """No release record yet (a stack started by hand in <dir>/src, or by our deploy from
-    before records): keep the env files it runs with as `<file>.previous` before this run
-    writes new ones. bin/ingestor-release records those as the previous release, so the
-    first release's rollback puts them back; a healthy release removes them. Once: an
-    earlier copy is never overwritten (it is older than this run's files)."""
+    before records): keep the files it runs with as `<file>.previous` before this run
+    writes new ones (before the tree sync; `*.previous` is excluded from it).
+    bin/ingestor-release records those as the previous release, so the first release's
+    rollback puts them back; a healthy release removes them. Once: an earlier copy is
+    never overwritten (it is older than this run's files)."""
     if host.get_fact(File, path=record):
-        host.noop("a release record exists: it holds the env files to roll back to")
+        host.noop("a release record exists: it holds the files to roll back to")
         return
     kept = [p for p in paths if host.get_fact(File, path=p) and not host.get_fact(File, path=p + ".previous")]
     if not kept:
-        host.noop("no env files to keep (none yet, or kept by an earlier run)")
+        host.noop("no files to keep (none yet, or kept by an earlier run)")
         return
     for path in kept:
         yield StringCommand("cp", "-p", QuoteString(path), QuoteString(path + ".previous"))
@@ -642,11 +655,10 @@ def layout(data, values, tree: Tree):
         files.directory(name=path, path=path, user="root", group="root", mode=mode)
     files.put(name=f"{base}/bin/ingestor-release", src=StringIO(RELEASE_SCRIPT), dest=f"{base}/bin/ingestor-release",
               user="root", group="root", mode="755")
+    keep_pre_record_files(name="Env and compose files the running stack reads, kept before the first release record",
+                          paths=pre_record_paths(data), record=f"{base}/live/release.json")
     tree_sync(name=f"Checkout -> {base}/src ({len(tree.files)} files, one tar when changed)", tree=tree,
               dest=f"{base}/src")
-    env_paths = [f"{base}/src/{path}" for path in data.ingestor_env_files or {}] + [f"{base}/env/compose.env"]
-    keep_pre_record_env(name="Env files the running stack reads, kept before the first release record",
-                        paths=env_paths, record=f"{base}/live/release.json")
     written = [secret_file(name=f"{base}/src/{path} (from its template; secrets not shown)",
                            dest=f"{base}/src/{path}", content=HiddenValue(text))
                for path, text in env_files(data, values).items()]

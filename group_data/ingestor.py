@@ -20,8 +20,9 @@ ingestor_dir = "/opt/ha-ingestor"
 ingestor_source = "../ha-ingestor"
 # Not synced (files.sync semantics: file patterns match the full path, directory patterns
 # the path relative to the checkout); never deleted on the host either (the env files
-# the deploy writes into src/infrastructure/ match `*/.env.*`).
-ingestor_source_exclude = ["*.pyc", "*.db", "*.db-wal", "*.db-shm", "*/.env", "*/.env.*"]
+# the deploy writes into src/infrastructure/ match `*/.env.*`; `*.previous`: the files a
+# stack started by hand in src/ ran with, kept until the first release record).
+ingestor_source_exclude = ["*.pyc", "*.db", "*.db-wal", "*.db-shm", "*/.env", "*/.env.*", "*.previous"]
 ingestor_source_exclude_dirs = [".git", "__pycache__", "*/__pycache__", "node_modules", "*/node_modules",
                                 ".venv", "backups", "data", "logs"]
 # Upstream's compose file in the checkout, and its project name (`name:` in it).

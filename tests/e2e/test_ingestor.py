@@ -11,8 +11,9 @@ files from the templates, a source change and a moved base image rebuilding only
 they touch (one release; backup after the build), verified backups, `make
 ingestor-restore` (data and env files), a wrong secret rolled back with the env files, a
 release cut off with its SSH session finished by the next apply, the status command, and
-last taking over a hand-deployed stack (its failed first release rolled back to it with
-images and data; then create_all's database stamped, rows and the unmanaged service kept).
+last taking over a stack started by hand in the checkout (its failed first release rolled
+back to it with images, data and its own edited compose and env files; then create_all's
+database stamped, rows and the unmanaged service kept).
 """
 
 from __future__ import annotations
@@ -358,30 +359,46 @@ def test_status_reports_the_success_criteria(host):
         assert line in out.stdout, out.stdout
 
 
+HAND = "/opt/ha-ingestor/src"  # the hand stack runs from the checkout where the deploy syncs it
+HAND_FILES = (f"{HAND}/docker-compose.yml", f"{HAND}/.env", f"{HAND}/infrastructure/.env.websocket",
+              f"{HAND}/docker-compose.override.yml")
+# the operator's own override beside upstream's file (`docker compose up -d` reads both; not
+# in the checkout, so the sync deletes it): quicker healthchecks than upstream's 30 s, which
+# also keeps the hand stack's start and the rollback to it short
+HAND_OVERRIDE = "services:\n" + "".join(f"  {s}:\n    healthcheck:\n      interval: 1s\n"
+                                        for s in ("influxdb", "data-api", "carbon-intensity"))
+
+
 def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(host, images, source):
     """The plan's situation: the stack was started by hand from the checkout (`docker
-    compose up -d`, every port on 0.0.0.0, one service the deploy does not manage). The
-    first apply records that stack as the previous release (its compose and env files, its
-    images): a first release that fails goes back to it. The next apply adopts its volumes
-    and network, backs up and stamps the metadata.db that create_all made (rows kept), and
-    leaves the other service running and connected. (The failed first release is also
-    this module's proof that a broken release rolls back images and data.)"""
+    compose up -d` in <dir>/src, its compose file and an env file edited there, its own
+    override beside it, every port on 0.0.0.0, one service the deploy does not manage).
+    The first apply keeps the files it reads (`*.previous`) before the sync and its env
+    files overwrite them, and records that stack as the previous release (those files, its
+    images): a first release that fails goes back to it, files as they were. The next
+    apply adopts its volumes and network, backs up and stamps the metadata.db that
+    create_all made (rows kept), and leaves the other service running and connected. (The
+    failed first release is also this module's proof that a broken release rolls back
+    images and data.)"""
     ours = ("docker compose -p ha-ingestor --project-directory /opt/ha-ingestor/src "
             "-f /opt/ha-ingestor/compose/docker-compose.yml -f /opt/ha-ingestor/compose/docker-compose.override.yml "
             "--env-file /opt/ha-ingestor/env/compose.env")
-    host.exec(f"{ours} down -v --remove-orphans && cp -a /opt/ha-ingestor/src /root/ha-ingestor && "
-              "rm -rf /opt/ha-ingestor /var/backups/ha-ingestor")
+    host.exec(f"{ours} down -v --remove-orphans && mv {HAND} /root/hand-src && "
+              f"rm -rf /opt/ha-ingestor /var/backups/ha-ingestor && mkdir /opt/ha-ingestor && mv /root/hand-src {HAND}")
     RUNS["log_size"] = 0  # release.log starts again
-    host.write_file("/root/ha-ingestor/.env", "".join(f"{k}={v}\n" for k, v in {
+    host.write_file(f"{HAND}/.env", "".join(f"{k}={v}\n" for k, v in {
         "HOME_ASSISTANT_URL": "http://172.17.0.1:8123", "HOME_ASSISTANT_TOKEN": HA_TOKEN,
         "INFLUXDB_TOKEN": ENV["INFLUXDB_TOKEN"], "INFLUXDB_PASSWORD": ENV["INFLUXDB_PASSWORD"]}.items()))
-    host.exec("cd /root/ha-ingestor && docker compose up -d --wait data-api carbon-intensity", timeout=900)
+    host.write_file(f"{HAND}/docker-compose.override.yml", HAND_OVERRIDE)
+    host.exec(f"echo '# edited on this host' >> {HAND}/docker-compose.yml && "
+              f"echo HAND_EDITED=1 >> {HAND}/infrastructure/.env.websocket")
+    host.exec(f"cd {HAND} && docker compose up -d --wait data-api carbon-intensity", timeout=900)
     base = host.exec(f"docker volume inspect -f '{{{{.Mountpoint}}}}' {VOLUME}").stdout.strip()
     host.exec(["python3", "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
                "c.execute(\"insert into devices (device_id, name) values ('by-hand', 'Hand')\"); c.commit()",
                f"{base}/metadata.db"])
     network = host.exec("docker network inspect -f '{{.Id}}' ha-ingestor_ha-ingestor-network").stdout.strip()
-    hand_env = host.exec("cat /root/ha-ingestor/.env").stdout
+    hand = {path: host.exec(f"cat {path}").stdout for path in HAND_FILES}
     before = image_ids(host)
     # a first release that fails (sports-data never turns healthy) goes back to the hand stack
     (source / "services/sports-data/src/HEALTH").write_text("broken\n")
@@ -392,17 +409,20 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     log = release_log(host, failed)
     assert failed.returncode != 0 and "sports-data: " in failed.output and "ROLLED BACK" in failed.output, \
         failed.output[-4000:]
-    assert "recorded the running stack as the previous release: /root/ha-ingestor" in log, log
+    assert f"recorded the running stack as the previous release: {HAND}" in log, log
     # (every image is rebuilt: the hand stack's host has no record of their base images)
     assert re.search(r"building [^\n]*sports-data", log) and "restored metadata.db" in log, log
     # the rollback re-tagged the image the hand stack ran (a service it did not run is
     # stopped, its new image left: the next release rebuilds it, the label differs)
     assert image_ids(host)["data-api"] == before["data-api"]
-    assert "restored the previous release's compose and env files (running stack in /root/ha-ingestor" in log, log
+    assert f"restored the previous release's compose and env files (running stack in {HAND}" in log, log
     labels = host.exec("docker inspect -f '{{index .Config.Labels \"com.docker.compose.project.config_files\"}}' "
                        "ha-ingestor-data-api").stdout.strip()
-    assert labels == "/root/ha-ingestor/docker-compose.yml", labels
-    assert host.exec("cat /root/ha-ingestor/.env").stdout == hand_env
+    assert labels == f"{HAND}/docker-compose.yml,{HAND}/docker-compose.override.yml", labels
+    # the hand stack's own files again: its edited compose file (the sync had put the
+    # checkout's over it), its override (the sync had deleted it) and the env file the
+    # deploy had rewritten (all kept as `.previous` before the sync)
+    assert {path: host.exec(f"cat {path}").stdout for path in HAND_FILES} == hand
     assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
     assert host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-sports-data").stdout.strip() != "running"
     run = deploy(ingestor_data(images, source))
@@ -413,7 +433,10 @@ def test_taking_over_a_hand_deployed_stack_keeps_its_data_and_other_services(hos
     newest = host.exec("ls -d /var/backups/ha-ingestor/ingestor-* | tail -1").stdout.strip()
     saved = sqlite(host, VOLUME, "", f"{newest}/metadata.db")
     assert saved["counts"]["devices"] == 1
-    assert "running stack in /root/ha-ingestor" in host.exec(f"cat {newest}/release/release.json").stdout
+    assert f"running stack in {HAND}" in host.exec(f"cat {newest}/release/release.json").stdout
+    assert "HAND_EDITED" not in host.exec(f"cat {HAND_FILES[2]}").stdout  # ours now; the kept copies are gone
+    for path in HAND_FILES:
+        assert host.exec(f"test -e {path}.previous", check=False).returncode != 0, path
     assert sqlite(host, VOLUME, "metadata.db")["counts"]["devices"] == 1
     assert host.exec("docker network inspect -f '{{.Id}}' ha-ingestor_ha-ingestor-network").stdout.strip() == network
     carbon = host.exec("docker inspect -f '{{.State.Status}}' ha-ingestor-carbon-intensity").stdout.strip()

@@ -1,7 +1,7 @@
 """ingestor's env files across releases: `make ingestor-restore` puts a backup's env files
 back (bin/ingestor-release restore_env_files), and before the first release record the
-env files a running stack reads are kept (deploys/ingestor.keep_pre_record_env) so that
-the first release's rollback restores them, not this run's."""
+env and compose files a running stack reads are kept (deploys/ingestor.keep_pre_record_files)
+so that the first release's rollback restores them, not this run's."""
 
 import json
 import os
@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 from deploys import ingestor
+from deploys.parts.tree_sync import read_tree
+from tests.unit.test_ingestor_deploy import data
 from tests.unit.test_ingestor_release_record import FakeHost, plan_for, script  # noqa: F401
 
 
@@ -83,9 +85,53 @@ def test_env_files_are_kept_once_and_only_before_the_first_record(monkeypatch):
 
     def commands(facts):
         monkeypatch.setattr(ingestor, "host", Files(dict(facts)))
-        return [str(c.get_raw_value()) for c in ingestor.keep_pre_record_env._inner(paths=paths, record="/o/live/release.json")]
+        return [str(c.get_raw_value()) for c in ingestor.keep_pre_record_files._inner(paths=paths, record="/o/live/release.json")]
 
     assert commands({"/o/live/release.json": {"size": 1}}) == []  # a record exists
     assert commands({}) == []  # fresh install: nothing to keep
     assert commands({paths[0]: {"size": 1}, paths[1]: {"size": 1}, paths[1] + ".previous": {"size": 1}}) == [
         "cp -p /o/src/infrastructure/.env.influxdb /o/src/infrastructure/.env.influxdb.previous"]
+
+
+def test_the_kept_files_are_ours_and_the_compose_files_of_the_checkout():
+    d = data()
+    paths = ingestor.pre_record_paths(d)
+    assert paths == ["/opt/ha-ingestor/src/infrastructure/.env.websocket", "/opt/ha-ingestor/src/infrastructure/.env.weather",
+                     "/opt/ha-ingestor/src/infrastructure/.env.influxdb", "/opt/ha-ingestor/env/compose.env",
+                     "/opt/ha-ingestor/src/docker-compose.yml", "/opt/ha-ingestor/src/docker-compose.override.yml"]
+    assert ingestor.release_plan(d, ingestor.source_digests(d), "002", ingestor.theirs(d)[1],
+                                 ingestor.service_bases(d))["pre_record_files"] == paths
+
+
+def test_the_tree_sync_leaves_the_kept_copies_in_the_checkout(tmp_path):
+    """`*.previous` is excluded: the sync neither sends nor deletes them."""
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / "docker-compose.yml.previous").write_text("services: {hand: 1}\n")
+    d = data()
+    assert read_tree(tmp_path, d.ingestor_source_exclude, d.ingestor_source_exclude_dirs).files == ["docker-compose.yml"]
+
+
+def test_a_stack_started_by_hand_in_the_checkout_keeps_its_own_compose_file(tmp_path, script, monkeypatch):  # noqa: F811
+    """`docker compose up -d` in <dir>/src with an edited docker-compose.yml: the tree sync
+    put the checkout's copy over it, the kept `.previous` is what runs; the record holds
+    that one, a rollback puts it back, and a healthy release removes the kept copies."""
+    plan = plan_for(tmp_path)
+    src = Path(plan["project_directory"])
+    compose = src / "docker-compose.yml"
+    compose.write_text("services: {checkout: 1}\n")
+    Path(str(compose) + ".previous").write_text("services: {edited-by-hand: 1}\n")
+    plan["pre_record_files"] = plan["env_files"] + [str(compose)]
+    labels = {"com.docker.compose.project.working_dir": str(src), "com.docker.compose.project.config_files": str(compose)}
+    g = script["adopt_running_stack"].__globals__
+    monkeypatch.setitem(g, "run", lambda argv, check=True, timeout=900, capture=True:
+                        subprocess.CompletedProcess(argv, 0, "c1\n", ""))
+    monkeypatch.setitem(g, "inspect", lambda ref, fmt: {"{{json .Config.Labels}}": json.dumps(labels),
+                                                        "{{.State.Status}}": "running"}.get(fmt, "img"))
+    monkeypatch.setitem(g, "container", lambda plan, service: "c1")
+    record = script["adopt_running_stack"](plan)
+    assert record["source"] == f"running stack in {src}"  # not our own compose files: a hand stack
+    target, _, _ = script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))
+    assert compose.read_text() == "services: {edited-by-hand: 1}\n"
+    assert target["compose_files"] == [str(compose)] and target["project_directory"] == str(src)
+    script["record_release"](plan)
+    assert not os.path.exists(str(compose) + ".previous")

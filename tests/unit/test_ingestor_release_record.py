@@ -106,6 +106,8 @@ def test_layout_waits_for_an_unfinished_release_before_it_syncs():
     source = (Path(ingestor.__file__)).read_text()
     layout = source[source.index("def layout("):]
     assert layout.index("wait_for_step(") < layout.index("tree_sync(")
+    # the files a stack started by hand in <dir>/src reads are kept before the sync overwrites them
+    assert layout.index("keep_pre_record_files(") < layout.index("tree_sync(")
 
 
 # ----------------------------------------------------------------------------- the live release
@@ -184,7 +186,7 @@ def test_a_stack_our_earlier_deploy_started_is_recorded_with_the_compose_files_i
     plan = plan_for(tmp_path)
     workdir = Path(plan["project_directory"])
     workdir.mkdir(parents=True, exist_ok=True)
-    compose = tmp_path / "compose.yml"
+    compose = Path(plan["compose_files"][0])
     compose.write_text("services: {new: 1}\n")
     Path(str(compose) + ".previous").write_text("services: {running: 1}\n")
     labels = {"com.docker.compose.project.working_dir": str(workdir),

@@ -1,6 +1,8 @@
 """InfluxDB 2.x stand-in at the points deploys/ingestor.py touches: setup mode from the
 DOCKER_INFLUXDB_INIT_* environment (org, bucket, admin token; once, kept in the volume),
-GET /health and /ping, POST /api/v2/write (lines appended per bucket)."""
+GET /health and /ping, GET /api/v2/buckets (the real enrichment-pipeline's connection test,
+services/enrichment-pipeline/src/influxdb_wrapper.py `find_buckets()`, at bbc4ab4), POST
+/api/v2/write (lines appended per bucket)."""
 
 import json
 import os
@@ -44,6 +46,15 @@ class Handler(BaseHTTPRequestHandler):
                              "checks": [], "version": "v2.7-standin"})
         elif path == "/ping":
             self._send(204)
+        elif path == "/api/v2/buckets":
+            with open(META) as fh:
+                meta = json.load(fh)
+            if self.headers.get("Authorization", "") != f"Token {meta['token']}":
+                return self._send(401, {"code": "unauthorized"})
+            name = parse_qs(urlsplit(self.path).query).get("name", [None])[0]
+            self._send(200, {"links": {"self": "/api/v2/buckets"}, "buckets": [
+                {"id": b["id"], "orgID": meta.get("org_id", "0" * 16), "type": "user", "name": b["name"],
+                 "retentionRules": []} for b in meta["buckets"] if name in (None, b["name"])]})
         else:
             self._send(404, {"code": "not found"})
 
