@@ -387,8 +387,8 @@ def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: 
     # Archon's schema ran after Supabase's init, with upstream's migration tracking
     assert psql(v1_host, "archon-postgres", "SELECT count(*) FROM archon_migrations WHERE version = '0.1.0'").strip() == "11"
     # as postgres (not a superuser), like supabase/postgres 17 with pgvector: upstream's vector columns
-    assert psql(v1_host, "archon-postgres", "SELECT e.extversion, r.rolname FROM pg_extension e JOIN pg_roles r "
-                "ON r.oid = e.extowner WHERE e.extname = 'vector'").split() == ["0.8.0", "supabase_admin"]
+    assert psql(v1_host, "archon-postgres", "SELECT e.extversion, t.typowner::regrole FROM pg_extension e, pg_type t "
+                "WHERE e.extname = 'vector' AND t.typname = 'vector'").split() == ["0.8.0", "supabase_admin"]
     assert psql(v1_host, "archon-postgres", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
                 "attrelid = 'archon_crawled_pages'::regclass AND attname = 'embedding_1536'").strip() == "vector(1536)"
     assert psql(v1_host, "archon-postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").strip() == "f"

@@ -65,7 +65,7 @@ KONG_CONFIG = "/home/kong/kong.yml"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
 KONG_LOGIN = None
 UI_PORT = int(os.environ.get("ARCHON_UI_PORT") or 3737)
-UI_ALLOWED = vite_allowed_hosts(os.environ) if NAME.endswith("archon-ui") else None
+UI_ALLOWED = None  # archon-ui: vite_allowed_hosts(), set in main()
 
 
 ARCHON_SERVICES = ("archon-server", "archon-mcp", "archon-agents")
@@ -287,8 +287,10 @@ def main():
         except ConfigurationError as exc:
             print(f"src.server.config.config.ConfigurationError: {exc}", file=sys.stderr, flush=True)
             sys.exit(1)
-    global KONG_LOGIN
+    global KONG_LOGIN, UI_ALLOWED
     KONG_LOGIN = kong_basic_auth()
+    if NAME.endswith("archon-ui"):
+        UI_ALLOWED = vite_allowed_hosts(os.environ)
     ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
     servers = []
     for port in ports:
