@@ -270,6 +270,7 @@ ARCHON = "archon.archon.test"
 STUDIO = "studio.archon.test"
 OPENAI = "sk-e2e-" + base64.urlsafe_b64encode(os.urandom(12)).decode().replace("-", "x").replace("_", "y")
 ENV = {"OPENAI_API_KEY": OPENAI}
+UI_EXTRA_NAME = "ui-extra.archon.test"
 STACK_PORTS = (54321, 54322, 54323, 8181, 8051, 3737)
 GENERATED = ("POSTGRES_PASSWORD", "JWT_SECRET", "ARCHON_BOOTSTRAP_SECRET", "DASHBOARD_PASSWORD", "SUPABASE_ANON_KEY",
              "SUPABASE_SERVICE_KEY")
@@ -325,6 +326,7 @@ def archon_data(images, names=(ARCHON, STUDIO), fail=None, **extra) -> dict:
         "archon_public_name": names[0],
         "archon_studio_public": True,  # (closed by default) served through Kong's basic-auth
         "archon_studio_name": names[1],
+        "archon_allowed_hosts": [UI_EXTRA_NAME],  # (+ the public names) the UI's VITE_ALLOWED_HOSTS
         "archon_health_timeout_s": 90,
         "archon_health_ca_file": "/etc/archon/test-acme-root.pem",
         "nginx_listen_ipv6": False,
@@ -384,6 +386,11 @@ def test_fresh_install_with_compose_v1(v1_host, images, test_cluster):  # noqa: 
     assert json.loads(v1_host.exec("curl -fsS http://127.0.0.1:8181/health").stdout)["service"] == "archon-server"
     # Archon's schema ran after Supabase's init, with upstream's migration tracking
     assert psql(v1_host, "archon-postgres", "SELECT count(*) FROM archon_migrations WHERE version = '0.1.0'").strip() == "11"
+    # as postgres (not a superuser), like supabase/postgres 17 with pgvector: upstream's vector columns
+    assert psql(v1_host, "archon-postgres", "SELECT e.extversion, t.typowner::regrole FROM pg_extension e, pg_type t "
+                "WHERE e.extname = 'vector' AND t.typname = 'vector'").split() == ["0.8.0", "supabase_admin"]
+    assert psql(v1_host, "archon-postgres", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                "attrelid = 'archon_crawled_pages'::regclass AND attname = 'embedding_1536'").strip() == "vector(1536)"
     assert psql(v1_host, "archon-postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").strip() == "f"
 
 
@@ -581,9 +588,17 @@ def https(test_cluster, host, name, path="/", auth=None):  # noqa: F811
         return client.get(f"https://{host.address}{path}", headers={"Host": name}, extensions={"sni_hostname": name})
 
 
+def ui_status(host, name) -> str:
+    """The UI's answer on its loopback port to `Host: name` (Vite's allowedHosts guard)."""
+    return host.exec(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {name}' http://127.0.0.1:3737/").stdout
+
+
 def test_vhosts_route_ui_api_websocket_and_studio(archon, test_cluster):  # noqa: F811
-    ui = https(test_cluster, archon, ARCHON, "/").json()
+    ui = https(test_cluster, archon, ARCHON, "/").json()  # nginx forwards the name as Host: in VITE_ALLOWED_HOSTS
     assert (ui["service"], ui["port"]) == ("archon-ui", 3737)
+    # the guard is live (the real UI's Vite 403s an unlisted name); the deploy listed the others
+    assert ui_status(archon, "unlisted.archon.test") == "403"
+    assert [ui_status(archon, name) for name in (STUDIO, UI_EXTRA_NAME)] == ["200", "200"]
     assert https(test_cluster, archon, ARCHON, "/api/health").json() == {
         "status": "healthy", "service": "archon-server", "port": 8181, "path": "/api/health"}
     closed = https(test_cluster, archon, STUDIO, "/")

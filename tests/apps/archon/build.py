@@ -8,7 +8,8 @@ data) by two local images built FROM the harness's cached Debian 12 base:
 * `archon-standin-http:<hash>`: one sample HTTP service for kong, rest, studio, meta and
   the archon-* services (it listens on all the plan's container ports; see
   standin_http.py), plus shims for the commands their healthchecks call;
-* `archon-standin-postgres:<hash>`: Debian's PostgreSQL 15, a real database.
+* `archon-standin-postgres:<hash>`: Debian 13's PostgreSQL 17 + pgvector (FROM the trixie
+  base: bookworm has no pgvector), a real database.
 
 The tag hashes the Dockerfile, every file copied in and the base image tag, so a recipe
 change builds a new image and an unchanged one costs one `docker image inspect`.
@@ -33,6 +34,7 @@ FILES = {
                  "standin-post-setup.sql", "standin-pg_hba.conf", "standin-pg_ident.conf"),
 }
 KINDS = tuple(FILES)
+BASE = {"http": "base", "postgres": "trixie"}  # harness image variants
 
 
 def _dockerfile(kind: str, base: str) -> str:
@@ -47,7 +49,7 @@ def image_tag(kind: str, base: str) -> str:
 
 
 def ensure_standin_image(kind: str) -> str:
-    base = ensure_image("base")
+    base = ensure_image(BASE[kind])
     tag = image_tag(kind, base)
     if image_exists(tag):
         return tag

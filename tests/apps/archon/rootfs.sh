@@ -11,7 +11,8 @@ export DEBIAN_FRONTEND=noninteractive
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 apt-get update -qq
 extra=""
-[ "$kind" = postgres ] && extra="postgresql-15"
+PGV=17  # the postgres kind builds on Debian 13 (trixie): PostgreSQL 17 + pgvector, like supabase/postgres 17
+[ "$kind" = postgres ] && extra="postgresql-$PGV postgresql-$PGV-pgvector"
 apt-get install -y -qq --no-install-recommends busybox-static $extra >/dev/null
 
 mkdir -p $R/usr/bin $R/usr/sbin $R/usr/lib $R/usr/lib64 $R/usr/local/bin $R/etc $R/tmp $R/root $R/var/run $R/run
@@ -53,13 +54,18 @@ if [ "$kind" = http ]; then
     printf 'root:x:0:\n' > $R/etc/group
 else
     # JIT stays off: no llvmjit (and no 100 MB libLLVM)
-    rm -rf /usr/lib/postgresql/15/lib/llvmjit* /usr/lib/postgresql/15/lib/bitcode /usr/share/postgresql/15/man
-    cp -a --parents /usr/lib/postgresql/15 /usr/share/postgresql/15 /usr/share/zoneinfo $R
-    for f in /usr/lib/postgresql/15/bin/* /usr/lib/postgresql/15/lib/*.so; do copy "$f"; done
+    rm -rf /usr/lib/postgresql/$PGV/lib/llvmjit* /usr/lib/postgresql/$PGV/lib/bitcode /usr/share/postgresql/$PGV/man
+    # supabase/postgres lets its non-superuser `postgres` create vector (supautils:
+    # privileged_role postgres, privileged_extensions ... vector; objects owned by
+    # supabase_admin): a trusted extension does the same here (owned by the bootstrap
+    # superuser, supabase_admin), so complete_setup.sql's CREATE EXTENSION vector runs as postgres
+    echo "trusted = true" >> /usr/share/postgresql/$PGV/extension/vector.control
+    cp -a --parents /usr/lib/postgresql/$PGV /usr/share/postgresql/$PGV /usr/share/zoneinfo $R
+    for f in /usr/lib/postgresql/$PGV/bin/* /usr/lib/postgresql/$PGV/lib/*.so; do copy "$f"; done
     rm -f $R/usr/bin/setpriv  # busybox's lacks --reuid/--regid: util-linux's
     copy /usr/bin/setpriv
     for b in psql pg_dump pg_dumpall pg_isready pg_restore createdb initdb postgres; do
-        ln -s /usr/lib/postgresql/15/bin/$b $R/usr/local/bin/$b
+        ln -s /usr/lib/postgresql/$PGV/bin/$b $R/usr/local/bin/$b
     done
     grep -E '^(root|postgres):' /etc/passwd > $R/etc/passwd
     grep -E '^(root|postgres|ssl-cert):' /etc/group > $R/etc/group

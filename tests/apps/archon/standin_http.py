@@ -20,6 +20,16 @@ outside /rest/v1/ and /pg/ need HTTP basic auth (401 + WWW-Authenticate otherwis
 Kong's basic-auth plugin) and are then proxied to http://studio:3000. `kong health` (the
 healthcheck) asks the node itself, not a route: /__standin/health.
 
+As archon-ui (STANDIN_NAME ending in "archon-ui") on its port (ARCHON_UI_PORT, 3737) it
+applies the Vite dev server's host check, as upstream's UI runs it (archon-ui-main @ ecaece4:
+`npm run dev` with vite 5.4.19; vite.config.ts server.allowedHosts = localhost, 127.0.0.1,
+::1, HOST unless it is "localhost", and the comma-separated VITE_ALLOWED_HOSTS; server.host
+'0.0.0.0'). vite's isHostAllowedWithoutCache (dist/node/chunks/dep-*.js): IPv4 and bracketed
+IPv6 literals, localhost and *.localhost always pass, then server.host, then allowedHosts
+(a leading "." allows the name and its subdomains); any other Host header gets 403 with
+vite's text/plain "Blocked request" message. So only the deploy's HOST/VITE_ALLOWED_HOSTS
+let the UI answer through nginx, which forwards the site's name as Host.
+
 With STANDIN_API_KEY set it models the plan's API-key authentication (the operator's fork,
 not upstream v1): every /api/ path but /api/health needs `Authorization: Bearer <key>`
 (401 otherwise).
@@ -54,6 +64,8 @@ API_KEY = os.environ.get("STANDIN_API_KEY", "")
 KONG_CONFIG = "/home/kong/kong.yml"
 NAME = os.environ.get("STANDIN_NAME") or socket.gethostname()
 KONG_LOGIN = None
+UI_PORT = int(os.environ.get("ARCHON_UI_PORT") or 3737)
+UI_ALLOWED = None  # archon-ui: vite_allowed_hosts(), set in main()
 
 
 ARCHON_SERVICES = ("archon-server", "archon-mcp", "archon-agents")
@@ -114,6 +126,37 @@ def check_archon_config(env):
         raise ConfigurationError(f"CRITICAL: Unknown Supabase key role '{role}'.")
 
 
+def vite_allowed_hosts(env):
+    """archon-ui-main/vite.config.ts (ecaece4) server.allowedHosts."""
+    custom = [h.strip() for h in env.get("VITE_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    host = env.get("HOST")
+    return list(dict.fromkeys(["localhost", "127.0.0.1", "::1", *([host] if host and host != "localhost" else []), *custom]))
+
+
+def vite_host_allowed(allowed, host_header, additional=("0.0.0.0",)):
+    """vite 5.4.19 isHostAllowedWithoutCache; `additional`: server.host (vite.config.ts)."""
+    if re.match(r"^(?:file|.+-extension):", host_header, re.I):
+        return True
+    host = host_header.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return False
+        try:
+            return ipaddress.ip_address(host[1:end]).version == 6
+        except ValueError:
+            return False
+    hostname = host.split(":", 1)[0]
+    try:
+        if ipaddress.ip_address(hostname).version == 4:
+            return True
+    except ValueError:
+        pass
+    if hostname == "localhost" or hostname.endswith(".localhost") or hostname in additional:
+        return True
+    return any(a == hostname or (a.startswith(".") and (a[1:] == hostname or hostname.endswith(a))) for a in allowed)
+
+
 def kong_basic_auth():
     """(username, password) of Studio's login in Kong's config, or None."""
     if not NAME.endswith("kong") or not os.path.exists(KONG_CONFIG):
@@ -159,6 +202,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(raw)
 
+    def vite_blocked(self, host):
+        hostname = json.dumps(re.sub(r":\d+$", "", host)) if host else "undefined"
+        raw = (f"Blocked request. This host ({hostname}) is not allowed.\n"
+               f"To allow this host, add {hostname} to `server.allowedHosts` in vite.config.js.").encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
     def kong_dashboard(self, login):
         """Kong's catch-all dashboard route: basic-auth, then Studio."""
         given = self.headers.get("Authorization", "")
@@ -191,6 +245,10 @@ class Handler(BaseHTTPRequestHandler):
         if API_KEY and self.path.startswith("/api/") and not self.path.startswith("/api/health"):
             if self.headers.get("Authorization", "") != f"Bearer {API_KEY}":
                 return self.answer(401, {"detail": "Invalid or missing API key"})
+        if UI_ALLOWED is not None and self.server.server_address[1] == UI_PORT:
+            host = self.headers.get("Host", "")
+            if not host or not vite_host_allowed(UI_ALLOWED, host):
+                return self.vite_blocked(host)
         login = KONG_LOGIN if self.server.server_address[1] == 8000 else None
         if login and self.path != "/__standin/health" and not self.path.startswith(("/rest/v1/", "/pg/")):
             return self.kong_dashboard(login)
@@ -229,8 +287,10 @@ def main():
         except ConfigurationError as exc:
             print(f"src.server.config.config.ConfigurationError: {exc}", file=sys.stderr, flush=True)
             sys.exit(1)
-    global KONG_LOGIN
+    global KONG_LOGIN, UI_ALLOWED
     KONG_LOGIN = kong_basic_auth()
+    if NAME.endswith("archon-ui"):
+        UI_ALLOWED = vite_allowed_hosts(os.environ)
     ports = [int(p) for p in os.environ.get("STANDIN_PORTS", DEFAULT_PORTS).split(",") if p.strip()]
     servers = []
     for port in ports:

@@ -4,8 +4,9 @@
 -- after Supabase's init (it needs the authenticated/service_role roles and auth.role()),
 -- and it records upstream's migrations in archon_migrations (section 7, "migration
 -- tracking"), which archon-server compares with the files in /app/migration.
--- Upstream also creates the vector extension and the knowledge-base tables; Debian 12
--- has no pgvector, so the stand-in database cannot.
+-- Upstream also creates the knowledge-base tables (one vector column kept here, so the
+-- extension is used as upstream uses it; the stand-in database has pgvector as the image).
+CREATE EXTENSION IF NOT EXISTS vector;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
@@ -32,6 +33,21 @@ INSERT INTO archon_settings (key, value, is_encrypted, category, description) VA
     ('PORT', '8051', false, 'server_config', 'Port for the MCP server');
 INSERT INTO archon_settings (key, encrypted_value, is_encrypted, category, description) VALUES
     ('OPENAI_API_KEY', NULL, true, 'api_keys', 'OpenAI API Key for embedding model');
+
+CREATE TABLE IF NOT EXISTS archon_crawled_pages (
+    id BIGSERIAL PRIMARY KEY,
+    url VARCHAR NOT NULL,
+    chunk_number INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    metadata JSONB NOT NULL DEFAULT '{}'::jsonb,
+    source_id TEXT NOT NULL,
+    embedding_1536 VECTOR(1536),
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT timezone('utc'::text, now()) NOT NULL,
+    UNIQUE(url, chunk_number)
+);
+CREATE INDEX IF NOT EXISTS idx_archon_crawled_pages_embedding_1536 ON archon_crawled_pages
+    USING ivfflat (embedding_1536 vector_cosine_ops) WITH (lists = 100);
+ALTER TABLE archon_crawled_pages ENABLE ROW LEVEL SECURITY;
 
 CREATE TABLE IF NOT EXISTS archon_migrations (
   id UUID DEFAULT gen_random_uuid() PRIMARY KEY,
