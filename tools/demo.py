@@ -115,10 +115,12 @@ def archon_data(ctx: Context) -> dict:
 def hivesync_data(ctx: Context) -> dict:
     from tests.apps.hivesync.build import ensure_images
     from tests.e2e import test_hivesync as e2e
+    from tests.e2e.hivesync_common import make_checkout
 
     images = ensure_images()
     ctx.load_images(images.values())
-    return e2e.server_data(images, ctx.host, ctx.cluster, hivesync_domain="hivesync.demo.test",
+    checkout = make_checkout(ctx.state)
+    return e2e.server_data(images, ctx.host, ctx.cluster, checkout, hivesync_domain="hivesync.demo.test",
                            hivesync_healthcheck_timing=PATIENT, hivesync_health_timeout_s=300)
 
 
@@ -158,6 +160,7 @@ DEMOS: dict[str, Demo] = {
     "archon": Demo(names=("archon.demo.test", "studio.demo.test"), data=archon_data,
                    urls=(("archon.demo.test", "/"), ("studio.demo.test", "/"))),
     "hivesync": Demo(names=("hivesync.demo.test",), data=hivesync_data,
+                     os="debian13",  # the server role's e2e host (the Linode's Ubuntu 22.04 is not reachable here)
                      urls=(("hivesync.demo.test", "/api/health"),)),
     "ingestor": Demo(data=ingestor_data, local_urls=("http://127.0.0.1:8003/health",)),
     # the operator's machine (@local in production): a desktop with the dev checkout

@@ -9,6 +9,7 @@ import base64
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -62,15 +63,21 @@ def images():
     return ensure_images()
 
 
+def make_checkout(parent: Path) -> Path:
+    """The operator's HiveSync checkout: tests/apps/hivesync/source in a git repository
+    (`parent`/hivesync, made once; the demo keeps it in its state dir)."""
+    root = parent / "hivesync"
+    if not (root / ".git").is_dir():
+        shutil.copytree(APP_DIR / "source", root, dirs_exist_ok=True)
+        git(root, "init", "-q")
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "sample source revision 1")
+    return root
+
+
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    """The operator's HiveSync checkout: tests/apps/hivesync/source in a git repository."""
-    root = tmp_path_factory.mktemp("hivesync-checkout") / "hivesync"
-    shutil.copytree(APP_DIR / "source", root)
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "sample source revision 1")
-    return root
+    return make_checkout(tmp_path_factory.mktemp("hivesync-checkout"))
 
 
 def stack_data(images, checkout) -> dict:

@@ -99,3 +99,21 @@ def test_every_system_has_a_demo_and_its_e2e_hooks_exist():
     for module, names in hooks.items():
         loaded = importlib.import_module(module)
         assert [n for n in names if not hasattr(loaded, n)] == [], module
+
+
+def test_hivesync_demo_data_builds_and_its_host_os_is_supported(tmp_path, monkeypatch):
+    """The demo calls the e2e data builder itself (a changed signature or OS fails here)."""
+    from types import SimpleNamespace
+
+    import tests.apps.hivesync.build as hivesync_build
+
+    monkeypatch.setattr(hivesync_build, "ensure_images", lambda: {"backend": "b:1", "postgres": "p:1", "redis": "r:1"})
+    pem = tmp_path / "root.pem"
+    pem.write_text("pem")
+    ctx = SimpleNamespace(state=tmp_path, host=SimpleNamespace(address="10.0.0.9"),
+                          cluster=SimpleNamespace(acme_root_file=lambda: pem), load_images=lambda tags: None)
+    data = demo.hivesync_data(ctx)
+    assert data["hivesync_domain"] == "hivesync.demo.test"
+    assert (tmp_path / "hivesync" / ".git").is_dir() and data["hivesync_backend_source"] == str(tmp_path / "hivesync")
+    version = demo.DEMOS["hivesync"].os.removeprefix("debian")
+    assert version in data["supported_os"]["debian"]
