@@ -11,8 +11,11 @@ export DEBIAN_FRONTEND=noninteractive
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 apt-get update -qq
 extra=""
-PGV=17  # the postgres kind builds on Debian 13 (trixie): PostgreSQL 17 + pgvector, like supabase/postgres 17
-[ "$kind" = postgres ] && extra="postgresql-$PGV postgresql-$PGV-pgvector"
+# The build's own Debian decides the PostgreSQL: on Debian 13 (archon) 17 + pgvector, like
+# supabase/postgres 17; on Debian 12 (hivesync, whose upstream runs postgres:15) 15, no pgvector.
+. /etc/os-release
+if [ "$VERSION_ID" = 12 ]; then PGV=15; PGVECTOR=""; else PGV=17; PGVECTOR="postgresql-17-pgvector"; fi
+[ "$kind" = postgres ] && extra="postgresql-$PGV $PGVECTOR"
 apt-get install -y -qq --no-install-recommends busybox-static $extra >/dev/null
 
 mkdir -p $R/usr/bin $R/usr/sbin $R/usr/lib $R/usr/lib64 $R/usr/local/bin $R/etc $R/tmp $R/root $R/var/run $R/run
@@ -59,7 +62,7 @@ else
     # privileged_role postgres, privileged_extensions ... vector; objects owned by
     # supabase_admin): a trusted extension does the same here (owned by the bootstrap
     # superuser, supabase_admin), so complete_setup.sql's CREATE EXTENSION vector runs as postgres
-    echo "trusted = true" >> /usr/share/postgresql/$PGV/extension/vector.control
+    [ -z "$PGVECTOR" ] || echo "trusted = true" >> /usr/share/postgresql/$PGV/extension/vector.control
     cp -a --parents /usr/lib/postgresql/$PGV /usr/share/postgresql/$PGV /usr/share/zoneinfo $R
     for f in /usr/lib/postgresql/$PGV/bin/* /usr/lib/postgresql/$PGV/lib/*.so; do copy "$f"; done
     rm -f $R/usr/bin/setpriv  # busybox's lacks --reuid/--regid: util-linux's
