@@ -54,6 +54,13 @@ def test_first_apply_changes_and_second_apply_changes_nothing(first_apply):
     assert again.changed == [], f"second apply changed: {again.changed}"
 
 
+USERS_COMMANDS = """
+import json
+from pyinfra.facts.server import Users
+from deploys import pyinfra_speedups
+pyinfra_speedups.install()
+print(json.dumps([Users().command(), Users.command.original(Users())]))
+"""
 REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.ssh\] (Running command on|Uploading)")
 
 
@@ -236,3 +243,30 @@ def test_a_run_refused_by_preflight_is_recorded_and_frees_the_lock(hello, first_
     assert (last["event"], last["result"]) == ("finish", "refused") and "preflight failed" in last["error"]
     assert hello.exec("test -e /var/lib/infra/lock/deploy.json", check=False).returncode != 0
     assert "took over the deploy lock" not in apply("deploys/hello.py", limit=HOST, env=ENV).output
+
+
+def test_fast_users_fact_reads_accounts_as_pyinfras_command_does(hello, first_apply):
+    """deploys/pyinfra_speedups.USERS_COMMAND against pyinfra's own Users command on a real
+    host, after adding the accounts where they could part: supplementary groups, two group
+    lines with one gid, membership of one's own primary group, a primary gid with no group
+    name. Both commands' lines, and so the fact, are the same."""
+    ti = hello.testinfra()
+    ti.run("getent passwd users-a >/dev/null || { groupadd users-x; groupadd -g 4242 users-y;"
+           " useradd -m -G users-x,users-y,hello users-a; usermod -aG users-a hello;"
+           " echo 'users-dup:x:4242:users-a' >> /etc/group;"
+           " useradd -N -g 4242 users-b; useradd users-c;"
+           " sed -i 's/^users-c:x:\\([0-9]*\\):$/users-c:x:\\1:users-c/' /etc/group;"
+           " echo 'users-nogroup:x:1500:77777:Some One,,,:/home/n:/bin/bash' >> /etc/passwd; }")
+    try:
+        # in a child: pyinfra_cli's gevent patching would stall testinfra in this process
+        fast, original = json.loads(subprocess.run(
+            [sys.executable, "-c", USERS_COMMANDS], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+        lines = ti.check_output(fast).splitlines()
+        assert lines == ti.check_output(original).splitlines()
+        accounts = {line.split(":", 1)[0]: line.rsplit("|", 4) for line in lines}
+        assert accounts["users-a"][2].split() == ["users-a", "hello", "users-x", "users-y", "users-y"]
+        assert accounts["users-nogroup"][1] == "77777"
+    finally:
+        ti.run("for u in users-a users-b users-c; do userdel -r $u 2>/dev/null; done;"
+               " sed -i '/^users-nogroup:/d' /etc/passwd; sed -i '/^users-dup:/d' /etc/group;"
+               " groupdel users-x; groupdel users-y; gpasswd -d hello users-a 2>/dev/null; true")

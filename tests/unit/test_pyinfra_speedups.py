@@ -74,3 +74,33 @@ def test_nothing_is_patched_when_an_attribute_is_gone(monkeypatch):
     assert pyinfra_speedups.applicable() == "pyinfra.api.util.getframeinfo is gone"
     monkeypatch.setattr(pyinfra_speedups, "_INSTALLED", [])
     assert pyinfra_speedups.install() is False
+
+
+def _users_lines(command: str) -> list[str]:
+    import subprocess
+
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_users_fact_command_prints_what_pyinfras_prints_on_this_machine():
+    """Both commands on this machine's real /etc (CI: a stock Debian/Ubuntu): the same
+    lines, so the same fact. The e2e hello module compares them on a test host with
+    supplementary, duplicate-gid and nameless primary groups."""
+    from pyinfra.facts.server import Users
+
+    pyinfra_speedups.install()
+    assert Users.command.fast
+    original = Users.command.original(Users())
+    fast = Users().command()
+    assert fast == pyinfra_speedups.USERS_COMMAND != original
+    assert _users_lines(fast) == _users_lines(original)
+    assert "root" in Users().process(_users_lines(fast))
+
+
+def test_users_command_kept_when_pyinfras_differs(monkeypatch):
+    from pyinfra.facts.server import Users
+
+    pyinfra_speedups.install()
+    monkeypatch.setattr(Users, "command", lambda self: "for i in something-else; do :; done")
+    assert not pyinfra_speedups._replace_users_command()
+    assert Users().command() == "for i in something-else; do :; done"
