@@ -17,6 +17,10 @@ music made 78 round trips. Here, per host:
   changes nothing and is answered almost entirely from the prefetch;
 - facts asked inside a health poll (`live()`, used by deploys.operations.poll) and the
   probes in `VOLATILE` always go to the host;
+- the host's clock (`server.Date`, asked by every `apt.update(cache_time=...)` and by file
+  time stamps) is read from the host once per run; a later ask gets that reading plus the
+  time passed since, measured on the controller's monotonic clock (the fact has whole
+  seconds, so the answer is the one the host would give);
 - at the end of a run that asked for a different set of facts, that set is saved on the
   host for the next run (one command; a steady no-op run saves nothing). The host keeps
   commands, never values: a stale list costs a wasted command, never a wrong answer.
@@ -36,7 +40,9 @@ import os
 import re
 import shlex
 import sys
+import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pyinfra import logger
@@ -50,6 +56,7 @@ from pyinfra.connectors.util import CommandOutput, OutputLine
 
 HOST_SCRIPT = Path(__file__).with_name("prefetch_host.py").read_text()
 _SYSTEM = re.compile(r"^[a-z][a-z0-9_-]*$")
+CLOCK = "server.Date"
 MAX_COMMAND = 32_000  # longer fact commands are not recorded (argv-sized scripts)
 # Probes of something outside the host's files and units: always asked live.
 VOLATILE = frozenset({
@@ -103,6 +110,8 @@ class HostCache:
         self.live = 0
         self.hits = self.misses = self.drops = 0
         self.verified = self.mismatches = self.measured = 0
+        self.clock: tuple[datetime, float] | None = None  # the host's time, read once
+        self.clock_hits = 0
 
     def seed(self, results: list) -> int:
         seeded = 0
@@ -161,11 +170,31 @@ def _get_fact(state, host, cls, *args, **kwargs):
     cache = _CACHES.get(host)
     if cache is None:
         return _ORIGINAL["_get_fact"](state, host, cls, *args, **kwargs)
-    cache.facts.append(None if (cache.live or cls.name in VOLATILE) else cls.name)
-    try:
-        return _ORIGINAL["_get_fact"](state, host, cls, *args, **kwargs)
-    finally:
-        cache.facts.pop()
+
+    def read():
+        cache.facts.append(None if (cache.live or cls.name in VOLATILE) else cls.name)
+        try:
+            return _ORIGINAL["_get_fact"](state, host, cls, *args, **kwargs)
+        finally:
+            cache.facts.pop()
+
+    if cls.name == CLOCK and not verifying():  # Date takes no argument; sudo or not, one clock
+        return _host_clock(cache, read)
+    return read()
+
+
+def _host_clock(cache: HostCache, read):
+    """The host's time now: read once, then advanced by the controller's monotonic clock."""
+    if cache.clock is None:
+        started = time.monotonic()
+        value = read()
+        if not isinstance(value, datetime):
+            return value
+        cache.clock = (value, started)
+        return value
+    value, started = cache.clock
+    cache.clock_hits += 1
+    return value + timedelta(seconds=int(time.monotonic() - started))
 
 
 def _run_shell_command(self, command, *args, **kwargs):

@@ -272,3 +272,30 @@ def test_a_plain_host_reads_facts_like_the_host_script():
     assert prefetch.unlike_a_fact({"_shell_executable": "sh", "_get_pty": False, "_sudo": True}) is None
     assert prefetch.unlike_a_fact({}) is None
     assert "bash" in prefetch.unlike_a_fact({"_shell_executable": "bash"})
+
+
+def test_host_clock_is_read_once_and_advanced_by_the_controllers_clock(local, tree, monkeypatch):
+    """server.Date (each apt.update with cache_time asks it): one command per run. A later
+    ask is the first reading plus the time passed, and it drops nothing from the cache."""
+    from datetime import timedelta
+
+    from pyinfra.facts.server import Date
+
+    state, host = local
+    facts = [(File, {"path": str(tree / "app.py")})]
+    cache = learn_and_prefetch(state, host, facts)
+    commands = []
+    original = prefetch._ORIGINAL["run_shell_command"]
+    monkeypatch.setitem(prefetch._ORIGINAL, "run_shell_command",
+                        lambda *a, **k: commands.append(a[1]) or original(*a, **k))
+    now = [1000.0]
+    monkeypatch.setattr(prefetch.time, "monotonic", lambda: now[0])
+    first = host.get_fact(Date)
+    now[0] += 125.7
+    later = host.get_fact(Date)
+    assert len(commands) == 1 and later - first == timedelta(seconds=125) and cache.clock_hits == 1
+    host.get_fact(File, path=str(tree / "app.py"))
+    assert cache.hits == 1 and len(commands) == 1  # the seed survived the clock reads
+    monkeypatch.setenv("INFRA_FACT_CACHE", "verify")
+    host.get_fact(Date)
+    assert len(commands) == 2  # verify mode: the host's own clock
