@@ -26,6 +26,7 @@ def main(data):
         names=data.hello_dns_names,
         ports={data.hello_port: unit},
         secrets=data.required_secrets,
+        disk_paths=("/", data.hello_app_dir, data.hello_data_dir),  # each may be its own volume
     )
     code = files.sync(
         name="Application code",

@@ -49,10 +49,14 @@ def python_problem(found: str | None, minimum: str | None) -> str | None:
 
 
 def capacity_problems(free_disk: dict[str, int | None], mem_mb: int | None, min_disk: int, min_mem: int):
+    """Paths with the same free space (most often one filesystem) share one message."""
     problems = []
+    short: dict[int, list[str]] = {}
     for path, free in free_disk.items():
         if free is not None and free < min_disk:
-            problems.append(f"only {free} MiB free on {path} (need {min_disk} MiB)")
+            short.setdefault(free, []).append(path)
+    for free, paths in short.items():
+        problems.append(f"only {free} MiB free on {', '.join(paths)} (need {min_disk} MiB)")
     if mem_mb is not None and mem_mb < min_mem:
         problems.append(f"only {mem_mb} MiB memory available (need {min_mem} MiB)")
     return problems

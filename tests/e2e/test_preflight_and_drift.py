@@ -52,7 +52,8 @@ def test_every_broken_check_is_named_in_one_message_and_nothing_changes(test_clu
         "preflight failed on hello-pf",
         f"hello.pf.test resolves to {ELSEWHERE}, not this host",
         "port 8080 is already in use by squatter.service",
-        "MiB free on / (need 1000000000 MiB)",
+        "MiB free on /",
+        "(need 1000000000 MiB)",
         "MiB memory available (need 1000000000 MiB)",
         "OS debian 12 is not supported",
         "is older than 3.99",
@@ -66,6 +67,25 @@ def test_missing_secret_stops_before_connecting(pf_host):
     assert run.returncode != 0
     assert "missing or placeholder secrets" in run.output and "hello: HELLO_SECRET" in run.output
     assert "Connecting to hosts" not in run.output
+
+
+def test_a_filled_data_volume_stops_the_deploy_before_any_change(pf_host):
+    """A real fill, not a raised threshold: the data directory is its own 64 MiB volume
+    (tmpfs), filled to 14 MiB free, under preflight_min_disk_mb. The deploy refuses, naming that
+    volume, and the host is as before."""
+    pf_host.exec("mkdir -p /var/lib/hello && mount -t tmpfs -o size=64m infra-fill /var/lib/hello"
+                 " && fallocate -l 50M /var/lib/hello/filler")
+    try:
+        free = int(pf_host.exec("df -Pm /var/lib/hello | awk 'NR==2 {print $4}'").stdout)
+        assert free < 200
+        before = snapshot(pf_host)
+        run = pyinfra("deploys/hello.py", limit="hello-pf", env=ENV)
+        assert run.returncode != 0
+        assert f"only {free} MiB free on /var/lib/hello (need " in run.output, run.output[-3000:]
+        assert "Traceback" not in run.output
+        assert snapshot(pf_host) == before, "a failed preflight changed the host"
+    finally:
+        pf_host.exec("umount /var/lib/hello; rmdir /var/lib/hello", check=False)
 
 
 def test_dns_pointing_at_the_host_passes(test_cluster, pf_host):

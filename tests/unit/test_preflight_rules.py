@@ -22,6 +22,8 @@ def test_capacity_thresholds():
     assert capacity_problems({"/": 5000}, 2000, 1024, 256) == []
     problems = capacity_problems({"/": 100}, 100, 1024, 256)
     assert problems == ["only 100 MiB free on / (need 1024 MiB)", "only 100 MiB memory available (need 256 MiB)"]
+    problems = capacity_problems({"/": 100, "/opt": 9, "/var/lib": 100}, 2000, 1024, 256)
+    assert problems == ["only 100 MiB free on /, /var/lib (need 1024 MiB)", "only 9 MiB free on /opt (need 1024 MiB)"]
 
 
 def test_ports_free_or_held_by_their_own_service_pass():
