@@ -231,7 +231,7 @@ def test_a_source_change_and_a_moved_base_image_rebuild_only_what_they_touch(hos
     10, a pull of a newer one), so data-api and sports-data are rebuilt on it; nothing
     else. The backup is taken after the build, just before the switch; the next apply has
     nothing to do (the new base is recorded)."""
-    before = image_ids(host)
+    before = RUNS["images_1"] = image_ids(host)
     main = source / "services/enrichment-pipeline/src/main.py"
     main.write_text(main.read_text() + "# release 2\n")
     host.exec("printf 'FROM python:3.11-alpine\\nLABEL infra-test.base=moved\\n' | "
@@ -240,10 +240,58 @@ def test_a_source_change_and_a_moved_base_image_rebuild_only_what_they_touch(hos
     log = release_log(host, run)
     assert "data-api: base image changed since its build (python:3.11-alpine)" in log, log
     assert "building data-api, enrichment-pipeline, sports-data\n" in log, log
-    after = image_ids(host)
+    after = RUNS["images_2"] = image_ids(host)
     assert [s for s in BUILT if before[s] != after[s]] == ["enrichment-pipeline", "data-api", "sports-data"]
     assert "backup verified" in log and "database at head 002: no migration" in log
     assert log.index("building data-api") < log.index("backup verified")  # backup just before the switch
+    assert deploy(ingestor_data(images, source)).changed == []
+
+
+LISTED = re.compile(r"^.*? ([* ]) ([0-9a-f]{12})  \S+  (\w+)\s+commit ", re.M)
+
+
+def listed(host, images, source) -> list[tuple[str, str, str]]:
+    """`make releases DEPLOY=ingestor`: (live mark, id, action), newest first."""
+    run = deploy(ingestor_data(images, source, release_action="releases"))
+    assert run.changed == [] and "ha-ingestor releases (newest first; * = live " in run.output, run.output[-3000:]
+    return LISTED.findall(run.output)
+
+
+def running_image(host, container: str) -> str:
+    return host.exec(f"docker inspect -f '{{{{.Image}}}}' {container}").stdout.strip()
+
+
+def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, images, source):
+    """Issue 15 item 5: `make releases` lists both releases, the live one marked; `make
+    rollback` puts the first release's images (`:rel-<id>`), compose and env files and the
+    SQLite data backed up while it was live back, health-gated, as the transient unit
+    ingestor-release, and records it (action rollback). The next apply with the checkout
+    as it is releases that again (the Makefile's "back to the previous release": the
+    checkout stays the operator's truth), then 0 changes."""
+    newest, older = listed(host, images, source)
+    assert newest[0] == "*" and older[0] == " " and newest[2] == older[2] == "deploy", (newest, older)
+    override = host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout
+    run = deploy(ingestor_data(images, source, release_action="rollback"))
+    log = release_log(host, run)
+    assert "rolled back to release" in log and "the data of " in log, log[-3000:]
+    assert "restored metadata.db from /var/backups/ha-ingestor/ingestor-" in log, log[-3000:]
+    unit = host.exec("journalctl -q -o cat -u ingestor-release.service").stdout
+    assert "rolled back to release" in unit  # as the transient unit, as a release runs
+    assert running_image(host, "ha-ingestor-enrichment") == RUNS["images_1"]["enrichment-pipeline"]
+    assert running_image(host, "ha-ingestor-data-api") == RUNS["images_1"]["data-api"]
+    assert host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout != override
+    assert health(host, 8002)["status"] == "healthy" and health(host, 8006)["status"] == "healthy"
+    assert health(host, 8001)["subscription"]["is_subscribed"] is True
+    assert host.exec("stat -c %a /opt/ha-ingestor/env/compose.env").stdout.strip() == "600"
+    after = listed(host, images, source)
+    assert after[0] == ("*", older[1], "rollback") and after[1][1] == newest[1], after
+    forward = deploy(ingestor_data(images, source))
+    assert forward.did(RELEASE), forward.changed
+    assert running_image(host, "ha-ingestor-enrichment") == image_ids(host)["enrichment-pipeline"]
+    assert health(host, 8002)["status"] == "healthy"
+    again = listed(host, images, source)
+    assert again[0][0] == "*" and again[0][2] == "deploy", again
+    print("forward again: live", again[0][1], "release 2 was", newest[1])  # the same id when the rebuild is reproducible
     assert deploy(ingestor_data(images, source)).changed == []
 
 
