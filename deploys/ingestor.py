@@ -12,7 +12,7 @@ the built images, sets restart policy / limits / healthcheck timing when asked.
 
 Phases: preflight (config, secrets, Docker - or, not installed yet, the version the
 package source would install; checked again after the install - compose v2, disk, Home
-Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
+Assistant accepts the token, which is 32-300 letters, digits, ._- as websocket-ingestion requires, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src (one tar, only when its content hash differs: deploys/parts/tree_sync), the env
 and compose files the running stack reads kept before the first release record, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
@@ -98,6 +98,11 @@ _FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*
 _ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)\s*$", re.M)
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 BUILDS = "builds.json"  # bin/ingestor-release: built image id -> {FROM ref: base image id}
+# upstream's websocket-ingestion refuses any other token before it connects
+# (wtthornton/ha-ingestor bbc4ab4 services/websocket-ingestion/src/token_validator.py:
+# min_length 32, max_length 300, ^[a-zA-Z0-9._-]+$), so it would never subscribe
+HA_TOKEN_LENGTH = (32, 300)
+_HA_TOKEN = re.compile(r"^[a-zA-Z0-9._-]+$")
 
 
 # ----------------------------------------------------------------------------- config
@@ -619,10 +624,25 @@ def uses_sudo(data) -> bool:
     return bool(data.get("_sudo") or (ctx_state.isset() and getattr(state.config, "SUDO", False)))
 
 
+def token_problem(token: str) -> str | None:
+    """What upstream's TokenValidator would refuse in HOME_ASSISTANT_TOKEN (never the token)."""
+    low, high = HA_TOKEN_LENGTH
+    where = "websocket-ingestion refuses it (upstream's token_validator.py)"
+    if len(token) < low:
+        return f"HOME_ASSISTANT_TOKEN is {len(token)} characters, shorter than {low}: {where}"
+    if len(token) > high:
+        return f"HOME_ASSISTANT_TOKEN is {len(token)} characters, longer than {high}: {where}"
+    if not _HA_TOKEN.match(token):
+        return f"HOME_ASSISTANT_TOKEN has characters other than letters, digits, '.', '_', '-': {where}"
+    return None
+
+
 def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     """Everything that must hold before the first change, reported together."""
     ports = {spec["port"]: "docker.service" for spec in data.ingestor_services.values() if spec.get("port")}
     problems = collect_problems(ports=ports, secrets=data.required_secrets)
+    if values.get("HOME_ASSISTANT_TOKEN") and (problem := token_problem(values["HOME_ASSISTANT_TOKEN"].unmask())):
+        problems.append(problem)
     version = host.get_fact(DockerServerVersion)
     minimum = str(data.ingestor_docker_min_version or "0")
     if version and version_tuple(version) < version_tuple(minimum):

@@ -146,11 +146,13 @@ VOLUME = "ha-ingestor_sqlite-data"
 
 
 def test_preflight_stops_before_any_change(host, images, source):
-    """Token rejected, too little disk, Docker too old: one message, nothing changed."""
+    """Token rejected (and shorter than upstream's websocket-ingestion accepts), too little
+    disk, Docker too old: one message, nothing changed."""
     run = deploy(ingestor_data(images, source, preflight_min_disk_mb=10**9, ingestor_docker_min_version="99"),
                  env={**ENV, "HOME_ASSISTANT_TOKEN": "wrong-token"}, check=False)
     assert run.returncode != 0
-    for part in ("rejected HOME_ASSISTANT_TOKEN (HTTP 401)", "MiB free on /", "Docker 20.10.24 is older than 99"):
+    for part in ("rejected HOME_ASSISTANT_TOKEN (HTTP 401)", "MiB free on /", "Docker 20.10.24 is older than 99",
+                 "HOME_ASSISTANT_TOKEN is 11 characters, shorter than 32: websocket-ingestion refuses it"):
         assert part in run.output, run.output[-3000:]
     assert "wrong-token" not in run.output
     assert host.exec("test -e /opt/ha-ingestor", check=False).returncode != 0

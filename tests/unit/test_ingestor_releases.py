@@ -207,3 +207,40 @@ def test_release_actions_are_checked_and_the_makefile_lists_ingestor():
         raise AssertionError("a wrong release_action passed")
     makefile = (Path(ingestor.__file__).parent.parent / "Makefile").read_text()
     assert "ingestor" in next(line for line in makefile.splitlines() if line.startswith("RELEASE_DEPLOYS :="))
+
+
+# ----------------------------------------------------------------------------- the token's shape (issue 12)
+
+
+class Preflight(FakeHost):
+    name = "ingestor-1"
+
+    def noop(self, message):
+        self.facts["noop"] = message
+
+
+def preflight(monkeypatch, token):
+    from tests.unit.test_ingestor_deploy import data
+    from pyinfra.api import HiddenValue
+
+    monkeypatch.setattr(ingestor, "host", Preflight({"DockerServerVersion": "24.0.7"}))
+    monkeypatch.setattr(ingestor, "collect_problems", lambda **kwargs: [])
+    monkeypatch.setattr(ingestor, "detected_cli", lambda: "docker compose")
+    monkeypatch.setattr(ingestor, "override_cli_problem", lambda cli, version: None)
+    ingestor.checked_preflight(data(ingestor_check_home_assistant=False), {"HOME_ASSISTANT_TOKEN": HiddenValue(token)})
+
+
+def test_a_token_upstream_would_refuse_stops_the_preflight(monkeypatch):
+    """websocket-ingestion (bbc4ab4 token_validator.py) refuses tokens shorter than 32 or
+    longer than 300 characters or with other characters than [a-zA-Z0-9._-]: it would
+    never connect, so the run stops before any change, naming the rule, not the token."""
+    import pytest
+
+    for token, rule in (("short-token-31-characters-xxxxx", "31 characters, shorter than 32"),
+                        ("a" * 301, "301 characters, longer than 300"),
+                        ("a" * 31 + " b", "characters other than letters")):
+        with pytest.raises(ingestor.PreflightFailed, match=rule) as exc:
+            preflight(monkeypatch, token)
+        assert token not in str(exc.value) and "websocket-ingestion refuses it" in str(exc.value)
+    preflight(monkeypatch, "a" * 32)  # upstream's own minimum passes
+    preflight(monkeypatch, "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJ4In0.abc-_def")  # a long-lived token (a JWT)
