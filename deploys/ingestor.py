@@ -25,10 +25,15 @@ in <dir>/builds.json), takes verified backups just before the switch, and starts
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
 the new data-api starts (`stamp head` when create_all already made head's tables). A
-healthy release is recorded in <dir>/live (compose files, env files, images); on the
-first run against a hand-deployed stack that stack is recorded instead. Any failure rolls
-back to that record: images, compose and env files, SQLite -> gates: health JSON,
-loopback ports, devices in SQLite only with ingestor_discovery_gate.
+healthy release is kept as <dir>/releases/stack/<id> (compose files, env files, image ids
+and `:rel-<id>` tags; the live link <dir>/stack; a history line - deploys/parts/releases.py's
+layout, so `make releases`/`make rollback DEPLOY=ingestor` list them and go back, and
+`releases.prune_plan` keeps ingestor_keep_releases); on the first run against a
+hand-deployed stack that stack is recorded instead, and the one record of the earlier
+layout (<dir>/live) is adopted. Any failure rolls back to the live release: images,
+compose and env files, SQLite -> gates: health JSON, loopback ports, devices in SQLite
+only with ingestor_discovery_gate. A rollback (`release_action=rollback`) runs
+`ingestor-release rollback PLAN RID` as the same transient unit.
 
 Fixed from the plan: no `compose exec data-api alembic upgrade head` (the image has no
 alembic.ini; after create_all, 002 fails with "table devices already exists"); no

@@ -263,15 +263,20 @@ def running_image(host, container: str) -> str:
     return host.exec(f"docker inspect -f '{{{{.Image}}}}' {container}").stdout.strip()
 
 
+def history(host) -> list[dict]:
+    return [json.loads(line) for line in host.exec("cat /opt/ha-ingestor/releases/history.jsonl").stdout.splitlines()]
+
+
 def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, images, source):
-    """Issue 15 item 5: `make releases` lists both releases, the live one marked; `make
-    rollback` puts the first release's images (`:rel-<id>`), compose and env files and the
-    SQLite data backed up while it was live back, health-gated, as the transient unit
-    ingestor-release, and records it (action rollback). The next apply with the checkout
-    as it is releases that again (the Makefile's "back to the previous release": the
-    checkout stays the operator's truth), then 0 changes."""
-    newest, older = listed(host, images, source)
-    assert newest[0] == "*" and older[0] == " " and newest[2] == older[2] == "deploy", (newest, older)
+    """Issue 15 item 5, after the two releases above: `make rollback` puts the first
+    release's images (`:rel-<id>`), compose and env files and the SQLite data backed up
+    while it was live back, health-gated, as the transient unit ingestor-release, with a
+    history line (action rollback); `make releases` lists both, the live one marked. The
+    next apply with the checkout as it is releases it again (the Makefile's "back to the
+    previous release": the checkout stays the operator's truth): the kept release, same
+    id, its images rebuilt from the build cache; then 0 changes."""
+    older, newer = (e["id"] for e in history(host)[-2:])
+    assert [e["action"] for e in history(host)] == ["deploy", "deploy"]
     override = host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout
     run = deploy(ingestor_data(images, source, release_action="rollback"))
     log = release_log(host, run)
@@ -285,15 +290,13 @@ def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, i
     assert health(host, 8002)["status"] == "healthy" and health(host, 8006)["status"] == "healthy"
     assert health(host, 8001)["subscription"]["is_subscribed"] is True
     assert host.exec("stat -c %a /opt/ha-ingestor/env/compose.env").stdout.strip() == "600"
-    after = listed(host, images, source)
-    assert after[0] == ("*", older[1], "rollback") and after[1][1] == newest[1], after
+    assert listed(host, images, source) == [("*", older, "rollback"), (" ", newer, "deploy")]
     forward = deploy(ingestor_data(images, source))
     assert forward.did(RELEASE), forward.changed
-    assert running_image(host, "ha-ingestor-enrichment") == image_ids(host)["enrichment-pipeline"]
+    assert running_image(host, "ha-ingestor-enrichment") == RUNS["images_2"]["enrichment-pipeline"]
     assert health(host, 8002)["status"] == "healthy"
-    again = listed(host, images, source)
-    assert again[0][0] == "*" and again[0][2] == "deploy", again
-    print("forward again: live", again[0][1], "release 2 was", newest[1])  # the same id when the rebuild is reproducible
+    last = history(host)[-1]
+    assert (last["id"], last["action"], last["from"]) == (newer, "deploy", older), last
     assert deploy(ingestor_data(images, source)).changed == []
 
 
