@@ -244,3 +244,25 @@ def test_a_token_upstream_would_refuse_stops_the_preflight(monkeypatch):
         assert token not in str(exc.value) and "websocket-ingestion refuses it" in str(exc.value)
     preflight(monkeypatch, "a" * 32)  # upstream's own minimum passes
     preflight(monkeypatch, "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJ4In0.abc-_def")  # a long-lived token (a JWT)
+
+
+class Paths(Ops):
+    def get_fact(self, fact, path):
+        return self.facts.get(path)
+
+    def noop(self, message):
+        self.facts["noop"] = message
+
+
+def test_the_deploy_adopts_the_earlier_record_once(monkeypatch):
+    monkeypatch.setattr(ingestor, "release_meta", lambda: META)
+
+    def commands(found):
+        monkeypatch.setattr(ingestor, "host", Paths(dict.fromkeys(found, {"size": 1})))
+        return [str(c.get_raw_value()) for c in ingestor.legacy_record_adopted._inner(
+            base="/o", script="/o/bin/ingestor-release", plan_path="/o/release.json")]
+
+    assert commands(["/o/live/release.json"]) == [
+        f"/o/bin/ingestor-release adopt /o/release.json '{json.dumps(META, sort_keys=True)}'"]
+    assert commands(["/o/live/release.json", "/o/stack/release.json"]) == []  # adopted already
+    assert commands([]) == []  # a fresh host, or one released by this code only
