@@ -12,7 +12,7 @@ the built images, sets restart policy / limits / healthcheck timing when asked.
 
 Phases: preflight (config, secrets, Docker - or, not installed yet, the version the
 package source would install; checked again after the install - compose v2, disk, Home
-Assistant accepts the token, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
+Assistant accepts the token, which is 32-300 letters, digits, ._- as websocket-ingestion requires, ports free; nothing changes on failure) -> Docker host -> layout: checkout synced to
 <dir>/src (one tar, only when its content hash differs: deploys/parts/tree_sync), the env
 and compose files the running stack reads kept before the first release record, the env files upstream's compose names written from ITS templates + secrets
 (0600), compose's interpolation env (0600) -> the release, only when something differs, as the transient systemd unit
@@ -25,10 +25,15 @@ in <dir>/builds.json), takes verified backups just before the switch, and starts
 managed services group by group, health-gated; data-api's migrations run from the
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
 the new data-api starts (`stamp head` when create_all already made head's tables). A
-healthy release is recorded in <dir>/live (compose files, env files, images); on the
-first run against a hand-deployed stack that stack is recorded instead. Any failure rolls
-back to that record: images, compose and env files, SQLite -> gates: health JSON,
-loopback ports, devices in SQLite only with ingestor_discovery_gate.
+healthy release is kept as <dir>/releases/stack/<id> (compose files, env files, image ids
+and `:rel-<id>` tags; the live link <dir>/stack; a history line - deploys/parts/releases.py's
+layout, so `make releases`/`make rollback DEPLOY=ingestor` list them and go back, and
+`releases.prune_plan` keeps ingestor_keep_releases); on the first run against a
+hand-deployed stack that stack is recorded instead, and the one record of the earlier
+layout (<dir>/live) is adopted. Any failure rolls back to the live release: images,
+compose and env files, SQLite -> gates: health JSON, loopback ports, devices in SQLite
+only with ingestor_discovery_gate. A rollback (`release_action=rollback`) runs
+`ingestor-release rollback PLAN RID` as the same transient unit.
 
 Fixed from the plan: no `compose exec data-api alembic upgrade head` (the image has no
 alembic.ini; after create_all, 002 fails with "table devices already exists"); no
@@ -42,18 +47,19 @@ import hashlib
 import ipaddress
 import json
 import re
+import shlex
 import subprocess
 from io import BytesIO, StringIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import files
 
 from deploys import secrets
-from deploys.parts import deploy_lock
+from deploys.parts import deploy_lock, releases
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import secret_file, wait_until
 from deploys.parts.compose import (
@@ -67,6 +73,7 @@ from deploys.parts.tree_sync import Tree, read_tree, tree_sync
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
 from facts.http import HttpHealth
+from facts.releases import Releases
 from facts.ingestor import (
     AptCandidates,
     BuildBases,
@@ -85,6 +92,8 @@ RELEASE_SCRIPT = (TEMPLATES / "opt/ha-ingestor/bin/ingestor-release").read_text(
 SOURCE_LABEL = "ingestor.source"
 PENDING = ".release-pending"  # bin/ingestor-release removes it after a successful release
 RELEASE_UNIT = "ingestor-release"  # the release runs as this transient systemd unit
+LEGACY_RECORD = "live/release.json"  # the one record of the layout before releases/stack (adopted)
+STACK = "stack"  # the one component of the release series: <dir>/releases/stack/<rid>, live link <dir>/stack
 OVERRIDE_FILE = "docker-compose.override.yml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([^'\"\s]*)['\"]?\s*$", re.M)
@@ -94,6 +103,11 @@ _FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*
 _ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)\s*$", re.M)
 _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 BUILDS = "builds.json"  # bin/ingestor-release: built image id -> {FROM ref: base image id}
+# upstream's websocket-ingestion refuses any other token before it connects
+# (wtthornton/ha-ingestor bbc4ab4 services/websocket-ingestion/src/token_validator.py:
+# min_length 32, max_length 300, ^[a-zA-Z0-9._-]+$), so it would never subscribe
+HA_TOKEN_LENGTH = (32, 300)
+_HA_TOKEN = re.compile(r"^[a-zA-Z0-9._-]+$")
 
 
 # ----------------------------------------------------------------------------- config
@@ -133,6 +147,10 @@ def check_config(data) -> None:
     for name, limit in (data.ingestor_memory_limits or {}).items():
         if not re.match(r"^\d+[kKmMgG]$", str(limit)):
             problems.append(f"ingestor_memory_limits[{name!r}] = {limit!r} must look like 256M")
+    if data.get("release_action") not in (None, "", *releases.RELEASE_ACTIONS):
+        problems.append(f"release_action {data.get('release_action')!r} is not one of {', '.join(releases.RELEASE_ACTIONS)}")
+    if not (isinstance(data.ingestor_keep_releases, int) and data.ingestor_keep_releases >= 1):
+        problems.append(f"ingestor_keep_releases = {data.ingestor_keep_releases!r} must be at least 1")
     if problems:
         raise ConfigError("ingestor: " + "; ".join(problems))
 
@@ -418,6 +436,8 @@ def release_plan(data, digests: dict[str, str], head: str | None, outline: dict[
         "source_revision": source_revision(source_dir(data)),
         "backup_dir": data.ingestor_backup_dir,
         "keep": int(data.ingestor_backups_keep),
+        "keep_releases": int(data.ingestor_keep_releases),
+        "rollback_restores_data": bool(data.ingestor_rollback_restores_data),
         "timeout_s": float(data.ingestor_health_timeout_s),
         "rollback_timeout_s": float(data.ingestor_rollback_health_timeout_s or data.ingestor_health_timeout_s),
         "release_timeout_s": int(data.ingestor_release_timeout_s or 7200),
@@ -489,6 +509,29 @@ def stage_compose_files(cli: str, plan: dict, wanted: dict[str, str]):
     )
 
 
+def release_meta() -> dict:
+    """What the history records of a run besides the ids (as music's and youtube's do)."""
+    commit, dirty = deploy_lock.git_revision()
+    return {"commit": commit, "dirty": dirty, "by": f"{deploy_lock.operator()}@{host.name}"}
+
+
+def _pruned(state, host, root: str, keep: int, script: str, plan_path: str) -> bool:
+    """After a release or a rollback (at execution, so the new history counts): the
+    releases `releases.prune_plan` names go, with their `:rel-<rid>` tags."""
+    st = host.get_fact(Releases, root=root, components=STACK)
+    rids = releases.prune_plan(st, [STACK], keep).get(STACK) or []
+    if not rids:
+        return True
+    ok, out = releases.run_command(host, shlex.join([script, "drop", plan_path, *rids]))
+    for line in out.splitlines():
+        host.log(line)
+    return ok
+
+
+def pruned(plan: dict, script: str, plan_path: str) -> FunctionCommand:
+    return FunctionCommand(_pruned, (plan["dir"], int(plan["keep_releases"]), script, plan_path), {})
+
+
 @operation()
 def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path: str, env_ops=()):
     """Run bin/ingestor-release only when the stack differs from what is wanted."""
@@ -504,8 +547,33 @@ def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path:
     yield from stage_compose_files(cli, plan, wanted)
     # A transient unit: an SSH drop or a pyinfra timeout cannot cut the release (or its
     # rollback) short; the next apply waits for an unfinished one (deploys/parts/host_steps).
-    yield host_step(RELEASE_UNIT, [script, "release", plan_path], "ha-ingestor release (deploys/ingestor.py)",
-                    timeout_s=int(plan["release_timeout_s"]))
+    yield host_step(RELEASE_UNIT, [script, "release", plan_path, json.dumps(release_meta(), sort_keys=True)],
+                    "ha-ingestor release (deploys/ingestor.py)", timeout_s=int(plan["release_timeout_s"]))
+    yield pruned(plan, script, plan_path)
+
+
+@operation()
+def legacy_record_adopted(base: str, script: str, plan_path: str):
+    """A host released by the code before release records: its `<dir>/live` becomes the
+    live release of the series (bin/ingestor-release adopt), so `make releases` lists it
+    and `make rollback` can go back to it. Once: then `<dir>/stack` exists."""
+    if not host.get_fact(File, path=f"{base}/{LEGACY_RECORD}") or host.get_fact(File, path=f"{base}/{STACK}/release.json"):
+        host.noop("no release record of the earlier layout")
+        return
+    yield StringCommand(QuoteString(script), "adopt", QuoteString(plan_path),
+                        QuoteString(json.dumps(release_meta(), sort_keys=True)))
+
+
+@operation()
+def ingestor_rolled_back(plan_path: str, script: str, target: dict, root: str, keep: int, timeout_s: int):
+    """`make rollback DEPLOY=ingestor [TO=id]`: bin/ingestor-release rollback, as the
+    transient unit a release runs as (an SSH drop cannot cut it short), then the prune."""
+    rid = target["components"][STACK]
+    host.log(f"rolling ha-ingestor back to release {target['id']} ({STACK} {rid}, deployed {target.get('at')}, "
+             f"commit {(target.get('commit') or '?')[:12]})")
+    yield host_step(RELEASE_UNIT, [script, "rollback", plan_path, rid, json.dumps(release_meta(), sort_keys=True)],
+                    "ha-ingestor rollback (deploys/ingestor.py)", timeout_s=timeout_s)
+    yield FunctionCommand(_pruned, (root, keep, script, plan_path), {})
 
 
 def expected(value, want) -> bool:
@@ -561,10 +629,25 @@ def uses_sudo(data) -> bool:
     return bool(data.get("_sudo") or (ctx_state.isset() and getattr(state.config, "SUDO", False)))
 
 
+def token_problem(token: str) -> str | None:
+    """What upstream's TokenValidator would refuse in HOME_ASSISTANT_TOKEN (never the token)."""
+    low, high = HA_TOKEN_LENGTH
+    where = "websocket-ingestion refuses it (upstream's token_validator.py)"
+    if len(token) < low:
+        return f"HOME_ASSISTANT_TOKEN is {len(token)} characters, shorter than {low}: {where}"
+    if len(token) > high:
+        return f"HOME_ASSISTANT_TOKEN is {len(token)} characters, longer than {high}: {where}"
+    if not _HA_TOKEN.match(token):
+        return f"HOME_ASSISTANT_TOKEN has characters other than letters, digits, '.', '_', '-': {where}"
+    return None
+
+
 def checked_preflight(data, values: dict[str, HiddenValue]) -> None:
     """Everything that must hold before the first change, reported together."""
     ports = {spec["port"]: "docker.service" for spec in data.ingestor_services.values() if spec.get("port")}
     problems = collect_problems(ports=ports, secrets=data.required_secrets)
+    if values.get("HOME_ASSISTANT_TOKEN") and (problem := token_problem(values["HOME_ASSISTANT_TOKEN"].unmask())):
+        problems.append(problem)
     version = host.get_fact(DockerServerVersion)
     minimum = str(data.ingestor_docker_min_version or "0")
     if version and version_tuple(version) < version_tuple(minimum):
@@ -627,14 +710,14 @@ def pre_record_paths(data) -> list[str]:
 
 
 @operation()
-def keep_pre_record_files(paths: list[str], record: str):
+def keep_pre_record_files(paths: list[str], records: list[str]):
     """No release record yet (a stack started by hand in <dir>/src, or by our deploy from
     before records): keep the files it runs with as `<file>.previous` before this run
     writes new ones (before the tree sync; `*.previous` is excluded from it).
     bin/ingestor-release records those as the previous release, so the first release's
     rollback puts them back; a healthy release removes them. Once: an earlier copy is
     never overwritten (it is older than this run's files)."""
-    if host.get_fact(File, path=record):
+    if any(host.get_fact(File, path=record) for record in records):
         host.noop("a release record exists: it holds the files to roll back to")
         return
     kept = [p for p in paths if host.get_fact(File, path=p) and not host.get_fact(File, path=p + ".previous")]
@@ -656,7 +739,8 @@ def layout(data, values, tree: Tree):
     files.put(name=f"{base}/bin/ingestor-release", src=StringIO(RELEASE_SCRIPT), dest=f"{base}/bin/ingestor-release",
               user="root", group="root", mode="755")
     keep_pre_record_files(name="Env and compose files the running stack reads, kept before the first release record",
-                          paths=pre_record_paths(data), record=f"{base}/live/release.json")
+                          paths=pre_record_paths(data),
+                          records=[f"{base}/{STACK}/release.json", f"{base}/{LEGACY_RECORD}"])
     tree_sync(name=f"Checkout -> {base}/src ({len(tree.files)} files, one tar when changed)", tree=tree,
               dest=f"{base}/src")
     written = [secret_file(name=f"{base}/src/{path} (from its template; secrets not shown)",
@@ -675,8 +759,28 @@ def secret_values(data) -> dict[str, HiddenValue]:
     return values
 
 
+def release_series(data) -> list[releases.Series]:
+    """`make releases DEPLOY=ingestor` / `make rollback DEPLOY=ingestor [TO=id]`: the stack's
+    releases, kept by bin/ingestor-release in releases.py's layout under ingestor_dir."""
+    return [releases.Series("ha-ingestor", data.ingestor_dir, (STACK,))]
+
+
+def rollback(data, target: dict) -> None:
+    base = data.ingestor_dir
+    ingestor_rolled_back(name=f"ha-ingestor rolled back to release {target['id']}", plan_path=f"{base}/release.json",
+                         script=f"{base}/bin/ingestor-release", target=target, root=base,
+                         keep=int(data.ingestor_keep_releases), timeout_s=int(data.ingestor_release_timeout_s or 7200))
+
+
 def main(data):
     check_config(data)
+    try:
+        handled = releases.release_action(data.get("release_action"), release_series(data), data.get("release_to"),
+                                          lambda _, target: rollback(data, target))
+    except ConfigError as exc:
+        raise ConfigError(f"ingestor {exc}") from None
+    if handled:
+        return
     values = secret_values(data)
     text, outline = theirs(data)
     checked_preflight(data, values)
@@ -691,6 +795,8 @@ def main(data):
     plan_path = f"{base}/release.json"
     files.put(name=plan_path, src=StringIO(json.dumps(plan, indent=1, sort_keys=True) + "\n"), dest=plan_path,
               user="root", group="root", mode="644")
+    legacy_record_adopted(name=f"Release record of the earlier layout ({base}/live) adopted as a kept release",
+                          base=base, script=f"{base}/bin/ingestor-release", plan_path=plan_path)
     wanted = dict(zip(plan["compose_files"], (text, override(data, outline, digests))))
     ingestor_release(name=f"Release ha-ingestor ({len(plan['services'])} managed services, only when changed)",
                      plan=plan, wanted=wanted, script=f"{base}/bin/ingestor-release", plan_path=plan_path,

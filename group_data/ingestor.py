@@ -31,6 +31,13 @@ ingestor_compose_project = "ha-ingestor"
 # Verified backups before every switch: <dir>/ingestor-<YYYYmmdd-HHMMSS>/; keep this many.
 ingestor_backup_dir = "/var/backups/ha-ingestor"
 ingestor_backups_keep = 10
+# Releases kept for `make rollback DEPLOY=ingestor [TO=id]` (<ingestor_dir>/releases/stack/<id>:
+# compose and env files, `:rel-<id>` image tags), besides the live one: the last N in the history.
+ingestor_keep_releases = 3
+# A rollback also puts back the SQLite data (data-api's metadata.db) backed up while that
+# release was live: its schema and rows belong to that release. InfluxDB's time series are
+# never rolled back (`make ingestor-restore` does that). False: the data stays as it is.
+ingestor_rollback_restores_data = True
 
 # --- Home Assistant ------------------------------------------------------------------------
 home_assistant_url = "http://homeassistant.local:8123"

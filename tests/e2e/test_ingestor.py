@@ -146,11 +146,13 @@ VOLUME = "ha-ingestor_sqlite-data"
 
 
 def test_preflight_stops_before_any_change(host, images, source):
-    """Token rejected, too little disk, Docker too old: one message, nothing changed."""
+    """Token rejected (and shorter than upstream's websocket-ingestion accepts), too little
+    disk, Docker too old: one message, nothing changed."""
     run = deploy(ingestor_data(images, source, preflight_min_disk_mb=10**9, ingestor_docker_min_version="99"),
                  env={**ENV, "HOME_ASSISTANT_TOKEN": "wrong-token"}, check=False)
     assert run.returncode != 0
-    for part in ("rejected HOME_ASSISTANT_TOKEN (HTTP 401)", "MiB free on /", "Docker 20.10.24 is older than 99"):
+    for part in ("rejected HOME_ASSISTANT_TOKEN (HTTP 401)", "MiB free on /", "Docker 20.10.24 is older than 99",
+                 "HOME_ASSISTANT_TOKEN is 11 characters, shorter than 32: websocket-ingestion refuses it"):
         assert part in run.output, run.output[-3000:]
     assert "wrong-token" not in run.output
     assert host.exec("test -e /opt/ha-ingestor", check=False).returncode != 0
@@ -231,7 +233,7 @@ def test_a_source_change_and_a_moved_base_image_rebuild_only_what_they_touch(hos
     10, a pull of a newer one), so data-api and sports-data are rebuilt on it; nothing
     else. The backup is taken after the build, just before the switch; the next apply has
     nothing to do (the new base is recorded)."""
-    before = image_ids(host)
+    before = RUNS["images_1"] = image_ids(host)
     main = source / "services/enrichment-pipeline/src/main.py"
     main.write_text(main.read_text() + "# release 2\n")
     host.exec("printf 'FROM python:3.11-alpine\\nLABEL infra-test.base=moved\\n' | "
@@ -240,10 +242,61 @@ def test_a_source_change_and_a_moved_base_image_rebuild_only_what_they_touch(hos
     log = release_log(host, run)
     assert "data-api: base image changed since its build (python:3.11-alpine)" in log, log
     assert "building data-api, enrichment-pipeline, sports-data\n" in log, log
-    after = image_ids(host)
+    after = RUNS["images_2"] = image_ids(host)
     assert [s for s in BUILT if before[s] != after[s]] == ["enrichment-pipeline", "data-api", "sports-data"]
     assert "backup verified" in log and "database at head 002: no migration" in log
     assert log.index("building data-api") < log.index("backup verified")  # backup just before the switch
+    assert deploy(ingestor_data(images, source)).changed == []
+
+
+LISTED = re.compile(r"^.*? ([* ]) ([0-9a-f]{12})  \S+  (\w+)\s+commit ", re.M)
+
+
+def listed(host, images, source) -> list[tuple[str, str, str]]:
+    """`make releases DEPLOY=ingestor`: (live mark, id, action), newest first."""
+    run = deploy(ingestor_data(images, source, release_action="releases"))
+    assert run.changed == [] and "ha-ingestor releases (newest first; * = live " in run.output, run.output[-3000:]
+    return LISTED.findall(run.output)
+
+
+def running_image(host, container: str) -> str:
+    return host.exec(f"docker inspect -f '{{{{.Image}}}}' {container}").stdout.strip()
+
+
+def history(host) -> list[dict]:
+    return [json.loads(line) for line in host.exec("cat /opt/ha-ingestor/releases/history.jsonl").stdout.splitlines()]
+
+
+def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, images, source):
+    """Issue 15 item 5, after the two releases above: `make rollback` puts the first
+    release's images (`:rel-<id>`), compose and env files and the SQLite data backed up
+    while it was live back, health-gated, as the transient unit ingestor-release, with a
+    history line (action rollback); `make releases` lists both, the live one marked. The
+    next apply with the checkout as it is releases it again (the Makefile's "back to the
+    previous release": the checkout stays the operator's truth): the kept release, same
+    id, its images rebuilt from the build cache; then 0 changes."""
+    older, newer = (e["id"] for e in history(host)[-2:])
+    assert [e["action"] for e in history(host)] == ["deploy", "deploy"]
+    override = host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout
+    run = deploy(ingestor_data(images, source, release_action="rollback"))
+    log = release_log(host, run)
+    assert "rolled back to release" in log and "the data of " in log, log[-3000:]
+    assert "restored metadata.db from /var/backups/ha-ingestor/ingestor-" in log, log[-3000:]
+    unit = host.exec("journalctl -q -o cat -u ingestor-release.service").stdout
+    assert "rolled back to release" in unit  # as the transient unit, as a release runs
+    assert running_image(host, "ha-ingestor-enrichment") == RUNS["images_1"]["enrichment-pipeline"]
+    assert running_image(host, "ha-ingestor-data-api") == RUNS["images_1"]["data-api"]
+    assert host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout != override
+    assert health(host, 8002)["status"] == "healthy" and health(host, 8006)["status"] == "healthy"
+    assert health(host, 8001)["subscription"]["is_subscribed"] is True
+    assert host.exec("stat -c %a /opt/ha-ingestor/env/compose.env").stdout.strip() == "600"
+    assert listed(host, images, source) == [("*", older, "rollback"), (" ", newer, "deploy")]
+    forward = deploy(ingestor_data(images, source))
+    assert forward.did(RELEASE), forward.changed
+    assert running_image(host, "ha-ingestor-enrichment") == RUNS["images_2"]["enrichment-pipeline"]
+    assert health(host, 8002)["status"] == "healthy"
+    last = history(host)[-1]
+    assert (last["id"], last["action"], last["from"]) == (newer, "deploy", older), last
     assert deploy(ingestor_data(images, source)).changed == []
 
 

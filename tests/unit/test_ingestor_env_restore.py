@@ -19,7 +19,7 @@ def test_a_backup_brings_back_the_env_files_it_was_taken_under(tmp_path, script)
     script["record_release"](plan)
     backup = tmp_path / "backups/ingestor-1"
     backup.mkdir(parents=True)
-    script["shutil"].copytree(Path(plan["dir"]) / "live", backup / "release")
+    script["shutil"].copytree(Path(plan["dir"]) / "stack", backup / "release")
     for path in plan["env_files"]:  # changed after the backup
         Path(path).write_text("INFLUXDB_TOKEN=later\n")
         os.chmod(path, 0o644)
@@ -66,7 +66,7 @@ def test_the_first_record_holds_the_env_files_kept_before_this_run_wrote(tmp_pat
                                                         "{{.State.Status}}": "running"}.get(fmt, "img"))
     monkeypatch.setitem(g, "container", lambda plan, service: "c1")
     script["adopt_running_stack"](plan)
-    script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))  # the first release's rollback
+    script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))  # the first release's rollback
     assert [Path(p).read_text() for p in plan["env_files"]] == ["INFLUXDB_TOKEN=running\n"] * 2
     script["record_release"](plan)  # a healthy release: the kept copies are done with
     assert not [p for p in plan["env_files"] if os.path.exists(p + ".previous")]
@@ -85,9 +85,10 @@ def test_env_files_are_kept_once_and_only_before_the_first_record(monkeypatch):
 
     def commands(facts):
         monkeypatch.setattr(ingestor, "host", Files(dict(facts)))
-        return [str(c.get_raw_value()) for c in ingestor.keep_pre_record_files._inner(paths=paths, record="/o/live/release.json")]
+        return [str(c.get_raw_value()) for c in ingestor.keep_pre_record_files._inner(paths=paths, records=["/o/stack/release.json", "/o/live/release.json"])]
 
-    assert commands({"/o/live/release.json": {"size": 1}}) == []  # a record exists
+    assert commands({"/o/live/release.json": {"size": 1}}) == []  # a record of the earlier layout exists
+    assert commands({"/o/stack/release.json": {"size": 1}}) == []  # a record exists
     assert commands({}) == []  # fresh install: nothing to keep
     assert commands({paths[0]: {"size": 1}, paths[1]: {"size": 1}, paths[1] + ".previous": {"size": 1}}) == [
         "cp -p /o/src/infrastructure/.env.influxdb /o/src/infrastructure/.env.influxdb.previous"]
@@ -130,7 +131,7 @@ def test_a_stack_started_by_hand_in_the_checkout_keeps_its_own_compose_file(tmp_
     monkeypatch.setitem(g, "container", lambda plan, service: "c1")
     record = script["adopt_running_stack"](plan)
     assert record["source"] == f"running stack in {src}"  # not our own compose files: a hand stack
-    target, _, _ = script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))
+    target, _, _ = script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))
     assert compose.read_text() == "services: {edited-by-hand: 1}\n"
     assert target["compose_files"] == [str(compose)] and target["project_directory"] == str(src)
     script["record_release"](plan)

@@ -19,7 +19,14 @@ from tests.unit.test_ingestor_deploy import SAMPLE, SCRIPT, data
 
 @pytest.fixture()
 def script():
-    return runpy.run_path(str(SCRIPT))
+    """bin/ingestor-release's functions, with no Docker: no containers, no images (a test
+    patches `run`/`inspect`/`container` in their globals to say otherwise)."""
+    loaded = runpy.run_path(str(SCRIPT))
+    g = loaded["release"].__globals__
+    g["run"] = lambda argv, check=True, timeout=900, capture=True: subprocess.CompletedProcess(argv, 0, "", "")
+    g["inspect"] = lambda ref, fmt: None
+    g["container"] = lambda plan, service: None
+    return loaded
 
 
 # ----------------------------------------------------------------------------- rebuild key
@@ -132,8 +139,8 @@ def plan_for(tmp_path):
 def test_a_rollback_restores_the_env_files_of_the_last_healthy_release(tmp_path, script):
     plan = plan_for(tmp_path)
     script["record_release"](plan)
-    live = Path(plan["dir"]) / "live"
-    assert oct(live.stat().st_mode & 0o777) == "0o700"
+    live = Path(plan["dir"]) / "stack"
+    assert live.is_symlink() and oct(live.stat().st_mode & 0o777) == "0o700"
     for path in plan["env_files"]:  # the next release's env files: a wrong token
         Path(path).write_text("INFLUXDB_TOKEN=wrong\n")
     target, images, ran = script["restore_release_files"](plan, str(live))
@@ -174,7 +181,7 @@ def test_a_hand_deployed_stack_is_recorded_from_compose_labels(tmp_path, script,
     assert record["source"] == f"running stack in {hand}" and record["services"] == ["data-api"]
     assert record["env_file"] == str(hand / ".env") and record["images"] == {"data-api": "ha-ingestor-data-api"}
     (hand / ".env").write_text("changed\n")
-    target, _, ran = script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))
+    target, _, ran = script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))
     assert (hand / ".env").read_text() == "INFLUXDB_TOKEN=hand\n"
     assert target["project_directory"] == str(hand) and target["compose_files"] == [str(hand / "docker-compose.yml")]
     assert ran == ["data-api"]
@@ -199,7 +206,7 @@ def test_a_stack_our_earlier_deploy_started_is_recorded_with_the_compose_files_i
     monkeypatch.setitem(g, "container", lambda plan, service: None)
     record = script["adopt_running_stack"](plan)
     assert record["source"] == "deploy (before release records)"
-    script["restore_release_files"](plan, str(Path(plan["dir"]) / "live"))
+    script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))
     assert compose.read_text() == "services: {running: 1}\n"
 
 
