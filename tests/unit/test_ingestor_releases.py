@@ -266,3 +266,38 @@ def test_the_deploy_adopts_the_earlier_record_once(monkeypatch):
         f"/o/bin/ingestor-release adopt /o/release.json '{json.dumps(META, sort_keys=True)}'"]
     assert commands(["/o/live/release.json", "/o/stack/release.json"]) == []  # adopted already
     assert commands([]) == []  # a fresh host, or one released by this code only
+
+
+def test_a_rollback_that_does_not_turn_healthy_puts_the_live_release_back(tmp_path, script):  # noqa: F811
+    """The release brought back fails its gate: the live release's files and image run
+    again, the live link and the history stay as they were, and the run fails."""
+    plan = full_plan(tmp_path)
+    g = script["release"].__globals__
+    images = {"ha-ingestor-data-api:latest": "sha256:one"}
+    calls = docker(g, images)
+    first = script["record_release"](plan, META)
+    env = Path(plan["env_files"][0])
+    env.write_text("INFLUXDB_TOKEN=second\n")
+    images["ha-ingestor-data-api:latest"] = "sha256:two"
+    second = script["record_release"](plan, META)
+    starts = []
+
+    def start_in_order(plan, migrate_first=True, only=None):
+        starts.append(images["ha-ingestor-data-api:latest"])
+        if len(starts) == 1:
+            raise script["Failed"]("not healthy after 1s: data-api: container health unhealthy")
+
+    g["start_in_order"] = start_in_order
+    try:
+        script["rollback_to"](plan, first, META)
+    except script["Failed"] as exc:
+        assert "not healthy" in str(exc) and f"release {second} runs again" in str(exc)
+    else:
+        raise AssertionError("a failed rollback passed")
+    assert starts == ["sha256:one", "sha256:two"]  # the first release tried, then the live one again
+    assert env.read_text() == "INFLUXDB_TOKEN=second\n" and images["ha-ingestor-data-api:latest"] == "sha256:two"
+    st = facts(plan["dir"])
+    assert st["components"]["stack"]["current"] == second
+    assert [e["action"] for e in st["history"]] == ["deploy", "deploy"]
+    assert calls  # docker was asked (tags), never a prune
+    assert not [c for c in calls if "prune" in c]
