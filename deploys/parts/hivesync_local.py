@@ -21,7 +21,7 @@ from pyinfra.operations import files
 
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import secret_file
+from deploys.operations import report_lines, secret_file
 from deploys.parts.compose import detected_cli, env_file_text
 from deploys.parts.generated_env import stack_env
 from deploys.parts.hivesync_stack import SERVICES, _local, backend_source, backend_url, backend_values, hivesync_env_spec
@@ -92,11 +92,7 @@ def local_status(data, services=SERVICES):
         lines.append(f"  health    {backend_url(data)}: {describe(health)}")
         for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
             lines.append(f"  deployed  {line}")
-    for line in lines:
-        host.log(line)
-    host.noop("status reported")
-    return
-    yield  # pragma: no cover  (a generator that yields nothing)
+    yield from report_lines(lines)
 
 
 def local_environment(data, ident: dict):
