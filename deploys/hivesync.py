@@ -90,6 +90,9 @@ from facts.system import MemAvailableMb, MemTotalMb
 
 logger = logging.getLogger("pyinfra")
 
+SECRET_SALT = "hivesync-worker-secret"  # in the workers' secret records (a change re-pushes every secret)
+LOCAL_HINT = dict(app="HiveSync", deploy_hint="make hivesync-local-up first")
+
 
 # ----------------------------------------------------------------------------- nginx / TLS
 
@@ -197,7 +200,7 @@ def local_docker(data):
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
     project, directory = data.hivesync_compose_project, data.hivesync_dir
     where = dict(project=project, directory=directory, compose_file=data.hivesync_compose_file,
-                 env_file=data.hivesync_env_file, services=SERVICES)
+                 env_file=data.hivesync_env_file, services=SERVICES, **LOCAL_HINT)
     if action == "status":
         local_status(name="Status", data=data)
         return
@@ -247,7 +250,8 @@ def local_dev(data):
     specs = dev_specs(data, venv, workers)
     project = data.hivesync_compose_project
     where = dict(project=project, directory=data.hivesync_dir, compose_file=data.hivesync_dev_compose_file,
-                 env_file=data.hivesync_env_file, services=DEV_SERVICES)
+                 env_file=data.hivesync_env_file, services=DEV_SERVICES, app="HiveSync local development",
+                 deploy_hint="make hivesync-local-up HS_TARGET=dev first")
     if action == "status":
         status_report(name="Status", specs=specs, mode="pidfile",
                       title=f"HiveSync local development ({data.hivesync_dev_checkout}; compose project {project})")
@@ -332,7 +336,8 @@ def workers(data):
                         digest=worker_digest(toml, sources), wrangler=wrangler, deploy_env=deploy_env)
         for name in data.hivesync_worker_secrets:
             wrangler_secret(name=f"wrangler secret put {name} ({worker})", worker=worker, directory=directory,
-                            secret_name=name, value=values[name], wrangler=wrangler, deploy_env=deploy_env)
+                            secret_name=name, value=values[name], wrangler=wrangler, deploy_env=deploy_env,
+                            salt=SECRET_SALT)
 
 
 def main(data):
