@@ -123,6 +123,7 @@ clean:  ## Remove the demo's hosts and state, the venv and caches (test-host ima
 # one (TO=<id or prefix> for another kept one), code and data.
 .PHONY: releases rollback
 RELEASE_DEPLOYS := youtube music
+RELEASE_DEPLOYS += hivesync
 RELEASES_ONLY = @[[ " $(RELEASE_DEPLOYS) " == *" $(DEPLOY) "* ]] || { echo "DEPLOY=$(DEPLOY) has no releases part yet (only: $(RELEASE_DEPLOYS))" >&2; exit 2; }
 
 releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)

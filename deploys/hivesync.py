@@ -74,13 +74,15 @@ from deploys.parts.health import external_https_check
 from deploys.parts.hivesync_config import check_config
 from deploys.parts.hivesync_local import (dev_dir, dev_environment, dev_layout, dev_specs, dev_worker_files, dev_workers,
                                           local_environment, local_layout, local_problems, local_status)
-from deploys.parts.hivesync_release import backup_before_release, gate_or_rollback
+from deploys.parts import releases
+from deploys.parts.hivesync_release import (COMPONENT, backup_before_release, gate_or_rollback, image_retagged,
+                                            release_meta, release_recorded, release_series)
 from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, _local, backend_image_step,
                                           backend_source, backend_url, deployed_record, dev_check, dev_compose,
                                           environment, render_compose, stack_check, status_script)
 from deploys.parts.hivesync_workers import render_wrangler_toml, worker_routes, worker_sources, workers_problems
 from deploys.parts.host_steps import wait_for_step
-from deploys.parts.local_machine import dev_venv, local_compose
+from deploys.parts.local_machine import Overlay, dev_venv, local_compose
 from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.procs import pid_process_running, pid_process_stopped, status_report
 from deploys.parts.tls import https_site
@@ -143,7 +145,9 @@ def server_preflight(data) -> None:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
 
 
-def server(data):
+def server(data, release: tuple[str, dict] | None = None):
+    """`release`: (action, meta) of a rollback (the image pinned by data); None: a deploy."""
+    action, meta = release or ("deploy", release_meta(data))
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
     # a build an earlier apply left running removes its upload when it ends: let it end first
@@ -179,10 +183,25 @@ def server(data):
         name="Backend healthy (final gate)", upgraded=lambda: False, timeout_s=data.hivesync_health_timeout_s,
         interval_s=data.health_interval_s, schema=False,
     )
-    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data)),
+    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data, meta)),
               dest=f"{data.hivesync_dir}/DEPLOYED", mode="644")
+    release_recorded(name=f"Release history: {meta['image']} live", root=data.hivesync_dir, meta=meta, action=action)
     if data.hivesync_external_check:
         external_check(data)
+
+
+def rollback(data, series: releases.Series, target: dict) -> None:
+    """`make rollback DEPLOY=hivesync [TO=id]`: the kept release's image (its recorded id
+    retagged), then the server role with that image pinned: backup, gate (a failing
+    target rolls back to what served), DEPLOYED and a `rollback` history line."""
+    rid = target["components"][COMPONENT]
+    meta = releases.read(series.root, list(series.names))["components"][COMPONENT]["releases"][rid]["meta"]
+    host.log(f"rolling the HiveSync backend back to release {target['id']} ({meta['image']}, deployed "
+             f"{target.get('at')}, commit {(meta.get('commit') or '-')[:12]})")
+    image_retagged(name=f"{meta['image']}: the image of release {target['id']}", image=meta["image"],
+                   image_id=meta.get("image_id"))
+    kept = {k: v for k, v in meta.items() if k != "image_id"}
+    server(Overlay(data, hivesync_backend_image=meta["image"]), release=("rollback", kept))
 
 
 # ----------------------------------------------------------------------------- local Docker (N.2.2)
@@ -340,8 +359,28 @@ def workers(data):
                             salt=SECRET_SALT)
 
 
+def release_actions(data) -> bool:
+    """`make releases` / `make rollback` (release_action): the server role's backend
+    images; other roles have none (nothing done there). False: a normal run."""
+    action = data.get("release_action")
+    if action in (None, ""):
+        return False
+    if action not in releases.RELEASE_ACTIONS:
+        raise ConfigError(f"release_action {action!r} is not one of {', '.join(releases.RELEASE_ACTIONS)}")
+    if data.hivesync_role not in (None, "", "server"):
+        host.noop(f"release_action={action}: the {data.hivesync_role} role has no releases (the server's backend has)")
+        return True
+    try:
+        return releases.release_action(action, release_series(data), data.get("release_to"),
+                                       lambda series, target: rollback(data, series, target))
+    except ConfigError as exc:
+        raise ConfigError(f"hivesync {exc}") from None
+
+
 def main(data):
     check_config(data)
+    if release_actions(data):
+        return
     if data.hivesync_role == "workstation":
         workers(data)
     elif data.hivesync_role == "local_docker":

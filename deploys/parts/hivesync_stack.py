@@ -94,11 +94,16 @@ def backend_image_step(data, directory: str, unit: str | None, where: str = "on 
         )
 
 
-def deployed_record(data) -> str:
-    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status)."""
+def deployed_record(data, meta: dict | None = None) -> str:
+    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status);
+    `meta`: a kept release's record (a rollback: the image is pinned, the source is not
+    what was built)."""
     source = backend_source(data)
     lines = [f"image {backend_image(data)}"]
-    if source is None:
+    if meta and meta.get("source"):
+        lines += [f"commit {meta.get('commit') or '-'}{'+dirty' if meta.get('dirty') else ''}",
+                  f"ref {meta.get('ref') or '-'}", f"source {meta['source']}"]
+    elif source is None:
         lines += ["commit - (a ready image: hivesync_backend_image)", "source -"]
     else:
         lines += [f"commit {source.commit or '-'}{'+dirty' if source.dirty else ''}",

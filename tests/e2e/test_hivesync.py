@@ -442,6 +442,38 @@ def test_a_source_change_rebuilds_under_a_new_tag_and_a_ref_goes_back_without_a_
     assert deployed(server)["commit"] == first and deployed(server)["ref"] == first
 
 
+def history(server) -> list[dict]:
+    return [json.loads(line) for line in server.exec("cat /opt/hivesync/releases/history.jsonl").stdout.splitlines()]
+
+
+def test_rollback_puts_the_previous_release_back_and_the_history_shows_it(server, checkout, data,
+                                                                           test_cluster):  # noqa: F811
+    """`make releases` / `make rollback DEPLOY=hivesync` (release_action): after the two
+    source releases above (the first one live again), the rollback goes back to the one
+    before it, the second: its image, health green, a `rollback` line; the same rollback
+    pinned by TO= then changes nothing."""
+    first, second = git(checkout, "rev-parse", "HEAD~1"), git(checkout, "rev-parse", "HEAD")
+    live = running_image(server)
+    assert deployed(server)["commit"] == first
+    listed = deploy(SERVER, {**data, "release_action": "releases"})
+    assert listed.changed == [], listed.changed
+    entries = {e["commit"]: e for e in history(server) if e.get("commit")}
+    assert set(entries) == {first, second}
+    assert f"* {entries[first]['id']}" in listed.output and f"  {entries[second]['id']}" in listed.output, \
+        listed.output[-3000:]
+    back = deploy(SERVER, {**data, "release_action": "rollback"})
+    assert back.did("Compose stack hivesync (backend, postgres, redis)"), back.changed
+    assert running_image(server) == entries[second]["image"] != live
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout == "sample source revision 2\n"
+    assert deployed(server)["commit"] == second
+    assert https(test_cluster, server, "/api/health").json()["ok"] is True
+    last = history(server)[-1]
+    assert last["action"] == "rollback" and last["id"] == entries[second]["id"] and last["from"] == entries[first]["id"]
+    assert server.exec("readlink /opt/hivesync/backend").stdout.strip() == f"releases/backend/{last['components']['backend']}"
+    again = deploy(SERVER, {**data, "release_action": "rollback", "release_to": entries[second]["id"]})
+    assert again.changed == [], again.changed
+
+
 # ----------------------------------------------------------------------------- Debian 12
 
 
