@@ -51,7 +51,6 @@ and the shared source_image, compose, docker_host, firewall, tls and procs.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from io import StringIO
 
@@ -66,7 +65,7 @@ from pyinfra.operations.util import any_changed
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import wait_until
-from deploys.parts import deploy_lock
+from deploys.parts import deploy_lock, releases
 from deploys.parts.compose import compose_check, compose_stack, fail_command
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall
@@ -74,19 +73,18 @@ from deploys.parts.health import external_https_check
 from deploys.parts.hivesync_config import check_config
 from deploys.parts.hivesync_local import (dev_dir, dev_environment, dev_layout, dev_specs, dev_worker_files, dev_workers,
                                           local_environment, local_layout, local_problems, local_status)
-from deploys.parts import releases
 from deploys.parts.hivesync_release import (COMPONENT, backup_before_release, gate_or_rollback, image_retagged,
                                             release_meta, release_recorded, release_series)
-from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, _local, backend_image_step,
+from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, backend_image_step,
                                           backend_source, backend_url, deployed_record, dev_check, dev_compose,
                                           environment, render_compose, stack_check, status_script)
-from deploys.parts.hivesync_workers import render_wrangler_toml, worker_routes, worker_sources, workers_problems
+from deploys.parts.hivesync_workers import stage_worker, worker_routes, workers_problems
 from deploys.parts.host_steps import wait_for_step
 from deploys.parts.local_machine import Overlay, dev_venv, local_compose
 from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.procs import pid_process_running, pid_process_stopped, status_report
 from deploys.parts.tls import https_site
-from deploys.parts.wrangler import npm_ci, r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
+from deploys.parts.wrangler import r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
 from facts.procs import Identity
 from facts.system import MemAvailableMb, MemTotalMb
 
@@ -338,16 +336,7 @@ def workers(data):
         if not spec.get("enabled", True):
             continue
         directory = f"{state_dir}/{worker}"
-        toml = render_wrangler_toml(data, worker)
-        sources = worker_sources(data, worker)
-        files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
-        for path, rel in sources:
-            files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
-        files.put(name=f"{worker}: wrangler.toml", src=StringIO(toml), dest=f"{directory}/wrangler.toml", mode="644")
-        lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
-        if lock.is_file():
-            npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
-                   lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest(), npm=data.hivesync_npm)
+        toml, sources, _ = stage_worker(data, worker, directory)
         if not worker_routes(spec) and not spec.get("crons"):
             logger.warning(f"worker {worker}: no routes and no cron triggers in hivesync_workers: deployed, "
                            "but nothing reaches it (workers_dev is off)")

@@ -52,13 +52,18 @@ GENERATED = {"POSTGRES_PASSWORD", "JWT_SECRET", "API_TOKEN_PEPPER", "SESSION_SEC
              "PREVIEW_TOKEN_SECRET", "PREVIEW_DEVICE_CONTEXT_SECRET", "LZ_WEBHOOK_SECRET"}
 
 
-@pytest.fixture(scope="module")
-def server(request, test_cluster, images):  # noqa: F811
-    host = module_host(request, test_cluster, SERVER, groups=["linode", "docker_host", "hivesync"],
-                       data={"hivesync_role": "server"}, docker=True, os="debian13")
+def linode(request, test_cluster, images, name: str, os: str):  # noqa: F811
+    """A Linode stand-in with the stand-in images loaded; the domain's record points at it."""
+    host = module_host(request, test_cluster, name, groups=["linode", "docker_host", "hivesync"],
+                       data={"hivesync_role": "server"}, docker=True, os=os)
     load_images(host, list(images.values()))
     test_cluster.set_record(DOMAIN, host.address)
     return host
+
+
+@pytest.fixture(scope="module")
+def server(request, test_cluster, images):  # noqa: F811
+    return linode(request, test_cluster, images, SERVER, "debian13")
 
 
 @pytest.fixture(scope="module")
@@ -484,11 +489,7 @@ SERVER12 = "hivesync-12"
 def server12(request, test_cluster, images):  # noqa: F811
     """A second Linode stand-in on Debian 12, for this class only (then removed): the
     domain's record moves to it (the Debian 13 server's tests are done)."""
-    host = module_host(request, test_cluster, SERVER12, groups=["linode", "docker_host", "hivesync"],
-                       data={"hivesync_role": "server"}, docker=True, os="debian12")
-    load_images(host, list(images.values()))
-    test_cluster.set_record(DOMAIN, host.address)
-    return host
+    return linode(request, test_cluster, images, SERVER12, "debian12")
 
 
 @pytest.fixture(scope="class")
