@@ -21,7 +21,8 @@ tables) that rolls back to the previous release when it fails (restoring the dum
 the failed release changed the database) -> nginx (HTTP -> HTTPS, /api/ with its prefix
 stripped, WebSocket, /internal denied, nothing else) + certbot -> final gate -> HTTPS
 checked from the machine running pyinfra -> <dir>/DEPLOYED (image, commit, ref: make
-hivesync-status). On a first deploy (nothing to roll back to)
+hivesync-status) -> the release's history line (`make releases DEPLOY=hivesync`; `make
+rollback DEPLOY=hivesync [TO=id]` runs this role with a kept image pinned). On a first deploy (nothing to roll back to)
 a failing gate lets nginx/TLS come up and the final gate fails the run.
 
 workstation (the operator's machine): refused (this host only, one message) until
