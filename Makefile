@@ -119,10 +119,11 @@ clean:  ## Remove the demo's hosts and state, the venv and caches (test-host ima
 	if [ -x $(PY) ]; then $(PY) -m tests.harness down --dir .hosts/demo; fi
 	rm -rf $(VENV) .pytest_cache .hosts/demo
 
-# Releases (deploys/parts/releases.py: youtube, music; ingestor host-side): list them, or go back to the previous
-# one (TO=<id or prefix> for another kept one), code and data.
+# Releases (deploys/parts/releases.py; ingestor and hivesync record theirs on the host in its
+# layout): list them, or go back to the previous one (TO=<id or prefix> for another kept one),
+# code and data.
 .PHONY: releases rollback
-RELEASE_DEPLOYS := youtube music ingestor
+RELEASE_DEPLOYS := youtube music ingestor hivesync
 RELEASES_ONLY = @[[ " $(RELEASE_DEPLOYS) " == *" $(DEPLOY) "* ]] || { echo "DEPLOY=$(DEPLOY) has no releases part yet (only: $(RELEASE_DEPLOYS))" >&2; exit 2; }
 
 releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)

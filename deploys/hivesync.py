@@ -21,7 +21,8 @@ tables) that rolls back to the previous release when it fails (restoring the dum
 the failed release changed the database) -> nginx (HTTP -> HTTPS, /api/ with its prefix
 stripped, WebSocket, /internal denied, nothing else) + certbot -> final gate -> HTTPS
 checked from the machine running pyinfra -> <dir>/DEPLOYED (image, commit, ref: make
-hivesync-status). On a first deploy (nothing to roll back to)
+hivesync-status) -> the release's history line (`make releases DEPLOY=hivesync`; `make
+rollback DEPLOY=hivesync [TO=id]` runs this role with a kept image pinned). On a first deploy (nothing to roll back to)
 a failing gate lets nginx/TLS come up and the final gate fails the run.
 
 workstation (the operator's machine): refused (this host only, one message) until
@@ -51,7 +52,6 @@ and the shared source_image, compose, docker_host, firewall, tls and procs.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from io import StringIO
 
@@ -66,7 +66,7 @@ from pyinfra.operations.util import any_changed
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import wait_until
-from deploys.parts import deploy_lock
+from deploys.parts import deploy_lock, releases
 from deploys.parts.compose import compose_check, compose_stack, fail_command
 from deploys.parts.docker_host import docker_host
 from deploys.parts.firewall import firewall
@@ -74,21 +74,25 @@ from deploys.parts.health import external_https_check
 from deploys.parts.hivesync_config import check_config
 from deploys.parts.hivesync_local import (dev_dir, dev_environment, dev_layout, dev_specs, dev_worker_files, dev_workers,
                                           local_environment, local_layout, local_problems, local_status)
-from deploys.parts.hivesync_release import backup_before_release, gate_or_rollback
-from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, _local, backend_image_step,
+from deploys.parts.hivesync_release import (COMPONENT, backup_before_release, gate_or_rollback, image_retagged,
+                                            release_meta, release_recorded, release_series)
+from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, backend_image_step,
                                           backend_source, backend_url, deployed_record, dev_check, dev_compose,
                                           environment, render_compose, stack_check, status_script)
-from deploys.parts.hivesync_workers import render_wrangler_toml, worker_routes, worker_sources, workers_problems
+from deploys.parts.hivesync_workers import stage_worker, worker_routes, workers_problems
 from deploys.parts.host_steps import wait_for_step
-from deploys.parts.local_machine import dev_venv, local_compose
+from deploys.parts.local_machine import Overlay, dev_venv, local_compose
 from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.procs import pid_process_running, pid_process_stopped, status_report
 from deploys.parts.tls import https_site
-from deploys.parts.wrangler import npm_ci, r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
+from deploys.parts.wrangler import r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
 from facts.procs import Identity
 from facts.system import MemAvailableMb, MemTotalMb
 
 logger = logging.getLogger("pyinfra")
+
+SECRET_SALT = "hivesync-worker-secret"  # in the workers' secret records (a change re-pushes every secret)
+LOCAL_HINT = dict(app="HiveSync", deploy_hint="make hivesync-local-up first")
 
 
 # ----------------------------------------------------------------------------- nginx / TLS
@@ -140,7 +144,9 @@ def server_preflight(data) -> None:
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
 
 
-def server(data):
+def server(data, release: tuple[str, dict] | None = None):
+    """`release`: (action, meta) of a rollback (the image pinned by data); None: a deploy."""
+    action, meta = release or ("deploy", release_meta(data))
     server_preflight(data)
     firewall(data.firewall_allow_tcp)
     # a build an earlier apply left running removes its upload when it ends: let it end first
@@ -176,10 +182,25 @@ def server(data):
         name="Backend healthy (final gate)", upgraded=lambda: False, timeout_s=data.hivesync_health_timeout_s,
         interval_s=data.health_interval_s, schema=False,
     )
-    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data)),
+    files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data, meta)),
               dest=f"{data.hivesync_dir}/DEPLOYED", mode="644")
+    release_recorded(name=f"Release history: {meta['image']} live", root=data.hivesync_dir, meta=meta, action=action)
     if data.hivesync_external_check:
         external_check(data)
+
+
+def rollback(data, series: releases.Series, target: dict) -> None:
+    """`make rollback DEPLOY=hivesync [TO=id]`: the kept release's image (its recorded id
+    retagged), then the server role with that image pinned: backup, gate (a failing
+    target rolls back to what served), DEPLOYED and a `rollback` history line."""
+    rid = target["components"][COMPONENT]
+    meta = releases.read(series.root, list(series.names))["components"][COMPONENT]["releases"][rid]["meta"]
+    host.log(f"rolling the HiveSync backend back to release {target['id']} ({meta['image']}, deployed "
+             f"{target.get('at')}, commit {(meta.get('commit') or '-')[:12]})")
+    image_retagged(name=f"{meta['image']}: the image of release {target['id']}", image=meta["image"],
+                   image_id=meta.get("image_id"))
+    kept = {k: v for k, v in meta.items() if k != "image_id"}
+    server(Overlay(data, hivesync_backend_image=meta["image"]), release=("rollback", kept))
 
 
 # ----------------------------------------------------------------------------- local Docker (N.2.2)
@@ -197,7 +218,7 @@ def local_docker(data):
         raise PreflightFailed(f"preflight failed on {host.name}: " + "; ".join(problems))
     project, directory = data.hivesync_compose_project, data.hivesync_dir
     where = dict(project=project, directory=directory, compose_file=data.hivesync_compose_file,
-                 env_file=data.hivesync_env_file, services=SERVICES)
+                 env_file=data.hivesync_env_file, services=SERVICES, **LOCAL_HINT)
     if action == "status":
         local_status(name="Status", data=data)
         return
@@ -247,7 +268,8 @@ def local_dev(data):
     specs = dev_specs(data, venv, workers)
     project = data.hivesync_compose_project
     where = dict(project=project, directory=data.hivesync_dir, compose_file=data.hivesync_dev_compose_file,
-                 env_file=data.hivesync_env_file, services=DEV_SERVICES)
+                 env_file=data.hivesync_env_file, services=DEV_SERVICES, app="HiveSync local development",
+                 deploy_hint="make hivesync-local-up HS_TARGET=dev first")
     if action == "status":
         status_report(name="Status", specs=specs, mode="pidfile",
                       title=f"HiveSync local development ({data.hivesync_dev_checkout}; compose project {project})")
@@ -315,16 +337,7 @@ def workers(data):
         if not spec.get("enabled", True):
             continue
         directory = f"{state_dir}/{worker}"
-        toml = render_wrangler_toml(data, worker)
-        sources = worker_sources(data, worker)
-        files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
-        for path, rel in sources:
-            files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
-        files.put(name=f"{worker}: wrangler.toml", src=StringIO(toml), dest=f"{directory}/wrangler.toml", mode="644")
-        lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
-        if lock.is_file():
-            npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
-                   lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest(), npm=data.hivesync_npm)
+        toml, sources, _ = stage_worker(data, worker, directory)
         if not worker_routes(spec) and not spec.get("crons"):
             logger.warning(f"worker {worker}: no routes and no cron triggers in hivesync_workers: deployed, "
                            "but nothing reaches it (workers_dev is off)")
@@ -332,11 +345,32 @@ def workers(data):
                         digest=worker_digest(toml, sources), wrangler=wrangler, deploy_env=deploy_env)
         for name in data.hivesync_worker_secrets:
             wrangler_secret(name=f"wrangler secret put {name} ({worker})", worker=worker, directory=directory,
-                            secret_name=name, value=values[name], wrangler=wrangler, deploy_env=deploy_env)
+                            secret_name=name, value=values[name], wrangler=wrangler, deploy_env=deploy_env,
+                            salt=SECRET_SALT)
+
+
+def release_actions(data) -> bool:
+    """`make releases` / `make rollback` (release_action): the server role's backend
+    images; other roles have none (nothing done there). False: a normal run."""
+    action = data.get("release_action")
+    if action in (None, ""):
+        return False
+    if action not in releases.RELEASE_ACTIONS:
+        raise ConfigError(f"release_action {action!r} is not one of {', '.join(releases.RELEASE_ACTIONS)}")
+    if data.hivesync_role not in (None, "", "server"):
+        host.noop(f"release_action={action}: the {data.hivesync_role} role has no releases (the server's backend has)")
+        return True
+    try:
+        return releases.release_action(action, release_series(data), data.get("release_to"),
+                                       lambda series, target: rollback(data, series, target))
+    except ConfigError as exc:
+        raise ConfigError(f"hivesync {exc}") from None
 
 
 def main(data):
     check_config(data)
+    if release_actions(data):
+        return
     if data.hivesync_role == "workstation":
         workers(data)
     elif data.hivesync_role == "local_docker":

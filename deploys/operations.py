@@ -15,7 +15,7 @@ from posixpath import basename
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, operation
 from pyinfra.context import state
-from pyinfra.facts.files import File, Sha256File
+from pyinfra.facts.files import File, FileContents, Sha256File
 from facts import prefetch
 
 
@@ -98,3 +98,20 @@ def wait_until(
     """
     if (message := poll_gate(check, description, timeout_s, interval_s)) is not None:
         yield fail_with(message)
+
+
+def recorded(path: str) -> str | None:
+    """The first line of a record file an operation keeps (a digest), or None: the fact
+    behind "do it again only when the digest changed"."""
+    lines = host.get_fact(FileContents, path=path)
+    return lines[0].strip() if lines else None
+
+
+def report_lines(lines: list[str], noop: str = "status reported"):
+    """The body of a status operation: each line logged, nothing changed. Use as
+    `yield from report_lines(lines)` in an @operation (it yields nothing)."""
+    for line in lines:
+        host.log(line)
+    host.noop(noop)
+    return
+    yield  # pragma: no cover  (a generator that yields nothing)

@@ -108,7 +108,10 @@ hivesync_backend_keep_images = 3
 hivesync_build_timeout_s = 3600
 # A ready image instead (a registry's, or one loaded by hand): no source, no build.
 hivesync_backend_image: str | None = None
-hivesync_postgres_image = "postgres:16"
+# Upstream's own compose (c5680a2 docker-compose.yml) runs postgres:15; the plan names no
+# version. A data volume only starts under the major version that made it: a stack that
+# already runs 16 keeps "postgres:16" here (pg_dump/restore to move between majors).
+hivesync_postgres_image = "postgres:15"
 hivesync_redis_image = "redis:7"
 # Named volumes (the plan's N.4.3: local persistence for postgres and redis).
 hivesync_postgres_volume = "hivesync_postgres_data"

@@ -8,27 +8,22 @@ worker with its .dev.vars) and their files.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shlex
-from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import HiddenValue, operation
 from pyinfra.context import state
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files
 
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import secret_file
-from deploys.parts.compose import detected_cli, env_file_text
-from deploys.parts.generated_env import stack_env
-from deploys.parts.hivesync_stack import SERVICES, _local, backend_source, backend_url, backend_values, hivesync_env_spec
-from deploys.parts.hivesync_workers import render_wrangler_toml, worker_sources
+from deploys.operations import report_lines, secret_file
+from deploys.parts.compose import detected_cli
+from deploys.parts.hivesync_stack import SERVICES, _local, backend_source, backend_url, backend_values, env_files
+from deploys.parts.hivesync_workers import enabled_workers, stage_worker
 from deploys.parts.local_machine import Overlay, expand_home, service_state
 from deploys.parts.procs import ProcSpec
-from deploys.parts.wrangler import npm_ci
 from facts.compose import ComposeServices
 from facts.hivesync import DockerServer
 from facts.http import HttpHealth, describe
@@ -92,23 +87,13 @@ def local_status(data, services=SERVICES):
         lines.append(f"  health    {backend_url(data)}: {describe(health)}")
         for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
             lines.append(f"  deployed  {line}")
-    for line in lines:
-        host.log(line)
-    host.noop("status reported")
-    return
-    yield  # pragma: no cover  (a generator that yields nothing)
+    yield from report_lines(lines)
 
 
 def local_environment(data, ident: dict):
     """.env.production (0600, the operator's) from user.env (data + .env) and the secrets
     generated once in <dir>/secrets/generated.env: the server's env, the local BASE_URL."""
-    spec = hivesync_env_spec(data)
-    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
-    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
-                       content=HiddenValue(env_file_text(backend_values(data))), user=ident["user"],
-                       group=ident["group"])
-    env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
-    return user, env
+    return env_files(data, "here", owner={"user": ident["user"], "group": ident["group"]})
 
 
 def dev_layout(data, home: str) -> Overlay:
@@ -163,12 +148,11 @@ def dev_specs(data, venv: str, workers: list[str]) -> list[ProcSpec]:
 def dev_workers(data) -> list[str]:
     """The enabled workers that have source; none (a warning) when the checkout has no
     workers folder (upstream c5680a2): the backend still runs."""
-    src = _local(data.hivesync_workers_src)
-    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    src, enabled, missing = enabled_workers(data)
     if src is None or not src.is_dir():
         logger.warning(f"no workers folder {src} (hivesync_workers_src): only the backend runs in dev mode")
         return []
-    if missing := [w for w in enabled if not (src / w).is_dir()]:
+    if missing:
         raise PreflightFailed(f"preflight failed on {host.name}: workers {', '.join(missing)} have no folder under "
                               f"{src}; disable them in hivesync_workers or add their source")
     return enabled
@@ -178,15 +162,7 @@ def dev_worker_files(data, worker: str, ident: dict) -> list:
     """Source, wrangler.toml ([env.dev]) and .dev.vars (the dev secrets, 0600): the
     operations whose change needs a restart of `wrangler dev`."""
     directory = f"{dev_dir(data)}/workers/{worker}"
-    files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
-    for path, rel in worker_sources(data, worker):
-        files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
-    toml = files.put(name=f"{worker}: wrangler.toml", src=StringIO(render_wrangler_toml(data, worker)),
-                     dest=f"{directory}/wrangler.toml", mode="644")
-    lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
-    if lock.is_file():
-        npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
-               lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest(), npm=data.hivesync_npm)
+    _, _, toml = stage_worker(data, worker, directory)
     values = secrets.get(list(data.hivesync_worker_secrets))
     text = "".join(f"{name}={values[name].unmask()}\n" for name in data.hivesync_worker_secrets)
     dev_vars = secret_file(name=f"{worker}: .dev.vars (dev secrets)", dest=f"{directory}/.dev.vars",
@@ -198,12 +174,5 @@ def dev_environment(data, ident: dict):
     """.env.dev (0600, the operator's): the server's settings with postgres and redis on
     their published loopback ports, the secrets generated once in <dir>/secrets (the
     database local Docker made keeps its password)."""
-    spec = hivesync_env_spec(data)
-    spec["user"] = f"{data.hivesync_secrets_dir}/user-dev.env"
-    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700")
-    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
-                       content=HiddenValue(env_file_text(backend_values(Overlay(
-                           data, hivesync_backend_env=dev_backend_env(data))))),
-                       user=ident["user"], group=ident["group"])
-    env = stack_env(name=f"{spec['target']} (generated once here + {spec['user']})", spec=spec)
-    return user, env
+    return env_files(data, "here", owner={"user": ident["user"], "group": ident["group"]}, user_env="user-dev.env",
+                     values=backend_values(Overlay(data, hivesync_backend_env=dev_backend_env(data))))

@@ -7,22 +7,34 @@ verified pg_dump of the live database, the compose and env files as they are, an
 fingerprint). After it: a health gate that, when the release fails, puts the previous
 image, compose and env files back and restores the dump only when the failed release
 changed the database; a first deploy (nothing to roll back to) can defer to a final gate.
+
+The built images (`src-<content>` tags, source_image keeps N) are a release series as
+operators see it (deploys/parts/releases.py `Series`): after the final gate a release
+passed, `release_recorded` writes <dir>/releases/backend/<id>/release.json (image, its id,
+commit, ref), points <dir>/backend at it and appends the history line, so `make releases
+DEPLOY=hivesync` lists them and `make rollback DEPLOY=hivesync [TO=id]` picks one; the
+deploy then retags the recorded image id (`image_retagged`) and runs the server role
+with that image pinned (backup, gate, roll back on failure, like any release).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shlex
 import time
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.context import state
 from pyinfra.facts.files import File, Sha256File
 
-from deploys.operations import poll
+from deploys.operations import poll_gate
+from deploys.parts import deploy_lock
 from deploys.parts.compose import detected_cli, fail_command
-from deploys.parts.hivesync_stack import CONTAINER, _psql, backend_image, backend_url, stack_check
+from deploys.parts.hivesync_stack import CONTAINER, _psql, backend_image, backend_source, backend_url, stack_check
+from deploys.parts.releases import (Series, app_id, current_components, history_entry, history_line, read,
+                                    release_id, release_path)
 from facts.hivesync import ContainerImage
 
 logger = logging.getLogger("pyinfra")
@@ -145,21 +157,17 @@ def rollback_command(data, reason: str) -> StringCommand:
 
 @operation(is_idempotent=True)
 def gate_or_rollback(upgraded, timeout_s: float, interval_s: float, defer: bool = False, schema: bool = True):
-    """Health gate; when it fails after this run changed the release, roll back.
+    """Health gate (operations.poll_gate); when it fails after this run changed the
+    release, roll back.
 
     With `defer`, a failure that has nothing to roll back to (the first deploy) does not
     stop the run here: nginx and TLS still come up, and the final gate fails the run.
     """
     data = host.data
     description = f"compose project {data.hivesync_compose_project}"
-    if not state.is_executing:
-        host.noop(f"{description}: checked when the deploy runs")
+    reason = poll_gate(stack_check(data, schema=schema), description, timeout_s, interval_s)
+    if reason is None:
         return
-    ok, observed = poll(stack_check(data, schema=schema), timeout_s, interval_s)
-    if ok:
-        host.noop(f"{description}: {observed}")
-        return
-    reason = f"{description}: not healthy after {timeout_s:g}s; last observed: {observed}"
     if upgraded() and host.get_fact(File, path=f"{data.hivesync_dir}/.previous-image"):
         yield rollback_command(data, reason)
         return
@@ -169,3 +177,83 @@ def gate_or_rollback(upgraded, timeout_s: float, interval_s: float, defer: bool 
         host.noop(f"{description}: not healthy yet (first deploy)")
         return
     yield fail_command(reason)
+
+
+# ----------------------------------------------------------------------------- the release series
+
+COMPONENT = "backend"  # <dir>/backend -> releases/backend/<id>
+
+
+def release_series(data) -> list[Series]:
+    return [Series("HiveSync backend", data.hivesync_dir, (COMPONENT,))]
+
+
+def release_rid(image: str) -> str:
+    """`<repo>:src-<hash12>` -> `<hash12>` (the content tag is the release id); a ready
+    image: a digest of its name."""
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    return tag[4:] if tag.startswith("src-") and len(tag) > 4 else release_id("image", image)
+
+
+def release_meta(data) -> dict:
+    """What the release record keeps: the image, the backend's commit (+dirty), ref and
+    checkout, who deployed and from which infra commit."""
+    source = backend_source(data)
+    infra, dirty = deploy_lock.git_revision()
+    meta = {"image": backend_image(data), "by": deploy_lock.operator(), "infra_commit": infra, "infra_dirty": dirty}
+    if source is not None:
+        meta.update(commit=source.commit, dirty=source.dirty, ref=source.ref, source=str(source.root))
+    return meta
+
+
+def record_script(root: str, rid: str, meta: dict, entry: dict) -> str:
+    """release.json (+ the image's id) and .complete, the live link switched with mv -T,
+    the history line; then release dirs whose image is gone (source_image pruned it)."""
+    q, d = shlex.quote, release_path(root, COMPONENT, rid)
+    json_of = "import json,sys; m=json.loads(sys.argv[1]); m['image_id']=sys.argv[2]; print(json.dumps(m, sort_keys=True))"
+    image_of = "import json,sys; print(json.load(open(sys.argv[1])).get('image_id') or '')"
+    return (
+        f"set -e; d={q(d)}; mkdir -p \"$d\"; "
+        f"id=$(docker image inspect --format '{{{{.Id}}}}' {q(meta['image'])}); "
+        f"python3 -c {q(json_of)} {q(json.dumps(meta, sort_keys=True))} \"$id\" > \"$d/release.json.tmp\"; "
+        f"mv \"$d/release.json.tmp\" \"$d/release.json\"; touch \"$d/.complete\"; "
+        f"ln -sfn {q(f'releases/{COMPONENT}/{rid}')} {q(f'{root}/.{COMPONENT}.new')}; "
+        f"mv -T {q(f'{root}/.{COMPONENT}.new')} {q(f'{root}/{COMPONENT}')}; "
+        f"{history_line(root, entry)}; "
+        f"for r in {q(f'{root}/releases/{COMPONENT}')}/*/; do r=${{r%/}}; [ \"$r\" = \"$d\" ] && continue; "
+        f"img=$(python3 -c {q(image_of)} \"$r/release.json\" 2>/dev/null || true); "
+        f"if [ -z \"$img\" ] || ! docker image inspect \"$img\" >/dev/null 2>&1; then rm -rf \"$r\"; "
+        f"echo \"release ${{r##*/}}: its image is gone, dropped from the kept releases\"; fi; done"
+    )
+
+
+@operation()
+def release_recorded(root: str, meta: dict, action: str = "deploy"):
+    """The release that passed the gates, live in the releases layout and last in the
+    history (`make releases`); nothing when it already is."""
+    rid = release_rid(meta["image"])
+    st = read(root, [COMPONENT])
+    before = current_components(st, [COMPONENT])
+    info = (st["components"].get(COMPONENT) or {}).get("releases", {}).get(rid) or {}
+    history = st.get("history") or []
+    if before[COMPONENT] == rid and info.get("complete") and history and \
+            history[-1].get("id") == app_id({COMPONENT: rid}):
+        host.noop(f"release {rid} ({meta['image']}) is live and recorded")
+        return
+    entry = history_entry({COMPONENT: rid}, before, action, meta)
+    yield StringCommand(record_script(root, rid, meta, entry))
+
+
+@operation()
+def image_retagged(image: str, image_id: str | None):
+    """A rollback's image name back on the image id its release recorded (a tag pruned
+    while its image survived, or a ready image's tag moved since)."""
+    wanted = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=image)["wanted_id"]
+    if image_id and wanted == image_id:
+        host.noop(f"{image} is {image_id[:19]}")
+        return
+    if not image_id:
+        yield fail_command(f"rollback: the release of {image} recorded no image id")
+        return
+    yield StringCommand("docker tag", QuoteString(image_id), QuoteString(image), "||", "{ echo",
+                        QuoteString(f"rollback: image {image_id} of {image} is gone from this host"), ">&2; exit 1; }")

@@ -94,11 +94,16 @@ def backend_image_step(data, directory: str, unit: str | None, where: str = "on 
         )
 
 
-def deployed_record(data) -> str:
-    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status)."""
+def deployed_record(data, meta: dict | None = None) -> str:
+    """<dir>/DEPLOYED: what serves now (written after the final gate; make hivesync-status);
+    `meta`: a kept release's record (a rollback: the image is pinned, the source is not
+    what was built)."""
     source = backend_source(data)
     lines = [f"image {backend_image(data)}"]
-    if source is None:
+    if meta and meta.get("source"):
+        lines += [f"commit {meta.get('commit') or '-'}{'+dirty' if meta.get('dirty') else ''}",
+                  f"ref {meta.get('ref') or '-'}", f"source {meta['source']}"]
+    elif source is None:
         lines += ["commit - (a ready image: hivesync_backend_image)", "source -"]
     else:
         lines += [f"commit {source.commit or '-'}{'+dirty' if source.dirty else ''}",
@@ -259,17 +264,26 @@ def hivesync_env_spec(data) -> dict:
     )
 
 
+def env_files(data, where: str, owner: dict | None = None, user_env: str = "user.env", values: dict | None = None):
+    """The env file the stack reads (every role): <secrets>/`user_env` (0600: data + the
+    secrets from .env, or `values`) and the target, its generated secrets made once
+    `where`. `owner`: the operator's user/group (local roles); None: root's, <dir> made too."""
+    spec = hivesync_env_spec(data)
+    spec["user"] = f"{data.hivesync_secrets_dir}/{user_env}"
+    as_root = {"user": "root", "group": "root"} if owner is None else {}
+    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, mode="700", **as_root)
+    if owner is None:
+        files.directory(name=data.hivesync_dir, path=data.hivesync_dir, mode="755", **as_root)
+    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
+                       content=HiddenValue(env_file_text(values if values is not None else backend_values(data))),
+                       **(owner or {}))
+    env = stack_env(name=f"{spec['target']} (generated once {where} + {spec['user']})", spec=spec)
+    return user, env
+
+
 @deploy("Environment file (.env.production)")
 def environment(data):
-    values = backend_values(data)
-    spec = hivesync_env_spec(data)
-    files.directory(name=data.hivesync_secrets_dir, path=data.hivesync_secrets_dir, user="root", group="root",
-                    mode="700")
-    files.directory(name=data.hivesync_dir, path=data.hivesync_dir, user="root", group="root", mode="755")
-    user = secret_file(name=f"{spec['user']} (data + secrets from .env)", dest=spec["user"],
-                       content=HiddenValue(env_file_text(values)))
-    env = stack_env(name=f"{spec['target']} (generated once on the host + {spec['user']})", spec=spec)
-    return user, env
+    return env_files(data, "on the host")
 
 
 # ----------------------------------------------------------------------------- checks a gate polls

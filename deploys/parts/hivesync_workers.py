@@ -6,12 +6,16 @@ wrangler operations themselves are in deploys/parts/wrangler.py.
 
 from __future__ import annotations
 
+import hashlib
+from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
+from pyinfra.operations import files
 
 from deploys.errors import ConfigError
 from deploys.parts.hivesync_stack import _local, base_url
+from deploys.parts.wrangler import npm_ci
 from deploys.templating import render
 from facts.http import HttpHealth, describe
 
@@ -73,15 +77,39 @@ def worker_sources(data, worker: str) -> list[tuple[Path, str]]:
             if p.is_file() and "node_modules" not in p.parts and not p.name.startswith(".env")]
 
 
+def enabled_workers(data) -> tuple[Path | None, list[str], list[str]]:
+    """(the workers folder, the enabled workers, the enabled ones without a folder there)."""
+    src = _local(data.hivesync_workers_src)
+    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    missing = [w for w in enabled if not (src / w).is_dir()] if src is not None and src.is_dir() else []
+    return src, enabled, missing
+
+
+def stage_worker(data, worker: str, directory: str) -> tuple[str, list[tuple[Path, str]], object]:
+    """A worker's source and wrangler.toml under `directory` (0700), `npm ci` when its
+    lockfile changed: (the toml, the sources, the toml's operation)."""
+    toml = render_wrangler_toml(data, worker)
+    sources = worker_sources(data, worker)
+    files.directory(name=f"{directory}/src", path=f"{directory}/src", mode="700")
+    for path, rel in sources:
+        files.put(name=f"{worker}: src/{rel}", src=str(path), dest=f"{directory}/src/{rel}", mode="644")
+    toml_op = files.put(name=f"{worker}: wrangler.toml", src=StringIO(toml), dest=f"{directory}/wrangler.toml",
+                        mode="644")
+    lock = _local(data.hivesync_workers_src) / worker / "package-lock.json"
+    if lock.is_file():
+        npm_ci(name=f"npm ci {worker} (when package-lock.json changed)", worker=worker, directory=directory,
+               lock_digest=hashlib.sha256(lock.read_bytes()).hexdigest(), npm=data.hivesync_npm)
+    return toml, sources, toml_op
+
+
 def workers_problems(data) -> list[str]:
     """Why the workers cannot be deployed from here now (prepare time, changes nothing)."""
     problems = []
-    src = _local(data.hivesync_workers_src)
-    enabled = [w for w, spec in data.hivesync_workers.items() if spec.get("enabled", True)]
+    src, _, missing = enabled_workers(data)
     if src is None or not src.is_dir():
         problems.append(f"no workers folder {src} (hivesync_workers_src): the HiveSync checkout has no Cloudflare "
                         "workers yet, so there is nothing to deploy from this machine; the server role is unaffected")
-    elif missing := [w for w in enabled if not (src / w).is_dir()]:
+    elif missing:
         problems.append(f"workers {', '.join(missing)} have no folder under {src} (hivesync_workers_src); "
                         "disable them in hivesync_workers or add their source")
     # The plan: SSL must succeed before Worker callbacks are allowed.

@@ -1,16 +1,19 @@
 """A stack on the operator's own machine (as the operator: no root, no systemd): the
 server's functions on a home-directory layout (`Overlay`), `~` expansion, compose start/
 stop of the deployed files, the status wording, and a venv that follows a checkout's
-requirements.txt. Used by hivesync's local roles (N.2.1, N.2.2).
+requirements.txt (python_env.venv_script, rebuilt when its digest changes). Used by
+hivesync's local roles (N.2.1, N.2.2).
 """
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import File
 
+from deploys.operations import recorded
 from deploys.parts.compose import cli_args, detected_cli, fail_command
+from deploys.parts.python_env import venv_script
 from facts.compose import ComposeServices
 
 
@@ -37,9 +40,11 @@ def expand_home(path: str, home: str) -> str:
 
 
 @operation()
-def local_compose(action: str, project: str, directory: str, compose_file: str, env_file: str, services):
+def local_compose(action: str, project: str, directory: str, compose_file: str, env_file: str, services,
+                  app: str = "the stack", deploy_hint: str = "deploy it first"):
     """`stop` (containers and volumes stay) or `start` (`up -d` of the deployed files):
-    nothing when every service already is as asked."""
+    nothing when every service already is as asked. Starting what was never deployed
+    fails with "`app` is not deployed ...: `deploy_hint`"."""
     cli = detected_cli() or "docker compose"
     compose_path = f"{directory}/{compose_file}"
     running = host.get_fact(ComposeServices, project=project)
@@ -52,8 +57,7 @@ def local_compose(action: str, project: str, directory: str, compose_file: str, 
         yield StringCommand("cd", QuoteString(directory), "&&", *args, "stop")
         return
     if not host.get_fact(File, path=compose_path):
-        yield fail_command(f"HiveSync is not deployed on this machine yet ({compose_path} is missing): "
-                           "make hivesync-local-up first")
+        yield fail_command(f"{app} is not deployed on this machine yet ({compose_path} is missing): {deploy_hint}")
         return
     if len(up) == len(list(services)):
         host.noop(f"compose project {project}: {len(up)} services running")
@@ -61,19 +65,19 @@ def local_compose(action: str, project: str, directory: str, compose_file: str, 
     yield StringCommand("cd", QuoteString(directory), "&&", *args, "up", "-d")
 
 
+STOPPED = ("exited", "dead", "created")  # no process: a health docker kept is stale
+
+
 def service_state(info: dict) -> str:
-    """`running (healthy)`; a stopped container: `exited (code 0)`, never its last health
-    (docker keeps `unhealthy` on a container it stopped)."""
+    """`running (healthy)`, `restarting (unhealthy)`, `paused (healthy)`; a stopped
+    container: `exited (code 0)`, never its last health (docker keeps `unhealthy` on a
+    container it stopped)."""
     state = info.get("state") or "not created"
-    if state == "running":
-        return state + (f" ({info['health']})" if info.get("health") else "")
-    return state + (f" (code {info['exit_code']})" if state == "exited" and info.get("exit_code") is not None else "")
-
-
-def recorded(path: str) -> str | None:
-    """The first line of a record file the operations here keep (a digest), or None."""
-    lines = host.get_fact(FileContents, path=path)
-    return lines[0].strip() if lines else None
+    if state == "exited" and info.get("exit_code") is not None:
+        return f"{state} (code {info['exit_code']})"
+    if state in STOPPED or not info.get("health"):
+        return state
+    return f"{state} ({info['health']})"
 
 
 @operation()
@@ -84,11 +88,6 @@ def dev_venv(venv: str, python: str, venv_args: list, requirements: str, digest:
     if recorded(record) == digest:
         host.noop(f"venv {venv} follows {requirements} ({digest[:12]})")
         return
-    log = f"{venv}.log"
-    yield StringCommand(
-        "rm -rf", QuoteString(venv), "&&", QuoteString(python), "-m venv", *[QuoteString(a) for a in venv_args],
-        QuoteString(venv), "&& {", QuoteString(f"{venv}/bin/pip"), "install --disable-pip-version-check",
-        *[QuoteString(a) for a in pip_args], "-r", QuoteString(requirements), ">", QuoteString(log), "2>&1",
-        "|| { tail -n 30", QuoteString(log), ">&2; echo", QuoteString(f"pip install -r {requirements} failed"),
-        ">&2; exit 1; }; } && echo", QuoteString(digest), ">", QuoteString(record),
-    )
+    script = venv_script(venv, python, requirements, list(pip_args), venv_args=list(venv_args),
+                         failure=f"pip install -r {requirements} failed")
+    yield StringCommand(f"{script} && echo {digest} >", QuoteString(record))

@@ -58,13 +58,16 @@ def venv_built(venv: str, python: str, requirements: str, pip_args: list[str], s
            else step(venv_script(venv, python, requirements, pip_args, resume=True)))
 
 
-def venv_script(venv: str, python: str, requirements: str, pip_args: list[str], resume: bool = False) -> str:
-    """The shell that builds `venv`; `resume`: nothing when an earlier run completed it."""
+def venv_script(venv: str, python: str, requirements: str, pip_args: list[str], resume: bool = False,
+                venv_args: list[str] = (), failure: str = "pip install failed: the live release keeps serving") -> str:
+    """The shell that builds `venv` (`python -m venv <venv_args>`); `resume`: nothing when
+    an earlier run completed it; `failure`: said after pip's last lines when it fails."""
     args = " ".join(q(a) for a in pip_args)
+    created = " ".join([q(python), "-m venv", *[q(a) for a in venv_args], q(venv)])
     build = (
-        f"rm -rf {q(venv)} && mkdir -p {q(venv.rsplit('/', 1)[0])} && {q(python)} -m venv {q(venv)} && "
+        f"rm -rf {q(venv)} && mkdir -p {q(venv.rsplit('/', 1)[0])} && {created} && "
         f"{{ {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check {args} -r {q(requirements)} > {q(venv + '.log')} 2>&1 "
-        f"|| {{ tail -n 30 {q(venv + '.log')} >&2; echo 'pip install failed: the live release keeps serving' >&2; exit 1; }}; }} && "
+        f"|| {{ tail -n 30 {q(venv + '.log')} >&2; echo {q(failure)} >&2; exit 1; }}; }} && "
         f"touch {q(venv + '/.complete')}"
     )
     if not resume:

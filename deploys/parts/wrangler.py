@@ -14,7 +14,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, operation
 
-from deploys.parts.local_machine import recorded
+from deploys.operations import recorded
 from facts.hivesync import R2Buckets
 
 
@@ -25,9 +25,10 @@ def worker_digest(toml: str, sources: list[tuple[Path, str]]) -> str:
     return digest.hexdigest()
 
 
-def secret_digest(worker: str, name: str, value: str) -> str:
-    """What the local record keeps of a pushed secret (never the value itself)."""
-    return hashlib.sha256(f"hivesync-worker-secret\0{worker}\0{name}\0{value}".encode()).hexdigest()
+def secret_digest(worker: str, name: str, value: str, salt: str) -> str:
+    """What the local record keeps of a pushed secret (never the value itself); `salt`
+    names the application, so equal values of two apps' secrets record differently."""
+    return hashlib.sha256(f"{salt}\0{worker}\0{name}\0{value}".encode()).hexdigest()
 
 
 def wrangler_argv(wrangler: str, *args: str) -> list:
@@ -68,10 +69,10 @@ def wrangler_deploy(worker: str, directory: str, digest: str, wrangler: str, dep
 
 @operation()
 def wrangler_secret(worker: str, directory: str, secret_name: str, value: HiddenValue, wrangler: str,
-                    deploy_env: str):
+                    deploy_env: str, salt: str):
     """`wrangler secret put NAME --env <env>`, the value on stdin from a 0600 file that is
     removed right after; a digest (not the value) records what was pushed."""
-    digest = secret_digest(worker, secret_name, value.unmask())
+    digest = secret_digest(worker, secret_name, value.unmask(), salt)
     record = f"{directory}/.secrets/{secret_name}.sha256"
     if recorded(record) == digest:
         host.noop(f"worker {worker}: secret {secret_name} is up to date")

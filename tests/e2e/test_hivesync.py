@@ -5,8 +5,9 @@ No registry and no Cloudflare account are reachable here, so:
   upstream c5680a2 where the deploy touches it (root routes, /health, create_all, no
   Alembic, `uvicorn ... --port 4000`), Debian's redis-server; the Archon tests' PostgreSQL stand-in), loaded into a
   Docker-in-Docker host that plays the Linode: Debian 13 (its engine 26 and compose v2
-  from Debian's own packages) stands in for the plan's Ubuntu 22.04 through test data; no
-  Ubuntu archive is reachable here, and the other Docker deploys' tests cover Debian 12;
+  from Debian's own packages) stands in for the plan's Ubuntu 22.04 through test data (no
+  Ubuntu archive is reachable here); at the end a Debian 12 host (engine 20.10 + the
+  compose v2 plugin) runs the server role's core checks too (TestServerOnDebian12);
 - the workstation is a second disposable host running a stand-in `wrangler`
   (tests/apps/hivesync/wrangler) that records argv + stdin and validates the toml it gets.
   Real Cloudflare is NOT exercised.
@@ -51,13 +52,18 @@ GENERATED = {"POSTGRES_PASSWORD", "JWT_SECRET", "API_TOKEN_PEPPER", "SESSION_SEC
              "PREVIEW_TOKEN_SECRET", "PREVIEW_DEVICE_CONTEXT_SECRET", "LZ_WEBHOOK_SECRET"}
 
 
-@pytest.fixture(scope="module")
-def server(request, test_cluster, images):  # noqa: F811
-    host = module_host(request, test_cluster, SERVER, groups=["linode", "docker_host", "hivesync"],
-                       data={"hivesync_role": "server"}, docker=True, os="debian13")
+def linode(request, test_cluster, images, name: str, os: str):  # noqa: F811
+    """A Linode stand-in with the stand-in images loaded; the domain's record points at it."""
+    host = module_host(request, test_cluster, name, groups=["linode", "docker_host", "hivesync"],
+                       data={"hivesync_role": "server"}, docker=True, os=os)
     load_images(host, list(images.values()))
     test_cluster.set_record(DOMAIN, host.address)
     return host
+
+
+@pytest.fixture(scope="module")
+def server(request, test_cluster, images):  # noqa: F811
+    return linode(request, test_cluster, images, SERVER, "debian13")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +78,7 @@ def workstation(request, test_cluster, server):  # noqa: F811
 
 def server_data(images, server, test_cluster, checkout, **extra) -> dict:  # noqa: F811
     return {
-        "supported_os": {"debian": ["13"], "ubuntu": ["22.04"]},
+        "supported_os": {"debian": ["12", "13"], "ubuntu": ["22.04"]},
         "hivesync_domain": DOMAIN,
         **stack_data(images, checkout),
         "nginx_listen_ipv6": False,
@@ -439,3 +445,92 @@ def test_a_source_change_rebuilds_under_a_new_tag_and_a_ref_goes_back_without_a_
     assert not [n for n in back.changed if "Backend image built" in n], back.changed
     assert running_image(server) == f"hivesync-backend:{old_tag}"
     assert deployed(server)["commit"] == first and deployed(server)["ref"] == first
+
+
+def history(server) -> list[dict]:
+    return [json.loads(line) for line in server.exec("cat /opt/hivesync/releases/history.jsonl").stdout.splitlines()]
+
+
+def test_rollback_puts_the_previous_release_back_and_the_history_shows_it(server, checkout, data,
+                                                                           test_cluster):  # noqa: F811
+    """`make releases` / `make rollback DEPLOY=hivesync` (release_action): after the two
+    source releases above (the first one live again), the rollback goes back to the one
+    before it, the second: its image, health green, a `rollback` line; the same rollback
+    pinned by TO= then changes nothing."""
+    first, second = git(checkout, "rev-parse", "HEAD~1"), git(checkout, "rev-parse", "HEAD")
+    live = running_image(server)
+    assert deployed(server)["commit"] == first
+    listed = deploy(SERVER, {**data, "release_action": "releases"})
+    assert listed.changed == [], listed.changed
+    entries = {e["commit"]: e for e in history(server) if e.get("commit")}
+    assert set(entries) == {first, second}
+    assert f"* {entries[first]['id']}" in listed.output and f"  {entries[second]['id']}" in listed.output, \
+        listed.output[-3000:]
+    back = deploy(SERVER, {**data, "release_action": "rollback"})
+    assert back.did("Compose stack hivesync (backend, postgres, redis)"), back.changed
+    assert running_image(server) == entries[second]["image"] != live
+    assert server.exec("docker exec hivesync-backend cat /app/backend/app/REVISION").stdout == "sample source revision 2\n"
+    assert deployed(server)["commit"] == second
+    assert https(test_cluster, server, "/api/health").json()["ok"] is True
+    last = history(server)[-1]
+    assert last["action"] == "rollback" and last["id"] == entries[second]["id"] and last["from"] == entries[first]["id"]
+    assert server.exec("readlink /opt/hivesync/backend").stdout.strip() == f"releases/backend/{last['components']['backend']}"
+    again = deploy(SERVER, {**data, "release_action": "rollback", "release_to": entries[second]["id"]})
+    assert again.changed == [], again.changed
+
+
+# ----------------------------------------------------------------------------- Debian 12
+
+
+SERVER12 = "hivesync-12"
+
+
+@pytest.fixture(scope="class")
+def server12(request, test_cluster, images):  # noqa: F811
+    """A second Linode stand-in on Debian 12, for this class only (then removed): the
+    domain's record moves to it (the Debian 13 server's tests are done)."""
+    return linode(request, test_cluster, images, SERVER12, "debian12")
+
+
+@pytest.fixture(scope="class")
+def data12(images, server12, test_cluster, checkout):  # noqa: F811
+    return server_data(images, server12, test_cluster, checkout)
+
+
+@pytest.fixture(scope="class")
+def first_run12(server12, data12):
+    return deploy(SERVER12, data12)
+
+
+class TestServerOnDebian12:
+    """The server role's core on Debian 12 (the full set runs on Debian 13 above): a fresh
+    apply, a second with 0 changes, units and containers, HTTPS through nginx, the ports
+    seen from a second host."""
+
+    def test_fresh_apply_then_a_second_changes_nothing(self, server12, data12, first_run12):
+        assert server12.exec(". /etc/os-release; echo $VERSION_ID").stdout.strip() == "12"
+        assert first_run12.did("Compose stack hivesync (backend, postgres, redis)"), first_run12.changed
+        second = deploy(SERVER12, data12)
+        assert second.changed == [], second.changed
+
+    def test_units_and_containers(self, server12, first_run12):
+        testinfra = server12.testinfra()
+        for unit in ("docker", "nginx"):
+            service = testinfra.service(unit)
+            assert service.is_running and service.is_enabled, unit
+        states = server12.exec("docker ps -a --filter label=com.docker.compose.project=hivesync "
+                               "--format '{{.Names}} {{.Status}}'").stdout.splitlines()
+        assert sorted(line.split(" ", 1)[0] for line in states) == ["hivesync-backend", "hivesync-postgres",
+                                                                      "hivesync-redis"], states
+        assert all("Up " in line and "(healthy)" in line for line in states), states
+        [tag] = backend_tags(server12)
+        assert running_image(server12) == f"hivesync-backend:{tag}" and tag.startswith("src-")
+
+    def test_https_health_and_the_ports_from_a_second_host(self, server12, workstation, test_cluster, first_run12):  # noqa: F811
+        health = https(test_cluster, server12, "/api/health")
+        assert health.status_code == 200 and health.json()["ok"] is True
+        assert https(test_cluster, server12, "/docs").status_code == 404
+        assert sorted(open_tcp_ports(workstation, server12.address)) == [22, 80, 443]
+        sockets = parse_ss(server12.exec("ss -H -tulnp").stdout.splitlines())
+        for port in (4000, 5432, 6379):
+            assert is_loopback_only(sockets, port, "tcp"), [s for s in sockets if s["port"] == port]

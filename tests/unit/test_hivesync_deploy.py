@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploys import hivesync, secrets
-from deploys.parts import hivesync_release, hivesync_stack, wrangler
+from deploys.parts import hivesync_config, hivesync_release, hivesync_stack, hivesync_workers, wrangler
 from deploys.errors import ConfigError, SecretsMissing
 from deploys.parts.nginx import render_site
 from deploys.parts.preflight import memory_problems
@@ -51,7 +51,7 @@ def data(**overrides):
 
 
 def test_defaults_are_valid():
-    hivesync.check_config(data())
+    hivesync_config.check_config(data())
 
 
 def test_every_variable_of_the_plan_is_data_a_secret_or_generated():
@@ -84,7 +84,7 @@ def test_the_linode_is_ubuntu_2204_with_2gb_and_the_plans_firewall():
 
 def test_every_config_problem_is_reported_together():
     with pytest.raises(ConfigError) as err:
-        hivesync.check_config(data(hivesync_bind_address="0.0.0.0", hivesync_backend_port=443,
+        hivesync_config.check_config(data(hivesync_bind_address="0.0.0.0", hivesync_backend_port=443,
                                    hivesync_backend_env={**data().hivesync_backend_env, "JWT_SECRET": "x"},
                                    firewall_allow_tcp=["ssh"], hivesync_domain="not a name"))
     text = str(err.value)
@@ -92,7 +92,7 @@ def test_every_config_problem_is_reported_together():
                  "'ssh' is not PORT", "not a DNS name"):
         assert part in text, part
     with pytest.raises(ConfigError, match="hivesync_role 'laptop' is not one of"):
-        hivesync.check_config(data(hivesync_role="laptop"))
+        hivesync_config.check_config(data(hivesync_role="laptop"))
 
 
 def test_missing_and_placeholder_secrets_are_named_in_one_message():
@@ -133,7 +133,7 @@ def test_one_port_setting_drives_the_command_the_container_and_the_healthcheck()
 
 def test_port_command_and_path_knobs_that_would_drift_are_refused():
     with pytest.raises(ConfigError) as err:
-        hivesync.check_config(data(hivesync_backend_command=["uvicorn", "x:app", "--port", "4000"],
+        hivesync_config.check_config(data(hivesync_backend_command=["uvicorn", "x:app", "--port", "4000"],
                                    hivesync_backend_env={**data().hivesync_backend_env, "PORT": 4000},
                                    hivesync_public_health_path="/health", hivesync_missing_tables="maybe",
                                    hivesync_migrations="flyway"))
@@ -142,8 +142,8 @@ def test_port_command_and_path_knobs_that_would_drift_are_refused():
                  "hivesync_missing_tables 'maybe'", "hivesync_migrations 'flyway'"):
         assert part in text, part
     with pytest.raises(ConfigError, match="needs hivesync_backend_command"):
-        hivesync.check_config(data(hivesync_backend_command=None, hivesync_backend_port=5000))
-    hivesync.check_config(data(hivesync_backend_command=None))  # the image's CMD on 4000
+        hivesync_config.check_config(data(hivesync_backend_command=None, hivesync_backend_port=5000))
+    hivesync_config.check_config(data(hivesync_backend_command=None))  # the image's CMD on 4000
 
 
 def test_compose_v2_accepts_the_rendered_file(tmp_path):
@@ -153,7 +153,7 @@ def test_compose_v2_accepts_the_rendered_file(tmp_path):
     shutil.copy(_compose_v2_binary(), binary)
     binary.chmod(0o755)
     compose = tmp_path / "docker-compose.yml"
-    compose.write_text(hivesync.render_compose(data()))
+    compose.write_text(hivesync_stack.render_compose(data()))
     (tmp_path / ".env.production").write_text("POSTGRES_PASSWORD=pw\nJWT_SECRET=x\n")
     out = subprocess.run([str(binary), "-p", "hivesync", "-f", str(compose), "--env-file",
                           str(tmp_path / ".env.production"), "config", "--format", "json"],
@@ -186,7 +186,7 @@ def test_nginx_vhost_publishes_api_without_prefix_and_websocket_only_and_denies_
 
 
 def test_wrangler_toml_has_both_envs_the_r2_binding_and_the_callback_url():
-    text = hivesync.render_wrangler_toml(data(hivesync_domain="api.hivesync.dev"), "preview_builder")
+    text = hivesync_workers.render_wrangler_toml(data(hivesync_domain="api.hivesync.dev"), "preview_builder")
     config = tomllib.loads(text)
     assert config["name"] == "hivesync-preview-builder" and config["main"] == "src/index.js"
     assert set(config["env"]) == {"dev", "production"}
@@ -204,7 +204,7 @@ def test_wrangler_toml_has_both_envs_the_r2_binding_and_the_callback_url():
 def test_stand_in_wrangler_validates_the_rendered_toml(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.js").write_text("export default {}")
-    (tmp_path / "wrangler.toml").write_text(hivesync.render_wrangler_toml(data(), "ai_docs_processor"))
+    (tmp_path / "wrangler.toml").write_text(hivesync_workers.render_wrangler_toml(data(), "ai_docs_processor"))
     log = tmp_path / "log.jsonl"
     env = {"WRANGLER_STANDIN_LOG": str(log), "PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, str(APPS / "wrangler"), "deploy", "--config", "wrangler.toml", "--env",
@@ -219,12 +219,13 @@ def test_stand_in_wrangler_validates_the_rendered_toml(tmp_path):
 def test_worker_digest_follows_source_and_config(tmp_path):
     src = tmp_path / "index.js"
     src.write_text("a")
-    first = hivesync.worker_digest("toml", [(src, "index.js")])
-    assert first == hivesync.worker_digest("toml", [(src, "index.js")])
-    assert first != hivesync.worker_digest("toml2", [(src, "index.js")])
+    first = wrangler.worker_digest("toml", [(src, "index.js")])
+    assert first == wrangler.worker_digest("toml", [(src, "index.js")])
+    assert first != wrangler.worker_digest("toml2", [(src, "index.js")])
     src.write_text("b")
-    assert first != hivesync.worker_digest("toml", [(src, "index.js")])
-    assert "secret" not in wrangler.secret_digest("w", "N", "secret")
+    assert first != wrangler.worker_digest("toml", [(src, "index.js")])
+    assert "secret" not in wrangler.secret_digest("w", "N", "secret", "app")
+    assert wrangler.secret_digest("w", "N", "secret", "app") != wrangler.secret_digest("w", "N", "secret", "other")
 
 
 def test_container_image_fact():
@@ -284,7 +285,7 @@ def test_workstation_config_needs_no_server_knobs():
     for group in ("all", "local", "hivesync"):
         values.update({k: v for k, v in runpy.run_path(str(REPO / f"group_data/{group}.py")).items()
                        if not k.startswith("_")})
-    hivesync.check_config(StrictData({**values, "hivesync_role": "workstation"}))
+    hivesync_config.check_config(StrictData({**values, "hivesync_role": "workstation"}))
 
 
 def test_backup_records_what_a_rollback_needs_and_rollback_restores_only_when_the_database_changed(monkeypatch):

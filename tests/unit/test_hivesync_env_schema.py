@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploys import hivesync, settings
+from deploys import settings
 from deploys.parts import hivesync_config, hivesync_stack, hivesync_workers
 from deploys.env_schema import BACKEND, WORKERS, Var, env_problems, var_problem
 from deploys.errors import ConfigError
@@ -64,7 +64,7 @@ def test_the_deploy_checks_the_effective_model_list_and_the_workers_variables(mo
     assert "hivesync_backend_env: AI_MODEL 'gpt-4.1' is not one of hivesync_ai_models (gpt-4o)" in problems
     assert "worker variables [env.production]: AI_MODEL 'gpt-4.1'" in problems
     with pytest.raises(ConfigError, match="AI_MODEL 'gpt-4.1' is not one of"):
-        hivesync.check_config(data(hivesync_ai_models=["gpt-4o"]))
+        hivesync_config.check_config(data(hivesync_ai_models=["gpt-4o"]))
     # the dev worker talks to a local http backend: allowed even in production
     assert not [p for p in hivesync_config.schema_problems(data()) if "[env.dev]" in p]
 

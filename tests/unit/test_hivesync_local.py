@@ -4,8 +4,7 @@ captured `docker version` output."""
 
 import pytest
 
-from deploys import hivesync
-from deploys.parts import hivesync_local, hivesync_stack, hivesync_workers, local_machine
+from deploys.parts import hivesync_config, hivesync_local, hivesync_stack, hivesync_workers, local_machine
 from deploys.errors import ConfigError
 from facts.hivesync import DockerServer, parse_docker_server
 from tests.unit.test_hivesync_deploy import data
@@ -18,9 +17,9 @@ def local(**overrides):
 def test_local_docker_runs_the_servers_stack_definition():
     """The same services, images, volumes, healthchecks, loopback ports and command: only
     where the files live differs (the compose file is byte-for-byte the server's)."""
-    server, laptop = data(), hivesync.local_layout(local(), "/home/dev")
+    server, laptop = data(), hivesync_local.local_layout(local(), "/home/dev")
     assert hivesync_stack.stack(laptop) == hivesync_stack.stack(server)
-    assert hivesync.render_compose(laptop) == hivesync.render_compose(server)
+    assert hivesync_stack.render_compose(laptop) == hivesync_stack.render_compose(server)
     assert laptop.hivesync_dir == "/home/dev/.local/share/hivesync"
     assert laptop.hivesync_secrets_dir == "/home/dev/.local/share/hivesync/secrets"
     spec = hivesync_stack.hivesync_env_spec(laptop)
@@ -43,13 +42,13 @@ def test_local_base_url_is_the_loopback_backend_unless_set():
 
 
 def test_local_knobs_are_checked():
-    hivesync.check_config(local())
+    hivesync_config.check_config(local())
     with pytest.raises(ConfigError) as bad:
-        hivesync.check_config(local(hivesync_local_action="restart", hivesync_local_base_url="ftp://x"))
+        hivesync_config.check_config(local(hivesync_local_action="restart", hivesync_local_base_url="ftp://x"))
     assert "hivesync_local_action 'restart' is not one of ('deploy', 'start', 'stop', 'status')" in str(bad.value)
     assert "hivesync_local_base_url 'ftp://x' is not an http(s) URL" in str(bad.value)
     with pytest.raises(ConfigError, match="hivesync_role 'laptop' is not one of"):
-        hivesync.check_config(data(hivesync_role="laptop"))
+        hivesync_config.check_config(data(hivesync_role="laptop"))
 
 
 def test_home_expansion():
@@ -83,19 +82,19 @@ def test_docker_server_fact_tells_ready_denied_down_and_missing():
 
 
 def dev(**overrides):
-    return hivesync.dev_layout(data(hivesync_role="local_dev", **overrides), "/home/dev")
+    return hivesync_local.dev_layout(data(hivesync_role="local_dev", **overrides), "/home/dev")
 
 
 def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_the_checkout():
     d = dev(hivesync_dev_checkout="~/src/hivesync")
     server = hivesync_stack.stack(data())["services"]
-    text = hivesync.dev_compose(d)
+    text = hivesync_stack.dev_compose(d)
     assert text.count('image: "') == 2 and "hivesync-backend" not in text.split("\n", 3)[-1]
     document = hivesync_stack.stack(d)
     assert {k: v for k, v in document["services"].items() if k != "backend"} == \
         {k: v for k, v in server.items() if k != "backend"}
     assert d.hivesync_dev_checkout == "/home/dev/src/hivesync"
-    assert hivesync.dev_dir(d) == "/home/dev/.local/share/hivesync/dev"
+    assert hivesync_local.dev_dir(d) == "/home/dev/.local/share/hivesync/dev"
     assert hivesync_stack.hivesync_env_spec(d)["target"] == "/home/dev/.local/share/hivesync/.env.dev"
     env = hivesync_local.dev_backend_env(d)
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["REDIS_HOST"], env["REDIS_PORT"]) == \
@@ -105,7 +104,7 @@ def test_dev_runs_postgres_and_redis_of_the_servers_stack_and_the_backend_from_t
 
 def test_dev_processes_backend_from_the_venv_and_one_wrangler_dev_per_worker():
     d = dev(hivesync_dev_checkout="/srv/my hivesync")
-    backend, first, second = hivesync.dev_specs(d, "/home/dev/.local/share/hivesync/dev/venv", ["a_worker", "b"])
+    backend, first, second = hivesync_local.dev_specs(d, "/home/dev/.local/share/hivesync/dev/venv", ["a_worker", "b"])
     assert backend.command == ("/home/dev/.local/share/hivesync/dev/venv/bin/uvicorn backend.app.main:app "
                                "--host 127.0.0.1 --port 4000 --reload")
     assert backend.cwd == "/srv/my hivesync" and backend.port == 4000
@@ -118,9 +117,9 @@ def test_dev_processes_backend_from_the_venv_and_one_wrangler_dev_per_worker():
 
 
 def test_dev_knobs_are_checked():
-    hivesync.check_config(data(hivesync_role="local_dev"))
+    hivesync_config.check_config(data(hivesync_role="local_dev"))
     with pytest.raises(ConfigError) as bad:
-        hivesync.check_config(data(hivesync_role="local_dev", hivesync_redis_port=None,
+        hivesync_config.check_config(data(hivesync_role="local_dev", hivesync_redis_port=None,
                                    hivesync_dev_backend_cmd=["uvicorn", "--port", "4000"]))
     assert "hivesync_postgres_port and hivesync_redis_port must be published" in str(bad.value)
     assert "hivesync_dev_backend_cmd ['uvicorn', '--port', '4000'] must be a list of strings passing {port}" \

@@ -14,7 +14,12 @@ def test_a_stopped_service_shows_its_exit_not_its_last_health():
     # docker keeps "unhealthy" on a container it stopped: not shown
     assert local_machine.service_state({"state": "exited", "health": "unhealthy", "exit_code": 0}) == "exited (code 0)"
     assert local_machine.service_state({"state": "exited", "health": "unhealthy", "exit_code": None}) == "exited"
+    assert local_machine.service_state({"state": "dead", "health": "unhealthy"}) == "dead"
+    assert local_machine.service_state({"state": "created", "health": "starting"}) == "created"
     assert local_machine.service_state({}) == "not created"
+    # a process still there: its health means something
+    assert local_machine.service_state({"state": "restarting", "health": "unhealthy"}) == "restarting (unhealthy)"
+    assert local_machine.service_state({"state": "paused", "health": "healthy"}) == "paused (healthy)"
 
 
 def test_a_passing_gate_shows_the_missing_plan_tables_as_a_warning(monkeypatch, caplog):
@@ -63,7 +68,8 @@ def compose_commands(monkeypatch, action, running, deployed=True):
     monkeypatch.setattr(compose, "host", fake)
     commands = [c.get_raw_value() for c in local_machine.local_compose._inner(
         action=action, project="hivesync", directory="/home/dev/hs", compose_file="docker-compose.yml",
-        env_file=".env.production", services=("backend", "postgres", "redis"))]
+        env_file=".env.production", services=("backend", "postgres", "redis"), app="HiveSync",
+        deploy_hint="make hivesync-local-up first")]
     return commands, fake.noops
 
 
@@ -77,4 +83,22 @@ def test_local_stop_and_start_change_nothing_when_already_so(monkeypatch):
     [start], _ = compose_commands(monkeypatch, "start", {**up, "backend": down["backend"]})
     assert start.endswith("up -d")
     [refused], _ = compose_commands(monkeypatch, "start", {}, deployed=False)
-    assert "is not deployed on this machine yet" in refused
+    assert "HiveSync is not deployed on this machine yet (/home/dev/hs/docker-compose.yml is missing): " \
+           "make hivesync-local-up first" in refused
+
+
+def test_the_dev_venv_is_python_envs_script_with_its_options_and_the_digest_recorded_last(monkeypatch):
+    from deploys import operations
+    class Fake:
+        def get_fact(self, *args, **kwargs):
+            return None
+
+    monkeypatch.setattr(operations, "host", Fake())
+    [command] = list(local_machine.dev_venv._inner(venv="/h/dev/venv", python="python3",
+                                                   venv_args=["--system-site-packages"],
+                                                   requirements="/h/src/requirements.txt", digest="d" * 64,
+                                                   pip_args=["--no-index"]))
+    text = command.get_raw_value()
+    assert "python3 -m venv --system-site-packages /h/dev/venv" in text
+    assert "pip install -r /h/src/requirements.txt failed" in text and "the live release" not in text
+    assert text.endswith(f"echo {'d' * 64} > /h/dev/venv/.requirements.sha256")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from deploys import hivesync
 from deploys.parts import hivesync_config, hivesync_stack
 from deploys.errors import ConfigError
 from deploys.parts.source_image import content_tag, read_source, source_tar
@@ -100,11 +99,11 @@ def test_the_deploy_builds_from_the_source_unless_a_ready_image_is_named(checkou
     d = data(hivesync_backend_image=None, hivesync_backend_source=str(checkout))
     tag = hivesync_stack.backend_image(d)
     assert tag.startswith("hivesync-backend:src-")
-    assert f'image: "{tag}"' in hivesync.render_compose(d)
-    record = hivesync.deployed_record(d)
+    assert f'image: "{tag}"' in hivesync_stack.render_compose(d)
+    record = hivesync_stack.deployed_record(d)
     assert f"image {tag}\n" in record and f"commit {git(checkout, 'rev-parse', 'HEAD')}\n" in record
     ready = data(hivesync_backend_image="registry.example/hivesync:1", hivesync_backend_source=str(checkout))
-    assert hivesync_stack.backend_image(ready) == "registry.example/hivesync:1" and hivesync.backend_source(ready) is None
+    assert hivesync_stack.backend_image(ready) == "registry.example/hivesync:1" and hivesync_stack.backend_source(ready) is None
 
 
 def test_build_knobs_are_checked_together():

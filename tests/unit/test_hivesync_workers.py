@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys import hivesync
-from deploys.parts import local_machine, wrangler
+from deploys import operations
+from deploys.parts import hivesync_config, hivesync_workers, wrangler
 from deploys.errors import ConfigError
 from tests.unit.test_hivesync_deploy import APPS, data
 
@@ -19,7 +19,7 @@ SPEC = {"main": "index.js", "routes": ["a.example.com/p/*", {"pattern": "b.examp
 
 def test_routes_and_crons_go_to_the_production_env_only():
     d = data(hivesync_workers={"preview_builder": SPEC})
-    config = tomllib.loads(hivesync.render_wrangler_toml(d, "preview_builder"))
+    config = tomllib.loads(hivesync_workers.render_wrangler_toml(d, "preview_builder"))
     prod, dev = config["env"]["production"], config["env"]["dev"]
     assert prod["routes"] == [{"pattern": "a.example.com/p/*"}, {"pattern": "b.example.com/*", "zone_name": "example.com"}]
     assert prod["triggers"] == {"crons": ["*/5 * * * *"]}
@@ -30,7 +30,7 @@ def test_bad_routes_and_crons_are_named():
     bad = {"main": "index.js", "routes": ["https://a.example.com/*", {"pattern": "x/*", "zone": "y"}],
            "crons": ["every hour"], "route": []}
     with pytest.raises(ConfigError) as err:
-        hivesync.check_config(data(hivesync_workers={"preview_builder": bad}))
+        hivesync_config.check_config(data(hivesync_workers={"preview_builder": bad}))
     text = str(err.value)
     assert "unknown key 'route'" in text and text.count("a pattern like") == 2 and "'every hour' is not a 5-field" in text
 
@@ -57,7 +57,7 @@ def test_wrangler_standin_dry_run_needs_node_modules_and_r2_put_needs_the_bucket
     work = tmp_path / "preview_builder"
     subprocess.run(["cp", "-r", str(APPS / "workers/preview_builder"), str(work / "src")], check=True) \
         if work.mkdir() is None else None
-    (work / "wrangler.toml").write_text(hivesync.render_wrangler_toml(d, "preview_builder"))
+    (work / "wrangler.toml").write_text(hivesync_workers.render_wrangler_toml(d, "preview_builder"))
     env = {"WRANGLER_STANDIN_LOG": str(tmp_path / "w.jsonl")}
     dry = run("wrangler", work, "deploy", "--dry-run", "--config", "wrangler.toml", "--env", "production", env=env)
     assert dry.returncode == 1 and "could not resolve 'itty-router'" in dry.stderr
@@ -85,7 +85,7 @@ def test_r2_placeholders_put_every_prefix_then_record(monkeypatch):
 
     fake = Host()
     monkeypatch.setattr(wrangler, "host", fake)
-    monkeypatch.setattr(local_machine, "host", fake)  # recorded(): the record file
+    monkeypatch.setattr(operations, "host", fake)  # recorded(): the record file
     [command] = list(wrangler.r2_placeholders._inner(bucket="hivesync-r2", prefixes=["previews/", "ai-docs/"],
                                                       record="/s/.r2-hivesync-r2.placeholders",
                                                       wrangler="wrangler"))

@@ -1,0 +1,89 @@
+"""hivesync's backend images as a release series (deploys/parts/hivesync_release.py): the
+release id from the content tag, and the record script run for real in a temp dir (a
+stand-in `docker` that knows a few images) read back with the Releases fact's own script,
+so `make releases` / `make rollback` see what a deploy recorded."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deploys.errors import ConfigError
+from deploys.parts import hivesync_release as hr
+from deploys.parts.releases import app_id, history_entry, rollback_target
+from facts.releases import RELEASES_SCRIPT, Releases
+
+FAKE_DOCKER = """#!/bin/sh
+# docker image inspect --format '{{.Id}}' NAME|ID: the ids in $IMAGES ("name=id ...")
+[ "$1 $2" = "image inspect" ] || exit 2
+eval "last=\\${$#}"
+for pair in $IMAGES; do
+  name=${pair%%=*}; id=${pair#*=}
+  if [ "$last" = "$name" ] || [ "$last" = "$id" ]; then echo "$id"; exit 0; fi
+done
+exit 1
+"""
+
+
+def test_the_content_tag_is_the_release_id_and_a_ready_image_gets_a_digest():
+    assert hr.release_rid("hivesync-backend:src-0123456789ab") == "0123456789ab"
+    assert hr.release_rid("registry.example:5000/hivesync-backend:src-0123456789ab") == "0123456789ab"
+    ready = hr.release_rid("ghcr.io/x/hivesync:1.2")
+    assert len(ready) == 12 and ready == hr.release_rid("ghcr.io/x/hivesync:1.2") != hr.release_rid("ghcr.io/x/hivesync:1.3")
+
+
+def record(root, images, image, before, action="deploy"):
+    meta = {"image": image, "commit": image[-4:], "by": "t"}
+    rid = hr.release_rid(image)
+    entry = history_entry({hr.COMPONENT: rid}, before, action, meta)
+    env = {**os.environ, "PATH": f"{root}/bin:{os.environ['PATH']}", "IMAGES": images}
+    run = subprocess.run(["sh", "-c", hr.record_script(str(root), rid, meta, entry)], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    return run.stdout, rid
+
+
+def releases(root):
+    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, str(root), hr.COMPONENT], capture_output=True,
+                         text=True, check=True).stdout
+    return Releases().process(out.splitlines())
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/docker").write_text(FAKE_DOCKER)
+    (tmp_path / "bin/docker").chmod(0o755)
+    return tmp_path
+
+
+def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
+    a, b = "hivesync-backend:src-aaaaaaaaaaaa", "hivesync-backend:src-bbbbbbbbbbbb"
+    images = f"{a}=sha256:a1 {b}=sha256:b1"
+    _, rid_a = record(root, images, a, {hr.COMPONENT: None})
+    _, rid_b = record(root, images, b, {hr.COMPONENT: rid_a})
+    st = releases(root)
+    assert st["components"]["backend"]["current"] == rid_b
+    assert os.readlink(root / "backend") == f"releases/backend/{rid_b}"
+    meta = st["components"]["backend"]["releases"][rid_a]["meta"]
+    assert meta["image"] == a and meta["image_id"] == "sha256:a1"
+    assert [e["action"] for e in st["history"]] == ["deploy", "deploy"]
+    assert st["history"][1]["from"] == app_id({"backend": rid_a})
+    target = rollback_target(st, ["backend"], None)
+    assert target["components"] == {"backend": rid_a}
+    with pytest.raises(ConfigError, match="no single kept release"):
+        rollback_target(st, ["backend"], "nosuch")
+
+
+def test_a_release_whose_image_is_gone_is_dropped_from_the_kept_ones(root):
+    a, b, c = (f"hivesync-backend:src-{x * 12}" for x in "abc")
+    record(root, f"{a}=sha256:a1 {b}=sha256:b1", a, {hr.COMPONENT: None})
+    _, rid_b = record(root, f"{a}=sha256:a1 {b}=sha256:b1", b, {hr.COMPONENT: "a" * 12})
+    out, rid_c = record(root, f"{b}=sha256:b1 {c}=sha256:c1", c, {hr.COMPONENT: rid_b})  # source_image pruned a
+    assert f"release {'a' * 12}: its image is gone" in out
+    assert set(releases(root)["components"]["backend"]["releases"]) == {rid_b, rid_c}
+    gone = app_id({"backend": "a" * 12})
+    with pytest.raises(ConfigError, match="kept: " + app_id({"backend": rid_b})):
+        rollback_target(releases(root), ["backend"], gone)
