@@ -27,7 +27,7 @@ def pytest_unconfigure(config):
     sweep_dead_workers_clusters(_BASE)
 
 
-# Serial seconds per e2e module (CI at a11196e): under xdist the longest go first, so the two
+# Serial seconds per e2e module (durations summed from CI at 508a96c): under xdist the longest go first, so the two
 # workers finish together (the run keeps collection order: --no-loadscope-reorder).
 E2E_MODULE_SECONDS = {  # measured in CI (sum of a module's durations), then its additions
     "test_music.py": 1150, "test_archon.py": 772, "test_ingestor.py": 560, "test_hivesync.py": 500,
