@@ -107,9 +107,9 @@ def recorded(path: str) -> str | None:
     return lines[0].strip() if lines else None
 
 
-def report_lines(lines: list[str], noop: str = "status reported"):
+def lines_logged(lines: list[str], noop: str = "status reported"):
     """The body of a status operation: each line logged, nothing changed. Use as
-    `yield from report_lines(lines)` in an @operation (it yields nothing)."""
+    `yield from lines_logged(lines)` in an @operation (it yields nothing)."""
     for line in lines:
         host.log(line)
     host.noop(noop)

@@ -18,7 +18,7 @@ from pyinfra.facts.files import FileContents
 
 from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import report_lines, secret_file
+from deploys.operations import lines_logged, secret_file
 from deploys.parts.compose import detected_cli
 from deploys.parts.hivesync_stack import SERVICES, _local, backend_source, backend_url, backend_values, env_files
 from deploys.parts.hivesync_workers import enabled_workers, stage_worker
@@ -87,7 +87,7 @@ def local_status(data, services=SERVICES):
         lines.append(f"  health    {backend_url(data)}: {describe(health)}")
         for line in host.get_fact(FileContents, path=f"{data.hivesync_dir}/DEPLOYED") or ["not deployed yet"]:
             lines.append(f"  deployed  {line}")
-    yield from report_lines(lines)
+    yield from lines_logged(lines)
 
 
 def local_environment(data, ident: dict):

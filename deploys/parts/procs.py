@@ -35,7 +35,7 @@ from pyinfra.api import FunctionCommand, StringCommand, operation
 from pyinfra.context import state
 from pyinfra.facts.files import File
 
-from deploys.operations import report_lines
+from deploys.operations import lines_logged
 from facts.http import HttpHealth, describe as describe_http
 from facts.procs import (
     MARKER_KEY,
@@ -550,4 +550,4 @@ def status_report(specs: list[ProcSpec], mode: str, title: str, extra: list[str]
         lines.append(f"  {'':<9} log {s.log}")
     if mode == "systemd":
         lines.append(f"  systemd user manager: {unit_info.get('manager') or 'not available'}")
-    yield from report_lines(lines)
+    yield from lines_logged(lines)
