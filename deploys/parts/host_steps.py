@@ -22,8 +22,10 @@ find the next run's files under it).
 `scope="user"` (host_step, wait_for_step, UnitState): a unit of the login user's own
 systemd manager (`systemd-run --user`, no root; it outlives the SSH session only with
 lingering), its output in a log file (a user's journal is often unreadable to the user).
-Used by deploys/ingestor.py (bin/ingestor-release), archon's migration, hivesync's build
-and youtube's builds (user scope).
+`settled(unit)` waits for an unfinished run while the deploy is still planned (its
+facts then read what that run left). Used by deploys/ingestor.py (bin/ingestor-release),
+archon's migration, hivesync's build, youtube's builds (user scope) and the host-side
+release switch (releases.releases_switched_on_host; music).
 """
 
 from __future__ import annotations

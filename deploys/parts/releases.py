@@ -28,6 +28,18 @@ layout (anything but `releases/<component>/<id>`) is put back as it was on a rol
 and `releases_report` give `make rollback` and `make releases`; `Series` and `release_action`
 are what a deploy hands them (several series, as music's two apps; a host-side switch).
 
+`releases_switched_on_host` runs the same sequence ON the host: the hooks are command
+lines, written with the rest into a plan (`switch_plan`) that
+templates/opt/infra/bin/release-switch (stdlib python3, installed by `switch_script`) runs
+as a transient systemd unit (deploys/parts/host_steps.py). A killed pyinfra or a dropped
+SSH session no longer leaves the processes stopped: the unit goes on, rolls back on any
+failure, writes the history line in the same process as the link switch, and journals
+its progress so a run cut off itself (unit killed, host rebooted) is finished or rolled
+back by the next one. Its ids, history lines and prune plan are this module's (unit-tested
+against it). The deploy calls `host_steps.settled(unit)` before it plans, so the next
+apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`);
+youtube still switches from the controller.
+
 The history ends with the live release: a run cut off after its link switch, before its
 history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
 live release the history does not end with; the next `releases_switched` appends it (action
