@@ -46,8 +46,9 @@ from deploys import secrets
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import fail_with, wait_until
 from deploys.parts import deploy_lock, releases
-from deploys.parts.data_backup import data_dir_steps
+from deploys.parts.data_backup import data_dir_host_steps, data_dir_steps
 from deploys.parts.firewall import firewall
+from deploys.parts.host_steps import settled
 from deploys.parts.health import external_https_check, health_check_timer, http_check, service_gate, unit_gate
 from deploys.parts.nginx import auth_file_path, basic_auth_file, remove_nginx_site
 from deploys.parts.preflight import preflight
@@ -55,7 +56,9 @@ from deploys.parts.python_env import release_build_steps
 from deploys.parts.service import (
     ServiceSpec,
     hardened_service,
+    recorded_restart_command,
     release_hooks,
+    restart_inputs,
     service_defaults,
     service_running,
     system_user,
@@ -70,6 +73,7 @@ OAUTH_SERVICE = "oauth-server"
 HEALTH_UNIT = "music-health-check"
 MA_COMPONENT = "app"  # <music_base_dir>/app -> releases/app/<id> (deploys/parts/releases.py)
 OAUTH_COMPONENT = "current"  # <oauth_base_dir>/current -> releases/current/<id>
+SWITCH_UNIT = "music-release"  # the host-side switch (music_switch_on_host)
 LAYOUT = "releases-part"  # in every release id: ids of the layout before it never match
 _SKIP_NAMES = {"__pycache__", ".git", ".venv", "venv", ".pytest_cache"}
 
@@ -314,6 +318,8 @@ def layout(data):
     user = data.music_service_user
     if data.music_create_service_user:
         system_user(user, user, data.music_base_dir)
+    if data.music_switch_on_host:
+        releases.switch_script()
     for base in (data.music_base_dir, data.oauth_base_dir):
         files.directory(name=f"{base}", path=base, user="root", group="root", mode="755")
         files.directory(name=f"{base}/releases", path=f"{base}/releases", user="root", group="root", mode="755")
@@ -427,6 +433,8 @@ class App:
     url: str
     check: Callable
     data_dir: str | None = None
+    health_field: str | None = None
+    health_expect: str | None = None
 
     @property
     def link(self) -> str:
@@ -446,15 +454,55 @@ class App:
         return data_dir_steps(self.data_dir, f"{self.root}/backups", int(data.music_keep_backups),
                               data.music_service_user, restore_for=restore_for)
 
+    def host_component_for(self, rid: str) -> releases.Component:
+        """The same steps as command lines, for the host-side switch (release-switch): the
+        start clears the start limit and records its inputs, as `release_hooks`' does."""
+        unit = f"{self.spec.name}.service"
+        gate = " ".join(shlex.quote(a) for a in ("python3", releases.SWITCH_SCRIPT, "http-check", self.url,
+                                                  *([self.health_field] if self.health_field else []),
+                                                  *([str(self.health_expect)] if self.health_expect is not None else [])))
+        report = (f"echo \"Unit {unit}: $(systemctl show -p ActiveState -p SubState -p Result -p ExecMainStatus "
+                  f"-p NRestarts {unit} | tr '\\n' ' ')\"; echo 'last journal lines:'; "
+                  f"journalctl -u {unit} -n 12 --no-pager -o cat")
+        return releases.Component(self.component, rid, stop=f"systemctl stop {unit}",
+                                  start=recorded_restart_command(unit, restart_inputs(self.spec, (self.link,))),
+                                  gate=gate, report=report)
+
+    def host_data_steps(self, data, restore_for: str | None = None):
+        if not self.data_dir:
+            return None
+        return data_dir_host_steps(self.data_dir, f"{self.root}/backups", int(data.music_keep_backups),
+                                   data.music_service_user, restore_for=restore_for)
+
+    def switched(self, data, rid: str, action: str, meta: dict, name: str, restore_for: str | None = None,
+                 cleanup: bool = False) -> None:
+        """Make `rid` live: on the host (music_switch_on_host, unit SWITCH_UNIT) or from here."""
+        keep = int(data.music_keep_releases) + 2
+        if data.music_switch_on_host:
+            on_host = releases.HostSwitch(SWITCH_UNIT, gate_timeout_s=float(data.health_timeout_s),
+                                          gate_interval_s=float(data.health_interval_s))
+            releases.releases_switched_on_host(
+                name=name, root=self.root, names=[self.component], components=[self.host_component_for(rid)],
+                on_host=on_host, data=self.host_data_steps(data, restore_for), switch=releases.Switch(action, meta),
+                keep=keep, cleanup=legacy_cleanup_command(self) if cleanup else "",
+            )
+            return
+        releases.releases_switched(
+            name=name, root=self.root, names=[self.component], components=[self.component_for(rid, data)],
+            data=self.data_steps(data, restore_for), switch=releases.Switch(action, meta), keep=keep,
+            cleanup=legacy_cleanup(self) if cleanup else None,
+        )
+
 
 def apps(data) -> list[App]:
     ma_url = f"http://127.0.0.1:{data.music_assistant_port}/info"
     oauth_url = f"http://127.0.0.1:{data.oauth_port}{data.oauth_health_path}"
     return [
         App("Music Assistant", data.music_base_dir, MA_COMPONENT, ma_spec(data), ma_url,
-            http_check(ma_url, "server_version"), data_dir=f"{data.music_base_dir}/data"),
+            http_check(ma_url, "server_version"), data_dir=f"{data.music_base_dir}/data", health_field="server_version"),
         App("OAuth server", data.oauth_base_dir, OAUTH_COMPONENT, oauth_spec(data), oauth_url,
-            http_check(oauth_url, data.oauth_health_field, data.oauth_health_expect)),
+            http_check(oauth_url, data.oauth_health_field, data.oauth_health_expect),
+            health_field=data.oauth_health_field, health_expect=data.oauth_health_expect),
     ]
 
 
@@ -468,13 +516,15 @@ def legacy_cleanup(app: App):
     (`releases/<id>` beside `releases/<component>/`) and its `previous` link go."""
 
     def cleanup(host_):
-        base = shlex.quote(f"{app.root}/releases")
-        return releases.run_command(host_, (
-            f"find {base} -mindepth 1 -maxdepth 1 -type d ! -name {shlex.quote(app.component)} "
-            f"-exec rm -rf {{}} + -exec echo removed an old-layout release {{}} \\; ; rm -f {shlex.quote(app.root + '/previous')}"
-        ))
+        return releases.run_command(host_, legacy_cleanup_command(app))
 
     return cleanup
+
+
+def legacy_cleanup_command(app: App) -> str:
+    base = shlex.quote(f"{app.root}/releases")
+    return (f"find {base} -mindepth 1 -maxdepth 1 -type d ! -name {shlex.quote(app.component)} "
+            f"-exec rm -rf {{}} + -exec echo removed an old-layout release {{}} \\; ; rm -f {shlex.quote(app.root + '/previous')}")
 
 
 def released(app: App, rid: str, build: list, data, restart_when: tuple = (), meta: dict | None = None) -> None:
@@ -485,12 +535,8 @@ def released(app: App, rid: str, build: list, data, restart_when: tuple = (), me
     switching = app.live() != rid
     hardened_service(app.spec, restart_when=restart_when, restart_failure="gate", restart_paths=(app.link,),
                      started_by_switch=switching)
-    releases.releases_switched(
-        name=f"{app.title} release {rid} live (health-gated, rolled back with its data on failure)",
-        root=app.root, names=[app.component], components=[app.component_for(rid, data)],
-        data=app.data_steps(data), switch=releases.Switch("deploy", meta or {}),
-        keep=int(data.music_keep_releases) + 2, cleanup=legacy_cleanup(app),
-    )
+    app.switched(data, rid, "deploy", meta or {}, cleanup=True,
+                 name=f"{app.title} release {rid} live (health-gated, rolled back with its data on failure)")
     service_running(name=f"{app.spec.name} enabled and running", unit=f"{app.spec.name}.service", restart_failure="gate")
 
 
@@ -640,20 +686,19 @@ def rollback(data, series: releases.Series, target: dict) -> None:
     of either app whose id starts with TO (`make releases` lists both)."""
     app = next(a for a in apps(data) if a.root == series.root)
     rid = target["components"][app.component]
+    if data.music_switch_on_host:
+        releases.switch_script()
     host.log(f"rolling {app.title} back to release {target['id']} ({rid}, deployed {target.get('at')}, "
              f"commit {(target.get('commit') or '?')[:12]})")
-    releases.releases_switched(
-        name=f"{app.title} rolled back to release {target['id']}",
-        root=app.root, names=[app.component], components=[app.component_for(rid, data)],
-        data=app.data_steps(data, restore_for=target["id"]),
-        switch=releases.Switch("rollback", switch_meta(data, commit=target.get("commit"), dirty=target.get("dirty"))),
-        keep=int(data.music_keep_releases) + 2,
-    )
+    app.switched(data, rid, "rollback", switch_meta(data, commit=target.get("commit"), dirty=target.get("dirty")),
+                 name=f"{app.title} rolled back to release {target['id']}", restore_for=target["id"])
     service_running(name=f"{app.spec.name} enabled and running", unit=f"{app.spec.name}.service")
 
 
 def main(data):
     check_config(data)
+    if data.music_switch_on_host:  # a switch an earlier apply left running: plan from what it leaves
+        settled(SWITCH_UNIT)
     try:
         handled = releases.release_action(data.get("release_action"), release_series(data), data.get("release_to"),
                                           lambda series, target: rollback(data, series, target))

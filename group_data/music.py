@@ -127,6 +127,11 @@ music_external_ca_file = None
 music_keep_releases = 2
 # How many data backups (taken before each switch) to keep.
 music_keep_backups = 5
+# Run each release switch (backup, stop, link, migrate, start, health gate, rollback) on
+# the host as the transient unit music-release.service (/opt/infra/bin/release-switch), so
+# a killed pyinfra or a dropped SSH session cannot leave Music Assistant stopped; False
+# runs the same sequence from the controller.
+music_switch_on_host = True
 # Health-check timer period (systemd OnCalendar/OnUnitActiveSec syntax).
 music_health_check_every = "5min"
 # Success criterion of the plan: both services together below this many MiB of memory.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from deploys.parts.releases import DataSteps, run_command
+from deploys.parts.releases import DataSteps, HostData, run_command
 
 q = shlex.quote
 
@@ -108,23 +108,13 @@ def data_dir_steps(data_dir: str, backups: str, keep: int, owner: str, restore_f
 
     def backup(host_, tag: str):
         archive = f"{backups}/{prefix}-{stamp()}-{tag}.tar.gz"
-        ok, out = run_command(host_, (
-            f"[ -d {q(data_dir)} ] || {{ echo none; exit 0; }}; "
-            f"mkdir -p {q(backups)} && chmod 700 {q(backups)} && "
-            f"python3 -c {q(DIR_SNAPSHOT_SCRIPT)} {q(data_dir)} {q(archive)} && "
-            f"{prune_command(backups, q(prefix) + '-*.tar.gz', keep)} && echo {q(archive)}"
-        ))
+        ok, out = run_command(host_, dir_backup_command(data_dir, backups, keep, prefix, q(archive)))
         if not ok:
             return False, out
         return True, "" if out.strip().endswith("none") else archive
 
     def restore(host_, archive: str):
-        restoring, aside = q(f"{data_dir}.restoring"), q(f"{data_dir}.rolled-back")
-        ok, out = run_command(host_, (
-            f"rm -rf {restoring} {aside} && mkdir -p {restoring} && tar -C {restoring} -xzf {q(archive)} && "
-            f"chown -R {q(f'{owner}:{owner}')} {restoring} && chmod 750 {restoring} && "
-            f"{{ [ ! -e {q(data_dir)} ] || mv {q(data_dir)} {aside}; }} && mv {restoring} {q(data_dir)}"
-        ))
+        ok, out = run_command(host_, dir_restore_command(data_dir, owner, q(archive)))
         return ok, (f"{data_dir} restored from {archive} (what it held is in {data_dir}.rolled-back)" if ok else out)
 
     def matching_backup(host_):
@@ -134,3 +124,43 @@ def data_dir_steps(data_dir: str, backups: str, keep: int, owner: str, restore_f
         return restore(host_, found)
 
     return DataSteps(backup=backup, restore=restore, prepare=matching_backup if restore_for else None)
+
+
+def dir_backup_command(data_dir: str, backups: str, keep: int, prefix: str, archive: str) -> str:
+    """Back up `data_dir` to `archive` (a shell word, evaluated once); prints its path, or
+    "none" when there is no data dir yet."""
+    return (
+        f"archive={archive}; [ -d {q(data_dir)} ] || {{ echo none; exit 0; }}; "
+        f"mkdir -p {q(backups)} && chmod 700 {q(backups)} && "
+        f'python3 -c {q(DIR_SNAPSHOT_SCRIPT)} {q(data_dir)} "$archive" && '
+        f"{prune_command(backups, q(prefix) + '-*.tar.gz', keep)} && echo \"$archive\""
+    )
+
+
+def dir_restore_command(data_dir: str, owner: str, archive: str) -> str:
+    """Put `archive` (a shell word) in place of `data_dir`; what it held goes aside."""
+    restoring, aside = q(f"{data_dir}.restoring"), q(f"{data_dir}.rolled-back")
+    return (
+        f"rm -rf {restoring} {aside} && mkdir -p {restoring} && tar -C {restoring} -xzf {archive} && "
+        f"chown -R {q(f'{owner}:{owner}')} {restoring} && chmod 750 {restoring} && "
+        f"{{ [ ! -e {q(data_dir)} ] || mv {q(data_dir)} {aside}; }} && mv {restoring} {q(data_dir)}"
+    )
+
+
+def data_dir_host_steps(data_dir: str, backups: str, keep: int, owner: str, restore_for: str | None = None,
+                        prefix: str = "data") -> HostData:
+    """`data_dir_steps` as command lines for the host-side switch (release-switch): the
+    backup is tagged with $RELEASE_TAG, a restore puts back $RELEASE_BACKUP, and with
+    `restore_for` the newest backup taken while that release was live comes back."""
+    archive = q(f"{backups}/{prefix}-") + '"$(date +%Y%m%dT%H%M%S)-$RELEASE_TAG.tar.gz"'
+    prepare = ""
+    if restore_for:
+        found = f"{q(backups)}/{q(prefix)}-*-{q(restore_for)}.tar.gz"
+        prepare = (
+            f'found=$(ls -1t {found} 2>/dev/null | head -n 1); if [ -z "$found" ]; then '
+            f"echo {q(f'no backup of {data_dir} from when {restore_for} was live: the data is kept as it is')}; "
+            f'else {dir_restore_command(data_dir, owner, chr(34) + "$found" + chr(34))} && '
+            f'echo {q(data_dir)}" restored from $found (what it held is in "{q(data_dir + ".rolled-back")}")"; fi'
+        )
+    return HostData(backup=dir_backup_command(data_dir, backups, keep, prefix, archive),
+                    restore=dir_restore_command(data_dir, owner, '"$RELEASE_BACKUP"'), prepare=prepare)

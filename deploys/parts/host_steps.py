@@ -22,8 +22,10 @@ find the next run's files under it).
 `scope="user"` (host_step, wait_for_step, UnitState): a unit of the login user's own
 systemd manager (`systemd-run --user`, no root; it outlives the SSH session only with
 lingering), its output in a log file (a user's journal is often unreadable to the user).
-Used by deploys/ingestor.py (bin/ingestor-release), archon's migration, hivesync's build
-and youtube's builds (user scope).
+`settled(unit)` waits for an unfinished run while the deploy is still planned (its
+facts then read what that run left). Used by deploys/ingestor.py (bin/ingestor-release),
+archon's migration, hivesync's build, youtube's builds (user scope) and the host-side
+release switch (releases.releases_switched_on_host; music).
 """
 
 from __future__ import annotations
@@ -201,3 +203,22 @@ class UnitState(FactBase[dict]):
 
 def unfinished(state: dict) -> bool:
     return state.get("ActiveState") in ("active", "activating", "deactivating", "reloading")
+
+
+def settled(unit: str, scope: str = "system", log: str | None = None) -> None:
+    """Call while the deploy is prepared, before it reads the facts that unit changes: an
+    unfinished run of `<unit>.service` (a release switch whose apply was cut off) is waited
+    for right now and its end reported, so this run plans from what it left (a switch that
+    went through, or was rolled back), not from the host half-way. `wait_for_step`, the
+    operation, waits only when the run executes, after the plan was made."""
+    _scope_checked(unit, scope, log)
+    if not unfinished(host.get_fact(UnitState, unit=unit, scope=scope)):
+        return
+    host.log(f"{unit}.service is still running (an apply was cut off): waiting for it before planning")
+    command = StringCommand("sh", "-c", QuoteString(f'unit="$1.service"; scope="$2"; log="$3"\n{_WAIT}'), "host-step",
+                            QuoteString(unit), scope, QuoteString(log or ""))
+    ok, output = host.run_shell_command(command)
+    for line in list(output.stdout_lines) + list(output.stderr_lines):
+        host.log(line)
+    ended = host.get_fact(UnitState, unit=unit, scope=scope)
+    host.log(f"{unit}.service: the earlier run ended ({ended.get('Result') or 'gone'}); planning from what it left")

@@ -28,6 +28,18 @@ layout (anything but `releases/<component>/<id>`) is put back as it was on a rol
 and `releases_report` give `make rollback` and `make releases`; `Series` and `release_action`
 are what a deploy hands them (several series, as music's two apps; a host-side switch).
 
+`releases_switched_on_host` runs the same sequence ON the host: the hooks are command
+lines, written with the rest into a plan (`switch_plan`) that
+templates/opt/infra/bin/release-switch (stdlib python3, installed by `switch_script`) runs
+as a transient systemd unit (deploys/parts/host_steps.py). A killed pyinfra or a dropped
+SSH session no longer leaves the processes stopped: the unit goes on, rolls back on any
+failure, writes the history line in the same process as the link switch, and journals
+its progress so a run cut off itself (unit killed, host rebooted) is finished or rolled
+back by the next one. Its ids, history lines and prune plan are this module's (unit-tested
+against it). The deploy calls `host_steps.settled(unit)` before it plans, so the next
+apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`);
+youtube still switches from the controller.
+
 The history ends with the live release: a run cut off after its link switch, before its
 history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
 live release the history does not end with; the next `releases_switched` appends it (action
@@ -45,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.context import state
 
@@ -79,9 +91,10 @@ class Component:
 
     name: str
     rid: str
-    stop: Hook | None = None
-    start: Hook | None = None
-    gate: Hook | None = None
+    stop: Hook | str | None = None
+    start: Hook | str | None = None
+    gate: Hook | str | None = None
+    report: str = ""  # host-side switch: a command line printing the unit's state (after a failed gate)
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,18 @@ class DataSteps:
     backup: Callable[[object, str], tuple[bool, str]]
     restore: Callable[[object, str], tuple[bool, str]]
     prepare: Hook | None = None
+
+
+@dataclass(frozen=True)
+class HostData:
+    """DataSteps as command lines for the host-side switch: `backup` prints the path it
+    wrote as its last line ("none": nothing to back up; $RELEASE_TAG is the id live
+    before), `restore` puts back $RELEASE_BACKUP, `prepare` runs with the new release
+    linked and the processes stopped."""
+
+    backup: str
+    restore: str
+    prepare: str = ""
 
 
 @dataclass
@@ -340,6 +365,115 @@ def releases_switched(
     if not state.is_executing:
         host.noop("will switch " + ", ".join(f"{c.name} {before.get(c.name) or 'nothing'} -> {c.rid}" for c in changes))
     yield FunctionCommand(_switch, (root, names, components, data, switch or Switch(), keep, cleanup), {})
+
+
+# ----------------------------------------------------------------------------- switch on the host
+
+
+SWITCH_SCRIPT = "/opt/infra/bin/release-switch"  # templates/opt/infra/bin/release-switch
+
+
+@dataclass(frozen=True)
+class HostSwitch:
+    """Run the switch ON the host: `SWITCH_SCRIPT run <plan>` as the transient unit `unit`
+    (deploys/parts/host_steps.py), so a killed pyinfra or a dropped SSH session neither
+    leaves the processes stopped nor skips the rollback. Hooks are command lines."""
+
+    unit: str
+    scope: str = "system"
+    log: str | None = None  # a user-scope unit's output file (host_steps)
+    hook_timeout_s: int = 600
+    gate_timeout_s: float = 60
+    gate_interval_s: float = 2
+    script: str = SWITCH_SCRIPT
+
+    def timeout_s(self, components: int, data: bool) -> int:
+        """The unit's bound: every hook at its limit, plus the gates, with a margin."""
+        hooks = components * 5 + (4 if data else 0)
+        return int(hooks * self.hook_timeout_s + 2 * components * (self.gate_timeout_s + 30) + 120)
+
+
+@deploy("Release switch script")
+def switch_script():
+    """Install `release-switch` (stdlib python3, root-owned, readable by all: a user-scope
+    switch runs it as the login user)."""
+    from pyinfra.operations import files
+
+    from deploys.templating import TEMPLATES
+
+    files.directory(name="/opt/infra/bin", path="/opt/infra/bin", user="root", group="root", mode="755")
+    files.put(name=SWITCH_SCRIPT, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=SWITCH_SCRIPT,
+              user="root", group="root", mode="755")
+
+
+def plan_path(root: str) -> str:
+    return f"{root}/releases/.switch-plan.json"
+
+
+def switch_plan(root: str, names: list[str], components: list[Component], data: HostData | None, switch: Switch,
+                keep: int, cleanup: str, on_host: HostSwitch) -> dict:
+    """The plan `release-switch run` reads (see its docstring)."""
+    for c in components:
+        for hook in (c.stop, c.start, c.gate):
+            if hook is not None and not isinstance(hook, str):
+                raise ConfigError(f"release switch on the host: {c.name}'s hooks must be command lines")
+    return {
+        "root": root, "names": list(names),
+        "components": [{"name": c.name, "rid": c.rid, "stop": c.stop or "", "start": c.start or "",
+                        "gate": c.gate or "", "report": c.report or ""} for c in components],
+        "data": {"backup": data.backup, "restore": data.restore, "prepare": data.prepare} if data else None,
+        "cleanup": cleanup or "", "keep": int(keep), "action": switch.action, "meta": dict(switch.meta),
+        "hook_timeout_s": on_host.hook_timeout_s, "gate_timeout_s": on_host.gate_timeout_s,
+        "gate_interval_s": on_host.gate_interval_s,
+    }
+
+
+def _switch_on_host(state, host, command, unit):
+    # (FunctionCommand passes the pyinfra state and host when the parameters have these names)
+    ok, output = host.run_shell_command(command, **connector_arguments(host))
+    for line in list(output.stdout_lines) + list(output.stderr_lines):
+        host.log(line)
+    if not ok:
+        host.log(f"the release switch failed (unit {unit}.service; its output is above)")
+    return ok
+
+
+@operation()
+def releases_switched_on_host(
+    root: str,
+    names: list[str],
+    components: list[Component],
+    on_host: HostSwitch,
+    data: HostData | None = None,
+    switch: Switch | None = None,
+    keep: int = 3,
+    cleanup: str = "",
+):
+    """`releases_switched`, run on the host by `release-switch` in the unit `on_host.unit`
+    (install it with `switch_script`). Nothing when `components` are live; a live release
+    the history lacks is recorded first, here or by the script."""
+    from deploys.parts.host_steps import host_step  # (host_steps imports nothing from here)
+
+    st = read(root, names)
+    before = current_components(st, names)
+    changes = [c for c in components if before.get(c.name) != c.rid]
+    if not changes:
+        if missing := unrecorded_live(st, names):
+            (host.log if state.is_executing else host.noop)(
+                f"release {missing['id']} is live but not in the history (a run was cut off after its switch): recorded")
+            yield StringCommand(history_line(root, missing))
+            return
+        host.noop(f"release {app_id(before)} is live")
+        return
+    if not state.is_executing:
+        host.noop("will switch on the host " + ", ".join(f"{c.name} {before.get(c.name) or 'nothing'} -> {c.rid}" for c in changes))
+    plan = switch_plan(root, names, components, data, switch or Switch(), keep, cleanup, on_host)
+    path = plan_path(root)
+    yield StringCommand(f"mkdir -p {q(root + '/releases')} && (umask 077 && printf '%s\\n' {q(json.dumps(plan, sort_keys=True))} "
+                        f"> {q(path + '.new')}) && mv -f {q(path + '.new')} {q(path)}")
+    step = host_step(on_host.unit, ["python3", on_host.script, "run", path], f"release switch under {root}",
+                     timeout_s=on_host.timeout_s(len(changes), data is not None), scope=on_host.scope, log=on_host.log)
+    yield FunctionCommand(_switch_on_host, (step, on_host.unit), {})
 
 
 # ----------------------------------------------------------------------------- rollback, report

@@ -73,6 +73,15 @@ def kill_points_among(positions: list[int], count: int, seed: int | None = None)
     return points
 
 
+def planned_position(deploy: str, contains: str, *, limit: str, env: dict | None = None, data: dict | None = None) -> int:
+    """Position (1-based, pyinfra's order) of the first planned operation whose name holds
+    `contains`: a kill point chosen by what the operation does."""
+    for i, op in enumerate(_plan(deploy, limit=limit, env=env, data=data), 1):
+        if contains in op["name"]:
+            return i
+    raise AssertionError(f"no planned operation named like {contains!r}")
+
+
 def _plan(deploy: str, *, limit: str, env: dict | None, data: dict | None) -> list[dict]:
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "--dry", "--json", "--limit", limit]
     for key, value in (data or {}).items():
@@ -85,8 +94,9 @@ def _plan(deploy: str, *, limit: str, env: dict | None, data: dict | None) -> li
 
 
 def run_until_operation(deploy: str, n: int, *, limit: str, env: dict | None = None,
-                        data: dict | None = None, then=None, timeout: float = 600) -> KilledRun:
-    """Run `pyinfra deploy`; when it starts operation `n`, call `then` (default: SIGKILL it)."""
+                        data: dict | None = None, then=None, timeout: float = 600, before_kill=None) -> KilledRun:
+    """Run `pyinfra deploy`; when it starts operation `n`, call `then` (default: SIGKILL it;
+    `before_kill`: called first, e.g. to wait until a host-side step has started)."""
     cmd = [sys.executable, "-m", "pyinfra", "inventory.py", deploy, "-y", "--limit", limit]
     for key, value in (data or {}).items():
         cmd += ["--data", f"{key}={cli_data_value(value)}"]
@@ -103,6 +113,8 @@ def run_until_operation(deploy: str, n: int, *, limit: str, env: dict | None = N
                 seen += 1
                 if seen == n and operation is None:
                     operation = line[len(STARTING):].strip()
+                    if before_kill:
+                        before_kill()
                     (then or (lambda: os.killpg(proc.pid, signal.SIGKILL)))()
         proc.wait()
     finally:

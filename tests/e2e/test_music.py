@@ -18,12 +18,13 @@ import os
 import re
 import socket
 import ssl
+import time
 
 import httpx
 import pytest
 
 from tests.apps.music_assistant.build import build_runtime_wheel, build_wheel
-from tests.e2e.faults import fault_points, kill_points_among, planned_changes, run_until_operation
+from tests.e2e.faults import fault_points, kill_points_among, planned_changes, planned_position, run_until_operation
 from tests.e2e.ports import open_tcp_ports
 from tests.e2e.runner import apply, pyinfra
 from tests.harness.fixtures import module_host, test_cluster, test_cluster_hosts  # noqa: F401
@@ -433,3 +434,44 @@ def test_killed_upgrade_converges_and_keeps_the_data(music, data):
         operation = killed_then_converges(music, data, wheel, point)
         assert info(music)["server_version"] == version, operation
         assert data_sum(music) == before, f"data changed after a kill at {operation}"
+
+
+SWITCH_UNIT = "music-release.service"  # deploys/music.py SWITCH_UNIT (music_switch_on_host)
+
+
+def test_killed_during_the_host_side_switch_the_switch_goes_on(music, data):
+    """pyinfra SIGKILLed once the switch runs on the host: the unit goes on (the service is
+    not left stopped), the next apply waits for it and converges, the one after changes
+    nothing, and the data is unchanged."""
+    only_on(music, "debian13")
+    before = data_sum(music)
+    wheel, version = ("v2", "1.1.0") if info(music)["server_version"] == "1.0.0" else ("v1", "1.0.0")
+    point = planned_position("deploys/music.py", "live (health-gated", limit=music.name, env=ENV, data=data(wheel))
+    seen = []
+
+    def switch_started():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if music.exec(f"systemctl is-active {SWITCH_UNIT}", check=False).stdout.strip() in ("active", "activating"):
+                seen.append(True)
+                return
+            time.sleep(0.2)
+
+    killed = run_until_operation("deploys/music.py", point, limit=music.name, env=ENV, data=data(wheel),
+                                 before_kill=switch_started, timeout=TIMEOUT)
+    assert killed.killed and seen, f"the switch unit never started:\n{killed.output[-3000:]}"
+    print(f"[faults] killed during the host-side switch: {killed.operation}")
+    state = music.exec(f"systemctl is-active {SWITCH_UNIT}", check=False).stdout.strip()
+    history = music.exec("wc -l < /opt/music-assistant/releases/history.jsonl").stdout
+    again = deploy(music, data(wheel))  # waits for the unit if it still runs
+    print(f"[faults] unit {state} after the kill; the next apply waited: {'waiting for it before planning' in again.output}")
+    assert info(music)["server_version"] == version
+    assert int(music.exec("wc -l < /opt/music-assistant/releases/history.jsonl").stdout) >= int(history)
+    last = json.loads(music.exec("tail -n 1 /opt/music-assistant/releases/history.jsonl").stdout)
+    assert last["action"] == "deploy" and last["components"]["app"] == live_app(music), last
+    assert deploy(music, data(wheel)).changed == [], "second re-run after a kill during the switch"
+    assert data_sum(music) == before
+
+
+def live_app(host) -> str:
+    return host.exec("basename $(readlink /opt/music-assistant/app)").stdout.strip()
