@@ -40,9 +40,8 @@ def command(*args: str) -> str:
 @deploy("Release records library")
 def release_records_installed():
     """/opt/infra/lib/release_records.py: root-owned, readable by all (a user-scope switch
-    runs as the login user)."""
+    runs as the login user). One operation (its directory made with it): every deploy
+    that releases runs it, a no-op apply too."""
     from pyinfra.operations import files
 
-    for path in ("/opt/infra", LIB_DIR):
-        files.directory(name=path, path=path, user="root", group="root", mode="755")
-    files.put(name=LIB, src=str(SOURCE), dest=LIB, user="root", group="root", mode="644")
+    files.put(name=LIB, src=str(SOURCE), dest=LIB, user="root", group="root", mode="644", create_remote_dir=True)

@@ -14,10 +14,10 @@ Layout under ROOT, one series per component NAME (Capistrano's `releases/` + `cu
 
     release_records.py state ROOT NAMES        the layout as JSON (the Releases fact's shape)
     release_records.py list ROOT NAMES [TITLE] the kept releases, newest first, the live one marked
-    release_records.py record ROOT NAME RID [--action A] [--meta JSON] [--release JSON]
-                        release.json (+ --release fields) and `.complete`, the live link
-                        switched to RID, the history line; nothing when RID is live and the
-                        history ends with it
+    release_records.py record ROOT NAME RID [--action A] [--meta JSON] [--release JSON] [--field K=V]
+                        with --release: release.json (its fields, plus K=V) and `.complete`;
+                        then the live link switched to RID and the history line (META in
+                        it); nothing when RID is live and the history ends with it
     release_records.py prune ROOT NAMES [--keep N] [--probe CMD]
                         drop what `prune_plan` names (--keep), and releases whose probe
                         fails (CMD formatted with their release.json fields, e.g.
@@ -34,6 +34,7 @@ import sys
 import time
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+RECORD_KEYS = ("id", "component", "built_at")  # what `record` adds to a release.json
 CUT_OFF_NOTE = "live, but the run that switched to it was cut off before it recorded it; recorded by the next run"
 
 
@@ -56,11 +57,12 @@ def app_id(components):
 def history_entry(components, before, action, meta=None, backup=None):
     """One history line: id (app_id of `components`), components, action (deploy, rollback,
     adopt, cut-off), at, from (the id before, or None), backup (the data backup taken before
-    the switch), plus meta: commit, dirty, by (and what else the deploy records)."""
+    the switch), plus meta: commit, dirty, by (and what else the deploy records; never in
+    place of the keys above: a release.json handed back as meta keeps its `id` out)."""
     return {
-        "id": app_id(components), "components": dict(components), "action": action,
+        **(meta or {}), "id": app_id(components), "components": dict(components), "action": action,
         "at": time.strftime(TIME_FORMAT), "from": app_id(before) if any(before.values()) else None,
-        "backup": backup or None, **(meta or {}),
+        "backup": backup or None,
     }
 
 
@@ -217,6 +219,7 @@ def record(root, name, rid, action="deploy", meta=None, release=None, backup=Non
     if not complete(root, name, rid):
         raise ValueError(f"{name} release {rid} is not complete: not switched")
     switch_link(root, name, rid)
+    meta = {k: v for k, v in (meta or {}).items() if k not in RECORD_KEYS}  # a record's own keys
     return append_history(root, history_entry({name: rid}, before, action, meta, backup))
 
 
@@ -253,15 +256,15 @@ def unrecorded_live(st, names):
 
 def pending_release(comp, rid, switched):
     """A complete release never switched to (in no history line) that is not older than the
-    live one (release.json `built_at`; unknown counts as not older): built for a switch still
-    to come (a run cut off between build and switch, a switch that failed and the next one),
-    so a prune must leave it."""
+    live one (release.json `built_at`, to the second; unknown or the same second counts as
+    not older): built for a switch still to come (a run cut off between build and switch, a
+    switch that failed and the next one), so a prune must leave it."""
     info = (comp.get("releases") or {}).get(rid) or {}
     if not info.get("complete") or rid in switched:
         return False
     built = str((info.get("meta") or {}).get("built_at") or "")
     live_ = str(((comp.get("releases") or {}).get(comp.get("current")) or {}).get("meta", {}).get("built_at") or "")
-    return not (built and live_ and built <= live_)
+    return not (built and live_ and built < live_)
 
 
 def prune_plan(st, names, keep, extra_history=()):
@@ -395,9 +398,12 @@ def main(argv):
         elif command == "list" and len(args) in (2, 3):
             print("\n".join(report_lines(state_of(args[0], args[1].split()), args[1].split(), *args[2:])))
         elif command == "record":
-            (root, name, rid), opts = _options(args, ("action", "meta", "release"))
-            entry = record(root, name, rid, opts.get("action", "deploy"), json.loads(opts.get("meta", "{}")),
-                           json.loads(opts["release"]) if "release" in opts else None)
+            (root, name, rid), opts = _options(args, ("action", "meta", "release", "field"))
+            release = json.loads(opts["release"]) if "release" in opts else None
+            if release is not None and "field" in opts:
+                key, _, value = opts["field"].partition("=")
+                release[key] = value
+            entry = record(root, name, rid, opts.get("action", "deploy"), json.loads(opts.get("meta", "{}")), release)
             print(f"release {rid} is live and recorded" + (f" ({entry['action']} {entry['id']})" if entry else ""))
         elif command == "prune":
             (root, names), opts = _options(args, ("keep", "probe"))
