@@ -35,12 +35,12 @@ def test_the_content_tag_is_the_release_id_and_a_ready_image_gets_a_digest():
     assert len(ready) == 12 and ready == hr.release_rid("ghcr.io/x/hivesync:1.2") != hr.release_rid("ghcr.io/x/hivesync:1.3")
 
 
-def record(root, images, image, action="deploy"):
+def record(root, images, image, action="deploy", backup=None):
     """The record script as the deploy runs it, with the library from templates/."""
     meta = {"image": image, "commit": image[-4:], "by": "t"}
     rid = hr.release_rid(image)
     env = {**os.environ, "PATH": f"{root}/bin:{os.environ['PATH']}", "IMAGES": images}
-    script = hr.record_script(str(root), rid, meta, action).replace(release_records.LIB, str(release_records.SOURCE))
+    script = hr.record_script(str(root), rid, meta, action, backup).replace(release_records.LIB, str(release_records.SOURCE))
     run = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     return run.stdout, rid
@@ -64,7 +64,7 @@ def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
     a, b = "hivesync-backend:src-aaaaaaaaaaaa", "hivesync-backend:src-bbbbbbbbbbbb"
     images = f"{a}=sha256:a1 {b}=sha256:b1"
     _, rid_a = record(root, images, a)
-    _, rid_b = record(root, images, b)
+    _, rid_b = record(root, images, b, backup="/var/backups/hivesync/hivesync-1.dump")
     st = releases(root)
     assert st["components"]["backend"]["current"] == rid_b
     assert os.readlink(root / "backend") == f"releases/backend/{rid_b}"
@@ -72,6 +72,7 @@ def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
     assert meta["image"] == a and meta["image_id"] == "sha256:a1"
     assert [e["action"] for e in st["history"]] == ["deploy", "deploy"]
     assert st["history"][1]["from"] == app_id({"backend": rid_a})
+    assert [e["backup"] for e in st["history"]] == [None, "/var/backups/hivesync/hivesync-1.dump"]
     target = rollback_target(st, ["backend"], None)
     assert target["components"] == {"backend": rid_a}
     with pytest.raises(ConfigError, match="no single kept release"):

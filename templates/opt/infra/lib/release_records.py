@@ -14,10 +14,12 @@ Layout under ROOT, one series per component NAME (Capistrano's `releases/` + `cu
 
     release_records.py state ROOT NAMES        the layout as JSON (the Releases fact's shape)
     release_records.py list ROOT NAMES [TITLE] the kept releases, newest first, the live one marked
-    release_records.py record ROOT NAME RID [--action A] [--meta JSON] [--release JSON] [--field K=V]
+    release_records.py record ROOT NAME RID [--action A] [--meta JSON] [--backup PATH]
+                              [--release JSON] [--field K=V]
                         with --release: release.json (its fields, plus K=V) and `.complete`;
-                        then the live link switched to RID and the history line (META in
-                        it); nothing when RID is live and the history ends with it
+                        then the live link switched to RID and the history line (META and
+                        the data backup taken before in it); nothing when RID is live and
+                        the history ends with it
     release_records.py prune ROOT NAMES [--keep N] [--probe CMD]
                         drop what `prune_plan` names (--keep), and releases whose probe
                         fails (CMD formatted with their release.json fields, e.g.
@@ -398,12 +400,13 @@ def main(argv):
         elif command == "list" and len(args) in (2, 3):
             print("\n".join(report_lines(state_of(args[0], args[1].split()), args[1].split(), *args[2:])))
         elif command == "record":
-            (root, name, rid), opts = _options(args, ("action", "meta", "release", "field"))
+            (root, name, rid), opts = _options(args, ("action", "meta", "backup", "release", "field"))
             release = json.loads(opts["release"]) if "release" in opts else None
             if release is not None and "field" in opts:
                 key, _, value = opts["field"].partition("=")
                 release[key] = value
-            entry = record(root, name, rid, opts.get("action", "deploy"), json.loads(opts.get("meta", "{}")), release)
+            entry = record(root, name, rid, opts.get("action", "deploy"), json.loads(opts.get("meta", "{}")), release,
+                           opts.get("backup"))
             print(f"release {rid} is live and recorded" + (f" ({entry['action']} {entry['id']})" if entry else ""))
         elif command == "prune":
             (root, names), opts = _options(args, ("keep", "probe"))
