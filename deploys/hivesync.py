@@ -86,6 +86,7 @@ from deploys.parts.host_steps import wait_for_step
 from deploys.parts.local_machine import Overlay, dev_venv, local_compose
 from deploys.parts.preflight import collect_problems, memory_problems
 from deploys.parts.procs import pid_process_running, pid_process_stopped, status_report
+from deploys.parts.release_records import release_records_installed
 from deploys.parts.tls import https_site
 from deploys.parts.wrangler import r2_bucket, r2_placeholders, worker_digest, wrangler_deploy, wrangler_secret
 from facts.procs import Identity
@@ -157,6 +158,7 @@ def server(data, release: tuple[str, dict] | None = None):
     backend_image_step(data, f"{data.hivesync_dir}/build", unit=BUILD_UNIT)
     files.put(name=f"{data.hivesync_dir}/bin/hivesync-status (make hivesync-status)", src=StringIO(status_script(data)),
               dest=f"{data.hivesync_dir}/bin/hivesync-status", mode="755")
+    release_records_installed()  # release_recorded runs it
     compose = render_compose(data)
     # before the env file changes: the backup keeps the compose and env files a rollback restores
     image, stamp = backend_image(data), time.strftime("%Y%m%dT%H%M%S")

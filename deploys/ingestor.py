@@ -26,9 +26,9 @@ managed services group by group, health-gated; data-api's migrations run from th
 checkout's alembic/ in a one-off container of the new image on the SQLite volume before
 the new data-api starts (`stamp head` when create_all already made head's tables). A
 healthy release is kept as <dir>/releases/stack/<id> (compose files, env files, image ids
-and `:rel-<id>` tags; the live link <dir>/stack; a history line - deploys/parts/releases.py's
-layout, so `make releases`/`make rollback DEPLOY=ingestor` list them and go back, and
-`releases.prune_plan` keeps ingestor_keep_releases); on the first run against a
+and `:rel-<id>` tags; the live link <dir>/stack; a history line - the release records
+library's layout (deploys/parts/release_records.py), so `make releases`/`make rollback
+DEPLOY=ingestor` list them and go back, and its prune keeps ingestor_keep_releases); on the first run against a
 hand-deployed stack that stack is recorded instead, and the one record of the earlier
 layout (<dir>/live) is adopted. Any failure rolls back to the live release: images,
 compose and env files, SQLite -> gates: health JSON, loopback ports, devices in SQLite
@@ -47,13 +47,12 @@ import hashlib
 import ipaddress
 import json
 import re
-import shlex
 import subprocess
 from io import BytesIO, StringIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, FunctionCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.operations import files
@@ -69,11 +68,11 @@ from deploys.parts.compose import (
 from deploys.parts.docker_host import docker_host
 from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
 from deploys.parts.preflight import collect_problems
+from deploys.parts.release_records import release_records_installed
 from deploys.parts.tree_sync import Tree, read_tree, tree_sync
 from deploys.templating import TEMPLATES
 from facts.compose import ComposeServices
 from facts.http import HttpHealth
-from facts.releases import Releases
 from facts.ingestor import (
     AptCandidates,
     BuildBases,
@@ -515,23 +514,6 @@ def release_meta() -> dict:
     return {"commit": commit, "dirty": dirty, "by": f"{deploy_lock.operator()}@{host.name}"}
 
 
-def _pruned(state, host, root: str, keep: int, script: str, plan_path: str) -> bool:
-    """After a release or a rollback (at execution, so the new history counts): the
-    releases `releases.prune_plan` names go, with their `:rel-<rid>` tags."""
-    st = host.get_fact(Releases, root=root, components=STACK)
-    rids = releases.prune_plan(st, [STACK], keep).get(STACK) or []
-    if not rids:
-        return True
-    ok, out = releases.run_command(host, shlex.join([script, "drop", plan_path, *rids]))
-    for line in out.splitlines():
-        host.log(line)
-    return ok
-
-
-def pruned(plan: dict, script: str, plan_path: str) -> FunctionCommand:
-    return FunctionCommand(_pruned, (plan["dir"], int(plan["keep_releases"]), script, plan_path), {})
-
-
 @operation()
 def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path: str, env_ops=()):
     """Run bin/ingestor-release only when the stack differs from what is wanted."""
@@ -549,7 +531,6 @@ def ingestor_release(plan: dict, wanted: dict[str, str], script: str, plan_path:
     # rollback) short; the next apply waits for an unfinished one (deploys/parts/host_steps).
     yield host_step(RELEASE_UNIT, [script, "release", plan_path, json.dumps(release_meta(), sort_keys=True)],
                     "ha-ingestor release (deploys/ingestor.py)", timeout_s=int(plan["release_timeout_s"]))
-    yield pruned(plan, script, plan_path)
 
 
 @operation()
@@ -565,15 +546,14 @@ def legacy_record_adopted(base: str, script: str, plan_path: str):
 
 
 @operation()
-def ingestor_rolled_back(plan_path: str, script: str, target: dict, root: str, keep: int, timeout_s: int):
-    """`make rollback DEPLOY=ingestor [TO=id]`: bin/ingestor-release rollback, as the
-    transient unit a release runs as (an SSH drop cannot cut it short), then the prune."""
+def ingestor_rolled_back(plan_path: str, script: str, target: dict, timeout_s: int):
+    """`make rollback DEPLOY=ingestor [TO=id]`: bin/ingestor-release rollback (and its
+    prune), as the transient unit a release runs as (an SSH drop cannot cut it short)."""
     rid = target["components"][STACK]
     host.log(f"rolling ha-ingestor back to release {target['id']} ({STACK} {rid}, deployed {target.get('at')}, "
              f"commit {(target.get('commit') or '?')[:12]})")
     yield host_step(RELEASE_UNIT, [script, "rollback", plan_path, rid, json.dumps(release_meta(), sort_keys=True)],
                     "ha-ingestor rollback (deploys/ingestor.py)", timeout_s=timeout_s)
-    yield FunctionCommand(_pruned, (root, keep, script, plan_path), {})
 
 
 def expected(value, want) -> bool:
@@ -736,6 +716,7 @@ def layout(data, values, tree: Tree):
     for path, mode in ((base, "755"), (f"{base}/bin", "755"), (f"{base}/compose", "755"), (f"{base}/env", "700"),
                        (data.ingestor_backup_dir, "700")):
         files.directory(name=path, path=path, user="root", group="root", mode=mode)
+    release_records_installed()  # the records library bin/ingestor-release imports
     files.put(name=f"{base}/bin/ingestor-release", src=StringIO(RELEASE_SCRIPT), dest=f"{base}/bin/ingestor-release",
               user="root", group="root", mode="755")
     keep_pre_record_files(name="Env and compose files the running stack reads, kept before the first release record",
@@ -768,8 +749,8 @@ def release_series(data) -> list[releases.Series]:
 def rollback(data, target: dict) -> None:
     base = data.ingestor_dir
     ingestor_rolled_back(name=f"ha-ingestor rolled back to release {target['id']}", plan_path=f"{base}/release.json",
-                         script=f"{base}/bin/ingestor-release", target=target, root=base,
-                         keep=int(data.ingestor_keep_releases), timeout_s=int(data.ingestor_release_timeout_s or 7200))
+                         script=f"{base}/bin/ingestor-release", target=target,
+                         timeout_s=int(data.ingestor_release_timeout_s or 7200))
 
 
 def main(data):

@@ -10,11 +10,12 @@ changed the database; a first deploy (nothing to roll back to) can defer to a fi
 
 The built images (`src-<content>` tags, source_image keeps N) are a release series as
 operators see it (deploys/parts/releases.py `Series`): after the final gate a release
-passed, `release_recorded` writes <dir>/releases/backend/<id>/release.json (image, its id,
-commit, ref), points <dir>/backend at it and appends the history line, so `make releases
-DEPLOY=hivesync` lists them and `make rollback DEPLOY=hivesync [TO=id]` picks one; the
-deploy then retags the recorded image id (`image_retagged`) and runs the server role
-with that image pinned (backup, gate, roll back on failure, like any release).
+passed, `release_recorded` has the release records library (deploys/parts/release_records.py)
+write <dir>/releases/backend/<id>/release.json (image, its id, commit, ref), point
+<dir>/backend at it and append the history line, so `make releases DEPLOY=hivesync`
+lists them and `make rollback DEPLOY=hivesync [TO=id]` picks one; the deploy then
+retags the recorded image id (`image_retagged`) and runs the server role with that image
+pinned (backup, gate, roll back on failure, like any release).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from deploys.operations import poll_gate
-from deploys.parts import deploy_lock
+from deploys.parts import deploy_lock, release_records
 from deploys.parts.compose import detected_cli, fail_command
 from deploys.parts.hivesync_stack import CONTAINER, _psql, backend_image, backend_source, backend_url, stack_check
-from deploys.parts.releases import (Series, app_id, current_components, history_entry, history_line, read,
-                                    release_id, release_path)
+from deploys.parts.releases import Series, app_id, current_components, read, release_id
 from facts.hivesync import ContainerImage
 
 logger = logging.getLogger("pyinfra")
@@ -220,24 +220,20 @@ def release_meta(data) -> dict:
     return meta
 
 
-def record_script(root: str, rid: str, meta: dict, entry: dict) -> str:
-    """release.json (+ the image's id) and .complete, the live link switched with mv -T,
-    the history line; then release dirs whose image is gone (source_image pruned it)."""
-    q, d = shlex.quote, release_path(root, COMPONENT, rid)
-    json_of = "import json,sys; m=json.loads(sys.argv[1]); m['image_id']=sys.argv[2]; print(json.dumps(m, sort_keys=True))"
-    image_of = "import json,sys; print(json.load(open(sys.argv[1])).get('image_id') or '')"
+def record_script(root: str, rid: str, meta: dict, action: str, backup: str | None = None) -> str:
+    """The release records library (release_records.py, installed by the deploy): release.json
+    (meta + the image's id) and .complete, the live link switched, the history line (with
+    the dump taken before the release); then the release dirs whose image is gone
+    (source_image pruned it) dropped."""
+    q = shlex.quote
+    meta_json = json.dumps(meta, sort_keys=True)
     return (
-        f"set -e; d={q(d)}; mkdir -p \"$d\"; "
-        f"id=$(docker image inspect --format '{{{{.Id}}}}' {q(meta['image'])}); "
-        f"python3 -c {q(json_of)} {q(json.dumps(meta, sort_keys=True))} \"$id\" > \"$d/release.json.tmp\"; "
-        f"mv \"$d/release.json.tmp\" \"$d/release.json\"; touch \"$d/.complete\"; "
-        f"ln -sfn {q(f'releases/{COMPONENT}/{rid}')} {q(f'{root}/.{COMPONENT}.new')}; "
-        f"mv -T {q(f'{root}/.{COMPONENT}.new')} {q(f'{root}/{COMPONENT}')}; "
-        f"{history_line(root, entry)}; "
-        f"for r in {q(f'{root}/releases/{COMPONENT}')}/*/; do r=${{r%/}}; [ \"$r\" = \"$d\" ] && continue; "
-        f"img=$(python3 -c {q(image_of)} \"$r/release.json\" 2>/dev/null || true); "
-        f"if [ -z \"$img\" ] || ! docker image inspect \"$img\" >/dev/null 2>&1; then rm -rf \"$r\"; "
-        f"echo \"release ${{r##*/}}: its image is gone, dropped from the kept releases\"; fi; done"
+        f"set -e; id=$(docker image inspect --format '{{{{.Id}}}}' {q(meta['image'])}); "
+        + release_records.command("record", root, COMPONENT, rid, "--action", action, "--meta", meta_json,
+                                  "--release", meta_json, *(["--backup", backup] if backup else []))
+        + ' --field "image_id=$id"; '
+        + release_records.command("prune", root, COMPONENT, "--probe", "docker image inspect {image_id}")
+        + " || echo 'warning: the release records were not pruned' >&2"
     )
 
 
@@ -258,8 +254,7 @@ def release_recorded(root: str, meta: dict, action: str = "deploy", backup: str 
     live = app_id(before) if before[COMPONENT] else None
     if warning := undone_rollback(history, live, app_id({COMPONENT: rid}), action):
         host.log(f"warning: {warning}", log_func=logger.warning)
-    entry = history_entry({COMPONENT: rid}, before, action, meta, backup)
-    yield StringCommand(record_script(root, rid, meta, entry))
+    yield StringCommand(record_script(root, rid, meta, action, backup))
 
 
 def undone_rollback(history: list[dict], live: str | None, new: str, action: str) -> str | None:

@@ -35,8 +35,8 @@ as a transient systemd unit (deploys/parts/host_steps.py). A killed pyinfra or a
 SSH session no longer leaves the processes stopped: the unit goes on, rolls back on any
 failure, writes the history line in the same process as the link switch, and journals
 its progress so a run cut off itself (unit killed, host rebooted) is finished or rolled
-back by the next one. Its ids, history lines and prune plan are this module's (unit-tested
-against it). The deploy calls `host_steps.settled(unit)` before it plans, so the next
+back by the next one. Ids, history lines, the prune plan and the listing, here and in the
+script, are the release records library's (deploys/parts/release_records.py). The deploy calls `host_steps.settled(unit)` before it plans, so the next
 apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`);
 youtube still switches from the controller.
 
@@ -49,7 +49,6 @@ listing shows it meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import time
@@ -62,23 +61,18 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.context import state
 
 from deploys.errors import ConfigError
+from deploys.parts.release_records import lib, release_records_installed
 from facts.releases import Releases
 
 q = shlex.quote
 Hook = Callable[[object], tuple[bool, str]]
 
-
-def release_id(*parts: object) -> str:
-    """Stable 12-hex id of what a release contains: same inputs, same release."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-def app_id(components: dict[str, str | None]) -> str:
-    """The id of a set of component releases (what `make releases` lists)."""
-    return release_id("app", sorted(components.items()))
+# The record format, the prune plan and the listing: the host-side library's (one copy,
+# templates/opt/infra/lib/release_records.py, which the host scripts import too).
+release_id, app_id, history_entry = lib.release_id, lib.app_id, lib.history_entry
+current_components, unrecorded_live = lib.current_components, lib.unrecorded_live
+pending_release, prune_plan = lib.pending_release, lib.prune_plan
+history_entries, available, report_lines = lib.history_entries, lib.available, lib.report_lines
 
 
 def release_path(root: str, component: str, rid: str) -> str:
@@ -132,10 +126,6 @@ def read(root: str, names: list[str]) -> dict:
     return host.get_fact(Releases, root=root, components=" ".join(names))
 
 
-def current_components(st: dict, names: list[str]) -> dict[str, str | None]:
-    return {n: (st["components"].get(n) or {}).get("current") for n in names}
-
-
 # ----------------------------------------------------------------------------- build
 
 
@@ -156,7 +146,7 @@ def release_built(root: str, component: str, rid: str, build: list, meta: dict |
     yield StringCommand(f"rm -rf {q(path)} && mkdir -p {q(path.rsplit('/', 1)[0])} && (umask 077 && mkdir {q(path)}) && chmod {mode} {q(path)}")
     for step in build:
         yield StringCommand(step.replace("{release}", q(path))) if isinstance(step, str) else step
-    record = {"id": rid, "component": component, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+    record = {"id": rid, "component": component, "built_at": time.strftime(lib.TIME_FORMAT), **(meta or {})}
     yield StringCommand(f"printf '%s\\n' {q(json.dumps(record, sort_keys=True))} > {q(path + '/release.json')}")
     yield StringCommand(f"touch {q(path + '/.complete')}")
 
@@ -207,28 +197,6 @@ def _step(host_, what: str, hook: Hook | None) -> tuple[bool, str]:
     if message:
         _say(host_, f"{what}: {message}")
     return ok, message
-
-
-def prune_plan(st: dict, names: list[str], keep: int, extra_history: list[dict] = ()) -> dict[str, list[str]]:
-    """Releases to delete: all but the current ones and those of the last `keep` distinct
-    history entries (incomplete leftovers of failed builds go too)."""
-    history = list(st.get("history") or []) + list(extra_history)
-    kept: dict[str, set] = {n: set() for n in names}
-    seen: list[str] = []
-    for entry in reversed(history):
-        if entry.get("id") in seen:
-            continue
-        seen.append(entry.get("id"))
-        if len(seen) > keep:
-            break
-        for n, rid in (entry.get("components") or {}).items():
-            kept.setdefault(n, set()).add(rid)
-    plan = {}
-    for n in names:
-        comp = st["components"].get(n) or {}
-        keep_ids = kept.get(n, set()) | {comp.get("current")}
-        plan[n] = [rid for rid in sorted(comp.get("releases") or {}) if rid not in keep_ids]
-    return plan
 
 
 def _switch(state, host, root, names, components, data, switch, keep, cleanup):  # noqa: PLR0911
@@ -307,36 +275,9 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
     return True
 
 
-def unrecorded_live(st: dict, names: list[str]) -> dict | None:
-    """The history line the live release lacks, when the history does not end with it (a run
-    cut off between its link switch and its history line); None when it does, or when the
-    live links are not all complete releases of this layout."""
-    current = current_components(st, names)
-    if not any(current.values()):
-        return None
-    comps = st.get("components") or {}
-    metas = []
-    for n, rid in current.items():
-        info = (comps.get(n) or {}).get("releases", {}).get(rid) if rid else None
-        if rid and not (info and info.get("complete")):
-            return None
-        if info:
-            metas.append(info.get("meta") or {})
-    history = st.get("history") or []
-    live = app_id(current)
-    if history and history[-1].get("id") == live:
-        return None
-    meta = max(metas, key=lambda m: str(m.get("built_at") or ""), default={})
-    return {
-        **history_entry(current, {}, "cut-off", {k: meta.get(k) for k in ("commit", "dirty", "by")}),
-        "from": history[-1].get("id") if history else None,
-        "note": "live, but the run that switched to it was cut off before it recorded it; recorded by the next run",
-    }
-
-
 def history_line(root: str, entry: dict) -> str:
     """The command appending `entry` to the history (one JSON line)."""
-    return f"printf '%s\\n' {q(json.dumps(entry, sort_keys=True))} >> {q(root + '/releases/history.jsonl')}"
+    return f"printf '%s\\n' {q(lib.history_line(entry))} >> {q(root + '/releases/history.jsonl')}"
 
 
 @operation()
@@ -395,12 +336,13 @@ class HostSwitch:
 
 @deploy("Release switch script")
 def switch_script():
-    """Install `release-switch` (stdlib python3, root-owned, readable by all: a user-scope
-    switch runs it as the login user)."""
+    """Install `release-switch` and the release records library it imports (stdlib
+    python3, root-owned, readable by all: a user-scope switch runs it as the login user)."""
     from pyinfra.operations import files
 
     from deploys.templating import TEMPLATES
 
+    release_records_installed()
     files.directory(name="/opt/infra/bin", path="/opt/infra/bin", user="root", group="root", mode="755")
     files.put(name=SWITCH_SCRIPT, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=SWITCH_SCRIPT,
               user="root", group="root", mode="755")
@@ -479,23 +421,6 @@ def releases_switched_on_host(
 # ----------------------------------------------------------------------------- rollback, report
 
 
-def history_entries(st: dict) -> list[dict]:
-    """Distinct releases, newest first (the newest switch to an id wins)."""
-    seen, out = set(), []
-    for entry in reversed(st.get("history") or []):
-        if entry.get("id") not in seen:
-            seen.add(entry.get("id"))
-            out.append(entry)
-    return out
-
-
-def available(st: dict, entry: dict) -> bool:
-    comps = st.get("components") or {}
-    return all(
-        (comps.get(n) or {}).get("releases", {}).get(rid, {}).get("complete") for n, rid in (entry.get("components") or {}).items()
-    )
-
-
 def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
     """The history entry to go back to: `to` (an id or unique prefix), else the release
     before the live one. ConfigError naming the choices when there is none."""
@@ -511,22 +436,6 @@ def rollback_target(st: dict, names: list[str], to: str | None) -> dict:
     if not older:
         raise ConfigError(f"rollback: there is no earlier release to go back to (live: {live})")
     return older[0]
-
-
-def report_lines(st: dict, names: list[str], title: str = "") -> list[str]:
-    live = app_id(current_components(st, names))
-    if missing := unrecorded_live(st, names):  # shown now, recorded by the next deploy or rollback
-        st = {**st, "history": [*(st.get("history") or []), missing]}
-    lines = [f"{title + ' ' if title else ''}releases (newest first; * = live {live}):"]
-    for e in history_entries(st):
-        mark = "*" if e["id"] == live else " "
-        commit = (e.get("commit") or "?")[:12] + (" (dirty)" if e.get("dirty") else "")
-        comps = " ".join(f"{n}={r}" for n, r in sorted((e.get("components") or {}).items()))
-        state_ = "" if available(st, e) else "  [pruned]"
-        lines.append(f" {mark} {e['id']}  {e.get('at', '?')}  {e.get('action', '?'):<8} commit {commit}  by {e.get('by', '?')}  {comps}{state_}")
-    if len(lines) == 1:
-        lines.append("   none yet (deploy first)")
-    return lines
 
 
 @operation(is_idempotent=True)
@@ -560,17 +469,6 @@ class Series:
     title: str
     root: str
     names: tuple[str, ...]
-
-
-def history_entry(components: dict, before: dict, action: str, meta: dict | None = None, backup: str | None = None) -> dict:
-    """One history line: id (app_id of `components`), components, action (deploy, rollback,
-    cut-off), at, from (the id before, or None), backup (the data backup taken before the
-    switch), plus meta: commit, dirty, by (and what else the deploy records)."""
-    return {
-        "id": app_id(components), "components": dict(components), "action": action,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": app_id(before) if any(before.values()) else None,
-        "backup": backup or None, **(meta or {}),
-    }
 
 
 def rollback_choice(series: list[Series], to: str | None) -> tuple[Series, dict]:

@@ -252,11 +252,14 @@ def test_a_source_change_and_a_moved_base_image_rebuild_only_what_they_touch(hos
 LISTED = re.compile(r"^.*? ([* ]) ([0-9a-f]{12})  \S+  (\w+)\s+commit ", re.M)
 
 
-def listed(host, images, source) -> list[tuple[str, str, str]]:
+def listed(host, images, source, data=None) -> list[tuple[str, str, str]]:
     """`make releases DEPLOY=ingestor`: (live mark, id, action), newest first."""
-    run = deploy(ingestor_data(images, source, release_action="releases"))
+    run = deploy({**(data or ingestor_data(images, source)), "release_action": "releases"})
     assert run.changed == [] and "ha-ingestor releases (newest first; * = live " in run.output, run.output[-3000:]
     return LISTED.findall(run.output)
+
+
+PENDING = "/opt/ha-ingestor/releases/stack/0123456789ab"
 
 
 def running_image(host, container: str) -> str:
@@ -274,7 +277,9 @@ def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, i
     history line (action rollback); `make releases` lists both, the live one marked. The
     next apply with the checkout as it is releases it again (the Makefile's "back to the
     previous release": the checkout stays the operator's truth): the kept release, same
-    id, its images rebuilt from the build cache; then 0 changes."""
+    id, its images rebuilt from the build cache; with ingestor_keep_releases=1 its release
+    unit prunes the release left behind (record and `:rel-` tags), never the live one nor
+    one built but never switched to; then 0 changes."""
     older, newer = (e["id"] for e in history(host)[-2:])
     assert [e["action"] for e in history(host)] == ["deploy", "deploy"]
     override = host.exec("cat /opt/ha-ingestor/compose/docker-compose.override.yml").stdout
@@ -291,13 +296,27 @@ def test_releases_are_listed_and_a_rollback_brings_the_previous_one_back(host, i
     assert health(host, 8001)["subscription"]["is_subscribed"] is True
     assert host.exec("stat -c %a /opt/ha-ingestor/env/compose.env").stdout.strip() == "600"
     assert listed(host, images, source) == [("*", older, "rollback"), (" ", newer, "deploy")]
-    forward = deploy(ingestor_data(images, source))
+    # a release built but never switched to (a run cut off between its record and its switch)
+    host.exec(f"mkdir -p {PENDING} && printf '{{\"id\": \"{PENDING[-12:]}\", \"built_at\": \"%s\"}}' "
+              f"\"$(date +%Y-%m-%dT%H:%M:%S%z)\" > {PENDING}/release.json && touch {PENDING}/.complete")
+    keep_one = ingestor_data(images, source, ingestor_keep_releases=1)
+    forward = deploy(keep_one)
     assert forward.did(RELEASE), forward.changed
     assert running_image(host, "ha-ingestor-enrichment") == RUNS["images_2"]["enrichment-pipeline"]
     assert health(host, 8002)["status"] == "healthy"
     last = history(host)[-1]
     assert (last["id"], last["action"], last["from"]) == (newer, "deploy", older), last
-    assert deploy(ingestor_data(images, source)).changed == []
+    # the release unit pruned to ingestor_keep_releases=1: the release left behind and its
+    # `:rel-` tags went; the live one and the one never switched to stay
+    stack = {e["id"]: e["components"]["stack"] for e in history(host)}
+    assert f"pruned stack releases {stack[older]} (keeping 1)" in release_log(host, forward)
+    kept = host.exec("ls /opt/ha-ingestor/releases/stack").stdout.split()
+    assert kept == sorted([stack[newer], PENDING[-12:]]), kept
+    tags = host.exec("docker image ls --format '{{.Tag}}' | grep '^rel-' || true").stdout.split()
+    assert f"rel-{stack[older]}" not in tags and f"rel-{stack[newer]}" in tags, tags
+    assert listed(host, images, source, keep_one) == [("*", newer, "deploy"), (" ", older, "rollback")]
+    assert deploy(keep_one).changed == []
+    host.exec(f"rm -rf {PENDING}")
 
 
 def test_backups_are_verified_and_restorable(host):

@@ -12,7 +12,8 @@ import pytest
 
 from deploys.errors import ConfigError
 from deploys.parts import hivesync_release as hr
-from deploys.parts.releases import app_id, history_entry, rollback_target
+from deploys.parts import release_records
+from deploys.parts.releases import app_id, rollback_target
 from facts.releases import RELEASES_SCRIPT, Releases
 
 FAKE_DOCKER = """#!/bin/sh
@@ -34,19 +35,19 @@ def test_the_content_tag_is_the_release_id_and_a_ready_image_gets_a_digest():
     assert len(ready) == 12 and ready == hr.release_rid("ghcr.io/x/hivesync:1.2") != hr.release_rid("ghcr.io/x/hivesync:1.3")
 
 
-def record(root, images, image, before, action="deploy"):
+def record(root, images, image, action="deploy", backup=None):
+    """The record script as the deploy runs it, with the library from templates/."""
     meta = {"image": image, "commit": image[-4:], "by": "t"}
     rid = hr.release_rid(image)
-    entry = history_entry({hr.COMPONENT: rid}, before, action, meta)
     env = {**os.environ, "PATH": f"{root}/bin:{os.environ['PATH']}", "IMAGES": images}
-    run = subprocess.run(["sh", "-c", hr.record_script(str(root), rid, meta, entry)], env=env, capture_output=True,
-                         text=True, timeout=30)
+    script = hr.record_script(str(root), rid, meta, action, backup).replace(release_records.LIB, str(release_records.SOURCE))
+    run = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     return run.stdout, rid
 
 
 def releases(root):
-    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, str(root), hr.COMPONENT], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, "state", str(root), hr.COMPONENT], capture_output=True,
                          text=True, check=True).stdout
     return Releases().process(out.splitlines())
 
@@ -62,8 +63,8 @@ def root(tmp_path):
 def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
     a, b = "hivesync-backend:src-aaaaaaaaaaaa", "hivesync-backend:src-bbbbbbbbbbbb"
     images = f"{a}=sha256:a1 {b}=sha256:b1"
-    _, rid_a = record(root, images, a, {hr.COMPONENT: None})
-    _, rid_b = record(root, images, b, {hr.COMPONENT: rid_a})
+    _, rid_a = record(root, images, a)
+    _, rid_b = record(root, images, b, backup="/var/backups/hivesync/hivesync-1.dump")
     st = releases(root)
     assert st["components"]["backend"]["current"] == rid_b
     assert os.readlink(root / "backend") == f"releases/backend/{rid_b}"
@@ -71,6 +72,7 @@ def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
     assert meta["image"] == a and meta["image_id"] == "sha256:a1"
     assert [e["action"] for e in st["history"]] == ["deploy", "deploy"]
     assert st["history"][1]["from"] == app_id({"backend": rid_a})
+    assert [e["backup"] for e in st["history"]] == [None, "/var/backups/hivesync/hivesync-1.dump"]
     target = rollback_target(st, ["backend"], None)
     assert target["components"] == {"backend": rid_a}
     with pytest.raises(ConfigError, match="no single kept release"):
@@ -79,10 +81,10 @@ def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
 
 def test_a_release_whose_image_is_gone_is_dropped_from_the_kept_ones(root):
     a, b, c = (f"hivesync-backend:src-{x * 12}" for x in "abc")
-    record(root, f"{a}=sha256:a1 {b}=sha256:b1", a, {hr.COMPONENT: None})
-    _, rid_b = record(root, f"{a}=sha256:a1 {b}=sha256:b1", b, {hr.COMPONENT: "a" * 12})
-    out, rid_c = record(root, f"{b}=sha256:b1 {c}=sha256:c1", c, {hr.COMPONENT: rid_b})  # source_image pruned a
-    assert f"release {'a' * 12}: its image is gone" in out
+    record(root, f"{a}=sha256:a1 {b}=sha256:b1", a)
+    _, rid_b = record(root, f"{a}=sha256:a1 {b}=sha256:b1", b)
+    out, rid_c = record(root, f"{b}=sha256:b1 {c}=sha256:c1", c)  # source_image pruned a
+    assert f"pruned backend releases {'a' * 12} (not usable any more)" in out
     assert set(releases(root)["components"]["backend"]["releases"]) == {rid_b, rid_c}
     gone = app_id({"backend": "a" * 12})
     with pytest.raises(ConfigError, match="kept: " + app_id({"backend": rid_b})):

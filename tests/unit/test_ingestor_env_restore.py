@@ -11,7 +11,7 @@ from pathlib import Path
 from deploys import ingestor
 from deploys.parts.tree_sync import read_tree
 from tests.unit.test_ingestor_deploy import data
-from tests.unit.test_ingestor_release_record import FakeHost, plan_for, script  # noqa: F401
+from tests.unit.test_ingestor_release_record import PathFacts, plan_for, script  # noqa: F401
 
 
 def test_a_backup_brings_back_the_env_files_it_was_taken_under(tmp_path, script):  # noqa: F811
@@ -48,6 +48,16 @@ def test_a_hand_stacks_env_files_map_onto_ours(tmp_path, script):  # noqa: F811
     assert script["backup_env_files"](plan, str(tmp_path / "nothing")) == {}
 
 
+def running_stack(script, monkeypatch, labels):  # noqa: F811
+    """One running container `c1` of the project, with compose's `labels`."""
+    g = script["adopt_running_stack"].__globals__
+    monkeypatch.setitem(g, "run", lambda argv, check=True, timeout=900, capture=True:
+                        subprocess.CompletedProcess(argv, 0, "c1\n", ""))
+    monkeypatch.setitem(g, "inspect", lambda ref, fmt: {"{{json .Config.Labels}}": json.dumps(labels),
+                                                        "{{.State.Status}}": "running"}.get(fmt, "img"))
+    monkeypatch.setitem(g, "container", lambda plan, service: "c1")
+
+
 def test_the_first_record_holds_the_env_files_kept_before_this_run_wrote(tmp_path, script, monkeypatch):  # noqa: F811
     """Our deploy from before release records (or a stack started by hand in <dir>/src):
     this run already wrote new env files; the `.previous` copies are what runs."""
@@ -59,12 +69,7 @@ def test_the_first_record_holds_the_env_files_kept_before_this_run_wrote(tmp_pat
     labels = {"com.docker.compose.project.working_dir": plan["project_directory"],
               "com.docker.compose.project.config_files": plan["compose_files"][0],
               "com.docker.compose.project.environment_file": plan["env_file"]}
-    g = script["adopt_running_stack"].__globals__
-    monkeypatch.setitem(g, "run", lambda argv, check=True, timeout=900, capture=True:
-                        subprocess.CompletedProcess(argv, 0, "c1\n", ""))
-    monkeypatch.setitem(g, "inspect", lambda ref, fmt: {"{{json .Config.Labels}}": json.dumps(labels),
-                                                        "{{.State.Status}}": "running"}.get(fmt, "img"))
-    monkeypatch.setitem(g, "container", lambda plan, service: "c1")
+    running_stack(script, monkeypatch, labels)
     script["adopt_running_stack"](plan)
     script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))  # the first release's rollback
     assert [Path(p).read_text() for p in plan["env_files"]] == ["INFLUXDB_TOKEN=running\n"] * 2
@@ -72,19 +77,11 @@ def test_the_first_record_holds_the_env_files_kept_before_this_run_wrote(tmp_pat
     assert not [p for p in plan["env_files"] if os.path.exists(p + ".previous")]
 
 
-class Files(FakeHost):
-    def get_fact(self, fact, path):
-        return self.facts.get(path)
-
-    def noop(self, message):
-        self.facts["noop"] = message
-
-
 def test_env_files_are_kept_once_and_only_before_the_first_record(monkeypatch):
     paths = ["/o/src/infrastructure/.env.influxdb", "/o/env/compose.env"]
 
     def commands(facts):
-        monkeypatch.setattr(ingestor, "host", Files(dict(facts)))
+        monkeypatch.setattr(ingestor, "host", PathFacts(dict(facts)))
         return [str(c.get_raw_value()) for c in ingestor.keep_pre_record_files._inner(paths=paths, records=["/o/stack/release.json", "/o/live/release.json"])]
 
     assert commands({"/o/live/release.json": {"size": 1}}) == []  # a record of the earlier layout exists
@@ -123,12 +120,7 @@ def test_a_stack_started_by_hand_in_the_checkout_keeps_its_own_compose_file(tmp_
     Path(str(compose) + ".previous").write_text("services: {edited-by-hand: 1}\n")
     plan["pre_record_files"] = plan["env_files"] + [str(compose)]
     labels = {"com.docker.compose.project.working_dir": str(src), "com.docker.compose.project.config_files": str(compose)}
-    g = script["adopt_running_stack"].__globals__
-    monkeypatch.setitem(g, "run", lambda argv, check=True, timeout=900, capture=True:
-                        subprocess.CompletedProcess(argv, 0, "c1\n", ""))
-    monkeypatch.setitem(g, "inspect", lambda ref, fmt: {"{{json .Config.Labels}}": json.dumps(labels),
-                                                        "{{.State.Status}}": "running"}.get(fmt, "img"))
-    monkeypatch.setitem(g, "container", lambda plan, service: "c1")
+    running_stack(script, monkeypatch, labels)
     record = script["adopt_running_stack"](plan)
     assert record["source"] == f"running stack in {src}"  # not our own compose files: a hand stack
     target, _, _ = script["restore_release_files"](plan, str(Path(plan["dir"]) / "stack"))

@@ -218,6 +218,19 @@ class FakeHost:
         return self.facts[fact.__name__]
 
 
+class PathFacts(FakeHost):
+    """Facts by path (File, Sha256File ...): `facts` {path: value}; noop and log kept."""
+
+    def get_fact(self, fact, path):
+        return self.facts.get(path)
+
+    def noop(self, message):
+        self.facts["noop"] = message
+
+    def log(self, message):
+        self.facts.setdefault("log", []).append(message)
+
+
 def test_preflight_checks_the_version_the_package_source_would_install(monkeypatch):
     monkeypatch.setattr(ingestor, "host", FakeHost({"AptCandidates": {"docker.io": "20.10.24"}}))
     assert ingestor.docker_candidate_problem(data(), "20.10") is None

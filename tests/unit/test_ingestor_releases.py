@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from deploys import ingestor
-from deploys.parts import releases
+from deploys.parts import release_records, releases
 from facts.releases import RELEASES_SCRIPT
-from tests.unit.test_ingestor_release_record import FakeHost, plan_for, script  # noqa: F401
+from tests.unit.test_ingestor_release_record import FakeHost, PathFacts, plan_for, script  # noqa: F401
 
 META = {"commit": "abc123def456", "dirty": False, "by": "op@ingestor-1"}
 
@@ -28,7 +28,7 @@ def full_plan(tmp_path):
 
 def facts(root):
     """The Releases fact, run here on the test's directory."""
-    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, str(root), "stack"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, "state", str(root), "stack"], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out)
 
@@ -58,12 +58,33 @@ def docker(g, images):
     return calls
 
 
-def test_the_history_line_is_releases_history_entry(script):  # noqa: F811
-    ours = script["history_entry"]({"stack": "a" * 12}, {"stack": "b" * 12}, "rollback", META, "/b/1")
-    theirs = releases.history_entry({"stack": "a" * 12}, {"stack": "b" * 12}, "rollback", META, "/b/1")
-    assert {k: v for k, v in ours.items() if k != "at"} == {k: v for k, v in theirs.items() if k != "at"}
-    assert script["app_id"]({"stack": "c" * 12}) == releases.app_id({"stack": "c" * 12})
-    assert script["history_entry"]({"stack": "x"}, {"stack": None}, "deploy")["from"] is None
+def two_releases(plan, script, images, backup=None):  # noqa: F811
+    """A first release, then a second with another env file and image; (first, second)."""
+    first = script["record_release"](plan, META)
+    Path(plan["env_files"][0]).write_text("INFLUXDB_TOKEN=second\n")
+    images["ha-ingestor-data-api:latest"] = "sha256:two"
+    return first, script["record_release"](plan, META, backup)
+
+
+def test_the_records_are_the_libraries_and_a_release_prunes_to_keep_releases(tmp_path, script):  # noqa: F811
+    """The script keeps no copy of the record format (it imports release_records). After a
+    release (and a rollback) it prunes to `keep_releases` with the dropped releases'
+    `:rel-` tags: never the live release, nor one built but never switched to."""
+    assert Path(script["records"].__file__).resolve() == release_records.SOURCE.resolve()
+    plan = dict(full_plan(tmp_path), keep_releases=1)
+    g = script["release"].__globals__
+    images = {"ha-ingestor-data-api:latest": "sha256:one"}
+    docker(g, images)
+    first, second = two_releases(plan, script, images)
+    Path(plan["env_files"][0]).write_text("INFLUXDB_TOKEN=built-never-switched\n")
+    images["ha-ingestor-data-api:latest"] = "sha256:three"
+    pending = script["write_record"](plan, {"source": "deploy"}, plan["compose_files"] + plan["env_files"],
+                                     image_ids={"data-api": "sha256:three"}, meta=META)  # cut off before its switch
+    script["prune_releases"](plan)
+    kept = sorted(p.name for p in (Path(plan["dir"]) / "releases/stack").iterdir())
+    assert kept == sorted([second, pending]) and script["live_rid"](plan) == second
+    assert f"ha-ingestor-data-api:rel-{first}" not in images and images[f"ha-ingestor-data-api:rel-{second}"] == "sha256:two"
+    assert releases.report_lines(facts(plan["dir"]), ["stack"])[2].endswith("[pruned]")  # listed, gone
 
 
 def test_two_releases_are_listed_rolled_back_and_pruned(tmp_path, script):  # noqa: F811
@@ -71,11 +92,8 @@ def test_two_releases_are_listed_rolled_back_and_pruned(tmp_path, script):  # no
     g = script["release"].__globals__
     images = {"ha-ingestor-data-api:latest": "sha256:one"}
     calls = docker(g, images)
-    first = script["record_release"](plan, META)
+    first, second = two_releases(plan, script, images, "/backups/ingestor-2")
     env = Path(plan["env_files"][0])
-    env.write_text("INFLUXDB_TOKEN=second\n")
-    images["ha-ingestor-data-api:latest"] = "sha256:two"
-    second = script["record_release"](plan, META, "/backups/ingestor-2")
     assert first != second and images["ha-ingestor-data-api:rel-" + first] == "sha256:one"
     base = Path(plan["dir"])
     assert (base / "stack").resolve() == (base / "releases/stack" / second).resolve()
@@ -179,8 +197,7 @@ def test_the_earlier_layout_is_adopted_on_the_first_run(tmp_path, script):  # no
 
 
 class Ops(FakeHost):
-    def log(self, message):
-        self.facts.setdefault("log", []).append(message)
+    log = PathFacts.log
 
 
 def test_the_deploys_rollback_runs_the_script_as_the_release_unit(monkeypatch):
@@ -188,12 +205,12 @@ def test_the_deploys_rollback_runs_the_script_as_the_release_unit(monkeypatch):
     monkeypatch.setattr(ingestor, "release_meta", lambda: META)
     target = {"id": "f" * 12, "components": {"stack": "a" * 12}, "at": "now", "commit": "abc"}
     commands = list(ingestor.ingestor_rolled_back._inner(plan_path="/opt/x/release.json", script="/opt/x/bin/ingestor-release",
-                                                         target=target, root="/opt/x", keep=3, timeout_s=600))
+                                                         target=target, timeout_s=600))
     first = str(commands[0].get_raw_value())
     assert "systemd-run" in first and "ingestor-release" in first
     assert first.endswith(f"/opt/x/bin/ingestor-release rollback /opt/x/release.json {'a' * 12} "
                           f"'{json.dumps(META, sort_keys=True)}'")
-    assert commands[1].function is ingestor._pruned
+    assert len(commands) == 1  # the script prunes after the rollback, in the same unit
 
 
 def test_release_actions_are_checked_and_the_makefile_lists_ingestor():
@@ -246,19 +263,11 @@ def test_a_token_upstream_would_refuse_stops_the_preflight(monkeypatch):
     preflight(monkeypatch, "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJ4In0.abc-_def")  # a long-lived token (a JWT)
 
 
-class Paths(Ops):
-    def get_fact(self, fact, path):
-        return self.facts.get(path)
-
-    def noop(self, message):
-        self.facts["noop"] = message
-
-
 def test_the_deploy_adopts_the_earlier_record_once(monkeypatch):
     monkeypatch.setattr(ingestor, "release_meta", lambda: META)
 
     def commands(found):
-        monkeypatch.setattr(ingestor, "host", Paths(dict.fromkeys(found, {"size": 1})))
+        monkeypatch.setattr(ingestor, "host", PathFacts(dict.fromkeys(found, {"size": 1})))
         return [str(c.get_raw_value()) for c in ingestor.legacy_record_adopted._inner(
             base="/o", script="/o/bin/ingestor-release", plan_path="/o/release.json")]
 
@@ -275,11 +284,8 @@ def test_a_rollback_that_does_not_turn_healthy_puts_the_live_release_back(tmp_pa
     g = script["release"].__globals__
     images = {"ha-ingestor-data-api:latest": "sha256:one"}
     calls = docker(g, images)
-    first = script["record_release"](plan, META)
+    first, second = two_releases(plan, script, images)
     env = Path(plan["env_files"][0])
-    env.write_text("INFLUXDB_TOKEN=second\n")
-    images["ha-ingestor-data-api:latest"] = "sha256:two"
-    second = script["record_release"](plan, META)
     starts = []
 
     def start_in_order(plan, migrate_first=True, only=None):

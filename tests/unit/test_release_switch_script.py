@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.parts import releases
+from deploys.parts import release_records, releases
 from deploys.parts.data_backup import data_dir_host_steps
 from deploys.parts.releases import Component, HostData, HostSwitch, Switch, switch_plan
 from facts.releases import RELEASES_SCRIPT, Releases
@@ -37,7 +37,7 @@ def load_script():
 
 
 def fact(root: Path) -> dict:
-    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, str(root), " ".join(NAMES)], capture_output=True, text=True,
+    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, "state", str(root), " ".join(NAMES)], capture_output=True, text=True,
                          check=True)
     return Releases().process(out.stdout.splitlines())
 
@@ -108,16 +108,13 @@ def root(tmp_path):
     return root
 
 
-def test_ids_history_and_prune_match_the_controller_side():
+def test_ids_history_and_prune_are_the_release_records_librarys():
+    """The script keeps no copy: it imports templates/opt/infra/lib/release_records.py, the
+    file deploys/parts/releases.py takes its ids, history lines and prune plan from."""
     script = load_script()
-    comps = {"backend": "a1", "frontend": "b2"}
-    assert script.app_id(comps) == releases.app_id(comps)
-    entry, ours = script.history_entry(comps, {"backend": "a0"}, "deploy", {"x": 1}, "/b"), releases.history_entry(
-        comps, {"backend": "a0"}, "deploy", {"x": 1}, "/b")
-    assert {k: v for k, v in entry.items() if k != "at"} == {k: v for k, v in ours.items() if k != "at"}
-    st = {"components": {"backend": {"current": "a4", "releases": {r: {} for r in ("a1", "a2", "a3", "a4")}}},
-          "history": [{"id": str(i), "components": {"backend": f"a{i}"}} for i in range(1, 5)]}
-    assert script.prune_plan(st, ["backend"], 2) == releases.prune_plan(st, ["backend"], 2) == {"backend": ["a1", "a2"]}
+    for name in ("app_id", "history_entry", "append_history", "state_of", "prune", "unrecorded_live"):
+        assert Path(getattr(script, name).__code__.co_filename).resolve() == release_records.SOURCE.resolve(), name
+    assert releases.prune_plan is release_records.lib.prune_plan and releases.app_id is release_records.lib.app_id
 
 
 def test_switch_goes_through_and_records_it_in_the_same_process(root):

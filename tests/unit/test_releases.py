@@ -19,7 +19,7 @@ NAMES = ["backend", "frontend"]
 
 
 def fact(root: Path) -> dict:
-    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, str(root), " ".join(NAMES)], capture_output=True, text=True, check=True)
+    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, "state", str(root), " ".join(NAMES)], capture_output=True, text=True, check=True)
     return Releases().process(out.stdout.splitlines())
 
 

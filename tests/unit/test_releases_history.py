@@ -144,7 +144,7 @@ def test_release_action_lists_every_series_and_rolls_back_in_the_one_named(monke
 
 
 def fact_of(root: str, names: list[str]) -> dict:
-    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, root, " ".join(names)], capture_output=True, text=True, check=True)
+    out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, "state", root, " ".join(names)], capture_output=True, text=True, check=True)
     return Releases().process(out.stdout.splitlines())
 
 

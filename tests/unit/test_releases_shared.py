@@ -38,7 +38,7 @@ class LocalHost:
         return out.returncode == 0, Output()
 
     def get_fact(self, cls, **kwargs):
-        out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, str(self.root), " ".join(self.names)],
+        out = subprocess.run(["python3", "-c", RELEASES_SCRIPT, "state", str(self.root), " ".join(self.names)],
                              capture_output=True, text=True, check=True)
         return Releases().process(out.stdout.splitlines())
 
