@@ -209,9 +209,23 @@ def _step(host_, what: str, hook: Hook | None) -> tuple[bool, str]:
     return ok, message
 
 
+def pending_release(comp: dict, rid: str, switched: set) -> bool:
+    """A complete release never switched to (in no history line) that is not older than the
+    live one (release.json `built_at`; unknown counts as not older): built for a switch still
+    to come (a run cut off between build and switch, a switch that failed and the next one),
+    so a prune must leave it."""
+    info = (comp.get("releases") or {}).get(rid) or {}
+    if not info.get("complete") or rid in switched:
+        return False
+    built = str((info.get("meta") or {}).get("built_at") or "")
+    live = str(((comp.get("releases") or {}).get(comp.get("current")) or {}).get("meta", {}).get("built_at") or "")
+    return not (built and live and built <= live)
+
+
 def prune_plan(st: dict, names: list[str], keep: int, extra_history: list[dict] = ()) -> dict[str, list[str]]:
-    """Releases to delete: all but the current ones and those of the last `keep` distinct
-    history entries (incomplete leftovers of failed builds go too)."""
+    """Releases to delete: all but the current ones, those of the last `keep` distinct
+    history entries and pending ones (`pending_release`); incomplete leftovers of failed
+    builds go too."""
     history = list(st.get("history") or []) + list(extra_history)
     kept: dict[str, set] = {n: set() for n in names}
     seen: list[str] = []
@@ -227,7 +241,9 @@ def prune_plan(st: dict, names: list[str], keep: int, extra_history: list[dict] 
     for n in names:
         comp = st["components"].get(n) or {}
         keep_ids = kept.get(n, set()) | {comp.get("current")}
-        plan[n] = [rid for rid in sorted(comp.get("releases") or {}) if rid not in keep_ids]
+        switched = {(e.get("components") or {}).get(n) for e in history}
+        plan[n] = [rid for rid in sorted(comp.get("releases") or {})
+                   if rid not in keep_ids and not pending_release(comp, rid, switched)]
     return plan
 
 
