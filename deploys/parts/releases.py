@@ -37,8 +37,9 @@ failure, writes the history line in the same process as the link switch, and jou
 its progress so a run cut off itself (unit killed, host rebooted) is finished or rolled
 back by the next one. Its ids, history lines and prune plan are this module's (unit-tested
 against it). The deploy calls `host_steps.settled(unit)` before it plans, so the next
-apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`);
-youtube still switches from the controller.
+apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`, a
+system unit, the script in /opt/infra) and youtube (`youtube_switch_on_host`, a unit of
+the operator's own systemd manager, the script in their state dir: `user_switch_script`).
 
 The history ends with the live release: a run cut off after its link switch, before its
 history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
@@ -420,6 +421,18 @@ def switch_script():
     files.directory(name="/opt/infra/bin", path="/opt/infra/bin", user="root", group="root", mode="755")
     files.put(name=SWITCH_SCRIPT, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=SWITCH_SCRIPT,
               user="root", group="root", mode="755")
+
+
+@deploy("Release switch script (the login user's copy)")
+def user_switch_script(path: str):
+    """Install `release-switch` at `path`, owned by the login user (no root: an @local
+    deploy as the operator, whose /opt/infra is not writable); 0700."""
+    from pyinfra.operations import files
+
+    from deploys.templating import TEMPLATES
+
+    files.directory(name=path.rsplit("/", 1)[0], path=path.rsplit("/", 1)[0], present=True, mode="700")
+    files.put(name=path, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=path, mode="700")
 
 
 def plan_path(root: str) -> str:
