@@ -24,6 +24,15 @@ the development checkout (`youtube_source_dir`), with safe updates (issue 14):
   `<prod>/frontend`), started and health-gated; the database is backed up first and
   migrated with Alembic. A failed pip install or build never reaches the switch; a failed
   migration, start or gate puts back the previous release and its database.
+  With lingering the switch runs on the machine (`youtube_switch_on_host`):
+  templates/opt/infra/bin/release-switch, installed in the user's state dir, as the
+  transient unit `<prefix>-release.service` of the user's manager, so a killed pyinfra or
+  a dropped SSH session neither leaves production stopped nor skips the rollback; the
+  next apply waits for an unfinished switch before it plans. In PID-file mode the
+  processes it starts get a scope of their own (`systemd-run --user --scope`): started in
+  the switch's unit, they would share its cgroup and end with it. Without lingering the
+  user manager ends with the last session (and its units with it): the same sequence
+  runs from the controller, in the SSH session, as before.
 - run: PID files (`pids/`, logs in the production directory, rotated at start) or systemd
   user units (`youtube_mode`, remembered in `<prod>/.mode`), see deploys/parts/procs.py.
 
