@@ -865,7 +865,9 @@ def switched(ctx: Context, name: str, rids: dict[str, str], start: bool, action:
     data, layout = ctx.data, ctx.layout
     keep = int(data.youtube_keep_releases)
     if on_host := switch_on_host(ctx):
-        releases.user_switch_script(path=on_host.script)
+        live = releases.current_components(releases.read(layout.prod, COMPONENTS), COMPONENTS)
+        if any(live.get(c) != rid for c, rid in rids.items()):  # (a run with nothing to switch changes nothing)
+            releases.user_switch_script(path=on_host.script)
         releases.releases_switched_on_host(
             name=name, root=layout.prod, names=COMPONENTS, on_host=on_host,
             components=host_switch_components(ctx, rids, start, on_host.script),
