@@ -425,14 +425,21 @@ def switch_script():
 
 @deploy("Release switch script (the login user's copy)")
 def user_switch_script(path: str):
-    """Install `release-switch` at `path`, owned by the login user (no root: an @local
-    deploy as the operator, whose /opt/infra is not writable); 0700."""
+    """Install `release-switch` at `path` (and the modules it imports into `path`/../../lib),
+    owned by the login user (no root: an @local deploy as the operator, whose /opt/infra is
+    not writable); 0700."""
     from pyinfra.operations import files
 
     from deploys.templating import TEMPLATES
 
-    files.directory(name=path.rsplit("/", 1)[0], path=path.rsplit("/", 1)[0], present=True, mode="700")
+    bin_dir = path.rsplit("/", 1)[0]
+    files.directory(name=bin_dir, path=bin_dir, present=True, mode="700")
     files.put(name=path, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=path, mode="700")
+    # what the script imports from its sibling lib/ (templates/opt/infra/lib, as /opt/infra/lib)
+    lib_dir = f"{bin_dir.rsplit('/', 1)[0]}/lib"
+    for module in sorted((TEMPLATES / "opt/infra/lib").glob("*.py")):
+        files.put(name=f"{lib_dir}/{module.name}", src=str(module), dest=f"{lib_dir}/{module.name}", mode="600",
+                  create_remote_dir=True)
 
 
 def plan_path(root: str) -> str:
