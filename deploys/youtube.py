@@ -864,9 +864,10 @@ def switched(ctx: Context, name: str, rids: dict[str, str], start: bool, action:
     """Make `rids` live: on the host (switch_on_host) or, without it, from the controller."""
     data, layout = ctx.data, ctx.layout
     keep = int(data.youtube_keep_releases)
+    live = releases.current_components(releases.read(layout.prod, COMPONENTS), COMPONENTS)
+    switching = any(live.get(c) != rid for c, rid in rids.items())
     if on_host := switch_on_host(ctx):
-        live = releases.current_components(releases.read(layout.prod, COMPONENTS), COMPONENTS)
-        if any(live.get(c) != rid for c, rid in rids.items()):  # (a run with nothing to switch changes nothing)
+        if switching:  # (a run with nothing to switch changes nothing)
             releases.user_switch_script(path=on_host.script)
         releases.releases_switched_on_host(
             name=name, root=layout.prod, names=COMPONENTS, on_host=on_host,
@@ -875,7 +876,7 @@ def switched(ctx: Context, name: str, rids: dict[str, str], start: bool, action:
             cleanup=venv_cleanup_command(layout) if cleanup else "",
         )
         return
-    if data.youtube_switch_on_host:
+    if data.youtube_switch_on_host and switching:
         host.log("the release switch runs from here, in this SSH session (lingering is off): "
                  "a dropped session stops it half-way; the next apply rolls back or finishes it")
     releases.releases_switched(
