@@ -24,6 +24,15 @@ the development checkout (`youtube_source_dir`), with safe updates (issue 14):
   `<prod>/frontend`), started and health-gated; the database is backed up first and
   migrated with Alembic. A failed pip install or build never reaches the switch; a failed
   migration, start or gate puts back the previous release and its database.
+  With lingering the switch runs on the machine (`youtube_switch_on_host`):
+  templates/opt/infra/bin/release-switch, installed in the user's state dir, as the
+  transient unit `<prefix>-release.service` of the user's manager, so a killed pyinfra or
+  a dropped SSH session neither leaves production stopped nor skips the rollback; the
+  next apply waits for an unfinished switch before it plans. In PID-file mode the
+  processes it starts get a scope of their own (`systemd-run --user --scope`): started in
+  the switch's unit, they would share its cgroup and end with it. Without lingering the
+  user manager ends with the last session (and its units with it): the same sequence
+  runs from the controller, in the SSH session, as before.
 - run: PID files (`pids/`, logs in the production directory, rotated at start) or systemd
   user units (`youtube_mode`, remembered in `<prod>/.mode`), see deploys/parts/procs.py.
 
@@ -53,8 +62,15 @@ from deploys.parts import deploy_lock
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.operations import poll, wait_until
 from deploys.parts import releases
-from deploys.parts.host_steps import host_step, wait_for_step
-from deploys.parts.data_backup import newest_backup, sqlite_backup, sqlite_copy_command, sqlite_restore
+from deploys.parts.host_steps import host_step, settled, wait_for_step
+from deploys.parts.data_backup import (
+    SQLITE_COPY_SCRIPT,
+    newest_backup,
+    prune_command,
+    sqlite_backup,
+    sqlite_copy_command,
+    sqlite_restore,
+)
 from deploys.parts.python_env import venv_built
 from deploys.parts.health import http_check
 from deploys.parts.preflight import collect_problems
@@ -67,8 +83,10 @@ from deploys.parts.procs import (
     port_problem,
     processes,
     say,
+    start_command,
     start_now,
     status_report,
+    stop_command,
     stop_now,
     user_units_removed,
     user_units_running,
@@ -342,6 +360,9 @@ def check_config(data) -> None:
             problems.append(f"{what} must not be inside the development checkout (youtube_source_dir)")
     if source.startswith(prod + "/"):
         problems.append("youtube_source_dir must not be inside youtube_prod_dir")
+    script = str(data.youtube_switch_script or "")
+    if not script.strip() or script.endswith("/") or any(c.isspace() for c in script):
+        problems.append(f"youtube_switch_script {script!r} must be a file path without spaces (e.g. ~/.local/state/infra/bin/release-switch)")
     for key in ("youtube_backend_cmd", "youtube_frontend_cmd", "youtube_migrate_cmd"):
         if not str(data.get(key) or "").strip():
             problems.append(f"{key} is empty")
@@ -720,6 +741,152 @@ def switch_components(ctx: Context, rids: dict[str, str], start: bool) -> list[r
     return out
 
 
+# ----------------------------------------------------------------------------- switch on the host
+
+
+SWITCH_UNIT = "release"  # <youtube_unit_prefix>-release.service, a unit of the user's manager
+
+
+def switch_on_host(ctx: Context) -> releases.HostSwitch | None:
+    """The host-side switch (youtube_switch_on_host): release-switch in a transient unit of
+    the login user's systemd manager, so a killed pyinfra or a dropped SSH session neither
+    leaves production stopped nor skips the rollback. Only with lingering (the manager
+    otherwise ends with the last session and takes the unit along) and a manager that
+    answers; None: the same sequence runs from the controller, in the SSH session."""
+    data, layout = ctx.data, ctx.layout
+    if not data.youtube_switch_on_host or not ctx.ident.get("linger"):
+        return None
+    if host.get_fact(UserUnits, units="default.target").get("manager") not in USER_MANAGER_UP:
+        return None
+    on_host = releases.HostSwitch(
+        f"{data.youtube_unit_prefix}-{SWITCH_UNIT}", scope="user", log=f"{layout.prod}/release-switch.log",
+        script=expand(data.youtube_switch_script, layout.home),
+        # a start is awaited by the gate: the time to listen, then the health check's
+        gate_timeout_s=float(data.youtube_start_timeout_s) + float(data.health_timeout_s), gate_interval_s=1,
+    )
+    try:
+        host_step(on_host.unit, ["true"], scope="user", log=on_host.log)
+    except ConfigError:  # a home path a unit's log file cannot take
+        return None
+    return on_host
+
+
+def host_stop_command(spec: ProcSpec, stop_timeout_s: float) -> str:
+    """`stop_now` as a command line: the PID-file instance and a running user unit."""
+    unit = q(spec.unit)
+    return (
+        f"{stop_command(spec.marker('pidfile'), stop_timeout_s)} && rm -f {q(spec.pidfile)} && "
+        f"s=$({USER_SYSTEMCTL} is-active {unit} 2>/dev/null); "
+        f'case "$s" in active|activating|reloading) {USER_SYSTEMCTL} stop {unit} && echo "unit {spec.unit} stopped" ;; esac'
+    )
+
+
+def host_start_command(spec: ProcSpec, mode: str, prefix: str) -> str:
+    """`start_now` as a command line (the gate then waits for it to answer). PID-file mode:
+    the process is started in a scope of its own (`systemd-run --user --scope`), not in
+    the switch's unit, whose end would otherwise take it along (same cgroup); the scope
+    belongs to the user's manager as the units of systemd mode do (lingering keeps it)."""
+    if mode != "pidfile":
+        return f"{USER_SYSTEMCTL} reset-failed {q(spec.unit)} 2>/dev/null; {USER_SYSTEMCTL} start {q(spec.unit)}"
+    scope = f"{prefix}-{spec.id}-pid-$(date +%Y%m%d%H%M%S)-$$"
+    runtime = 'XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"'
+    return (f"{runtime} systemd-run --user --scope --quiet --collect --unit=\"{scope}\" "
+            f"--description={q(spec.description + ' (PID file)')} -- sh -c {q(start_command(spec))}")
+
+
+def host_switch_components(ctx: Context, rids: dict[str, str], start: bool, script: str) -> list[releases.Component]:
+    """`switch_components` as command lines (release-switch runs them on the host)."""
+    data, out = ctx.data, []
+    for spec in ctx.specs:
+        report = f"echo 'last lines of {spec.log}:'; tail -n 15 {q(spec.log)} 2>/dev/null"
+        if ctx.mode == "systemd":
+            report += f"; {USER_SYSTEMCTL} status --no-pager -n 0 {q(spec.unit)} 2>&1 | head -n 5"
+        out.append(releases.Component(
+            name=spec.id, rid=rids[spec.id],
+            stop=host_stop_command(spec, float(data.youtube_stop_timeout_s)),
+            start=host_start_command(spec, ctx.mode, data.youtube_unit_prefix) if start else None,
+            gate=f"python3 {q(script)} http-check {q(spec.health_url)}" if start and spec.health_url else None,
+            report=report,
+        ))
+    return out
+
+
+# decides from the AlembicState fact's JSON line (stdin) as `at_head` does: exit 0 when the
+# database matches the release (at its heads) or there is none
+AT_HEAD_CHECK = (
+    "import json, sys\n"
+    "lines = [l for l in sys.stdin.read().splitlines() if l.startswith('{')]\n"
+    "s = json.loads(lines[-1]) if lines else {}\n"
+    "h = s.get('heads')\n"
+    "sys.exit(0 if not s.get('db_exists') or (h is not None and sorted(s.get('current') or []) == sorted(h)) else 1)\n"
+)
+
+
+def host_data_steps(ctx: Context, migrate: bool, restore_for: str | None = None) -> releases.HostData:
+    """`data_steps` as command lines: the backup is tagged with $RELEASE_TAG, a failed switch
+    restores $RELEASE_BACKUP; a rollback decides on the host whether the database matches
+    the release it goes back to (its Alembic heads) and else restores the backup taken
+    while that release was live."""
+    data, layout = ctx.data, ctx.layout
+    db, backups, keep = layout.db_path, layout.backups, int(data.youtube_keep_backups)
+    stem = PurePosixPath(db).stem
+    backup = (
+        f"[ -f {q(db)} ] || {{ echo none; exit 0; }}; mkdir -p {q(backups)} && chmod 700 {q(backups)} && "
+        f"dest={q(f'{backups}/{stem}-')}\"$(date +%Y%m%dT%H%M%S)-$RELEASE_TAG.db\" && "
+        f"(umask 077 && python3 -c {q(SQLITE_COPY_SCRIPT)} {q(db)} \"$dest\") && "
+        f"{prune_command(backups, q(stem) + '-*.db', keep)} && echo \"$dest\""
+    )
+
+    def restore(path: str) -> str:
+        return (f"rm -f {q(db)}-journal {q(db)}-wal {q(db)}-shm && cp -p {path} {q(db + '.restore')} && "
+                f"mv -f {q(db + '.restore')} {q(db)}")
+
+    prepare = ""
+    if migrate:
+        cmd = fill(data.youtube_migrate_cmd, placeholders(data, layout), "youtube_migrate_cmd")
+        prepare = (f"cd {q(layout.backend)} && set -a && . ./.env && set +a && {{ {cmd} 2>&1 || "
+                   f"{{ echo {q(f'migration failed ({cmd})')}; exit 1; }}; }} && echo 'database migrated'")
+    elif restore_for:
+        state = AlembicState().command(backend_dir=layout.backend, python=f"{layout.venv}/bin/python", db_path=db)
+        found = f"{q(backups)}/{q(stem)}-*-{q(restore_for)}.db"
+        prepare = (
+            f"if ( {state} ) | python3 -c {q(AT_HEAD_CHECK)}; then "
+            "echo 'the database already matches this release: kept as it is'; "
+            f'else found=$(ls -1t {found} 2>/dev/null | head -n 1); if [ -z "$found" ]; then '
+            f"echo {q(f'no backup taken while {restore_for} was live is kept, and the database does not match it')}; exit 1; fi; "
+            f'{restore(chr(34) + "$found" + chr(34))} && echo "database restored from $found (its state when {restore_for} was live)"; fi'
+        )
+    return releases.HostData(backup=backup, restore=restore('"$RELEASE_BACKUP"'), prepare=prepare)
+
+
+def switched(ctx: Context, name: str, rids: dict[str, str], start: bool, action: str, meta: dict,
+             migrate: bool = False, restore_for: str | None = None, cleanup: bool = False) -> None:
+    """Make `rids` live: on the host (switch_on_host) or, without it, from the controller."""
+    data, layout = ctx.data, ctx.layout
+    keep = int(data.youtube_keep_releases)
+    live = releases.current_components(releases.read(layout.prod, COMPONENTS), COMPONENTS)
+    switching = any(live.get(c) != rid for c, rid in rids.items())
+    if on_host := switch_on_host(ctx):
+        if switching:  # (a run with nothing to switch changes nothing)
+            releases.user_switch_script(path=on_host.script)
+        releases.releases_switched_on_host(
+            name=name, root=layout.prod, names=COMPONENTS, on_host=on_host,
+            components=host_switch_components(ctx, rids, start, on_host.script),
+            data=host_data_steps(ctx, migrate, restore_for), switch=releases.Switch(action, meta), keep=keep,
+            cleanup=venv_cleanup_command(layout) if cleanup else "",
+        )
+        return
+    if data.youtube_switch_on_host and switching:
+        host.log("the release switch runs from here, in this SSH session (lingering is off): "
+                 "a dropped session stops it half-way; the next apply rolls back or finishes it")
+    releases.releases_switched(
+        name=name, root=layout.prod, names=COMPONENTS,
+        components=switch_components(ctx, rids, start),
+        data=data_steps(ctx, migrate=migrate, restore_for=restore_for),
+        switch=releases.Switch(action, meta), keep=keep, cleanup=venv_cleanup(layout) if cleanup else None,
+    )
+
+
 def legacy_adopted(ctx: Context, st: dict) -> None:
     """An install from before releases (plain backend/ and frontend/ directories): stop it,
     move its database to shared/ and keep the old directories under releases/<c>/legacy-*."""
@@ -855,14 +1022,9 @@ def deploy_all(ctx: Context) -> None:
         units_installed(ctx)
     current = releases.current_components(st, COMPONENTS)
     start = bool(data.youtube_start_after_deploy)
-    releases.releases_switched(
-        name="Release switched (only what changed restarts; rolled back on failure)",
-        root=layout.prod, names=COMPONENTS,
-        components=switch_components(ctx, {c: ids[c] for c in COMPONENTS}, start),
-        data=data_steps(ctx, migrate=current.get("backend") != ids["backend"]),
-        switch=releases.Switch("deploy", meta), keep=int(data.youtube_keep_releases),
-        cleanup=venv_cleanup(layout),
-    )
+    switched(ctx, "Release switched (only what changed restarts; rolled back on failure)",
+             {c: ids[c] for c in COMPONENTS}, start, "deploy", meta,
+             migrate=current.get("backend") != ids["backend"], cleanup=True)
     migrated(ctx)
     if start:
         run(ctx)
@@ -912,14 +1074,18 @@ def release_files(layout: Layout, role: str, rid: str, env_file, run_text: str) 
     ]
 
 
-def venv_cleanup(layout: Layout):
+def venv_cleanup_command(layout: Layout) -> str:
     """Venvs no kept backend release links to are deleted after a switch."""
+    return (
+        f"cd {q(layout.venvs)} 2>/dev/null || exit 0; used=$(for r in ../releases/backend/*/venv-prod; do "
+        "[ -L \"$r\" ] && basename \"$(readlink \"$r\")\"; done); "
+        "for v in *; do [ -d \"$v\" ] || continue; echo \"$used\" | grep -qx \"$v\" || { rm -rf \"$v\" \"$v.log\"; echo \"removed venv $v\"; }; done; true"
+    )
+
+
+def venv_cleanup(layout: Layout):
     def cleanup(host_):
-        return _sh(host_, (
-            f"cd {q(layout.venvs)} 2>/dev/null || exit 0; used=$(for r in ../releases/backend/*/venv-prod; do "
-            "[ -L \"$r\" ] && basename \"$(readlink \"$r\")\"; done); "
-            "for v in *; do [ -d \"$v\" ] || continue; echo \"$used\" | grep -qx \"$v\" || { rm -rf \"$v\" \"$v.log\"; echo \"removed venv $v\"; }; done; true"
-        ))
+        return _sh(host_, venv_cleanup_command(layout))
     return cleanup
 
 
@@ -962,13 +1128,9 @@ def rollback(ctx: Context, target: dict) -> None:
         units_installed(ctx)
     meta = {**release_meta(ctx), "commit": target.get("commit"), "dirty": target.get("dirty")}
     current = releases.current_components(st, COMPONENTS)
-    releases.releases_switched(
-        name=f"Rolled back to release {target['id']}",
-        root=layout.prod, names=COMPONENTS,
-        components=switch_components(ctx, target["components"], True),
-        data=data_steps(ctx, migrate=False, restore_for=target["id"] if current.get("backend") != target["components"].get("backend") else None),
-        switch=releases.Switch("rollback", meta), keep=int(data.youtube_keep_releases),
-    )
+    restore_for = target["id"] if current.get("backend") != target["components"].get("backend") else None
+    switched(ctx, f"Rolled back to release {target['id']}", target["components"], True, "rollback", meta,
+             restore_for=restore_for)
     run(ctx)
     health(ctx)
 
@@ -995,6 +1157,8 @@ def main(data) -> None:
     layout = Layout.from_data(data, ident["home"])
     ctx = Context(data, ident, layout, proc_specs(data, layout))
     ctx.mode = resolve_mode(data, layout)
+    if on_host := switch_on_host(ctx):  # a switch an earlier apply left running: plan from what it leaves
+        settled(on_host.unit, scope="user", log=on_host.log)
     series = [releases.Series("", layout.prod, tuple(COMPONENTS))]
     if releases.release_action(data.get("release_action"), series, data.get("release_to"), lambda _, target: rollback(ctx, target)):
         return

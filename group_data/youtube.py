@@ -153,6 +153,16 @@ youtube_linger_sudo = False
 youtube_build_units = True
 # Seconds a build unit may run before systemd stops it (the build then fails).
 youtube_build_timeout_s = 3600
+# The release switch (backup, stop, link, migrate, start, health gate; rollback on any
+# failure) runs on the machine as the transient unit <prefix>-release.service of the
+# user's systemd manager (release-switch, see youtube_switch_script) when lingering is on:
+# a killed pyinfra or an SSH drop neither leaves production stopped nor skips the
+# rollback, and the next apply waits for an unfinished switch. PID-file processes it
+# starts get a scope of their own. False, or lingering off: the switch runs from the
+# controller, in the SSH session.
+youtube_switch_on_host = True
+# Where the deploy installs the host-side switch script (the user's own state dir: no root).
+youtube_switch_script = "~/.local/state/infra/bin/release-switch"
 
 # Distributions the operator's machine may run (desktop Linux with systemd).
 supported_os = {"ubuntu": ["22.04", "24.04"], "pop": ["22.04", "24.04"], "debian": ["12", "13"]}

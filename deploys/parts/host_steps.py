@@ -25,7 +25,7 @@ lingering), its output in a log file (a user's journal is often unreadable to th
 `settled(unit)` waits for an unfinished run while the deploy is still planned (its
 facts then read what that run left). Used by deploys/ingestor.py (bin/ingestor-release),
 archon's migration, hivesync's build, youtube's builds (user scope) and the host-side
-release switch (releases.releases_switched_on_host; music).
+release switch (releases.releases_switched_on_host; music, and youtube in user scope).
 """
 
 from __future__ import annotations

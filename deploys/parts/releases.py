@@ -36,9 +36,11 @@ SSH session no longer leaves the processes stopped: the unit goes on, rolls back
 failure, writes the history line in the same process as the link switch, and journals
 its progress so a run cut off itself (unit killed, host rebooted) is finished or rolled
 back by the next one. Ids, history lines, the prune plan and the listing, here and in the
-script, are the release records library's (deploys/parts/release_records.py). The deploy calls `host_steps.settled(unit)` before it plans, so the next
-apply plans from what a cut-off switch left. Used by music (`music_switch_on_host`);
-youtube still switches from the controller.
+script, are the release records library's (deploys/parts/release_records.py). The deploy
+calls `host_steps.settled(unit)` before it plans, so the next apply plans from what a
+cut-off switch left. Used by music (`music_switch_on_host`, a system unit, the script in
+/opt/infra) and youtube (`youtube_switch_on_host`, a unit of the operator's own systemd
+manager, the script in their state dir: `user_switch_script`).
 
 The history ends with the live release: a run cut off after its link switch, before its
 history line (or a link changed by hand) leaves it out, so `unrecorded_live` finds the
@@ -346,6 +348,25 @@ def switch_script():
     files.directory(name="/opt/infra/bin", path="/opt/infra/bin", user="root", group="root", mode="755")
     files.put(name=SWITCH_SCRIPT, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=SWITCH_SCRIPT,
               user="root", group="root", mode="755")
+
+
+@deploy("Release switch script (the login user's copy)")
+def user_switch_script(path: str):
+    """Install `release-switch` at `path` (and the modules it imports into `path`/../../lib),
+    owned by the login user (no root: an @local deploy as the operator, whose /opt/infra is
+    not writable); 0700."""
+    from pyinfra.operations import files
+
+    from deploys.templating import TEMPLATES
+
+    bin_dir = path.rsplit("/", 1)[0]
+    files.directory(name=bin_dir, path=bin_dir, present=True, mode="700")
+    files.put(name=path, src=str(TEMPLATES / SWITCH_SCRIPT.lstrip("/")), dest=path, mode="700")
+    # what the script imports from its sibling lib/ (templates/opt/infra/lib, as /opt/infra/lib)
+    lib_dir = f"{bin_dir.rsplit('/', 1)[0]}/lib"
+    for module in sorted((TEMPLATES / "opt/infra/lib").glob("*.py")):
+        files.put(name=f"{lib_dir}/{module.name}", src=str(module), dest=f"{lib_dir}/{module.name}", mode="600",
+                  create_remote_dir=True)
 
 
 def plan_path(root: str) -> str:

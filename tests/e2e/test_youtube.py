@@ -559,6 +559,7 @@ def killed_when(predicate, timeout: float = 240, **extra) -> str:
 
 
 BUILD_UNIT = "aqa-youtube-prod-frontend-build"
+RELEASE_UNIT = "aqa-youtube-prod-release"
 
 
 def test_a_build_cut_off_with_pyinfra_is_finished_by_its_unit_and_the_next_apply_converges(yt):
@@ -595,6 +596,8 @@ def test_a_build_cut_off_with_pyinfra_is_finished_by_its_unit_and_the_next_apply
             or "the frontend build was finished by an earlier run" in yt.exec(f"cat {PROD}/frontend-build.log").stdout)
     assert again.did("Frontend release built") and again.did(SWITCH)
     assert yt.exec(f"cat {count}").stdout.split() == ["b"]  # built once, by the cut-off run's unit
+    # with lingering the switch itself ran on the host (youtube_switch_on_host), in systemd mode
+    assert "is live" in yt.exec(f"cat {PROD}/release-switch.log").stdout
     assert run(**slow).changed == []
     assert get_json(yt, 3001, "/api/backend")["backend"]["revision"] == "0002"
 
@@ -606,6 +609,62 @@ def test_switch_back_to_pid_files(yt):
     for name, port in (("backend", 8001), ("frontend", 3001)):
         assert served_by(yt, name, port)
     assert run().changed == []  # and pidfile is remembered
+
+
+def test_killed_during_the_host_side_switch_in_pid_file_mode_the_switch_goes_on(yt):
+    """PID-file mode with lingering: the switch runs on the host as a unit of yt's manager
+    (issue 15, item 4/5). pyinfra SIGKILLed while that unit migrates: the unit goes on (its
+    hooks block on a gate file, so the test picks the moment); the next apply waits for it
+    before planning; the new backend, started in a scope of its own, outlives the switch
+    unit; the apply converges and the one after changes nothing. Then a rollback and
+    forward again, also on the host (the database check runs there)."""
+    gate = f"{HOME}/.switch-gate"
+    slow = {"youtube_migrate_cmd": f"sh -c 'until [ -e {gate} ]; do sleep 0.2; done; exec {{venv}}/bin/python -m alembic upgrade head'"}
+    as_user(yt, f"echo '# host-side switch' >> {SRC}/backend/app/main.py")
+    yt.commit = commit_all(yt, "backend: a change the host-side switch rolls out")
+    old_backend, old_frontend = pidfile(yt, "backend"), pidfile(yt, "frontend")
+
+    def switch_state() -> str:
+        return as_user(yt, f"{USER_SYSTEMCTL} is-active {RELEASE_UNIT}.service", check=False).strip()
+
+    output = killed_when(lambda: switch_state() == "active", **slow)
+    assert "Release switched" in output
+    assert switch_state() == "active"  # pyinfra and its session are gone; the switch goes on
+    results: list = []
+    resume = threading.Thread(target=lambda: results.append(run(**slow)))
+    resume.start()
+    try:  # the next apply waits for the cut-off switch before it plans (host_steps.settled) ...
+        wait_for(lambda: yt.exec(f"pgrep -u {USER} -f 'host-step {RELEASE_UNIT} user ' || true").stdout.strip(),
+                 timeout=120, what="the next apply waiting for the cut-off switch")
+    finally:
+        as_user(yt, f"touch {gate}")  # ... which now goes through
+        resume.join(300)
+    assert results, "the apply after the cut-off switch failed (see its output above)"
+    again = results[0]
+    assert f"{RELEASE_UNIT}.service is still running (an apply was cut off): waiting for it before planning" in again.output
+    assert switch_state() != "active"
+    log = yt.exec(f"cat {PROD}/release-switch.log").stdout
+    assert "database migrated" in log and "is live" in log, log[-2000:]
+    last = json.loads(yt.exec(f"tail -n 1 {PROD}/releases/history.jsonl").stdout)
+    assert last["action"] == "deploy" and last["commit"] == yt.commit, last
+    assert last["components"]["backend"] == yt.exec(f"basename $(readlink {PROD}/backend)").stdout.strip()
+    # the new backend outlived the unit that started it: its own scope, not the switch's cgroup
+    new_backend = pidfile(yt, "backend")
+    assert new_backend and new_backend != old_backend and served_by(yt, "backend", 8001)
+    cgroup = yt.exec(f"cat /proc/{new_backend}/cgroup").stdout
+    assert "aqa-youtube-prod-backend-pid-" in cgroup and RELEASE_UNIT not in cgroup, cgroup
+    assert pidfile(yt, "frontend") == old_frontend  # only the backend changed
+    assert get_json(yt, 8001, "/api/health")["status"] == "healthy"
+    assert run(**slow).changed == [], "second re-run after a kill during the host-side switch"
+
+    back = run(release_action="rollback")
+    assert "the database already matches this release: kept as it is" in yt.exec(f"cat {PROD}/release-switch.log").stdout
+    assert any("Rolled back to release" in op for op in back.changed), back.changed
+    assert served_by(yt, "backend", 8001) and pidfile(yt, "backend") != new_backend
+    forward = run()
+    assert forward.did(SWITCH) and not forward.did("Backend release built")
+    assert served_by(yt, "backend", 8001) and get_json(yt, 8001, "/api/health")["revision"] == "0002"
+    assert run().changed == []
 
 
 def test_development_was_never_touched(yt):
