@@ -532,7 +532,8 @@ def released(app: App, rid: str, build: list, data, restart_when: tuple = (), me
     gate; on failure the previous release and its data come back), keep it running."""
     releases.release_built(name=f"{app.title} release {rid} built", root=app.root, component=app.component,
                            rid=rid, build=build, meta=meta, mode="755")
-    switching = app.live() != rid
+    # (a host-side switch cut off itself is finished or rolled back by this run's switch)
+    switching = app.live() != rid or (data.music_switch_on_host and releases.switch_cut_off(app.root))
     hardened_service(app.spec, restart_when=restart_when, restart_failure="gate", restart_paths=(app.link,),
                      started_by_switch=switching)
     app.switched(data, rid, "deploy", meta or {}, cleanup=True,

@@ -373,6 +373,22 @@ def plan_path(root: str) -> str:
     return f"{root}/releases/.switch-plan.json"
 
 
+def journal_path(root: str) -> str:
+    """Where release-switch journals a switch in progress (removed when it ends)."""
+    return f"{root}/releases/.switch.json"
+
+
+def switch_cut_off(root: str) -> bool:
+    """A host-side switch under `root` was itself cut off (its unit killed, the host
+    rebooted): its journal is left. Only release-switch may finish or roll it back, so the
+    next run must run it even when the live links already are the wanted ones; left alone,
+    the journal is acted on by some later switch, which would then restore the data backed
+    up before that switch and set aside everything written since."""
+    from pyinfra.facts.files import File
+
+    return bool(host.get_fact(File, path=journal_path(root)))
+
+
 def switch_plan(root: str, names: list[str], components: list[Component], data: HostData | None, switch: Switch,
                 keep: int, cleanup: str, on_host: HostSwitch) -> dict:
     """The plan `release-switch run` reads (see its docstring)."""
@@ -413,14 +429,20 @@ def releases_switched_on_host(
     cleanup: str = "",
 ):
     """`releases_switched`, run on the host by `release-switch` in the unit `on_host.unit`
-    (install it with `switch_script`). Nothing when `components` are live; a live release
-    the history lacks is recorded first, here or by the script."""
+    (install it with `switch_script`). Nothing when `components` are live and no earlier
+    switch was cut off (`switch_cut_off`); a live release the history lacks is recorded
+    first, here or by the script."""
     from deploys.parts.host_steps import host_step  # (host_steps imports nothing from here)
 
     st = read(root, names)
     before = current_components(st, names)
     changes = [c for c in components if before.get(c.name) != c.rid]
-    if not changes:
+    cut_off = switch_cut_off(root)
+    if cut_off:  # release-switch finishes or rolls back that switch first, then switches (or not)
+        (host.log if state.is_executing else host.noop)(
+            f"an earlier switch under {root} was cut off ({journal_path(root)} is left): the switch runs to finish or "
+            "roll it back")
+    elif not changes:
         if missing := unrecorded_live(st, names):
             (host.log if state.is_executing else host.noop)(
                 f"release {missing['id']} is live but not in the history (a run was cut off after its switch): recorded")
@@ -428,14 +450,14 @@ def releases_switched_on_host(
             return
         host.noop(f"release {app_id(before)} is live")
         return
-    if not state.is_executing:
+    if not state.is_executing and changes:
         host.noop("will switch on the host " + ", ".join(f"{c.name} {before.get(c.name) or 'nothing'} -> {c.rid}" for c in changes))
     plan = switch_plan(root, names, components, data, switch or Switch(), keep, cleanup, on_host)
     path = plan_path(root)
     yield StringCommand(f"mkdir -p {q(root + '/releases')} && (umask 077 && printf '%s\\n' {q(json.dumps(plan, sort_keys=True))} "
                         f"> {q(path + '.new')}) && mv -f {q(path + '.new')} {q(path)}")
     step = host_step(on_host.unit, ["python3", on_host.script, "run", path], f"release switch under {root}",
-                     timeout_s=on_host.timeout_s(len(changes), data is not None), scope=on_host.scope, log=on_host.log)
+                     timeout_s=on_host.timeout_s(2 * len(components) if cut_off else len(changes), data is not None), scope=on_host.scope, log=on_host.log)
     yield FunctionCommand(_switch_on_host, (step, on_host.unit), {})
 
 

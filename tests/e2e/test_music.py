@@ -471,6 +471,26 @@ def test_killed_during_the_host_side_switch_the_switch_goes_on(music, data):
     assert last["action"] == "deploy" and last["components"]["app"] == live_app(music), last
     assert deploy(music, data(wheel)).changed == [], "second re-run after a kill during the switch"
     assert data_sum(music) == before
+    # The unit itself killed after its link switch (an OOM kill; a reboot), pyinfra too: the live
+    # link is already the wanted release and the journal is left. The next apply's switch rolls
+    # that switch back and switches again, so no journal is left for a later switch to act on
+    # (found with the real MA 2.3.0: a later upgrade restored the data backed up before it).
+    wheel, version = ("v2", "1.1.0") if version == "1.0.0" else ("v1", "1.0.0")
+    cut_off = (f"timeout 300 sh -c 'until grep -qs \"phase.: .started\" {JOURNAL}; do sleep 0.05; done' "
+               f"&& systemctl kill -s KILL {SWITCH_UNIT}")
+    killed = run_until_operation("deploys/music.py", point, limit=music.name, env=ENV, data=data(wheel),
+                                 before_kill=lambda: music.exec(cut_off, timeout=320), timeout=TIMEOUT)
+    assert killed.killed and music.exec(f"test -e {JOURNAL}", check=False).returncode == 0, killed.output[-3000:]
+    again = deploy(music, data(wheel))
+    assert "cut off at phase 'started': rolling it back first" in again.output, again.output[-3000:]
+    assert music.exec(f"test -e {JOURNAL}", check=False).returncode != 0 and info(music)["server_version"] == version
+    last = json.loads(music.exec("tail -n 1 /opt/music-assistant/releases/history.jsonl").stdout)
+    assert last["action"] == "deploy" and last["components"]["app"] == live_app(music), last
+    assert deploy(music, data(wheel)).changed == [], "second re-run after the switch unit was killed"
+    assert data_sum(music) == before
+
+
+JOURNAL = "/opt/music-assistant/releases/.switch.json"  # release-switch's journal of a switch in progress
 
 
 def live_app(host) -> str:
