@@ -194,6 +194,17 @@ def live():
             cache.poll_key, cache.fresh = None, {}
 
 
+def unchanged() -> bool:
+    """True when this host's facts were prefetched in this run and no command, upload or
+    callback has run on it since: what a fact read then says still holds (for what does not
+    move by itself, like the Docker engine's version)."""
+    from pyinfra.context import ctx_host
+
+    target = ctx_host.get() if ctx_host.isset() else None
+    cache = _CACHES.get(target._get_module() if hasattr(target, "_get_module") else target) if target else None
+    return cache is not None and not cache.changed
+
+
 def poll_key(target) -> str | None:
     """The operation polling (its names: stable from run to run), None outside one."""
     from pyinfra.context import state
