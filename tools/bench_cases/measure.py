@@ -24,6 +24,7 @@ from tests.e2e.runner import REPO, Run
 
 OUT = Path(os.environ.get("BENCH_OUT", REPO / ".bench" / "raw.json"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+LOG_LINE = re.compile(r"^\s*(\[pyinfra|-->|\[\S+\] )")
 REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.\w+\] (Running command on|Uploading|Downloading)")
 
 
@@ -69,8 +70,9 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
     if log:  # the commands of a no-op, to see which remain, each with when it started and how long until the next line
         lines = []
         for i, (at, line) in enumerate(stamps):
-            if REMOTE_COMMAND.search(line):
-                waited = (stamps[i + 1][0] if i + 1 < len(stamps) else wall) - at
+            if REMOTE_COMMAND.search(line):  # until the next log line (a command's text may span lines)
+                after = [t for t, text in stamps[i + 1:] if LOG_LINE.match(text)]
+                waited = (after[0] if after else wall) - at
                 lines.append(f"{at:6.2f}s +{waited:5.2f}s {line.strip()[:300]}")
         (OUT.parent / log).write_text("\n".join(lines) + "\n")
     if run.returncode != 0:
