@@ -73,7 +73,7 @@ from deploys.parts.tree_sync import Tree, read_tree, tree_sync
 from deploys.templating import TEMPLATES
 from facts import prefetch
 from facts.compose import ComposeServices
-from facts.http import HttpHealth
+from facts.http import HttpHealthMany
 from facts.releases import Releases
 from facts.ingestor import (
     AptCandidates,
@@ -584,18 +584,20 @@ def expected(value, want) -> bool:
 
 
 def health_check(plan: dict, services: list[str]):
-    """A `wait_until` check: every service's health JSON says what the plan expects."""
+    """A `wait_until` check: every service's health JSON says what the plan expects (all
+    asked at once: one python3 on the host, facts.http.HttpHealthMany)."""
+    wanted = [(name, path, want) for name in services
+              for path, want in (plan["services"][name]["expect"] or {None: None}).items()]
+    probes = [{"url": plan["services"][name]["health_url"], "json_field": path} for name, path, _ in wanted]
 
     def check():
+        answers = host.get_fact(HttpHealthMany, probes=probes) or []
         bad = []
-        for name in services:
-            spec = plan["services"][name]
-            for path, want in (spec["expect"] or {None: None}).items():
-                got = host.get_fact(HttpHealth, url=spec["health_url"], json_field=path)
-                value = (got or {}).get("field")
-                if not (got or {}).get("ok") or (path and not expected(value, want)):
-                    bad.append(f"{name}: {path or 'status'}={value if path else (got or {}).get('status')!r}"
-                               f"{' ' + got['error'] if got and got.get('error') else ''}")
+        for (name, path, want), got in zip(wanted, answers + [None] * (len(wanted) - len(answers))):
+            value = (got or {}).get("field")
+            if not (got or {}).get("ok") or (path and not expected(value, want)):
+                bad.append(f"{name}: {path or 'status'}={value if path else (got or {}).get('status')!r}"
+                           f"{' ' + got['error'] if got and got.get('error') else ''}")
         return (not bad), ("; ".join(bad) or f"{len(services)} services healthy")
 
     return check

@@ -66,7 +66,7 @@ CLOCK = "server.Date"
 MAX_COMMAND = 32_000  # longer fact commands are not recorded (argv-sized scripts)
 # Probes of something outside the host's files and units: always asked live.
 VOLATILE = frozenset({
-    "facts.http.HttpHealth", "facts.units.UnitDiagnostics", "facts.ingestor.HomeAssistantApi",
+    "facts.http.HttpHealth", "facts.http.HttpHealthMany", "facts.units.UnitDiagnostics", "facts.ingestor.HomeAssistantApi",
     "facts.hivesync.R2Buckets", "server.Date",
 })
 

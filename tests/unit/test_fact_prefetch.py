@@ -234,12 +234,13 @@ def test_volatile_and_measurement_names_are_real_fact_names():
     from pyinfra.facts.server import Date
 
     from facts.hivesync import R2Buckets
-    from facts.http import HttpHealth
+    from facts.http import HttpHealth, HttpHealthMany
     from facts.ingestor import HomeAssistantApi
     from facts.system import FreeDiskMb, MemAvailableMb
     from facts.units import UnitDiagnostics
 
-    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, UnitDiagnostics, HomeAssistantApi, R2Buckets, Date)}
+    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, HttpHealthMany, UnitDiagnostics, HomeAssistantApi,
+                                                  R2Buckets, Date)}
     assert prefetch.MEASUREMENTS == {FreeDiskMb.name, MemAvailableMb.name}
 
 

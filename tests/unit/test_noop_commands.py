@@ -10,7 +10,6 @@ own fact code and facts/prefetch.py run unchanged above it.
 from __future__ import annotations
 
 import json
-import re
 import runpy
 import shlex
 from pathlib import Path
@@ -27,7 +26,6 @@ from facts import prefetch
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests/unit/fixtures/facts"
-HEALTH_ARGS = re.compile(r" (https?://\S+) ('[^']*'|\S+) [0-9.]+ ")
 GATE = "Health JSON of every managed service as the plan expects; published ports on 127.0.0.1 only"
 
 
@@ -53,9 +51,9 @@ class CapturedHost:
     def answer(self, text: str) -> tuple[int, str]:
         if "ss -H -tulnp" in text:
             return 0, self.ss
-        if "http.client" in text:
-            url, field = HEALTH_ARGS.search(text).groups()  # build_command's quoted URL and JSON field
-            return 0, self.health[(url, field.strip("'") or None)] + "\n"
+        if "ThreadPoolExecutor" in text and "http.client" in text:  # HttpHealthMany: its probes as JSON
+            rows = json.loads(shlex.split(text[text.rindex(" '[["):])[0])
+            return 0, json.dumps([json.loads(self.health[(url, field or None)]) for url, field, *_ in rows]) + "\n"
         raise AssertionError(f"no captured output for {text[:120]!r}")
 
     def __call__(self, target, command, *args, **kwargs):
@@ -118,7 +116,7 @@ def test_the_ingestor_gate_reads_every_health_url_and_the_sockets_in_one_command
                  if spec.get("health_path"))
     ok, observed, first = a_run(state, target, fake, check)  # the first run learns what the gate reads
     assert ok, observed
-    assert first == checks + 1 == 12  # 11 health answers (8 URLs) and ss, one by one
+    assert checks == 11 and first == 2  # 11 health answers (8 URLs) in one python3, then ss
     ok, observed, steady = a_run(state, target, fake, check)
     assert ok, observed
     assert "8 services healthy" in observed and "ports on loopback only" in observed
