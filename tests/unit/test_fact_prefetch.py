@@ -379,3 +379,16 @@ def test_a_poll_outside_an_operation_or_with_secrets_reads_one_by_one(local, mon
     with prefetch.live():
         assert host.get_fact(Fails, _ignore_errors=True) is None  # a failed reading is asked again
     assert len(commands) == 2 and cache.poll_hits == 0
+
+
+def test_unchanged_until_a_command_upload_or_callback_runs(local, tree):
+    """What the Docker version gate trusts: no command ran since this run's prefetch."""
+    state, host = local
+    assert not prefetch.unchanged()  # no prefetch: nothing to trust
+    prefetch.prefetch_host(state, host, "unit")
+    host.get_fact(File, path=str(tree / "app.py"))  # reading facts changes nothing
+    with prefetch.live():
+        host.get_fact(File, path=str(tree / "app.py"))
+    assert prefetch.unchanged()
+    StringCommand("true").execute(state, host, {})
+    assert not prefetch.unchanged()
