@@ -135,3 +135,30 @@ def test_the_ingestor_gate_still_fails_on_a_bad_answer(captured):
     ok, observed, steady = a_run(state, target, fake, check)
     assert not ok and steady == 1
     assert "data-api: dependencies.influxdb.status='down'" in observed and "not loopback-only: [8086]" in observed
+
+
+class Noted:
+    def __init__(self):
+        self.noops: list[str] = []
+
+    def noop(self, text):
+        self.noops.append(text)
+
+
+@pytest.mark.parametrize("unchanged, healthy, polled", [(True, True, False), (False, True, True), (True, False, True)])
+def test_the_docker_version_gate_polls_only_when_the_host_changed_or_preflight_saw_no_engine(
+        monkeypatch, unchanged, healthy, polled):
+    """A no-op's Docker version gate costs no command: nothing ran since the prefetch, so
+    preflight's reading (taken in this run) is the engine that runs."""
+    from types import SimpleNamespace
+
+    polls = []
+    noted = Noted()
+    monkeypatch.setattr(ingestor, "state", SimpleNamespace(is_executing=True))
+    monkeypatch.setattr(ingestor, "host", noted)
+    monkeypatch.setattr(ingestor.prefetch, "unchanged", lambda: unchanged)
+    monkeypatch.setattr(ingestor, "wait_until", SimpleNamespace(_inner=lambda **kw: polls.append(kw) or iter(())))
+    list(ingestor.docker_engine_gate._inner(check=lambda: (healthy, "Docker 24.0.7 (minimum 20.10)")))
+    assert bool(polls) == polled and bool(noted.noops) == (not polled)
+    if polls:
+        assert polls[0]["timeout_s"] == 20
