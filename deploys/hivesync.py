@@ -53,6 +53,7 @@ and the shared source_image, compose, docker_host, firewall, tls and procs.
 from __future__ import annotations
 
 import logging
+import time
 from io import StringIO
 
 from pyinfra import host
@@ -74,9 +75,10 @@ from deploys.parts.health import external_https_check
 from deploys.parts.hivesync_config import check_config
 from deploys.parts.hivesync_local import (dev_dir, dev_environment, dev_layout, dev_specs, dev_worker_files, dev_workers,
                                           local_environment, local_layout, local_problems, local_status)
-from deploys.parts.hivesync_release import (COMPONENT, backup_before_release, gate_or_rollback, image_retagged,
-                                            release_meta, release_recorded, release_series)
-from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, backend_image_step,
+from deploys.parts.hivesync_release import (COMPONENT, backup_before_release, dump_path, gate_or_rollback,
+                                            image_retagged, release_change, release_meta, release_recorded,
+                                            release_series)
+from deploys.parts.hivesync_stack import (BUILD_UNIT, DEV_SERVICES, SERVICES, backend_image, backend_image_step,
                                           backend_source, backend_url, deployed_record, dev_check, dev_compose,
                                           environment, render_compose, stack_check, status_script)
 from deploys.parts.hivesync_workers import stage_worker, worker_routes, workers_problems
@@ -157,7 +159,10 @@ def server(data, release: tuple[str, dict] | None = None):
               dest=f"{data.hivesync_dir}/bin/hivesync-status", mode="755")
     compose = render_compose(data)
     # before the env file changes: the backup keeps the compose and env files a rollback restores
-    backup = backup_before_release(name="Database backup before a backend release change", compose=compose)
+    image, stamp = backend_image(data), time.strftime("%Y%m%dT%H%M%S")
+    _, backed_up = release_change(data, compose, image)
+    backup = backup_before_release(name="Database backup before a backend release change", compose=compose,
+                                   image=image, stamp=stamp)
     _, env = environment(data)
     compose_stack(
         name=f"Compose stack {data.hivesync_compose_project} (backend, postgres, redis)",
@@ -184,7 +189,8 @@ def server(data, release: tuple[str, dict] | None = None):
     )
     files.put(name=f"{data.hivesync_dir}/DEPLOYED (what serves now)", src=StringIO(deployed_record(data, meta)),
               dest=f"{data.hivesync_dir}/DEPLOYED", mode="644")
-    release_recorded(name=f"Release history: {meta['image']} live", root=data.hivesync_dir, meta=meta, action=action)
+    release_recorded(name=f"Release history: {meta['image']} live", root=data.hivesync_dir, meta=meta, action=action,
+                     backup=dump_path(data, stamp) if backed_up else None)
     if data.hivesync_external_check:
         external_check(data)
 

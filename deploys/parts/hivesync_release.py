@@ -65,7 +65,7 @@ def backup_command(data, stamp: str, running: dict) -> StringCommand:
     failed release changed the database); the compose and env files as they are now."""
     env = data.hivesync_backend_env
     base, backups = data.hivesync_dir, data.hivesync_backup_dir
-    dump = f"{backups}/hivesync-{stamp}.dump"
+    dump = dump_path(data, stamp)
     compose = f"{base}/{data.hivesync_compose_file}"
     env_path = f"{base}/{data.hivesync_env_file}"
     return StringCommand(
@@ -88,26 +88,40 @@ def backup_command(data, stamp: str, running: dict) -> StringCommand:
     )
 
 
-@operation()
-def backup_before_release(compose: str):
-    """A verified pg_dump and the current files before the release changes: a new image
-    or a new compose file (port, command, ...). First deploy: nothing to save."""
-    data = host.data
-    image = backend_image(data)
+def dump_path(data, stamp: str) -> str:
+    return f"{data.hivesync_backup_dir}/hivesync-{stamp}.dump"
+
+
+def release_change(data, compose: str, image: str) -> tuple[dict | None, str | None]:
+    """(the running backend, what changes: None when nothing does) for this run's compose
+    file and image; no backend running: (None, None)."""
     current = host.get_fact(ContainerImage, container=CONTAINER["backend"], image=image)
     if not current["running_id"]:
-        host.noop("no backend running yet: nothing to back up")
-        return
+        return None, None
     path = f"{data.hivesync_dir}/{data.hivesync_compose_file}"
     same_image = current["wanted_id"] and current["wanted_id"] == current["running_id"]
     same_compose = host.get_fact(Sha256File, path=path) == hashlib.sha256(compose.encode()).hexdigest()
     if same_image and same_compose:
+        return current, None
+    return current, "compose file changes" if same_image else f"image changes ({current['running_name']} -> {image})"
+
+
+@operation()
+def backup_before_release(compose: str, image: str, stamp: str):
+    """A verified pg_dump and the current files before the release changes: a new image
+    or a new compose file (port, command, ...). First deploy: nothing to save.
+
+    `image` is the one this run deploys: a rollback pins an older one, which host.data
+    does not know (reading it there re-made the backup and a recreate on every run)."""
+    current, what = release_change(host.data, compose, image)
+    if current is None:
+        host.noop("no backend running yet: nothing to back up")
+        return
+    if what is None:
         host.noop(f"backend already runs {image} from this compose file")
         return
-    what = "compose file changes" if same_image else f"image changes ({current['running_name']} -> " \
-        f"{image})"
     host.log(f"backend {what}: pg_dump first")
-    yield backup_command(data, time.strftime("%Y%m%dT%H%M%S"), current)
+    yield backup_command(host.data, stamp, current)
 
 
 def rollback_command(data, reason: str) -> StringCommand:
@@ -228,9 +242,10 @@ def record_script(root: str, rid: str, meta: dict, entry: dict) -> str:
 
 
 @operation()
-def release_recorded(root: str, meta: dict, action: str = "deploy"):
+def release_recorded(root: str, meta: dict, action: str = "deploy", backup: str | None = None):
     """The release that passed the gates, live in the releases layout and last in the
-    history (`make releases`); nothing when it already is."""
+    history (`make releases`), with the dump taken before it; nothing when it already is.
+    A deploy that replaces a release `make rollback` put back says so."""
     rid = release_rid(meta["image"])
     st = read(root, [COMPONENT])
     before = current_components(st, [COMPONENT])
@@ -240,8 +255,21 @@ def release_recorded(root: str, meta: dict, action: str = "deploy"):
             history[-1].get("id") == app_id({COMPONENT: rid}):
         host.noop(f"release {rid} ({meta['image']}) is live and recorded")
         return
-    entry = history_entry({COMPONENT: rid}, before, action, meta)
+    live = app_id(before) if before[COMPONENT] else None
+    if warning := undone_rollback(history, live, app_id({COMPONENT: rid}), action):
+        host.log(f"warning: {warning}", log_func=logger.warning)
+    entry = history_entry({COMPONENT: rid}, before, action, meta, backup)
     yield StringCommand(record_script(root, rid, meta, entry))
+
+
+def undone_rollback(history: list[dict], live: str | None, new: str, action: str) -> str | None:
+    """A plain deploy after `make rollback` goes back to the checkout's release: worth a
+    line, since the operator rolled back for a reason. Ids as `make releases` lists them."""
+    last = history[-1] if history else {}
+    if action != "deploy" or last.get("action") != "rollback" or not live or live == new:
+        return None
+    return (f"release {live} was put back by a rollback at {last.get('at')}; this deploy replaces it with "
+            f"{new} (the checkout's release). Pin hivesync_backend_ref to stay on the rolled-back one.")
 
 
 @operation()

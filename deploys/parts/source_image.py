@@ -132,7 +132,7 @@ rm -rf "$dir/source.new"; mkdir -p "$dir/source.new"
 tar -xf "$tar" -C "$dir/source.new"
 if [ ! -f "$dir/source.new/$dockerfile" ]; then echo "the source has no $dockerfile" >&2; rm -rf "$dir/source.new" "$tar"; exit 1; fi
 echo "docker build of $tag from the synced source"
-docker build --pull=false -f "$dir/source.new/$dockerfile" -t "$tag" "$@" "$dir/source.new" 2>&1 || true
+docker build --pull=false --force-rm -f "$dir/source.new/$dockerfile" -t "$tag" "$@" "$dir/source.new" 2>&1 || true
 status=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 if [ -z "$status" ]; then echo "docker build of $tag failed" >&2; rm -rf "$dir/source.new" "$tar"; exit 1; fi
 rm -rf "$dir/source.old"; [ ! -d "$dir/source" ] || mv "$dir/source" "$dir/source.old"

@@ -456,7 +456,7 @@ def test_rollback_puts_the_previous_release_back_and_the_history_shows_it(server
     """`make releases` / `make rollback DEPLOY=hivesync` (release_action): after the two
     source releases above (the first one live again), the rollback goes back to the one
     before it, the second: its image, health green, a `rollback` line; the same rollback
-    pinned by TO= then changes nothing."""
+    pinned by TO= then changes nothing, also when TO= is not the checkout's HEAD."""
     first, second = git(checkout, "rev-parse", "HEAD~1"), git(checkout, "rev-parse", "HEAD")
     live = running_image(server)
     assert deployed(server)["commit"] == first
@@ -477,6 +477,21 @@ def test_rollback_puts_the_previous_release_back_and_the_history_shows_it(server
     assert server.exec("readlink /opt/hivesync/backend").stdout.strip() == f"releases/backend/{last['components']['backend']}"
     again = deploy(SERVER, {**data, "release_action": "rollback", "release_to": entries[second]["id"]})
     assert again.changed == [], again.changed
+    # TO= a release that is not the checkout's HEAD (the usual case): switched once, then
+    # the same pinned rollback changes nothing (no second dump, no recreate)
+    older = deploy(SERVER, {**data, "release_action": "rollback", "release_to": entries[first]["id"]})
+    assert running_image(server) == entries[first]["image"] and deployed(server)["commit"] == first
+    assert https(test_cluster, server, "/api/health").json()["ok"] is True
+    assert [e["id"] for e in history(server)[-2:]] == [entries[second]["id"], entries[first]["id"]], older.output[-2000:]
+    pinned = deploy(SERVER, {**data, "release_action": "rollback", "release_to": entries[first]["id"]})
+    assert pinned.changed == [], pinned.changed
+    # a plain apply goes back to the checkout's release, says it undoes the rollback, and
+    # its history line names the dump taken before it
+    forward = deploy(SERVER, data)
+    assert f"warning: release {entries[first]['id']} was put back by a rollback" in forward.output, forward.output[-3000:]
+    assert running_image(server) == entries[second]["image"]
+    dump = history(server)[-1]["backup"]
+    assert dump.startswith("/var/backups/hivesync/hivesync-") and server.exec(f"test -s {dump}", check=False).returncode == 0
 
 
 # ----------------------------------------------------------------------------- Debian 12

@@ -516,6 +516,11 @@ class Cluster:
                 "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                 "-p", "127.0.0.1::22"]
         args += [a for p in spec.publish for a in ("-p", f"127.0.0.1::{p}")]
+        # The host's own engine keeps its images on an anonymous volume (removed by `rm -v`):
+        # a plain directory under the outer engine, so it can use overlay2. On the
+        # container's overlay root it falls back to vfs, which copies every layer in full
+        # and makes builds and loads many times slower.
+        args += ["-v", "/var/lib/docker"] if spec.docker else []
         args += ["--cgroupns=host"] if _cgroup_v2() else []
         args += ["--dns", dns] if dns else []
         proc = docker(*args, image, "/sbin/init", check=False, what=f"start container {cname}")

@@ -102,3 +102,62 @@ def test_the_dev_venv_is_python_envs_script_with_its_options_and_the_digest_reco
     assert "python3 -m venv --system-site-packages /h/dev/venv" in text
     assert "pip install -r /h/src/requirements.txt failed" in text and "the live release" not in text
     assert text.endswith(f"echo {'d' * 64} > /h/dev/venv/.requirements.sha256")
+
+
+class ImageHost:
+    """Answers ContainerImage (the backend runs `running`) and Sha256File (the compose file
+    on the host is `compose`); records noops and logs."""
+
+    def __init__(self, running: str, compose: str):
+        import hashlib
+        self.running, self.compose_sha = running, hashlib.sha256(compose.encode()).hexdigest()
+        self.data = type("Data", (), {"hivesync_dir": "/opt/hivesync", "hivesync_compose_file": "docker-compose.yml"})()
+        self.noops, self.logs = [], []
+
+    def get_fact(self, fact, **kwargs):
+        from pyinfra.facts.files import Sha256File
+
+        from facts.hivesync import ContainerImage
+        if fact is Sha256File:
+            return self.compose_sha
+        assert fact is ContainerImage, fact
+        wanted = "sha256:" + kwargs["image"].rsplit(":", 1)[-1]
+        return {"running_id": "sha256:" + self.running.rsplit(":", 1)[-1], "running_name": self.running,
+                "wanted_id": wanted}
+
+    def noop(self, text):
+        self.noops.append(text)
+
+    def log(self, text, log_func=None):
+        self.logs.append(text)
+
+
+def test_the_backup_before_a_release_compares_the_image_this_run_deploys(monkeypatch):
+    """A pinned rollback deploys an older image than the checkout's: the backup op must look
+    at that one, or every rollback run re-makes a dump and a recreate."""
+    from deploys.parts import hivesync_release
+    fake = ImageHost(running="hivesync-backend:src-aaaaaaaaaaaa", compose="services: {}\n")
+    monkeypatch.setattr(hivesync_release, "host", fake)
+    monkeypatch.setattr(hivesync_release, "backup_command", lambda data, stamp, running: "pg_dump ...")
+
+    def run(image):
+        return list(hivesync_release.backup_before_release._inner(compose="services: {}\n", image=image,
+                                                                  stamp="20261202T010203"))
+
+    assert run("hivesync-backend:src-aaaaaaaaaaaa") == []
+    assert fake.noops == ["backend already runs hivesync-backend:src-aaaaaaaaaaaa from this compose file"]
+    assert run("hivesync-backend:src-bbbbbbbbbbbb") == ["pg_dump ..."]
+    assert fake.logs == ["backend image changes (hivesync-backend:src-aaaaaaaaaaaa -> "
+                         "hivesync-backend:src-bbbbbbbbbbbb): pg_dump first"]
+
+
+def test_a_deploy_that_replaces_a_rolled_back_release_warns():
+    from deploys.parts.hivesync_release import undone_rollback
+    rolled = [{"action": "deploy", "id": "a"}, {"action": "rollback", "id": "b", "at": "2026-12-02T01:00:00Z"}]
+    warning = undone_rollback(rolled, "bbbbbbbbbbbb", "cccccccccccc", "deploy")
+    assert warning.startswith("release bbbbbbbbbbbb was put back by a rollback at 2026-12-02T01:00:00Z; "
+                              "this deploy replaces it with cccccccccccc") and "hivesync_backend_ref" in warning
+    assert undone_rollback(rolled, "bbbbbbbbbbbb", "bbbbbbbbbbbb", "deploy") is None  # stays
+    assert undone_rollback(rolled, "bbbbbbbbbbbb", "cccccccccccc", "rollback") is None  # another rollback
+    assert undone_rollback(rolled[:1], "aaaaaaaaaaaa", "cccccccccccc", "deploy") is None  # no rollback before
+    assert undone_rollback([], None, "cccccccccccc", "deploy") is None
