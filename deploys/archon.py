@@ -51,7 +51,7 @@ from deploys.parts.compose import (
 from deploys.parts.docker_host import docker_host
 from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
 from deploys.parts.health import health_check_timer, http_check, http_gate, service_gate
-from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
+from deploys.parts.host_steps import UnitState, host_step, settled, unfinished, wait_for_step
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -778,6 +778,10 @@ def stack_gate(data, services: list[str]) -> None:
 
 def main(data):
     check_config(data)
+    # a migration an earlier apply left running stops and starts the stacks whose ports the
+    # preflight checks: wait for it now, before anything is read (a port caught mid-stop was
+    # reported as taken)
+    settled(MIGRATE_UNIT)
     checked_preflight(data)
     # a migration an earlier apply left running re-reads the compose and env files: let it end
     # before anything below rewrites them or reads the layout it is changing
