@@ -41,7 +41,7 @@ from pyinfra.operations import files
 from deploys.errors import ConfigError, PreflightFailed
 from deploys.parts import deploy_lock
 from deploys.parts.compose import (
-    compose_health_gate,
+    compose_check,
     compose_stack,
     detected_cli,
     env_file_text,
@@ -50,8 +50,8 @@ from deploys.parts.compose import (
 )
 from deploys.parts.docker_host import docker_host
 from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
-from deploys.parts.health import health_check_timer, http_gate
-from deploys.parts.host_steps import UnitState, host_step, unfinished, wait_for_step
+from deploys.parts.health import health_check_timer, http_check, http_gate, service_gate
+from deploys.parts.host_steps import UnitState, host_step, settled, unfinished, wait_for_step
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -758,8 +758,30 @@ def monitoring(data):
     health_check_timer(HEALTH_UNIT, health_files(data), script_mode="750")
 
 
+def stack_gate(data, services: list[str]) -> None:
+    """One gate, so one poll (one command, facts/prefetch.py) reads both: every service
+    running and healthy by compose, and Archon's API health URL answering 2xx."""
+    project, url = data.archon_compose_project, data.archon_api_health_url
+    checks = (compose_check(project, services), http_check(url))
+
+    def check():
+        for one in checks:  # in order: the API is judged once compose says all are healthy
+            ok, observed = one()
+            if not ok:
+                return False, observed
+        return True, f"{len(services)} services running and healthy; {url} healthy"
+
+    service_gate(name=f"compose project {project}: {len(services)} services running and healthy; {url} healthy",
+                 check=check, description=f"compose project {project} and {url}", timeout_s=data.archon_health_timeout_s,
+                 interval_s=data.get("health_interval_s") or 2)
+
+
 def main(data):
     check_config(data)
+    # a migration an earlier apply left running stops and starts the stacks whose ports the
+    # preflight checks: wait for it now, before anything is read (a port caught mid-stop was
+    # reported as taken)
+    settled(MIGRATE_UNIT)
     checked_preflight(data)
     # a migration an earlier apply left running re-reads the compose and env files: let it end
     # before anything below rewrites them or reads the layout it is changing
@@ -802,8 +824,7 @@ def main(data):
         profiles=profiles(data),
         recreate_when=(env,),
     )
-    compose_health_gate(data.archon_compose_project, services, timeout_s=data.archon_health_timeout_s)
-    http_gate(data.archon_api_health_url, timeout_s=data.archon_health_timeout_s)
+    stack_gate(data, services)
     if data.archon_proxy:
         https_site(data.archon_nginx_site, vhosts(data), public_names(data), data)
         if data.archon_health_check_external:

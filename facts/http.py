@@ -17,56 +17,67 @@ from typing_extensions import override
 
 BODY_PREVIEW = 200
 
-# Runs on the host: python3 -c SCRIPT URL JSON_FIELD TIMEOUT CA_FILE HOST_HEADER
-# Prints exactly one JSON line and always exits 0. Redirects are NOT followed (a 301 to a
-# login page is not "healthy"). With host_header on https, SNI and certificate verification
-# use that name, so https://127.0.0.1/ with host_header="music.example.com" checks nginx's vhost.
-HEALTH_SCRIPT = r"""
+# The probe, run on the host: one GET, one dict, never raising. Redirects are NOT followed
+# (a 301 to a login page is not "healthy"). With host_header on https, SNI and certificate
+# verification use that name, so https://127.0.0.1/ with host_header="music.example.com"
+# checks nginx's vhost.
+PROBE = r"""
 import http.client, json, re, ssl, sys
 from urllib.parse import urlsplit
-url, field, timeout, ca_file, host_header = sys.argv[1:6]
-out = {"url": url, "status": None, "ok": False, "field": None, "json_field": field or None,
-       "error": None, "body": ""}
-try:
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError("unsupported URL: " + url)
-    path = (u.path or "/") + ("?" + u.query if u.query else "")
-    headers = {"User-Agent": "pyinfra-health", "Accept": "application/json, */*"}
-    if host_header:
-        headers["Host"] = host_header
-    if u.scheme == "https":
-        ctx = ssl.create_default_context(cafile=ca_file or None)
-        sni = re.sub(r":\d+$", "", host_header).strip("[]") if host_header else u.hostname
-        class Conn(http.client.HTTPSConnection):
-            def connect(self):
-                http.client.HTTPConnection.connect(self)
-                self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
-        conn = Conn(u.hostname, u.port or 443, timeout=float(timeout), context=ctx)
-    else:
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=float(timeout))
-    conn.request("GET", path, headers=headers)
-    resp = conn.getresponse()
-    raw = resp.read(1048576)
-    out["status"] = resp.status
-    out["ok"] = 200 <= resp.status < 300
-    text = raw.decode("utf-8", "replace")
-    out["body"] = text[:200]
-    if field:
-        try:
-            value = json.loads(text)
-            for key in field.split("."):
-                if isinstance(value, list) and key.lstrip("-").isdigit():
-                    value = value[int(key)]
-                else:
-                    value = value[key]
-            out["field"] = value
-        except (ValueError, KeyError, IndexError, TypeError):
-            pass
-except Exception as e:
-    out["error"] = (type(e).__name__ + ": " + str(e)).strip().rstrip(":")
-print(json.dumps(out))
+def probe(url, field, timeout, ca_file, host_header):
+    out = {"url": url, "status": None, "ok": False, "field": None, "json_field": field or None,
+           "error": None, "body": ""}
+    try:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("unsupported URL: " + url)
+        path = (u.path or "/") + ("?" + u.query if u.query else "")
+        headers = {"User-Agent": "pyinfra-health", "Accept": "application/json, */*"}
+        if host_header:
+            headers["Host"] = host_header
+        if u.scheme == "https":
+            ctx = ssl.create_default_context(cafile=ca_file or None)
+            sni = re.sub(r":\d+$", "", host_header).strip("[]") if host_header else u.hostname
+            class Conn(http.client.HTTPSConnection):
+                def connect(self):
+                    http.client.HTTPConnection.connect(self)
+                    self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
+            conn = Conn(u.hostname, u.port or 443, timeout=float(timeout), context=ctx)
+        else:
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=float(timeout))
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read(1048576)
+        out["status"] = resp.status
+        out["ok"] = 200 <= resp.status < 300
+        text = raw.decode("utf-8", "replace")
+        out["body"] = text[:200]
+        if field:
+            try:
+                value = json.loads(text)
+                for key in field.split("."):
+                    if isinstance(value, list) and key.lstrip("-").isdigit():
+                        value = value[int(key)]
+                    else:
+                        value = value[key]
+                out["field"] = value
+            except (ValueError, KeyError, IndexError, TypeError):
+                pass
+    except Exception as e:
+        out["error"] = (type(e).__name__ + ": " + str(e)).strip().rstrip(":")
+    return out
 """.strip()
+
+# python3 -c SCRIPT URL JSON_FIELD TIMEOUT CA_FILE HOST_HEADER: exactly one JSON line, exit 0.
+HEALTH_SCRIPT = PROBE + "\nprint(json.dumps(probe(*sys.argv[1:6])))"
+
+# python3 -c SCRIPT JSON: JSON is [[url, json_field, timeout, ca_file, host_header], ...];
+# every probe at once (threads), one JSON line: their dicts in the same order, exit 0.
+HEALTH_MANY_SCRIPT = PROBE + """
+from concurrent.futures import ThreadPoolExecutor
+probes = json.loads(sys.argv[1])
+with ThreadPoolExecutor(max_workers=max(1, min(16, len(probes)))) as pool:
+    print(json.dumps(list(pool.map(lambda p: probe(*p), probes))))"""
 
 
 class HttpHealth(FactBase[dict[str, Any] | None]):
@@ -112,6 +123,49 @@ class HttpHealth(FactBase[dict[str, Any] | None]):
     @override
     def process(self, output: list[str]) -> dict[str, Any] | None:
         return parse_output(output)
+
+
+class HttpHealthMany(FactBase[list[dict[str, Any]] | None]):
+    """
+    ``HttpHealth`` for several URLs (and JSON fields) in one command and one python3:
+    ``probes`` is a list of ``{"url": ..., "json_field": ..., "timeout": ..., "ca_file": ...,
+    "host_header": ...}`` (only ``url`` required); the answer is the list of their HttpHealth
+    dicts, in the same order, the requests made at once. None only when python3 is missing.
+
+    Exists because a gate that checks eight services would otherwise start eight
+    interpreters on the host, one after the other.
+    """
+
+    @override
+    def requires_command(self, *args, **kwargs) -> str:
+        return "python3"
+
+    @override
+    def command(self, probes: list[dict[str, Any]]) -> StringCommand:
+        return build_many_command(probes)
+
+    @staticmethod
+    @override
+    def default() -> list[dict[str, Any]] | None:
+        return None
+
+    @override
+    def process(self, output: list[str]) -> list[dict[str, Any]] | None:
+        for line in reversed(output):
+            if line.strip().startswith("["):
+                try:
+                    return json.loads(line)
+                except ValueError as e:
+                    raise FactProcessError(f"HttpHealthMany: unparsable output {line[:200]!r}") from e
+        if not any(line.strip() for line in output):
+            return None
+        raise FactProcessError(f"HttpHealthMany: no JSON in output {output[-5:]!r}")
+
+
+def build_many_command(probes: list[dict[str, Any]]) -> StringCommand:
+    rows = [[str(p["url"]), p.get("json_field") or "", str(float(p.get("timeout", 5))), p.get("ca_file") or "",
+             p.get("host_header") or ""] for p in probes]
+    return StringCommand("python3", "-c", QuoteString(HEALTH_MANY_SCRIPT), QuoteString(json.dumps(rows)))
 
 
 def build_command(

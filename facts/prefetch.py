@@ -16,21 +16,27 @@ music made 78 round trips. Here, per host:
   read from the host again, so a change made within the run is never hidden. A no-op run
   changes nothing and is answered almost entirely from the prefetch;
 - facts asked inside a health poll (`live()`, used by deploys.operations.poll) and the
-  probes in `VOLATILE` always go to the host;
+  probes in `VOLATILE` always go to the host, but not one by one: each poll of an
+  operation starts with ONE command that runs, now, every fact command the same
+  operation's poll asked for in the last run (in parallel on the host); the poll's facts
+  are answered from that reading, each once (the next poll reads again). A fact that was
+  not in it is read from the host as before, and learned for the next run;
 - the host's clock (`server.Date`, asked by every `apt.update(cache_time=...)` and by file
-  time stamps) is read from the host once per run; a later ask gets that reading plus the
-  time passed since, measured on the controller's monotonic clock (the fact has whole
-  seconds, so the answer is the one the host would give);
-- at the end of a run that asked for a different set of facts, that set is saved on the
-  host for the next run (one command; a steady no-op run saves nothing). The host keeps
-  commands, never values: a stale list costs a wasted command, never a wrong answer.
+  time stamps) is read by the prefetch command itself; a later ask gets that reading plus
+  the time passed since it was sent, measured on the controller's monotonic clock (the fact
+  has whole seconds, so the answer is the one the host would give);
+- at the end of a run that asked for a different set of facts (or polls), that set is
+  saved on the host for the next run (one command; a steady no-op run saves nothing). The
+  host keeps commands, never values: a stale list costs a wasted command, never a wrong
+  answer.
 
 It wraps pyinfra internals (`pyinfra.api.facts._get_fact`, `Host.run_shell_command`,
 `put_file`, `rsync`, `FunctionCommand.execute`) written against pyinfra 3.10 (pyproject pins
 >=3.10,<3.11): on another version, or when one of them is gone, nothing is wrapped and
 every fact is read from the host as before. `INFRA_FACT_CACHE=0` turns it all off (pyinfra's plain behaviour), e.g. to compare;
-`INFRA_FACT_CACHE=verify` answers every fact from the host and reports each cached
-answer that differs from it (the e2e proof that a seed equals the real fact).
+`INFRA_FACT_CACHE=verify` answers every fact (and every poll's fact) from the host one by
+one and reports each cached answer that differs from it (the e2e proof that a seed equals
+the real fact).
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ CLOCK = "server.Date"
 MAX_COMMAND = 32_000  # longer fact commands are not recorded (argv-sized scripts)
 # Probes of something outside the host's files and units: always asked live.
 VOLATILE = frozenset({
-    "facts.http.HttpHealth", "facts.units.UnitDiagnostics", "facts.ingestor.HomeAssistantApi",
+    "facts.http.HttpHealth", "facts.http.HttpHealthMany", "facts.units.UnitDiagnostics", "facts.ingestor.HomeAssistantApi",
     "facts.hivesync.R2Buckets", "server.Date",
 })
 
@@ -100,15 +106,22 @@ class HostCache:
     """One host's answers (command, connector arguments) -> stdout lines, and the fact
     commands this run asked for (to prefetch next time)."""
 
-    def __init__(self, system: str, base_executor: str, known: list[str] | None = None):
+    def __init__(self, system: str, base_executor: str, known: list[str] | None = None,
+                 known_polls: dict[str, list[str]] | None = None):
         self.system = system
         self.base = base_executor
         self.known = list(known or [])  # what the host's saved list held
+        self.known_polls = {k: list(v) for k, v in (known_polls or {}).items()}
         self.values: dict[tuple[str, str], list[str]] = {}
         self.asked: dict[str, None] = {}
+        self.polls_asked: dict[str, dict[str, None]] = {}  # operation -> fact commands its polls asked
+        self.poll_key: str | None = None  # the operation whose poll is reading
+        self.fresh: dict[tuple[str, str], list[str]] = {}  # this poll's one-command reading
         self.facts: list[str | None] = []  # the fact being read (None: volatile/live)
         self.live = 0
         self.hits = self.misses = self.drops = 0
+        self.changed = False  # a command, upload or callback ran since the prefetch
+        self.polled = self.poll_hits = 0
         self.verified = self.mismatches = self.measured = 0
         self.clock: tuple[datetime, float] | None = None  # the host's time, read once
         self.clock_hits = 0
@@ -131,11 +144,21 @@ class HostCache:
         if self.values:
             self.drops += 1
         self.values.clear()
+        self.fresh.clear()
+        self.changed = True
 
-    def changed_list(self) -> list[str] | None:
-        """The commands to save for the next run, or None when the host has them already."""
+    def record_poll(self, text: str) -> None:
+        if self.poll_key is not None:
+            self.polls_asked.setdefault(self.poll_key, {})[text] = None
+
+    def changed_list(self) -> dict | None:
+        """What to save for the next run (the fact commands and each operation's poll
+        commands), or None when the host has it already."""
         asked = list(self.asked)
-        return None if asked == self.known else asked
+        polls = {key: list(commands) for key, commands in self.polls_asked.items()}
+        if asked == self.known and polls == self.known_polls:
+            return None
+        return {"facts": asked, "polls": polls}
 
 
 _CACHES: dict[Host, HostCache] = {}
@@ -148,7 +171,9 @@ def cache_for(host) -> HostCache | None:
 
 @contextmanager
 def live():
-    """Facts read inside come from the host (a health poll must see the host change)."""
+    """Facts read inside come from the host (a health poll must see the host change): from
+    one command, run now, holding what this operation's poll asked for last run (the rest
+    one by one, learned for the next run)."""
     from pyinfra.context import ctx_host
 
     target = ctx_host.get() if ctx_host.isset() else None
@@ -156,11 +181,63 @@ def live():
     if cache is None:
         yield
         return
+    outer = cache.live == 0
     cache.live += 1
+    if outer:
+        cache.poll_key = poll_key(target)
+        cache.fresh = _poll_reading(target, cache, cache.poll_key)
     try:
         yield
     finally:
         cache.live -= 1
+        if outer:
+            cache.poll_key, cache.fresh = None, {}
+
+
+def unchanged() -> bool:
+    """True when this host's facts were prefetched in this run and no command, upload or
+    callback has run on it since: what a fact read then says still holds (for what does not
+    move by itself, like the Docker engine's version)."""
+    from pyinfra.context import ctx_host
+
+    target = ctx_host.get() if ctx_host.isset() else None
+    cache = _CACHES.get(target._get_module() if hasattr(target, "_get_module") else target) if target else None
+    return cache is not None and not cache.changed
+
+
+def poll_key(target) -> str | None:
+    """The operation polling (its names: stable from run to run), None outside one."""
+    from pyinfra.context import state
+
+    op_hash = getattr(target, "current_op_hash", None)
+    if not op_hash or state is None:
+        return None
+    try:
+        names = state.get_op_meta(op_hash).names
+    except (KeyError, AttributeError):
+        return None
+    return " | ".join(sorted(names)) or None
+
+
+def _poll_reading(target, cache: HostCache, key: str | None) -> dict[tuple[str, str], list[str]]:
+    """This poll's facts, as learned last run, read from the host in ONE command now."""
+    if key is None or verifying() or not cache.known_polls.get(key):
+        return {}
+    from pyinfra.context import state
+
+    ok, output = _ORIGINAL["run_shell_command"](target, host_command("poll", cache.system, key), print_output=False,
+                                                **_executor(state, target))
+    try:
+        results = _last_json(output) if ok else None
+    except ValueError:
+        results = None
+    if not isinstance(results, list):
+        logger.debug(f"{target.name}: poll reading failed, facts are read one by one")
+        return {}
+    cache.polled += 1
+    return {(command, cache.base): output_lines(stdout) for command, status, stdout in
+            (r for r in results if isinstance(r, list) and len(r) == 3)
+            if status == 0 and isinstance(command, str) and isinstance(stdout, str)}
 
 
 # ----------------------------------------------------------------------------- hooks
@@ -205,11 +282,17 @@ def _run_shell_command(self, command, *args, **kwargs):
     if not cache.facts:  # an operation's command (or a script beside the plan)
         cache.invalidate()
         return run(self, command, *args, **kwargs)
-    if not cache.reading():
-        return run(self, command, *args, **kwargs)
     text = command_text(command)
     key = (text, executor_key(kwargs))
-    if key[1] == cache.base and len(text) <= MAX_COMMAND and not _holds_secret(command):
+    recordable = key[1] == cache.base and len(text) <= MAX_COMMAND and not _holds_secret(command)
+    if not cache.reading():  # a poll's fact or a probe: read now
+        if recordable and cache.live:
+            cache.record_poll(text)
+        if key in cache.fresh:  # read by this poll's one command, a moment ago
+            cache.poll_hits += 1
+            return True, CommandOutput([OutputLine("stdout", line) for line in cache.fresh.pop(key)])
+        return run(self, command, *args, **kwargs)
+    if recordable:
         cache.asked[text] = None
     if key in cache.values:
         cache.hits += 1
@@ -302,8 +385,27 @@ def _executor(state, target) -> dict:
     return {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
 
 
-def host_command(action: str, system: str) -> StringCommand:
-    return StringCommand("python3", "-c", shlex.quote(HOST_SCRIPT), action, system)
+def host_command(action: str, system: str, *args: str) -> StringCommand:
+    return StringCommand("python3", "-c", shlex.quote(HOST_SCRIPT), action, system, *map(shlex.quote, args))
+
+
+def clock_command() -> str:
+    from pyinfra.facts.server import Date
+
+    return Date().command()
+
+
+def _seed_clock(cache: HostCache, reply: object, sent: float) -> None:
+    """The host's time as the prefetch command read it, advanced from when the command was
+    sent (as `_host_clock` does from a reading of its own)."""
+    from pyinfra.facts.server import Date
+
+    if not (isinstance(reply, list) and len(reply) == 3 and reply[1] == 0 and isinstance(reply[2], str)):
+        return
+    try:
+        cache.clock = (Date().process(output_lines(reply[2])), sent)
+    except (ValueError, IndexError):
+        cache.clock = None
 
 
 def _last_json(output) -> object:
@@ -343,17 +445,22 @@ def prefetch_host(state, target, system: str) -> HostCache | None:
         logger.debug(f"{target.name}: fact prefetch off ({reason}): facts are read one by one")
         return None
     run = _ORIGINAL["run_shell_command"]
-    ok, output = run(target, host_command("run", system), print_output=False, **executor)
+    sent = time.monotonic()
+    ok, output = run(target, host_command("run", system, clock_command()), print_output=False, **executor)
     try:
-        results = _last_json(output) if ok else None
+        reply = _last_json(output) if ok else None
     except ValueError:
-        results = None
-    if not isinstance(results, list):
+        reply = None
+    if not isinstance(reply, dict) or not isinstance(reply.get("facts"), list):
         logger.warning(f"{target.name}: fact prefetch failed, facts are read one by one "
                        f"({' '.join(output.stderr_lines[-2:]) or 'no output'})")
-        results = []
-    cache = HostCache(system, executor_key(executor), [r[0] for r in results if isinstance(r, list) and r])
+        reply = {"facts": []}
+    results = reply["facts"]
+    polls = reply.get("polls") if isinstance(reply.get("polls"), dict) else {}
+    cache = HostCache(system, executor_key(executor), [r[0] for r in results if isinstance(r, list) and r],
+                      {k: [c for c in v if isinstance(c, str)] for k, v in polls.items() if isinstance(v, list)})
     seeded = cache.seed(results)
+    _seed_clock(cache, reply.get("clock"), sent)
     _CACHES[target] = cache
     logger.debug(f"{target.name}: prefetched {seeded} of {len(results)} facts for {system}")
     if not any(isinstance(h, _Saver) for h in state.callback_handlers):
@@ -371,14 +478,14 @@ def save(target, state) -> None:
     cache = _CACHES.get(target)
     if cache is None or "--dry" in sys.argv or target in state.failed_hosts:
         return  # a failed run asked for part of the facts only: the saved list stays
-    if (commands := cache.changed_list()) is None:
+    if (record := cache.changed_list()) is None:
         return
     executor = _executor(state, target)
     ok, output = _ORIGINAL["run_shell_command"](
-        target, host_command("save", cache.system), print_output=False, _stdin=json.dumps(commands),
+        target, host_command("save", cache.system), print_output=False, _stdin=json.dumps(record),
         **{k: v for k, v in executor.items() if k != "_stdin"})
     if ok:
-        cache.known = commands
+        cache.known, cache.known_polls = record["facts"], record["polls"]
     else:
         logger.warning(f"{target.name}: could not save the fact list ({' '.join(output.stderr_lines[-2:])})")
 
@@ -392,7 +499,7 @@ class _Saver(BaseStateCallback):
                 save(target, state)
                 cache = _CACHES[target]
                 summary = (f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
-                           f"{cache.drops} drops")
+                           f"{cache.drops} drops; {cache.polled} poll readings answered {cache.poll_hits}")
                 if verifying():
                     logger.warning(f"{summary}; verified {cache.verified}, mismatches {cache.mismatches}, "
                                    f"measurements that moved {cache.measured}")

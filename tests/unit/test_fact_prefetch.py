@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from queue import Queue
 
 import pytest
@@ -186,15 +187,26 @@ def test_host_script_saves_privately_and_runs_each_command(tmp_path):
     assert run_script(tmp_path, "save", "music", stdin=json.dumps(commands)) == {"ok": True}
     saved = tmp_path / "facts" / "music.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600" and oct(saved.parent.stat().st_mode & 0o777) == "0o700"
-    assert run_script(tmp_path, "run", "music") == [
-        [commands[0], 0, "a\n\nb"], [commands[1], 4, "out\n"], [commands[2], 0, None]]
-    assert run_script(tmp_path, "run", "hello") == []  # nothing saved yet: nothing run
+    assert run_script(tmp_path, "run", "music") == {"facts": [
+        [commands[0], 0, "a\n\nb"], [commands[1], 4, "out\n"], [commands[2], 0, None]], "polls": {}, "clock": None}
+    assert run_script(tmp_path, "run", "hello")["facts"] == []  # nothing saved yet: nothing run
+
+
+def test_host_script_keeps_each_operations_poll_and_runs_it_at_once(tmp_path):
+    record = {"facts": ["echo fact"], "polls": {"Gate A": ["echo a1", "echo a2; exit 2"], "Gate B": ["echo b"]}}
+    assert run_script(tmp_path, "save", "ingestor", stdin=json.dumps(record)) == {"ok": True}
+    assert run_script(tmp_path, "run", "ingestor", "echo 12:00") == {
+        "facts": [["echo fact", 0, "fact\n"]], "polls": record["polls"], "clock": ["echo 12:00", 0, "12:00\n"]}
+    assert run_script(tmp_path, "poll", "ingestor", "Gate A") == [["echo a1", 0, "a1\n"], ["echo a2; exit 2", 2, "a2\n"]]
+    assert run_script(tmp_path, "poll", "ingestor", "Gate C") == []
+    (tmp_path / "facts" / "old.json").write_text(json.dumps(["echo listed"]))  # the earlier list-only record
+    assert run_script(tmp_path, "run", "old")["facts"] == [["echo listed", 0, "listed\n"]]
 
 
 def test_host_script_ignores_a_damaged_list(tmp_path):
     (tmp_path / "facts").mkdir()
     (tmp_path / "facts" / "music.json").write_text("{not json")
-    assert run_script(tmp_path, "run", "music") == []
+    assert run_script(tmp_path, "run", "music") == {"facts": [], "polls": {}, "clock": None}
 
 
 def test_seed_keeps_only_clean_answers():
@@ -222,12 +234,13 @@ def test_volatile_and_measurement_names_are_real_fact_names():
     from pyinfra.facts.server import Date
 
     from facts.hivesync import R2Buckets
-    from facts.http import HttpHealth
+    from facts.http import HttpHealth, HttpHealthMany
     from facts.ingestor import HomeAssistantApi
     from facts.system import FreeDiskMb, MemAvailableMb
     from facts.units import UnitDiagnostics
 
-    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, UnitDiagnostics, HomeAssistantApi, R2Buckets, Date)}
+    assert prefetch.VOLATILE == {f.name for f in (HttpHealth, HttpHealthMany, UnitDiagnostics, HomeAssistantApi,
+                                                  R2Buckets, Date)}
     assert prefetch.MEASUREMENTS == {FreeDiskMb.name, MemAvailableMb.name}
 
 
@@ -274,9 +287,10 @@ def test_a_plain_host_reads_facts_like_the_host_script():
     assert "bash" in prefetch.unlike_a_fact({"_shell_executable": "bash"})
 
 
-def test_host_clock_is_read_once_and_advanced_by_the_controllers_clock(local, tree, monkeypatch):
-    """server.Date (each apt.update with cache_time asks it): one command per run. A later
-    ask is the first reading plus the time passed, and it drops nothing from the cache."""
+def test_host_clock_is_read_by_the_prefetch_and_advanced_by_the_controllers_clock(local, tree, monkeypatch):
+    """server.Date (each apt.update with cache_time asks it): no command of its own, the
+    prefetch read it. A later ask is that reading plus the time passed, and it drops
+    nothing from the cache."""
     from datetime import timedelta
 
     from pyinfra.facts.server import Date
@@ -290,12 +304,91 @@ def test_host_clock_is_read_once_and_advanced_by_the_controllers_clock(local, tr
                         lambda *a, **k: commands.append(a[1]) or original(*a, **k))
     now = [1000.0]
     monkeypatch.setattr(prefetch.time, "monotonic", lambda: now[0])
+    seeded, _ = cache.clock
+    assert abs((datetime.now(timezone.utc) - seeded).total_seconds()) < 60  # the host's clock (this machine's)
+    cache.clock = (seeded, now[0])
     first = host.get_fact(Date)
+    assert first == seeded
     now[0] += 125.7
     later = host.get_fact(Date)
-    assert len(commands) == 1 and later - first == timedelta(seconds=125) and cache.clock_hits == 1
+    assert not commands and later - first == timedelta(seconds=125) and cache.clock_hits == 2
     host.get_fact(File, path=str(tree / "app.py"))
-    assert cache.hits == 1 and len(commands) == 1  # the seed survived the clock reads
+    assert cache.hits == 1 and not commands  # the seed survived the clock reads
+    cache.clock = None  # a prefetch that could not read it: one command, then advanced
+    host.get_fact(Date)
+    host.get_fact(Date)
+    assert len(commands) == 1
     monkeypatch.setenv("INFRA_FACT_CACHE", "verify")
     host.get_fact(Date)
     assert len(commands) == 2  # verify mode: the host's own clock
+
+
+def counted_commands(monkeypatch) -> list:
+    commands = []
+    original = prefetch._ORIGINAL["run_shell_command"]
+    monkeypatch.setitem(prefetch._ORIGINAL, "run_shell_command",
+                        lambda *a, **k: commands.append(prefetch.command_text(a[1])) or original(*a, **k))
+    return commands
+
+
+def test_a_poll_reads_what_it_asked_last_run_in_one_command_and_again_each_time(local, tree, monkeypatch):
+    """A health gate's poll: the facts its operation's poll asked for in the last run are
+    read by one command when the poll starts (not one per fact), each answered once and
+    equal to the host's own answer; the next poll reads again, so it sees the host move."""
+    state, host = local
+    monkeypatch.setattr(prefetch, "poll_key", lambda target: "Wait until healthy")
+    target = tree / "appears"
+    facts = [(File, {"path": str(target)}), (Sha1File, {"path": str(tree / "app.py")}), (Users, {})]
+    prefetch.prefetch_host(state, host, "unit")
+    with prefetch.live():
+        first = [host.get_fact(cls, **kwargs) for cls, kwargs in facts]  # one by one, learned
+    prefetch.save(host, state)
+    prefetch.forget(host)
+    cache = prefetch.prefetch_host(state, host, "unit")
+    assert [len(v) for v in cache.known_polls.values()] == [len(facts)] and cache.known == []
+    commands = counted_commands(monkeypatch)
+    with prefetch.live():
+        assert [host.get_fact(cls, **kwargs) for cls, kwargs in facts] == first
+    assert len(commands) == 1 and "poll" in commands[0] and cache.poll_hits == len(facts)
+    target.write_text("up\n")  # the host moves by itself between two polls
+    with prefetch.live():
+        assert host.get_fact(File, path=str(target))["size"] == 3
+        assert host.get_fact(File, path=str(target))["size"] == 3  # asked twice: the second from the host
+    assert len(commands) == 3
+    assert cache.changed_list() is None  # the same poll asked the same: nothing to save
+    assert host.get_fact(File, path=str(target))["size"] == 3 and len(commands) == 4  # not in a poll: no reading
+    monkeypatch.setenv("INFRA_FACT_CACHE", "verify")
+    with prefetch.live():
+        [host.get_fact(cls, **kwargs) for cls, kwargs in facts]
+    assert len(commands) == 4 + len(facts)  # verify mode: one by one
+
+
+def test_a_poll_outside_an_operation_or_with_secrets_reads_one_by_one(local, monkeypatch):
+    state, host = local
+    cache = prefetch.prefetch_host(state, host, "unit")
+    with prefetch.live():  # no operation polling: nothing to key a reading on
+        host.get_fact(Users)
+    assert cache.polls_asked == {}
+    monkeypatch.setattr(prefetch, "poll_key", lambda target: "Gate")
+    with prefetch.live():
+        host.get_fact(Secretive, token=HiddenValue("s3cret"))
+        host.get_fact(Fails, _ignore_errors=True)
+    assert not any("s3cret" in c for c in cache.polls_asked["Gate"]) and len(cache.polls_asked["Gate"]) == 1
+    cache.known_polls = {"Gate": list(cache.polls_asked["Gate"])}
+    commands = counted_commands(monkeypatch)
+    with prefetch.live():
+        assert host.get_fact(Fails, _ignore_errors=True) is None  # a failed reading is asked again
+    assert len(commands) == 2 and cache.poll_hits == 0
+
+
+def test_unchanged_until_a_command_upload_or_callback_runs(local, tree):
+    """What the Docker version gate trusts: no command ran since this run's prefetch."""
+    state, host = local
+    assert not prefetch.unchanged()  # no prefetch: nothing to trust
+    prefetch.prefetch_host(state, host, "unit")
+    host.get_fact(File, path=str(tree / "app.py"))  # reading facts changes nothing
+    with prefetch.live():
+        host.get_fact(File, path=str(tree / "app.py"))
+    assert prefetch.unchanged()
+    StringCommand("true").execute(state, host, {})
+    assert not prefetch.unchanged()

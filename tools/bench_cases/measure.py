@@ -24,6 +24,7 @@ from tests.e2e.runner import REPO, Run
 
 OUT = Path(os.environ.get("BENCH_OUT", REPO / ".bench" / "raw.json"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+LOG_LINE = re.compile(r"^\s*(\[pyinfra|-->|\[\S+\] )")
 REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.\w+\] (Running command on|Uploading|Downloading)")
 
 
@@ -46,14 +47,19 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
     # an operator's Python caches bytecode; a sandbox's PYTHONDONTWRITEBYTECODE=1 would have
     # every run compile the repository's modules again (~0.1 s)
     full_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    stamps: list[tuple[float, str]] = []  # (seconds since start, line) of stderr, when debugging
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.PIPE if debug else err)
+        if debug:  # each line's arrival time: how long each remote command kept the run waiting
+            for raw in proc.stderr:
+                stamps.append((time.perf_counter() - start, raw.decode(errors="replace").rstrip("\n")))
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        stdout = out.read().decode(errors="replace")
+        stderr = "\n".join(line for _, line in stamps) if debug else err.read().decode(errors="replace")
     results = None
     if (at := stdout.find('{"plan"')) >= 0:
         try:
@@ -61,9 +67,14 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
         except json.JSONDecodeError:
             pass
     run = Run(proc.returncode, stdout, stderr, results)
-    if log:  # the commands of a no-op, to see which remain
-        (OUT.parent / log).write_text("\n".join(line[:300] for line in run.output.splitlines()
-                                                if REMOTE_COMMAND.search(line)) + "\n")
+    if log:  # the commands of a no-op, to see which remain, each with when it started and how long until the next line
+        lines = []
+        for i, (at, line) in enumerate(stamps):
+            if REMOTE_COMMAND.search(line):  # until the next log line (a command's text may span lines)
+                after = [t for t, text in stamps[i + 1:] if LOG_LINE.match(text)]
+                waited = (after[0] if after else wall) - at
+                lines.append(f"{at:6.2f}s +{waited:5.2f}s {line.strip()[:300]}")
+        (OUT.parent / log).write_text("\n".join(lines) + "\n")
     if run.returncode != 0:
         raise AssertionError(f"pyinfra {deploy} --limit {limit} failed:\n{run.output[-4000:]}")
     return {
