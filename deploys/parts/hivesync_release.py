@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import shlex
-import time
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
