@@ -1119,7 +1119,7 @@ def migrated(ctx: Context) -> None:
 
 def rollback(ctx: Context, target: dict) -> None:
     """`make rollback [TO=id]`: the previous (or the named) kept release, with its data."""
-    layout, data = ctx.layout, ctx.data
+    layout = ctx.layout
     st = releases.read(layout.prod, COMPONENTS)
     preflight(ctx, "rollback")
     host.log(f"rolling back to release {target['id']} (deployed {target.get('at')}, commit {(target.get('commit') or '?')[:12]})")
