@@ -151,15 +151,7 @@ class HttpHealthMany(FactBase[list[dict[str, Any]] | None]):
 
     @override
     def process(self, output: list[str]) -> list[dict[str, Any]] | None:
-        for line in reversed(output):
-            if line.strip().startswith("["):
-                try:
-                    return json.loads(line)
-                except ValueError as e:
-                    raise FactProcessError(f"HttpHealthMany: unparsable output {line[:200]!r}") from e
-        if not any(line.strip() for line in output):
-            return None
-        raise FactProcessError(f"HttpHealthMany: no JSON in output {output[-5:]!r}")
+        return last_json_line(output, "[", "HttpHealthMany")
 
 
 def build_many_command(probes: list[dict[str, Any]]) -> StringCommand:
@@ -190,16 +182,21 @@ def build_command(
 
 def parse_output(output: list[str]) -> dict[str, Any] | None:
     """The script prints one JSON line; anything before it (warnings) is ignored."""
+    return last_json_line(output, "{", "HttpHealth")
+
+
+def last_json_line(output: list[str], opener: str, fact: str) -> Any:
+    """The last line that starts with `opener`, parsed; no output at all: None."""
     for line in reversed(output):
         line = line.strip()
-        if line.startswith("{"):
+        if line.startswith(opener):
             try:
                 return json.loads(line)
             except ValueError as e:
-                raise FactProcessError(f"HttpHealth: unparsable output {line[:200]!r}") from e
+                raise FactProcessError(f"{fact}: unparsable output {line[:200]!r}") from e
     if not any(line.strip() for line in output):
         return None
-    raise FactProcessError(f"HttpHealth: no JSON in output {output[-5:]!r}")
+    raise FactProcessError(f"{fact}: no JSON in output {output[-5:]!r}")
 
 
 def is_healthy(

@@ -11,10 +11,8 @@ aside everything MA had written in between (library rows lost from the live data
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,8 +22,7 @@ from pyinfra.facts.files import File
 from deploys.parts import releases
 from deploys.parts.releases import HostSwitch, Switch
 from facts.releases import Releases
-from tests.unit.test_release_switch_script import NAMES, SCRIPT, component, fact, live, plan, root  # noqa: F401
-
+from tests.unit.test_release_switch_script import NAMES, SCRIPT, component, fact, killed_once_a2_started, live, plan, root  # noqa: F401
 
 class LocalHost:
     """The two facts releases_switched_on_host reads, from a local root."""
@@ -46,7 +43,6 @@ class LocalHost:
 
     noop = log
 
-
 def switch_commands(monkeypatch, root: Path, components) -> tuple[list, list[str]]:
     fake = LocalHost()
     monkeypatch.setattr(releases, "host", fake)
@@ -59,29 +55,14 @@ def switch_commands(monkeypatch, root: Path, components) -> tuple[list, list[str
         data=data, switch=Switch("deploy", {"commit": "abc"}), keep=3))
     return commands, fake.logged
 
-
 def unit_killed_after_its_link_switch(root: Path) -> None:
     """release-switch to backend a2, SIGKILLed (as systemd kills the unit) once it started a2."""
-    slow = root / "releases" / "backend" / "a2" / "slow"
-    slow.touch()
-    path = plan(root, [component("backend", "a2"), component("frontend", "b1")])
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "run", str(path)], stdout=subprocess.PIPE, text=True)
-    journal = root / "releases" / ".switch.json"
-    deadline = time.monotonic() + 20
-    while not (journal.exists() and json.loads(journal.read_text()).get("phase") == "started"
-               and "start backend a2" in ((root / "events").read_text() if (root / "events").exists() else "")):
-        assert time.monotonic() < deadline, "the switch never started a2"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    slow.unlink()
+    killed_once_a2_started(root)
     (root / "data" / "schema").write_text("v1\nmigrated\nwritten by a2 after the kill\n")
-
 
 def test_no_journal_and_nothing_to_switch_changes_nothing(monkeypatch, root):  # noqa: F811
     commands, logged = switch_commands(monkeypatch, root, [component("backend", "a1"), component("frontend", "b1")])
     assert commands == [] and any("is live" in line for line in logged), logged
-
 
 def test_next_apply_runs_the_switch_when_one_was_cut_off_though_the_links_are_wanted(monkeypatch, root):  # noqa: F811
     unit_killed_after_its_link_switch(root)

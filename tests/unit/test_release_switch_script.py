@@ -161,7 +161,9 @@ def test_incomplete_release_is_never_switched_to(root):
     assert not (root / "events").exists()
 
 
-def test_run_killed_mid_way_is_rolled_back_by_the_next_run_which_then_switches(root):
+def killed_once_a2_started(root: Path) -> tuple[Path, Path]:
+    """release-switch to backend a2 (slowed by its `slow` file), SIGKILLed (as systemd kills
+    the unit) once its journal says started and a2 was started; (plan path, journal)."""
     slow = root / "releases" / "backend" / "a2" / "slow"
     slow.touch()
     path = plan(root, [component("backend", "a2"), component("frontend", "b1")])
@@ -170,12 +172,17 @@ def test_run_killed_mid_way_is_rolled_back_by_the_next_run_which_then_switches(r
     deadline = time.monotonic() + 20
     while not (journal.exists() and json.loads(journal.read_text()).get("phase") == "started"
                and "start backend a2" in ((root / "events").read_text() if (root / "events").exists() else "")):
-        assert time.monotonic() < deadline, "the switch never reached its gate"
+        assert time.monotonic() < deadline, "the switch never started a2"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert live(root, "backend") == "releases/backend/a2" and journal.exists()  # cut off half-way
     slow.unlink()
+    return path, journal
+
+
+def test_run_killed_mid_way_is_rolled_back_by_the_next_run_which_then_switches(root):
+    path, journal = killed_once_a2_started(root)
+    assert live(root, "backend") == "releases/backend/a2" and journal.exists()  # cut off half-way
     out = run(path, check=True).stdout
     assert "cut off at phase 'started': rolling it back first" in out, out
     assert live(root, "backend") == "releases/backend/a2" and not journal.exists()
