@@ -53,9 +53,9 @@ if [ "$scope" = user ]; then
 else
     sc="systemctl"
 fi
-# systemd's own "Failed to open /run/systemd/transient/<unit>" when the unit is queried
-# before it exists: noise in the step's output, so dropped from what is shown
-quiet() { grep --line-buffered -v -E '^[^ ]+: Failed to open /run/systemd/transient/[^ ]+: No such file or directory$' || true; }
+# the "Failed to open /run/systemd/transient/<unit>" systemd logs when the unit is queried
+# before it exists: noise, dropped from the output shown
+quiet() { grep --line-buffered -v -E "^[^ ]+: Failed to open /run/systemd/transient/[^ ]+: No such file or directory\$" || true; }
 output() {  # $1 lines, $2 since
     if [ -n "$log" ]; then tail -n "$1" "$log" 2>/dev/null; else journalctl -q -o cat -u "$unit" --since "$2" | quiet | tail -n "$1"; fi
 }
