@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import gevent
+import gevent.lock
 from pyinfra import host, logger
 from pyinfra.api import StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
@@ -43,9 +44,19 @@ STARTED = time.time()
 REFUSED_STATUS = 3  # the take's exit status when another run holds the lock
 
 
-@functools.lru_cache(maxsize=None)  # once per run, not once per host
+_REVISION_LOCK = gevent.lock.Semaphore()  # pyinfra loads the hosts' deploy code in greenlets
+
+
 def git_revision(repo: Path = REPO) -> tuple[str | None, bool]:
-    """The controller's checkout: commit and whether its tracked files differ from it."""
+    """The controller's checkout: commit and whether its tracked files differ from it. Once
+    per run, not once per host: the hosts' greenlets wait for the first one's answer (a
+    plain cache missed for every host that asked while git ran: two git processes each)."""
+    with _REVISION_LOCK:
+        return _git_revision(repo)
+
+
+@functools.lru_cache(maxsize=None)
+def _git_revision(repo: Path) -> tuple[str | None, bool]:
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None

@@ -182,3 +182,24 @@ def test_the_run_records_of_all_hosts_go_out_at_once(local_host, monkeypatch):
     assert [e for e, _ in events] == ["sent"] * 3 + ["answered"] * 3
     assert sorted(payloads) == [(h, "finish", "success") for h in ("h1", "h2", "h3")]
     assert deploy_lock._RunRecorder.hosts == {}
+
+
+def test_the_revision_is_read_once_for_all_hosts(monkeypatch):
+    """Hosts load in greenlets: those asking while git runs wait for its answer rather than
+    each starting git again."""
+    import gevent
+
+    calls = []
+
+    def git(args, **kwargs):
+        calls.append(args[3])
+        gevent.sleep(0.01)  # git running: the other hosts' greenlets ask meanwhile
+        return subprocess.CompletedProcess(args, 0, stdout="0123456789ab\n" if args[3] == "rev-parse" else "")
+
+    monkeypatch.setattr(deploy_lock.subprocess, "run", git)
+    deploy_lock._git_revision.cache_clear()
+    try:
+        answers = [g.get() for g in gevent.joinall([gevent.spawn(deploy_lock.git_revision) for _ in range(5)])]
+    finally:
+        deploy_lock._git_revision.cache_clear()
+    assert answers == [("0123456789ab", False)] * 5 and calls == ["rev-parse", "status"]
