@@ -1,12 +1,16 @@
-"""Three costs of pyinfra 3.10's CLI that grow with the deploy, removed without changing
+"""Costs of pyinfra 3.10's CLI that grow with the deploy, removed without changing
 what pyinfra computes. Installed by inventory.py, before group data and deploy code load.
 
 - Group data: for every name a group_data file defines, pyinfra re-parses that file
   (`_get_imported_names`, inside a list comprehension): 369 parses for our 14 files, about
   a tenth of a second per run. Memoized per file (path, size, mtime).
-- Operation order: for every operation, pyinfra walks the call stack with
-  `inspect.stack()`, which reads source lines for every frame; only filenames and line
-  numbers are used. Asked with no source context: the same filenames and line numbers.
+- Operation order: for every operation (per host), pyinfra walks the call stack with
+  `inspect.stack()` and `getframeinfo()`, which look up each frame's source file and
+  module; only filenames and line numbers are used. Read from the frames themselves
+  (`_operation_order_from_stack`): the same numbers, about a tenth of the time. The
+  inspect calls pyinfra makes elsewhere are asked with no source context.
+- Connectors: pyinfra reads the installed connectors from every distribution's entry
+  points at each ask (five per run, more with more hosts): read once per process.
 - Global arguments: `all_global_arguments()` evaluates the type hints of every global
   argument on each call (each fact class defined, each operation and fact called). They
   are static: computed once, a fresh list handed out each time.
@@ -28,12 +32,15 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 
 SUPPORTED = "3.10."
 # (module, attribute) pairs install() replaces
 TARGETS = (("pyinfra_cli.inventory", "_get_imported_names"), ("pyinfra.api.util", "stack"),
            ("pyinfra.api.util", "getframeinfo"), ("pyinfra.api.arguments", "all_global_arguments"),
-           ("pyinfra.api.facts", "all_global_arguments"))
+           ("pyinfra.api.facts", "all_global_arguments"), ("pyinfra.api.operation", "get_operation_order_from_stack"),
+           ("pyinfra.api.connectors", "get_all_connectors"), ("pyinfra.api.connectors", "get_execution_connectors"),
+           ("pyinfra.api.inventory", "get_all_connectors"), ("pyinfra.api.inventory", "get_execution_connectors"))
 _INSTALLED = []
 
 # sha256 of pyinfra 3.10's Users command, the one USERS_COMMAND prints the same lines as
@@ -101,6 +108,44 @@ def _once(original):
     return all_global_arguments
 
 
+def _operation_order_from_stack(state):
+    """pyinfra.api.util.get_operation_order_from_stack without `inspect`: the same frames'
+    file names and line numbers, read from the frames themselves. inspect.getframeinfo
+    looks up each frame's module and source file (a stat, and for a frame without a file,
+    such as gevent's, a scan of sys.modules) only to return the code's own file name."""
+    import pyinfra
+    from pyinfra.api.util import PYINFRA_INSTALL_DIR
+
+    frames = []
+    frame = sys._getframe(1)  # the caller's, as pyinfra's own frame is skipped below
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()
+    start = 0
+    if state.current_deploy_filename:  # the first frame of the deploy file, else the last
+        for start, frame in enumerate(frames):
+            if frame.f_code.co_filename == state.current_deploy_filename:
+                break
+    line_numbers = [state.current_op_file_number] if pyinfra.is_cli else []
+    line_numbers += [f.f_lineno for f in frames[start:] if not f.f_code.co_filename.startswith(PYINFRA_INSTALL_DIR)]
+    return line_numbers
+
+
+def _memoized_connectors(original):
+    """The installed connectors: read from the package metadata (every distribution's entry
+    points) once per process, not at each of pyinfra's and settings.py's asks."""
+    found = []
+
+    def connectors():
+        if not found:
+            found.append(original())
+        return dict(found[0])
+
+    connectors.original = original
+    return connectors
+
+
 def _users_command(self) -> str:
     return USERS_COMMAND
 
@@ -129,10 +174,21 @@ def install(version: str | None = None) -> bool:
 
         logger.debug(f"pyinfra_speedups not installed: {reason}")
         return False
-    from pyinfra.api import arguments, facts, util
+    import importlib
+
+    from pyinfra.api import arguments, connectors, facts, util
     from pyinfra_cli import inventory
 
+    # the modules (pyinfra.api's own `operation` name is the decorator)
+    operation = importlib.import_module("pyinfra.api.operation")
+    api_inventory = importlib.import_module("pyinfra.api.inventory")
+
     arguments.all_global_arguments = facts.all_global_arguments = _once(arguments.all_global_arguments)
+    operation.get_operation_order_from_stack = _operation_order_from_stack
+    all_connectors = _memoized_connectors(connectors.get_all_connectors)
+    execution_connectors = _memoized_connectors(connectors.get_execution_connectors)
+    connectors.get_all_connectors = api_inventory.get_all_connectors = all_connectors
+    connectors.get_execution_connectors = api_inventory.get_execution_connectors = execution_connectors
 
     inventory._get_imported_names = _memoized_imported_names(inventory._get_imported_names)
     util.stack = _stack

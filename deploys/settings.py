@@ -216,8 +216,9 @@ def _imported_names(source: str) -> set[str]:
     return names
 
 
-def group_files(directory: Path = GROUP_DATA) -> dict[str, dict[str, Any]]:
-    """Group -> {name: value} plus '__annotations__' and '__comments__' for each file."""
+def group_files(directory: Path = GROUP_DATA, comments: bool = True) -> dict[str, dict[str, Any]]:
+    """Group -> {name: value} plus 'annotations' and 'comments' (empty when not asked: only
+    `describe` shows them) for each file."""
     groups = {}
     for path in sorted(directory.glob("*.py"), key=lambda p: _group_rank(p.stem)):
         source = path.read_text()
@@ -227,15 +228,15 @@ def group_files(directory: Path = GROUP_DATA) -> dict[str, dict[str, Any]]:
         groups[path.stem] = {
             "values": values,
             "annotations": dict(namespace.get("__annotations__", {})),
-            "comments": _comments(source),
+            "comments": _comments(source) if comments else {},
         }
     return groups
 
 
-def declarations(directory: Path = GROUP_DATA) -> dict[str, Knob]:
+def declarations(directory: Path = GROUP_DATA, groups: dict[str, dict[str, Any]] | None = None) -> dict[str, Knob]:
     """Every knob of every group file, declared where it first appears (most general)."""
     knobs: dict[str, Knob] = {}
-    for group, content in group_files(directory).items():
+    for group, content in (group_files(directory) if groups is None else groups).items():
         for name, value in content["values"].items():
             knob = knobs.get(name)
             if knob is None:
@@ -325,10 +326,11 @@ def value_problems(knobs: dict[str, Knob], values: dict[str, Any], where: str,
 
 def check(hosts: list, argv: list[str], directory: Path = GROUP_DATA) -> None:
     """Raise one ConfigError naming every problem in host data and --data values."""
-    knobs = declarations(directory)
+    groups = group_files(directory, comments=False)  # each file run once per check, not once per use
+    knobs = declarations(directory, groups)
     extra = connector_keys() | HARNESS_KEYS
     problems = []
-    for group, content in group_files(directory).items():
+    for group, content in groups.items():
         for name, value in content["values"].items():
             knob = knobs[name]
             problem = knob.problem(value) or control_character_problem(value, knob.annotation is Text)

@@ -51,6 +51,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import gevent
 from pyinfra import logger
 from pyinfra.api import StringCommand
 from pyinfra.api import facts as pyinfra_facts
@@ -436,17 +437,35 @@ def unlike_a_fact(executor: dict) -> str | None:
 
 
 def prefetch_host(state, target, system: str) -> HostCache | None:
-    if not enabled() or not _SYSTEM.match(system) or not install():
+    if (executor := run_executor(state, target, system)) is None:
+        return _CACHES.get(target)
+    sent = time.monotonic()
+    ok, output = _ORIGINAL["run_shell_command"](target, run_command(system), print_output=False, **executor)
+    return seed_host(state, target, system, executor, ok, output, sent)
+
+
+def run_executor(state, target, system: str) -> dict | None:
+    """The connector arguments to prefetch `system`'s facts on `target` with, or None when
+    there is nothing to run: prefetch off, already done in this run (a second deploy file:
+    the first one's cache goes on), or a host whose facts the script cannot run as pyinfra
+    would. Lets the deploy lock send its take and this prefetch as one command."""
+    if not enabled() or not _SYSTEM.match(system) or not install() or target in _CACHES:
         return None
-    if target in _CACHES:  # a second deploy file in the same run: the first one's cache goes on
-        return _CACHES[target]
     executor = _executor(state, target)
     if reason := unlike_a_fact(executor):
         logger.debug(f"{target.name}: fact prefetch off ({reason}): facts are read one by one")
         return None
-    run = _ORIGINAL["run_shell_command"]
-    sent = time.monotonic()
-    ok, output = run(target, host_command("run", system, clock_command()), print_output=False, **executor)
+    return executor
+
+
+def run_command(system: str) -> StringCommand:
+    """The one command that reads the host's clock and runs the facts the last run asked for."""
+    return host_command("run", system, clock_command())
+
+
+def seed_host(state, target, system: str, executor: dict, ok: bool, output, sent: float) -> HostCache:
+    """This host's cache from the output of `run_command` (sent at `sent`, monotonic); a
+    failed or garbled reply seeds nothing and every fact is read from the host."""
     try:
         reply = _last_json(output) if ok else None
     except ValueError:
@@ -495,8 +514,9 @@ class _Saver(BaseStateCallback):
     def operation_end(state, op_hash):
         order = state.get_op_order()
         if order and op_hash == order[-1]:
-            for target in list(_CACHES):
-                save(target, state)
+            targets = list(_CACHES)  # each save is a round trip: all hosts at once
+            gevent.joinall([gevent.spawn(save, target, state) for target in targets], raise_error=True)
+            for target in targets:
                 cache = _CACHES[target]
                 summary = (f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
                            f"{cache.drops} drops; {cache.polled} poll readings answered {cache.poll_hits}")

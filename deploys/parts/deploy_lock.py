@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+import gevent
+import gevent.lock
 from pyinfra import host, logger
 from pyinfra.api import StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
@@ -39,11 +41,22 @@ HOST_SCRIPT = (Path(__file__).with_name("deploy_lock_host.py")).read_text()
 REPO = Path(__file__).resolve().parents[2]
 RUN_ID = uuid.uuid4().hex[:12]
 STARTED = time.time()
+REFUSED_STATUS = 3  # the take's exit status when another run holds the lock
 
 
-@functools.lru_cache(maxsize=None)  # once per run, not once per host
+_REVISION_LOCK = gevent.lock.Semaphore()  # pyinfra loads the hosts' deploy code in greenlets
+
+
 def git_revision(repo: Path = REPO) -> tuple[str | None, bool]:
-    """The controller's checkout: commit and whether its tracked files differ from it."""
+    """The controller's checkout: commit and whether its tracked files differ from it. Once
+    per run, not once per host: the hosts' greenlets wait for the first one's answer (a
+    plain cache missed for every host that asked while git ran: two git processes each)."""
+    with _REVISION_LOCK:
+        return _git_revision(repo)
+
+
+@functools.lru_cache(maxsize=None)
+def _git_revision(repo: Path) -> tuple[str | None, bool]:
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -62,16 +75,41 @@ def host_command(action: str, payload: dict) -> StringCommand:
     return StringCommand("python3", "-c", shlex.quote(HOST_SCRIPT), action, shlex.quote(json.dumps(payload)))
 
 
+def executor_of(target) -> dict:
+    """The connector arguments (sudo, ...) the host's data sets."""
+    arguments, _ = pop_global_arguments(state, target, {})
+    return {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+
+
 def run_host_script(target, action: str, payload: dict) -> dict:
     """Run the host script with the connector arguments (sudo, ...) the host's data sets."""
-    arguments, _ = pop_global_arguments(state, target, {})
-    executor = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
-    ok, output = target.run_shell_command(host_command(action, payload), print_output=False, **executor)
+    _, output = target.run_shell_command(host_command(action, payload), print_output=False, **executor_of(target))
+    return host_answer(target, output)
+
+
+def host_answer(target, output) -> dict:
+    """The host script's JSON line (the last one with "ok": a prefetch's line may follow it)."""
     for line in reversed(output.stdout_lines):
-        if line.startswith("{"):
+        if line.startswith('{"ok"'):
             return json.loads(line)
     error = " ".join(output.stderr_lines[-3:]) or "no output"
     raise PreflightFailed(f"deploy lock on {target.name}: the host script failed ({error})")
+
+
+def take_and_prefetch(target, system: str, payload: dict) -> dict:
+    """Take the lock and, once it is held, prefetch the deploy's facts: ONE remote command
+    (`take && prefetch`; the take exits non-zero when refused, so nothing is read then)."""
+    executor = prefetch.run_executor(state, target, system)
+    if executor is None:  # no prefetch for this host (off, or already done in this run)
+        return run_host_script(target, "take", payload)
+    command = StringCommand(host_command("take", {**payload, "refused_status": REFUSED_STATUS}), "&&",
+                            prefetch.run_command(system))
+    sent = time.monotonic()
+    ok, output = target.run_shell_command(command, print_output=False, **executor)
+    result = host_answer(target, output)
+    if result.get("ok"):  # the prefetch's clock was read after the lock's wait
+        prefetch.seed_host(state, target, system, executor, ok, output, sent + float(result.get("waited_s", 0)))
+    return result
 
 
 def describe_holder(holder: dict) -> str:
@@ -98,7 +136,7 @@ def guard(system: str) -> None:
     wait_s = 0 if dry else float(host.data.get("deploy_lock_wait_s", 30))
     if dry:
         return  # the plan is read-only and takes no lock
-    result = run_host_script(host, "take", start_payload(system, wait_s, local))
+    result = take_and_prefetch(host._get_module(), system, start_payload(system, wait_s, local))
     if not result["ok"]:
         raise PreflightFailed(
             f"{host.name} is being deployed by another run ({describe_holder(result.get('holder') or {})}); "
@@ -165,8 +203,13 @@ class _RunRecorder(BaseStateCallback):
     def operation_end(state, op_hash):
         order = state.get_op_order()
         if order and op_hash == order[-1]:
-            for target in list(_RunRecorder.hosts):
-                _RunRecorder.record(target)
+            _RunRecorder.record_all(list(_RunRecorder.hosts))
+
+    @classmethod
+    def record_all(cls, targets: list) -> None:
+        """Every host's record (and unlock) at once, one greenlet each as pyinfra runs hosts:
+        each is a round trip, so ten hosts one after the other waited ten of them."""
+        gevent.joinall([gevent.spawn(cls.record, target) for target in targets], raise_error=True)
 
 
 def _register(target, system: str) -> None:

@@ -88,7 +88,8 @@ def take(payload):
     lock_dir, log_path = paths()
     os.makedirs(lock_dir, mode=0o700, exist_ok=True)
     lock_path = os.path.join(lock_dir, "deploy.json")
-    deadline = time.time() + float(payload.get("wait_s", 0))
+    started = time.time()
+    deadline = started + float(payload.get("wait_s", 0))
     holder = find_holder(payload.get("controller_pid"))
     while True:
         with open(os.path.join(lock_dir, ".guard"), "a+") as guard:
@@ -110,11 +111,14 @@ def take(payload):
                 if not mine:
                     record = dict(payload, holder=holder, since=now())
                     record.pop("wait_s", None)
+                    record.pop("refused_status", None)
                     tmp = lock_path + ".tmp"
                     with open(tmp, "w") as f:
                         json.dump(record, f)
                     os.replace(tmp, lock_path)
                     append(log_path, dict(_summary(record), event="start", at=record["since"]))
+                if time.time() - started >= 0.5:  # it waited for another run (what comes next starts late)
+                    result["waited_s"] = round(time.time() - started, 3)
                 return result
         if time.time() >= deadline:
             return {"ok": False, "holder": _summary(current)}
@@ -170,7 +174,11 @@ def history(payload):
 
 def main():
     action, payload = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps({"take": take, "finish": finish, "history": history}[action](payload)))
+    result = {"take": take, "finish": finish, "history": history}[action](payload)
+    print(json.dumps(result))
+    if not result.get("ok") and payload.get("refused_status"):  # `take && next` runs next only under the lock
+        sys.stdout.flush()
+        sys.exit(int(payload["refused_status"]))
 
 
 if __name__ == "__main__":  # also under `python3 -c`
