@@ -29,11 +29,11 @@ def pytest_unconfigure(config):
 
 # Serial seconds per e2e module (durations summed from CI at 508a96c): under xdist the longest go first, so the two
 # workers finish together (the run keeps collection order: --no-loadscope-reorder).
-E2E_MODULE_SECONDS = {  # measured in CI (sum of a module's durations), then its additions
-    "test_music.py": 1220, "test_archon.py": 772, "test_ingestor.py": 575, "test_hivesync.py": 560,
-    "test_youtube.py": 325, "test_faults_compose.py": 201, "test_hivesync_local.py": 170,
-    "test_hello.py": 120, "test_faults.py": 78, "test_preflight_and_drift.py": 50,
-    "test_bootstrap.py": 41, "test_harness.py": 14,
+E2E_MODULE_SECONDS = {  # measured in CI (sum of a module's durations; session 9), then its additions
+    "test_music.py": 1060, "test_archon.py": 603, "test_ingestor.py": 428, "test_hivesync.py": 403,
+    "test_youtube.py": 362, "test_hivesync_local.py": 175, "test_faults_compose.py": 149,
+    "test_hello.py": 74, "test_faults.py": 60, "test_preflight_and_drift.py": 38,
+    "test_bootstrap.py": 34, "test_harness.py": 14,
 }
 
 

@@ -53,8 +53,11 @@ if [ "$scope" = user ]; then
 else
     sc="systemctl"
 fi
+# the "Failed to open /run/systemd/transient/<unit>" systemd logs when the unit is queried
+# before it exists: noise, dropped from the output shown
+quiet() { grep --line-buffered -v -E "^[^ ]+: Failed to open /run/systemd/transient/[^ ]+: No such file or directory\$" || true; }
 output() {  # $1 lines, $2 since
-    if [ -n "$log" ]; then tail -n "$1" "$log" 2>/dev/null; else journalctl -q -o cat -u "$unit" --since "$2" | tail -n "$1"; fi
+    if [ -n "$log" ]; then tail -n "$1" "$log" 2>/dev/null; else journalctl -q -o cat -u "$unit" --since "$2" | quiet | tail -n "$1"; fi
 }
 running() {  # active, or on its way in or out
     s=$($sc is-active "$unit" 2>/dev/null) && return 0
@@ -95,7 +98,7 @@ if [ "$follow" = 1 ]; then  # a follower that prints each line once, until its s
     else
         src=$(mktemp); journalctl -q -o cat -f -u "$unit" --since "$start" >"$src" 2>/dev/null & spid=$!
     fi
-    tail -n +1 -s 0.2 --pid="$spid" -f "$src" & fpid=$!
+    tail -n +1 -s 0.2 --pid="$spid" -f "$src" | quiet & fpid=$!
 fi
 if [ "$scope" = user ]; then
     # `--wait` needs the user's D-Bus (dbus-user-session), which many machines lack: start

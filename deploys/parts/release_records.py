@@ -41,7 +41,10 @@ def command(*args: str) -> str:
 def release_records_installed():
     """/opt/infra/lib/release_records.py: root-owned, readable by all (a user-scope switch
     runs as the login user). One operation (its directory made with it): every deploy
-    that releases runs it, a no-op apply too."""
+    that releases runs it, a no-op apply too; the absent __pycache__ is one more fact, read
+    with the others by the prefetch."""
     from pyinfra.operations import files
 
     files.put(name=LIB, src=str(SOURCE), dest=LIB, user="root", group="root", mode="644", create_remote_dir=True)
+    # left by the scripts of earlier versions, which imported the library with bytecode on
+    files.directory(name=f"{LIB_DIR}/__pycache__ (none)", path=f"{LIB_DIR}/__pycache__", present=False)

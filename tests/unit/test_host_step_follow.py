@@ -19,14 +19,14 @@ FAKES = {
 }
 
 
-def run(tmp_path, follow, **env):
+def run(tmp_path, follow, journal_text="step-line-1\nstep-line-2\n", **env):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in FAKES.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     journal = tmp_path / "journal"
-    journal.write_text("step-line-1\nstep-line-2\n")
+    journal.write_text(journal_text)
     command = host_step("hivesync-build", ["sh", "/opt/hivesync/build/.image-build.sh"], "docker build",
                         timeout_s=60, follow=follow).get_raw_value()
     full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "JOURNAL": str(journal), **env}
@@ -98,3 +98,17 @@ def test_follow_streams_a_log_file_step_too(tmp_path):
     proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["log-line-1", "log-line-2", "log-line-3"]
+
+
+NOISE = "hivesync-build.service: Failed to open /run/systemd/transient/hivesync-build.service: No such file or directory"
+
+
+def test_systemds_transient_file_noise_is_not_shown(tmp_path):
+    """systemd logs it under the unit when the unit is queried before it exists: not the step's output."""
+    for follow in (True, False):
+        case = tmp_path / str(follow)
+        case.mkdir()
+        proc, _, _ = run(case, follow=follow, journal_text=f"{NOISE}\nstep-line-1\n")
+        assert proc.returncode == 0, proc.stderr
+        assert NOISE not in proc.stdout
+        assert "step-line-1" in proc.stdout and "step-line-3" in proc.stdout

@@ -185,6 +185,9 @@ def test_run_killed_mid_way_is_rolled_back_by_the_next_run_which_then_switches(r
     assert live(root, "backend") == "releases/backend/a2" and journal.exists()  # cut off half-way
     out = run(path, check=True).stdout
     assert "cut off at phase 'started': rolling it back first" in out, out
+    # the undone switch is the earlier run's: this run's switch does not fail, and says so
+    assert "the earlier switch rolled back to backend a1; this switch goes on" in out, out
+    assert "FAILED" not in out and "the switch fails" not in out, out
     assert live(root, "backend") == "releases/backend/a2" and not journal.exists()
     assert (root / "data" / "schema").read_text() == "v1\nmigrated\n"  # restored, then migrated once
     assert (root / "events").read_text().splitlines() == [
