@@ -79,7 +79,6 @@ from facts.ingestor import (
     BuildBases,
     DockerServerVersion,
     HomeAssistantApi,
-    ImageSources,
     SqliteState,
     home_assistant_problem,
     stale_bases,
@@ -459,13 +458,13 @@ def release_reasons(plan: dict, wanted: dict[str, str], env_ops) -> list[str]:
     if down:
         reasons.append(f"not running: {', '.join(down)}")
     built = {s: spec for s, spec in plan["services"].items() if spec["source_digest"]}
-    labels = host.get_fact(ImageSources, images=[spec["image"] for spec in built.values()])
-    stale = [s for s, spec in built.items() if labels.get(spec["image"]) != spec["source_digest"]]
-    if stale:
-        reasons.append(f"source changed: {', '.join(stale)}")
     refs = sorted({r for spec in built.values() for r in spec["bases"]})
+    # one inspect of the images and their bases: ids and source labels (facts.ingestor.BuildBases)
     bases = host.get_fact(BuildBases, builds_path=f"{plan['dir']}/{BUILDS}",
                           images=[spec["image"] for spec in built.values()], refs=refs)
+    stale = [s for s, spec in built.items() if bases["labels"].get(spec["image"]) != spec["source_digest"]]
+    if stale:
+        reasons.append(f"source changed: {', '.join(stale)}")
     moved = [s for s, spec in built.items() if s not in stale and stale_bases(spec["image"], spec["bases"], bases)]
     if moved:
         reasons.append(f"base image changed: {', '.join(moved)}")

@@ -9,6 +9,7 @@ and health gates after ``up -d`` need each service's state and healthcheck statu
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
@@ -34,6 +35,32 @@ _STATE_RANK = {"running": 3, "restarting": 1, "paused": 1, "created": 1}
 _HEALTH_RANK = {"unhealthy": 0, "starting": 1, None: 2, "healthy": 2}
 
 
+# Where the docker CLI looks for plugins (cli-plugins/manager, Linux), after the user's
+# $DOCKER_CONFIG/cli-plugins: the first docker-compose found is the `docker compose` it runs.
+PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+               "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
+
+
+def compose_cli_command(plugin_dirs=PLUGIN_DIRS) -> str:
+    """Finds the plugin as the docker CLI does and asks it for its plugin metadata (the
+    handshake `docker compose` starts with): one Go binary run instead of three (docker,
+    the metadata call, `compose version`; ~0.06 s of CPU against ~0.17 s). Extra plugin
+    dirs configured (config.json `cliPluginsExtraDirs`, DOCKER_CLI_PLUGIN_EXTRA_DIRS):
+    `docker compose version` itself, as before."""
+    dirs = " ".join(shlex.quote(f"{d}/docker-compose") for d in plugin_dirs)
+    return (
+        'd="${DOCKER_CONFIG:-$HOME/.docker}"; p=; v2=; '
+        'case "$(cat "$d/config.json" 2>/dev/null)" in '
+        '*cliPluginsExtraDirs*) ask=1;; *) ask="${DOCKER_CLI_PLUGIN_EXTRA_DIRS:+1}";; esac; '
+        f'for f in "$d/cli-plugins/docker-compose" {dirs}; do if [ -x "$f" ]; then p=$f; break; fi; done; '
+        'if [ -n "$ask" ]; then docker compose version >/dev/null 2>&1 && v2=1; '
+        'elif [ -n "$p" ] && command -v docker >/dev/null 2>&1; then '
+        'case "$("$p" docker-cli-plugin-metadata 2>/dev/null)" in *SchemaVersion*) v2=1;; esac; fi; '
+        "if [ -n \"$v2\" ]; then echo 'docker compose'; "
+        "elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi"
+    )
+
+
 class ComposeCli(FactBase[str | None]):
     """
     ``"docker compose"`` when the v2 plugin answers, else ``"docker-compose"`` when the v1
@@ -42,10 +69,7 @@ class ComposeCli(FactBase[str | None]):
 
     @override
     def command(self) -> str:
-        return (
-            "if docker compose version >/dev/null 2>&1; then echo 'docker compose'; "
-            "elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi"
-        )
+        return compose_cli_command()
 
     @staticmethod
     @override

@@ -246,17 +246,31 @@ class AptCandidates(FactBase[dict[str, str | None]]):
 _BASES_SCRIPT = r"""
 import json, os, subprocess, sys
 builds_path, images, refs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-def image_id(ref):
-    p = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
-    return p.stdout.strip() if p.returncode == 0 else None
+FORMAT = '{{.Id}}|{{index .Config.Labels "%s"}}'
+def inspect(names):
+    p = subprocess.run(["docker", "image", "inspect", "--format", FORMAT] + names, capture_output=True, text=True)
+    return p.returncode, p.stdout.splitlines()
+def one(ref):
+    code, lines = inspect([ref])
+    return lines[0] if code == 0 and lines else None
+names = sorted(set(images) | set(refs))
+code, lines = inspect(names) if names else (0, [])
+found = dict(zip(names, lines)) if code == 0 and len(lines) == len(names) else {r: one(r) for r in names}
+ids, labels = {}, {}
+for ref in names:
+    image_id, _, label = (found[ref] or "").partition("|")
+    ids[ref] = image_id.strip() or None
+    labels[ref] = None if found[ref] is None or label in ("-", "", "<no value>") else label
 builds = json.load(open(builds_path)) if os.path.exists(builds_path) else {}
-print(json.dumps({"builds": builds, "ids": {r: image_id(r) for r in sorted(set(images) | set(refs))}}))
-""".strip()
+print(json.dumps({"builds": builds, "ids": ids, "labels": labels}))
+""".strip() % SOURCE_LABEL
 
 
 class BuildBases(FactBase[dict[str, Any]]):
     """What bin/ingestor-release recorded about its builds (<dir>/builds.json: built image
-    id -> {FROM ref: base image id}) and the image ids of `images` and `refs` now."""
+    id -> {FROM ref: base image id}), and the image ids and source labels (`ImageSources`'s
+    answer) of `images` and `refs` now: one `docker image inspect` of them all (one per
+    image only when some are missing), not one per image in each of two facts."""
 
     @override
     def requires_command(self, *args, **kwargs) -> str:
@@ -269,12 +283,12 @@ class BuildBases(FactBase[dict[str, Any]]):
 
     @override
     def process(self, output: list[str]) -> dict[str, Any]:
-        return _json_line(output) or {"builds": {}, "ids": {}}
+        return _json_line(output) or self.default()
 
     @staticmethod
     @override
     def default() -> dict[str, Any]:
-        return {"builds": {}, "ids": {}}
+        return {"builds": {}, "ids": {}, "labels": {}}
 
 
 def stale_bases(image: str, refs: list[str], state: dict[str, Any]) -> list[str]:

@@ -20,9 +20,11 @@ import pytest
 
 from facts.compose import (
     INSPECT_FORMAT,
+    PLUGIN_DIRS,
     ComposeCli,
     ComposeServices,
     build_services_command,
+    compose_cli_command,
     parse_inspect_line,
     parse_services,
     unhealthy_services,
@@ -248,25 +250,73 @@ def test_compose_cli_process(output, cli):
     assert ComposeCli().process(output) == cli
 
 
-def test_compose_cli_prefers_v2_plugin(fake):
+def plugin(directory, metadata='{"SchemaVersion":"0.1.0","Vendor":"Docker Inc.","Version":"v2.27.1"}'):
+    """A fake compose plugin in `directory`: answers the CLI's metadata handshake."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "docker-compose"
+    path.write_text(f"#!/bin/sh\n[ \"$1\" = docker-cli-plugin-metadata ] && echo '{metadata}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def cli_run(fake, **env):
+    """ComposeCli's command with the plugin dirs and HOME inside the test's directory."""
+    command = compose_cli_command(plugin_dirs=(str(fake["dir"] / "usr-lib"), str(fake["dir"] / "usr-libexec")))
+    return fake["run"](command, HOME=str(fake["dir"] / "home"), DOCKER_CONFIG="", **env)
+
+
+def v1_binary(fake):
     v1 = fake["bin"] / "docker-compose"
     v1.write_text("#!/bin/sh\nexit 0\n")
     v1.chmod(0o755)
-    result = fake["run"](ComposeCli().command(), FAKE_COMPOSE_V2="1")
+
+
+def test_the_fact_looks_where_the_docker_cli_looks():
+    assert ComposeCli().command() == compose_cli_command(PLUGIN_DIRS)
+    assert PLUGIN_DIRS == ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+                           "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
+
+
+@pytest.mark.parametrize("where", ["usr-lib", "usr-libexec", "home/.docker/cli-plugins"])
+def test_compose_cli_prefers_v2_plugin_found_as_the_docker_cli_finds_it(fake, where):
+    v1_binary(fake)
+    plugin(fake["dir"] / where)
+    result = cli_run(fake)
     assert result.stdout == "docker compose\n"
+    assert fake["args"]("compose") is None  # the handshake only: no `docker compose version`
+
+
+def test_a_plugin_that_fails_the_handshake_is_not_v2(fake):
+    v1_binary(fake)
+    plugin(fake["dir"] / "usr-lib", metadata="not a plugin")
+    assert cli_run(fake).stdout == "docker-compose\n"
+
+
+def test_a_plugin_without_the_docker_cli_is_not_v2(fake):
+    (fake["bin"] / "docker").unlink()
+    plugin(fake["dir"] / "usr-lib")
+    assert cli_run(fake).stdout == ""
+
+
+def test_extra_plugin_dirs_ask_docker_compose_version_itself(fake):
+    config = fake["dir"] / "home/.docker"
+    config.mkdir(parents=True)
+    (config / "config.json").write_text('{"cliPluginsExtraDirs": ["/opt/plugins"]}')
+    assert cli_run(fake, FAKE_COMPOSE_V2="1").stdout == "docker compose\n"
     assert fake["args"]("compose") == ["compose", "version"]
+    (config / "config.json").write_text("{}")
+    assert cli_run(fake, DOCKER_CLI_PLUGIN_EXTRA_DIRS="/opt/plugins", FAKE_COMPOSE_V2="1").stdout == "docker compose\n"
+    assert cli_run(fake, DOCKER_CLI_PLUGIN_EXTRA_DIRS="/opt/plugins").stdout == ""
 
 
 def test_compose_cli_falls_back_to_v1_binary(fake):
-    v1 = fake["bin"] / "docker-compose"
-    v1.write_text("#!/bin/sh\nexit 0\n")
-    v1.chmod(0o755)
-    result = fake["run"](ComposeCli().command())
+    v1_binary(fake)
+    result = cli_run(fake, FAKE_COMPOSE_V2="1")  # a `docker compose` without a plugin file is not asked
     assert (result.returncode, result.stdout) == (0, "docker-compose\n")
 
 
 def test_compose_cli_none_installed(fake):
     (fake["bin"] / "docker").unlink()
-    result = fake["run"](ComposeCli().command())
+    result = cli_run(fake)
     assert (result.returncode, result.stdout) == (0, "")  # -> default() None
     assert ComposeCli.default() is None
