@@ -173,6 +173,14 @@ archon_auth_check_path = "/api/auth/validate"
 # (401/403); a 2xx there fails the check.
 archon_api_auth = False
 
+# --- releases (`make releases DEPLOY=archon`, `make rollback DEPLOY=archon [TO=id]`) --------
+# A release is the set of images the stack runs (archon_images, by their ids on the host).
+# Before the images change, the database is backed up (archon_backup_dir/archon-release-<stamp>,
+# the format `make archon-restore` reads) and named in the history line; a rollback puts a
+# kept release's images back with the database as it was when that release was left. How
+# many releases are kept (their records; the newest N+1 release backups stay on the host).
+archon_keep_releases: int = 3
+
 # --- migration from the old layout (supabase CLI + separate archon compose) ---------------
 # Backups land in <dir>/archon-<YYYYmmdd_HHMMSS>/ (0700): pg_dumpall, config tarball,
 # data-volume tarball, row counts, log.
