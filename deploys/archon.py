@@ -36,11 +36,10 @@ from urllib.parse import urlparse
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.context import ctx_host, state
-from pyinfra.facts.files import Directory, File, Link, Sha256File
+from pyinfra.facts.files import Link, Sha256File
 from pyinfra.operations import files
 
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.operations import poll_gate
 from deploys.parts import compose_releases, deploy_lock, releases
 from deploys.parts.compose import (
     compose_check,
@@ -148,9 +147,6 @@ def check_config(data) -> None:
             problems.append(f"public name {name!r} is not a DNS name")
     if not re.match(r"^[A-Za-z0-9_.-]+$", str(data.archon_dashboard_username or "")):
         problems.append(f"archon_dashboard_username {data.archon_dashboard_username!r}: letters, digits, _ . - only")
-    keep = data.archon_keep_releases
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        problems.append(f"archon_keep_releases {keep!r} must be a whole number of at least 1")
     problems += supabase_url_problems(data)
     if problems:
         raise ConfigError("archon: " + "; ".join(problems))
@@ -781,59 +777,17 @@ def stack_check(data, services: list[str]):
     return check
 
 
-@operation(is_idempotent=True)
-def gate_or_rollback(data_dir: str, compose_file: str, env_file: str, project: str, services: list, check,
-                     description: str, timeout_s: float, interval_s: float, upgraded, restored=None,
-                     backup: str | None = None, profiles: list | None = None):
-    """Health gate; when it fails after this run changed the images (`upgraded()`), the
-    previous images and compose file go back (and, when this run restored a database, the
-    one backed up before it: `restored()`, `backup`), they are started, the run fails."""
-    reason = poll_gate(check, description, timeout_s, interval_s)
-    if reason is None:
-        return
-    if not (upgraded() and host.get_fact(File, path=f"{data_dir}/{PREVIOUS_IMAGES}")):
-        yield fail_command(reason)
-        return
-    restore = backup if restored is not None and restored() else None
-    yield StringCommand("bash", "-c", QuoteString(rollback_script(data_dir, compose_file, env_file, project, services,
-                                                                  reason, restore, int(timeout_s),
-                                                                  detected_cli() or "docker compose", profiles)))
-
-
-def rollback_script(data_dir: str, compose_file: str, env_file: str, project: str, services: list, reason: str,
-                    restore: str | None, timeout_s: int, cli: str = "docker compose", profiles=()) -> str:
-    """Shell: the images in PREVIOUS_IMAGES retagged to their names, the compose file saved
-    before the release back, `up -d`, healthy again; the run fails with `reason`."""
-    compose = f"{data_dir}/{compose_file}"
-    message = f"{reason}. Rolled back to the previous images"
-    restore_step = (f"COMPOSE={_q(cli)} {_q(data_dir + '/' + MIGRATE_SCRIPT)} restore {_q(restore)} >&2 "
-                    f"&& restored=' and the database backed up before this run ({restore})' "
-                    f"|| restored=' BUT restoring {restore} FAILED';" if restore else "")
-    return (
-        f"set -u; cd {_q(data_dir)} || exit 1; restored='';"
-        f"while read -r service id name; do docker tag \"$id\" \"$name\" || "
-        f"{{ echo {_q(reason + '. Rollback impossible: previous image ')}\"$id\"' is gone' >&2; exit 1; }}; "
-        f"done < {_q(PREVIOUS_IMAGES)};"
-        f"cp -p {_q(compose + '.previous')} {_q(compose)} || {{ echo {_q(reason + '. Rollback impossible: no previous compose file')} >&2; exit 1; }};"
-        f"{restore_step}"
-        f"{cli} -p {_q(project)} -f {_q(compose_file)} --env-file {_q(env_file)}"
-        f"{''.join(f' --profile {_q(p)}' for p in profiles)} up -d --remove-orphans >&2;"
-        f"for i in $(seq 1 {max(timeout_s // 2, 1)}); do n=0; for c in {_qs(services)}; do "
-        f"[ \"$(docker inspect -f '{{{{.State.Health.Status}}}}' \"$c\" 2>/dev/null)\" = healthy ] || n=1; done; "
-        f"[ $n = 0 ] && break; sleep 2; done;"
-        f"printf '%s%s; the run fails.\\n' {_q(message)} \"$restored\" >&2; exit 1"
-    )
-
-
 def stack_gate(data, services: list[str], upgraded=lambda: False, restored=None, backup: str | None = None) -> None:
+    """The stack healthy; else, after an image change, the previous images back (and the
+    database backed up before this run, when it restored another: a rollback)."""
     project, url = data.archon_compose_project, data.archon_api_health_url
-    gate_or_rollback(
+    compose_releases.gate_or_rollback(
         name=f"compose project {project}: {len(services)} services running and healthy; {url} healthy (else roll back)",
         data_dir=data.archon_dir, compose_file=data.archon_compose_file, env_file=data.archon_env_file,
-        project=project, services=[CONTAINER[s] for s in services], check=stack_check(data, services),
+        project=project, containers=[CONTAINER[s] for s in services], check=stack_check(data, services),
         description=f"compose project {project} and {url}", timeout_s=data.archon_health_timeout_s,
-        interval_s=data.get("health_interval_s") or 2, upgraded=upgraded, restored=restored, backup=backup,
-        profiles=profiles(data))
+        interval_s=data.get("health_interval_s") or 2, upgraded=upgraded, restored=restored,
+        restore=restore_command(data, backup) if backup else None, profiles=profiles(data))
 
 
 # ----------------------------------------------------------------------------- releases
@@ -845,7 +799,6 @@ def stack_gate(data, services: list[str], upgraded=lambda: False, restored=None,
 # the release recorded (compose_releases.record_images_script).
 
 COMPONENT = "images"  # archon_dir/images -> releases/images/<id>
-PREVIOUS_IMAGES = ".previous-images"  # what ran before this run's release: "service id name" lines
 
 
 def release_series(data) -> list[releases.Series]:
@@ -870,100 +823,18 @@ def stack_images(data, images: dict | None = None) -> dict:
                          containers={s: CONTAINER[s] for s in services}, images={s: images[s] for s in services})
 
 
-def previous_images_text(running: dict) -> str:
-    return "".join(f"{service} {info['id']} {info['name']}\n" for service, info in sorted(running.items()))
+def backup_command(data, path: str) -> str:
+    """archon-migrate backup: the database in the format `restore` (make archon-restore)
+    reads; the newest archon_keep_releases + 1 release backups stay."""
+    return f"{_q(data.archon_dir + '/' + MIGRATE_SCRIPT)} backup {_q(path)} {int(data.archon_keep_releases) + 1}"
 
 
-@operation()
-def backup_before_release(data_dir: str, compose_file: str, project: str, containers: dict, images: dict,
-                          script: str, backup: str, keep: int):
-    """Before the images change (the stack runs and one wanted image is not the running
-    one): the database into `backup` (archon-migrate backup, verified), the running images
-    and the compose file kept for a rollback. A first deploy: nothing to save."""
-    st = host.get_fact(compose_releases.StackImages, project=project, containers=containers, images=images)
-    if not st["running"]:
-        host.noop("no stack running yet: nothing to back up")
-        return
-    changed = compose_releases.changed_services(st, sorted(containers))
-    if not changed:
-        host.noop("the stack already runs these images")
-        return
-    if "postgres" not in st["running"]:
-        yield fail_command(f"the images change ({', '.join(changed)}) but {containers['postgres']} is not running: "
-                           "no backup possible; start the stack first")
-        return
-    host.log(f"images change ({', '.join(f'{s} -> {images[s]}' for s in changed)}): database backup first")
-    compose = f"{data_dir}/{compose_file}"
-    yield StringCommand(_q(f"{data_dir}/{script}"), "backup", _q(backup), str(int(keep) + 1))
-    yield StringCommand(f"printf %s {_q(previous_images_text(st['running']))} > {_q(data_dir + '/' + PREVIOUS_IMAGES)}"
-                        f" && cp -p {_q(compose)} {_q(compose + '.previous')}")
+def restore_command(data, path: str) -> str:
+    """archon-migrate restore: the current database backed up, `path` loaded, the stack started."""
+    return f"COMPOSE={_q(detected_cli() or 'docker compose')} {_q(data.archon_dir + '/' + MIGRATE_SCRIPT)} restore {_q(path)}"
 
 
-@operation()
-def database_restored(data_dir: str, compose_file: str, compose: str, project: str, containers: dict, images: dict,
-                      target: str, backup: str | None, script: str):
-    """A rollback to release `target`: its database (the backup taken when it was left)
-    back under its images (archon-migrate restore, which backs up the current database
-    first and starts the stack); nothing when `target` is live."""
-    st = host.get_fact(compose_releases.StackImages, project=project, containers=containers, images=images)
-    if compose_releases.running_rid(st, sorted(containers)) == target:
-        host.noop(f"release {target} is live")
-        return
-    if not backup:
-        yield fail_command(f"rollback: no database backup was taken when release {target} was left: not rolled back")
-        return
-    if not host.get_fact(Directory, path=backup):
-        yield fail_command(f"rollback: {backup}, the database of release {target}, is gone: not rolled back")
-        return
-    host.log(f"the database of release {target}: {backup}")
-    compose_path = f"{data_dir}/{compose_file}"
-    if host.get_fact(Sha256File, path=compose_path) != hashlib.sha256(compose.encode()).hexdigest():
-        yield FileUploadCommand(BytesIO(compose.encode()), compose_path)
-        yield StringCommand("chmod", "644", QuoteString(compose_path))
-    yield StringCommand(f"COMPOSE={_q(detected_cli() or 'docker compose')}", _q(f"{data_dir}/{script}"), "restore", _q(backup))
-
-
-@operation()
-def images_retagged(images: dict, image_ids: dict):
-    """A rollback's image names back on the ids its release recorded (a tag moved since)."""
-    moved = {}
-    for service, image in sorted(images.items()):
-        found = host.get_fact(compose_releases.StackImages, project="-", containers={}, images={service: image})
-        if found["wanted"].get(service) != image_ids.get(service):
-            moved[service] = image
-    if not moved:
-        host.noop("every image name is on its recorded id")
-        return
-    for service, image in moved.items():
-        if not image_ids.get(service):
-            yield fail_command(f"rollback: the release recorded no image id for {service}")
-            return
-        yield StringCommand("docker tag", QuoteString(image_ids[service]), QuoteString(image), "||", "{ echo",
-                            QuoteString(f"rollback: image {image_ids[service]} of {image} is gone from this host"),
-                            ">&2; exit 1; }")
-
-
-@operation()
-def release_recorded(data_dir: str, project: str, containers: dict, images: dict, meta: dict, action: str,
-                     backup: str | None, keep: int):
-    """The images that passed the gates, live in the releases layout and last in the
-    history, with the backup taken before them; nothing when they already are. A deploy
-    that replaces a release `make rollback` put back says so."""
-    services = sorted(containers)
-    st = host.get_fact(compose_releases.StackImages, project=project, containers=containers, images=images)
-    rid = compose_releases.wanted_rid(st, services)
-    recs = releases.read(data_dir, [COMPONENT])
-    if compose_releases.is_recorded(recs, COMPONENT, rid) and not compose_releases.changed_services(st, services):
-        host.noop(f"release {rid} is live and recorded")
-        return
-    before = releases.current_components(recs, [COMPONENT])
-    live = releases.app_id(before) if before[COMPONENT] else None
-    new = releases.app_id({COMPONENT: rid}) if rid else None
-    hint = "(the images in archon_images). Pin archon_images to stay on the rolled-back one."
-    if new and (warning := compose_releases.undone_rollback(recs.get("history") or [], live, new, action, hint)):
-        host.log(f"warning: {warning}", log_func=logger.warning)
-    yield StringCommand(compose_releases.record_images_script(data_dir, COMPONENT, containers, images, meta, action,
-                                                              backup, keep))
+PIN_HINT = "(the images in archon_images). Pin archon_images to stay on the rolled-back one."
 
 
 def rollback(data, series: releases.Series, target: dict) -> None:
@@ -978,7 +849,7 @@ def rollback(data, series: releases.Series, target: dict) -> None:
     backup = compose_releases.backup_when_left(st.get("history") or [], target["id"])
     host.log(f"rolling Archon back to release {target['id']} (deployed {target.get('at')}, infra commit "
              f"{(meta.get('commit') or '-')[:12]}; its database: {backup or 'none recorded'})")
-    images_retagged(name=f"the images of release {target['id']}", images=images, image_ids=ids)
+    compose_releases.images_retagged(name=f"the images of release {target['id']}", images=images, image_ids=ids)
     kept = {k: v for k, v in meta.items() if k in ("by", "commit", "dirty")}
     pinned = Overlay(data, archon_images={**data.archon_images, **images})
     main(pinned, release=("rollback", {**kept, "by": deploy_lock.operator()}, rid, backup))
@@ -1047,16 +918,15 @@ def main(data, release: tuple | None = None):
     stamp = time.strftime("%Y%m%dT%H%M%S")
     backed_up = bool(st["running"]) and bool(compose_releases.changed_services(st, services))
     backup_path = release_backup_path(data, stamp)
-    backup = backup_before_release(
+    backup = compose_releases.backup_before_release(
         name="Database backup before the images change (a new release)", data_dir=base,
-        compose_file=data.archon_compose_file, script=MIGRATE_SCRIPT, backup=backup_path,
-        keep=int(data.archon_keep_releases), **where)
+        compose_file=data.archon_compose_file, backup=backup_command(data, backup_path), needs="postgres", **where)
     restored = None
     if target:
-        restored = database_restored(
+        restored = compose_releases.data_restored(
             name=f"The database of release {target} (archon-migrate restore)", data_dir=base,
             compose_file=data.archon_compose_file, compose=compose, target=target, backup=target_backup,
-            script=MIGRATE_SCRIPT, **where)
+            restore=restore_command(data, target_backup or ""), **where)
     compose_stack(
         name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
         project=data.archon_compose_project,
@@ -1084,9 +954,10 @@ def main(data, release: tuple | None = None):
     shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
                   path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
     shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
-    release_recorded(name="Release history: the images that passed the gates", data_dir=base, meta=meta,
-                     action=action, backup=backup_path if backed_up else None, keep=int(data.archon_keep_releases),
-                     **where)
+    compose_releases.release_recorded(
+        name="Release history: the images that passed the gates", root=base, component=COMPONENT, meta=meta,
+        action=action, backup=backup_path if backed_up else None, keep=int(data.archon_keep_releases),
+        pin_hint=PIN_HINT, **where)
     monitoring(data)
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from deploys import archon
+from deploys import archon, settings
 from deploys.errors import ConfigError
 from deploys.parts import compose_releases as cr
 from deploys.parts import release_records
@@ -126,16 +126,25 @@ def test_a_missing_container_records_nothing(root):
 
 
 def test_the_failed_gate_rollback_script_puts_the_previous_images_and_compose_back():
-    script = archon.rollback_script("/opt/archon", "dc.yml", ".env.production", "archon-production",
-                                    ["archon-postgres", "archon-server"], "not healthy", None, 60,
-                                    "docker-compose", ["agents"])
+    script = cr.rollback_script("/opt/archon", "dc.yml", ".env.production", "archon-production",
+                                ["archon-postgres", "archon-server"], "not healthy", None, 60, "docker-compose", ["agents"])
     subprocess.run(["bash", "-n", "-c", script], check=True)
     assert "done < .previous-images" in script and "cp -p /opt/archon/dc.yml.previous /opt/archon/dc.yml" in script
     assert "docker-compose -p archon-production -f dc.yml --env-file .env.production --profile agents up -d" in script
-    assert "archon-migrate restore" not in script and script.endswith("exit 1")
-    with_db = archon.rollback_script("/opt/archon", "dc.yml", ".env", "p", ["c"], "x", "/root/backups/archon-release-9", 60)
-    assert "/opt/archon/bin/archon-migrate restore /root/backups/archon-release-9" in with_db
-    assert archon.previous_images_text({"kong": {"id": "sha256:k", "name": "kong:2"}}) == "kong sha256:k kong:2\n"
+    assert "restore" not in script.replace("restored", "") and script.endswith("exit 1")
+    with_db = cr.rollback_script("/opt/archon", "dc.yml", ".env", "p", ["c"], "x",
+                                 "/opt/archon/bin/archon-migrate restore /root/backups/archon-release-9", 60)
+    subprocess.run(["bash", "-n", "-c", with_db], check=True)
+    assert "{ /opt/archon/bin/archon-migrate restore /root/backups/archon-release-9; }" in with_db
+    assert cr.previous_images_text({"kong": {"id": "sha256:k", "name": "kong:2"}}) == "kong sha256:k kong:2\n"
+
+
+def test_archons_data_commands_are_archon_migrate_backup_and_restore(monkeypatch):
+    monkeypatch.setattr(archon, "detected_cli", lambda: "docker-compose")
+    assert archon.backup_command(data(), "/root/backups/archon-release-1") == \
+        "/opt/archon/bin/archon-migrate backup /root/backups/archon-release-1 4"  # keep 3: 3 + 1 backups
+    assert archon.restore_command(data(), "/root/backups/archon-release-1") == \
+        "COMPOSE=docker-compose /opt/archon/bin/archon-migrate restore /root/backups/archon-release-1"
 
 
 def test_the_migrate_script_backs_up_in_the_format_restore_reads():
@@ -150,9 +159,9 @@ def test_the_migrate_script_backs_up_in_the_format_restore_reads():
 
 
 def test_keep_releases_is_checked_and_the_series_is_archons():
-    with pytest.raises(ConfigError, match="archon_keep_releases 0"):
-        archon.check_config(data(archon_keep_releases=0))
-    archon.check_config(data())
+    knob = settings.declarations()["archon_keep_releases"]  # typed in group_data (deploys/settings.py)
+    assert knob.type_name == "count (a whole number >= 1)" and knob.default == 3
+    assert knob.problem(0) == "0 is not a count (1 or more)" and knob.problem(True) and knob.problem(2) is None
     (series,) = archon.release_series(data())
     assert series.root == "/opt/archon" and series.names == ("images",)
     assert archon.release_backup_path(data(), "20261202T060000") == "/root/backups/archon-release-20261202T060000"
