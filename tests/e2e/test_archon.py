@@ -723,11 +723,12 @@ RELEASE_2 = "archon-standin-http:e2e-release-2"  # the stand-in with one label m
 MOVED = ("archon-server", "archon-mcp", "archon-ui")
 
 
-def release_data(host, images, image=None) -> dict:
+def release_data(host, images, image=None, proxy=True) -> dict:
     """The data the module's last apply used (the API-auth test's key, when it ran), with
-    the Archon images of `image` when given: another release."""
+    the Archon images of `image` when given: another release. `proxy` False: no nginx/TLS
+    (the test run alone on a new host)."""
     key = host.exec("sed -n 's/^API_KEY=//p' /etc/archon/health.env 2>/dev/null", check=False).stdout.strip()
-    data = archon_data(images, archon_api_auth=bool(key))
+    data = archon_data(images, archon_api_auth=bool(key), **({} if proxy else {"archon_proxy": False}))
     if key:
         data["archon_service_env"]["archon-server"]["STANDIN_API_KEY"] = key
     for service in MOVED if image else ():
@@ -754,8 +755,11 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
     history line); the listing marks it live; the rollback serves release 1 again with the
     database as release 2 found it; the same pinned rollback changes nothing; a plain apply
     goes forward again and says it undoes the rollback."""
+    alone = archon.exec("test -s /opt/archon/releases/history.jsonl", check=False).returncode != 0
+    if alone:  # (-k: the module's migration did not run) a fresh install is release 1
+        deploy_archon(archon, release_data(archon, images, proxy=False))
     before = release_history(archon)
-    assert before and before[-1]["action"] == "deploy", before  # recorded by the migration's apply
+    assert before and before[-1]["action"] == "deploy", before  # recorded by the first (migration's) apply
     r1, r1_image = before[-1]["id"], running_image_id(archon, "archon-server")
     psql(archon, "archon-postgres", "CREATE TABLE release_probe (note text); "
          "INSERT INTO release_probe VALUES ('written under release 1')")
@@ -764,7 +768,7 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
                 ">/dev/null && docker rm e2e-release-2 >/dev/null")
     r2_image = archon.exec(f"docker image inspect --format '{{{{.Id}}}}' {RELEASE_2}").stdout.strip()
     assert r2_image != r1_image
-    release_2 = release_data(archon, images, RELEASE_2)
+    release_2 = release_data(archon, images, RELEASE_2, proxy=not alone)
 
     up = deploy_archon(archon, release_2)
     assert up.did("Database backup before the images change (a new release)"), up.changed
@@ -774,7 +778,7 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
     assert entry["backup"].startswith("/root/backups/archon-release-"), entry
     assert archon.exec(f"grep -c 'written under release 1' {entry['backup']}/archon-schemas.sql").stdout.strip() == "1"
     assert {running_image_id(archon, s) for s in MOVED} == {r2_image}
-    assert running_image_id(archon, "kong") == r1_image  # the services whose image stayed
+    assert running_image_id(archon, "archon-kong") == r1_image  # the services whose image stayed
 
     psql(archon, "archon-postgres", "INSERT INTO release_probe VALUES ('written under release 2')")
     listed = deploy_archon(archon, {**release_2, "release_action": "releases"})
