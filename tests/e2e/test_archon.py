@@ -746,7 +746,7 @@ def running_image_id(host, container) -> str:
 
 
 def probe_rows(host) -> list[str]:
-    return psql(host, "archon-postgres", "SELECT note FROM release_probe ORDER BY note").split("\n")
+    return psql(host, "archon-postgres", "SELECT note FROM release_probe ORDER BY note").splitlines()
 
 
 def test_images_release_listed_rolled_back_with_its_database_and_forward_again(archon, images):
