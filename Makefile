@@ -123,7 +123,7 @@ clean:  ## Remove the demo's hosts and state, the venv and caches (test-host ima
 # layout): list them, or go back to the previous one (TO=<id or prefix> for another kept one),
 # code and data.
 .PHONY: releases rollback
-RELEASE_DEPLOYS := youtube music ingestor hivesync
+RELEASE_DEPLOYS := youtube music ingestor hivesync archon
 RELEASES_ONLY = @[[ " $(RELEASE_DEPLOYS) " == *" $(DEPLOY) "* ]] || { echo "DEPLOY=$(DEPLOY) has no releases part yet (only: $(RELEASE_DEPLOYS))" >&2; exit 2; }
 
 releases: setup  ## Kept releases of DEPLOY, the live one marked (commit, when, who)

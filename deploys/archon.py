@@ -28,6 +28,7 @@ import hashlib
 import ipaddress
 import re
 import shlex
+import time
 from io import BytesIO, StringIO
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,7 +40,7 @@ from pyinfra.facts.files import Link, Sha256File
 from pyinfra.operations import files
 
 from deploys.errors import ConfigError, PreflightFailed
-from deploys.parts import deploy_lock
+from deploys.parts import compose_releases, deploy_lock, releases
 from deploys.parts.compose import (
     compose_check,
     compose_stack,
@@ -50,8 +51,10 @@ from deploys.parts.compose import (
 )
 from deploys.parts.docker_host import docker_host
 from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # noqa: F401 (ENV_SCRIPT: tests)
-from deploys.parts.health import health_check_timer, http_check, http_gate, service_gate
+from deploys.parts.health import health_check_timer, http_check, http_gate
 from deploys.parts.host_steps import UnitState, host_step, settled, unfinished, wait_for_step
+from deploys.parts.local_machine import Overlay
+from deploys.parts.release_records import release_records_installed
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -758,9 +761,9 @@ def monitoring(data):
     health_check_timer(HEALTH_UNIT, health_files(data), script_mode="750")
 
 
-def stack_gate(data, services: list[str]) -> None:
-    """One gate, so one poll (one command, facts/prefetch.py) reads both: every service
-    running and healthy by compose, and Archon's API health URL answering 2xx."""
+def stack_check(data, services: list[str]):
+    """Every service running and healthy by compose, then Archon's API health URL 2xx: one
+    poll (one command, facts/prefetch.py) reads both."""
     project, url = data.archon_compose_project, data.archon_api_health_url
     checks = (compose_check(project, services), http_check(url))
 
@@ -771,13 +774,108 @@ def stack_gate(data, services: list[str]) -> None:
                 return False, observed
         return True, f"{len(services)} services running and healthy; {url} healthy"
 
-    service_gate(name=f"compose project {project}: {len(services)} services running and healthy; {url} healthy",
-                 check=check, description=f"compose project {project} and {url}", timeout_s=data.archon_health_timeout_s,
-                 interval_s=data.get("health_interval_s") or 2)
+    return check
 
 
-def main(data):
+def stack_gate(data, services: list[str], upgraded=lambda: False, restored=None, backup: str | None = None) -> None:
+    """The stack healthy; else, after an image change, the previous images back (and the
+    database backed up before this run, when it restored another: a rollback)."""
+    project, url = data.archon_compose_project, data.archon_api_health_url
+    compose_releases.gate_or_rollback(
+        name=f"compose project {project}: {len(services)} services running and healthy; {url} healthy (else roll back)",
+        data_dir=data.archon_dir, compose_file=data.archon_compose_file, env_file=data.archon_env_file,
+        project=project, containers=[CONTAINER[s] for s in services], check=stack_check(data, services),
+        description=f"compose project {project} and {url}", timeout_s=data.archon_health_timeout_s,
+        interval_s=data.get("health_interval_s") or 2, upgraded=upgraded, restored=restored,
+        restore=restore_command(data, backup) if backup else None, profiles=profiles(data))
+
+
+# ----------------------------------------------------------------------------- releases
+# A release is the set of images the stack runs (their ids on the host, per service), in
+# the releases layout under archon_dir (component "images"): `make releases DEPLOY=archon`
+# lists them, `make rollback DEPLOY=archon [TO=id]` puts one back with its database (the
+# backup taken when it was left). Before the images change: a backup in archon-migrate's
+# format (`make archon-restore` reads it too), named in the history line; after the gates:
+# the release recorded (compose_releases.record_images_script).
+
+COMPONENT = "images"  # archon_dir/images -> releases/images/<id>
+
+
+def release_series(data) -> list[releases.Series]:
+    return [releases.Series("Archon images", data.archon_dir, (COMPONENT,))]
+
+
+def release_meta(data) -> dict:
+    """Who deployed, from which infra commit (which names the images: `commit` in the listing)."""
+    infra, dirty = deploy_lock.git_revision()
+    return {"by": deploy_lock.operator(), "commit": infra, "dirty": dirty}
+
+
+def release_backup_path(data, stamp: str) -> str:
+    return f"{data.archon_backup_dir}/archon-release-{stamp}"
+
+
+def stack_images(data, images: dict | None = None) -> dict:
+    """The StackImages fact of the enabled services (`images`: the wanted ones, data's by default)."""
+    services = services_enabled(data)
+    images = images or data.archon_images
+    return host.get_fact(compose_releases.StackImages, project=data.archon_compose_project,
+                         containers={s: CONTAINER[s] for s in services}, images={s: images[s] for s in services})
+
+
+def backup_command(data, path: str) -> str:
+    """archon-migrate backup: the database in the format `restore` (make archon-restore)
+    reads; the newest archon_keep_releases + 1 release backups stay."""
+    return f"{_q(data.archon_dir + '/' + MIGRATE_SCRIPT)} backup {_q(path)} {int(data.archon_keep_releases) + 1}"
+
+
+def restore_command(data, path: str) -> str:
+    """archon-migrate restore: the current database backed up, `path` loaded, the stack started."""
+    return f"COMPOSE={_q(detected_cli() or 'docker compose')} {_q(data.archon_dir + '/' + MIGRATE_SCRIPT)} restore {_q(path)}"
+
+
+PIN_HINT = "(the images in archon_images). Pin archon_images to stay on the rolled-back one."
+
+
+def rollback(data, series: releases.Series, target: dict) -> None:
+    """`make rollback DEPLOY=archon [TO=id]`: the kept release's images (names retagged on
+    their recorded ids), then the deploy with those images pinned: a backup of the current
+    database, the target's database back, gates (a failing target rolls back to what
+    served), a `rollback` history line."""
+    rid = target["components"][COMPONENT]
+    st = releases.read(series.root, list(series.names))
+    meta = st["components"][COMPONENT]["releases"][rid]["meta"]
+    images, ids = dict(meta.get("images") or {}), dict(meta.get("image_ids") or {})
+    backup = compose_releases.backup_when_left(st.get("history") or [], target["id"])
+    host.log(f"rolling Archon back to release {target['id']} (deployed {target.get('at')}, infra commit "
+             f"{(meta.get('commit') or '-')[:12]}; its database: {backup or 'none recorded'})")
+    compose_releases.images_retagged(name=f"the images of release {target['id']}", images=images, image_ids=ids)
+    kept = {k: v for k, v in meta.items() if k in ("by", "commit", "dirty")}
+    pinned = Overlay(data, archon_images={**data.archon_images, **images})
+    main(pinned, release=("rollback", {**kept, "by": deploy_lock.operator()}, rid, backup))
+
+
+def release_actions(data) -> bool:
+    """`make releases` / `make rollback` (release_action). False: a normal run."""
+    action = data.get("release_action")
+    if action in (None, ""):
+        return False
+    if action not in releases.RELEASE_ACTIONS:
+        raise ConfigError(f"release_action {action!r} is not one of {', '.join(releases.RELEASE_ACTIONS)}")
+    try:
+        return releases.release_action(action, release_series(data), data.get("release_to"),
+                                       lambda series, target: rollback(data, series, target))
+    except ConfigError as exc:
+        raise ConfigError(f"archon {exc}") from None
+
+
+def main(data, release: tuple | None = None):
+    """`release`: (action, meta, target id, its database backup) of a rollback (`rollback`
+    runs the deploy with the target's images pinned); None: a deploy or a release action."""
     check_config(data)
+    if release is None and release_actions(data):
+        return
+    action, meta, target, target_backup = release or ("deploy", release_meta(data), None, None)
     # a migration an earlier apply left running stops and starts the stacks whose ports the
     # preflight checks: wait for it now, before anything is read (a port caught mid-stop was
     # reported as taken)
@@ -788,6 +886,7 @@ def main(data):
     wait_for_step(name=f"{MIGRATE_UNIT}.service: wait for an unfinished migration", unit=MIGRATE_UNIT)
     docker_host(hold_restart_for=(MIGRATE_UNIT,))  # before any backup; never restarts dockerd mid-migration
     layout(data)
+    release_records_installed()  # release_recorded runs it
     _, env = environment(data)
     compose = render_compose(data)
     base = data.archon_dir
@@ -813,6 +912,21 @@ def main(data):
         timeout_s=data.archon_health_timeout_s,
     )
     services = services_enabled(data)
+    where = dict(project=data.archon_compose_project, containers={s: CONTAINER[s] for s in services},
+                 images={s: data.archon_images[s] for s in services})
+    st = stack_images(data)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    backed_up = bool(st["running"]) and bool(compose_releases.changed_services(st, services))
+    backup_path = release_backup_path(data, stamp)
+    backup = compose_releases.backup_before_release(
+        name="Database backup before the images change (a new release)", data_dir=base,
+        compose_file=data.archon_compose_file, backup=backup_command(data, backup_path), needs="postgres", **where)
+    restored = None
+    if target:
+        restored = compose_releases.data_restored(
+            name=f"The database of release {target} (archon-migrate restore)", data_dir=base,
+            compose_file=data.archon_compose_file, compose=compose, target=target, backup=target_backup,
+            restore=restore_command(data, target_backup or ""), **where)
     compose_stack(
         name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
         project=data.archon_compose_project,
@@ -822,9 +936,12 @@ def main(data):
         env_file=data.archon_env_file,
         services=services,
         profiles=profiles(data),
-        recreate_when=(env,),
+        # a new image under the same name changes no file: the backup (which runs exactly
+        # when a wanted image is not the running one) makes compose recreate
+        recreate_when=(env, backup),
     )
-    stack_gate(data, services)
+    stack_gate(data, services, upgraded=backup.did_change, restored=restored.did_change if restored else None,
+               backup=backup_path if backed_up else None)
     if data.archon_proxy:
         https_site(data.archon_nginx_site, vhosts(data), public_names(data), data)
         if data.archon_health_check_external:
@@ -837,6 +954,10 @@ def main(data):
     shortcut_link(name=f"{base}/docker-compose.yml -> {data.archon_compose_file}",
                   path=f"{base}/docker-compose.yml", target=data.archon_compose_file)
     shortcut_link(name=f"{base}/.env -> {data.archon_env_file}", path=f"{base}/.env", target=data.archon_env_file)
+    compose_releases.release_recorded(
+        name="Release history: the images that passed the gates", root=base, component=COMPONENT, meta=meta,
+        action=action, backup=backup_path if backed_up else None, keep=int(data.archon_keep_releases),
+        pin_hint=PIN_HINT, **where)
     monitoring(data)
 
 

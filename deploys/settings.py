@@ -66,8 +66,19 @@ class _Text(Constraint):
     base = str
 
 
+class _Count(Constraint):
+    """A whole number of at least 1 (how many releases or backups to keep)."""
+
+    name = "count (a whole number >= 1)"
+    base = int
+
+    def problem(self, value: Any) -> str | None:
+        return None if value >= 1 else f"{value} is not a count (1 or more)"
+
+
 Port = _Port()
 Text = _Text()
+Count = _Count()
 TYPE_ORDER = (bool, int, float, str, list, dict)
 _FAMILY_ORDER = ("all", "native_vm", "docker_host", "linode", "local")
 _ENVIRONMENT_GROUPS = ("prod", "staging", "test")

@@ -7,6 +7,8 @@ gates -> nginx + TLS -> health-check timer. Test overrides come from the e2e tes
 `--data` (stand-in images, short healthchecks, a private subnet).
 """
 
+from deploys.settings import Count
+
 # Secrets from .env or the environment (checked before connecting). They land in the
 # stack's env file (0600) only. POSTGRES_PASSWORD, JWT_SECRET, ARCHON_BOOTSTRAP_SECRET and
 # the two Supabase JWTs are NOT here: they are generated once on the host and kept there.
@@ -172,6 +174,14 @@ archon_auth_check_path = "/api/auth/validate"
 # health check also proves that archon_auth_check_path refuses a request without a key
 # (401/403); a 2xx there fails the check.
 archon_api_auth = False
+
+# --- releases (`make releases DEPLOY=archon`, `make rollback DEPLOY=archon [TO=id]`) --------
+# A release is the set of images the stack runs (archon_images, by their ids on the host).
+# Before the images change, the database is backed up (archon_backup_dir/archon-release-<stamp>,
+# the format `make archon-restore` reads) and named in the history line; a rollback puts a
+# kept release's images back with the database as it was when that release was left. How
+# many releases are kept (their records; the newest N+1 release backups stay on the host).
+archon_keep_releases: Count = 3
 
 # --- migration from the old layout (supabase CLI + separate archon compose) ---------------
 # Backups land in <dir>/archon-<YYYYmmdd_HHMMSS>/ (0700): pg_dumpall, config tarball,

@@ -30,7 +30,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from deploys.operations import poll_gate
-from deploys.parts import deploy_lock, release_records
+from deploys.parts import compose_releases, deploy_lock, release_records
 from deploys.parts.compose import detected_cli, fail_command
 from deploys.parts.hivesync_stack import CONTAINER, _psql, backend_image, backend_source, backend_url, stack_check
 from deploys.parts.releases import Series, app_id, current_components, read, release_id
@@ -244,10 +244,8 @@ def release_recorded(root: str, meta: dict, action: str = "deploy", backup: str 
     rid = release_rid(meta["image"])
     st = read(root, [COMPONENT])
     before = current_components(st, [COMPONENT])
-    info = (st["components"].get(COMPONENT) or {}).get("releases", {}).get(rid) or {}
     history = st.get("history") or []
-    if before[COMPONENT] == rid and info.get("complete") and history and \
-            history[-1].get("id") == app_id({COMPONENT: rid}):
+    if compose_releases.is_recorded(st, COMPONENT, rid):
         host.noop(f"release {rid} ({meta['image']}) is live and recorded")
         return
     live = app_id(before) if before[COMPONENT] else None
@@ -257,13 +255,9 @@ def release_recorded(root: str, meta: dict, action: str = "deploy", backup: str 
 
 
 def undone_rollback(history: list[dict], live: str | None, new: str, action: str) -> str | None:
-    """A plain deploy after `make rollback` goes back to the checkout's release: worth a
-    line, since the operator rolled back for a reason. Ids as `make releases` lists them."""
-    last = history[-1] if history else {}
-    if action != "deploy" or last.get("action") != "rollback" or not live or live == new:
-        return None
-    return (f"release {live} was put back by a rollback at {last.get('at')}; this deploy replaces it with "
-            f"{new} (the checkout's release). Pin hivesync_backend_ref to stay on the rolled-back one.")
+    """compose_releases.undone_rollback, with hivesync's way to stay on the rolled-back release."""
+    return compose_releases.undone_rollback(history, live, new, action, "(the checkout's release). Pin "
+                                            "hivesync_backend_ref to stay on the rolled-back one.")
 
 
 @operation()

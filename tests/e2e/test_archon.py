@@ -715,3 +715,91 @@ def test_an_existing_nginx_is_adopted_map_vhost_and_multi_name_certificate(archo
     assert closed.status_code == 401 and closed.headers["www-authenticate"] == 'Basic realm="kong"'
     assert https(test_cluster, archon, ARCHON, "/").json()["service"] == "archon-ui"  # the operator's vhost
     assert deploy_archon(archon, data).changed == []
+
+
+# ----------------------------------------------------------------------------- releases
+
+RELEASE_2 = "archon-standin-http:e2e-release-2"  # the stand-in with one label more: another image id
+MOVED = ("archon-server", "archon-mcp", "archon-ui")
+
+
+def release_data(host, images, image=None, proxy=True) -> dict:
+    """The data the module's last apply used (the API-auth test's key, when it ran), with
+    the Archon images of `image` when given: another release. `proxy` False: no nginx/TLS
+    (the test run alone on a new host)."""
+    key = host.exec("sed -n 's/^API_KEY=//p' /etc/archon/health.env 2>/dev/null", check=False).stdout.strip()
+    data = archon_data(images, archon_api_auth=bool(key), **({} if proxy else {"archon_proxy": False}))
+    if key:
+        data["archon_service_env"]["archon-server"]["STANDIN_API_KEY"] = key
+    for service in MOVED if image else ():
+        data["archon_images"][service] = image
+    return data
+
+
+def release_history(host) -> list[dict]:
+    out = host.exec("cat /opt/archon/releases/history.jsonl").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def running_image_id(host, container) -> str:
+    return host.exec(f"docker inspect --format '{{{{.Image}}}}' {container}").stdout.strip()
+
+
+def probe_rows(host) -> list[str]:
+    return psql(host, "archon-postgres", "SELECT note FROM release_probe ORDER BY note").splitlines()
+
+
+def test_images_release_listed_rolled_back_with_its_database_and_forward_again(archon, images):
+    """`make releases` / `make rollback DEPLOY=archon` (release_action): the migrated stack
+    is release 1; new Archon images are release 2 (a database backup first, named in its
+    history line); the listing marks it live; the rollback serves release 1 again with the
+    database as release 2 found it; the same pinned rollback changes nothing; a plain apply
+    goes forward again and says it undoes the rollback."""
+    alone = archon.exec("test -s /opt/archon/releases/history.jsonl", check=False).returncode != 0
+    if alone:  # (-k: the module's migration did not run) a fresh install is release 1
+        deploy_archon(archon, release_data(archon, images, proxy=False))
+    before = release_history(archon)
+    assert before and before[-1]["action"] == "deploy", before  # recorded by the first (migration's) apply
+    r1, r1_image = before[-1]["id"], running_image_id(archon, "archon-server")
+    psql(archon, "archon-postgres", "CREATE TABLE release_probe (note text); "
+         "INSERT INTO release_probe VALUES ('written under release 1')")
+    archon.exec(f"docker rm -f e2e-release-2 >/dev/null 2>&1; docker create --name e2e-release-2 {images['http']} "
+                f">/dev/null && docker commit --change 'LABEL archon.e2e.release=2' e2e-release-2 {RELEASE_2} "
+                ">/dev/null && docker rm e2e-release-2 >/dev/null")
+    r2_image = archon.exec(f"docker image inspect --format '{{{{.Id}}}}' {RELEASE_2}").stdout.strip()
+    assert r2_image != r1_image
+    release_2 = release_data(archon, images, RELEASE_2, proxy=not alone)
+
+    up = deploy_archon(archon, release_2)
+    assert up.did("Database backup before the images change (a new release)"), up.changed
+    entry = release_history(archon)[-1]
+    assert entry["action"] == "deploy" and entry["from"] == r1 and entry["id"] != r1, entry
+    r2 = entry["id"]
+    assert entry["backup"].startswith("/root/backups/archon-release-"), entry
+    assert archon.exec(f"grep -c 'written under release 1' {entry['backup']}/archon-schemas.sql").stdout.strip() == "1"
+    assert {running_image_id(archon, s) for s in MOVED} == {r2_image}
+    assert running_image_id(archon, "archon-kong") == r1_image  # the services whose image stayed
+
+    psql(archon, "archon-postgres", "INSERT INTO release_probe VALUES ('written under release 2')")
+    listed = deploy_archon(archon, {**release_2, "release_action": "releases"})
+    assert listed.changed == [], listed.changed
+    assert f"* {r2}" in listed.output and f"  {r1}" in listed.output, listed.output[-3000:]
+
+    back = deploy_archon(archon, {**release_2, "release_action": "rollback"})
+    assert back.did(f"The database of release {before[-1]['components']['images']} (archon-migrate restore)"), back.changed
+    assert {running_image_id(archon, s) for s in MOVED} == {r1_image}
+    assert probe_rows(archon) == ["written under release 1"]
+    assert _answer(archon, 8181)["service"] == "archon-server"
+    last = release_history(archon)[-1]
+    assert last["action"] == "rollback" and last["id"] == r1 and last["from"] == r2, last
+    assert last["backup"] and last["backup"] != entry["backup"]  # the database release 2 left, kept
+    assert archon.exec("readlink /opt/archon/images").stdout.strip() == f"releases/images/{last['components']['images']}"
+
+    pinned = deploy_archon(archon, {**release_2, "release_action": "rollback", "release_to": r1})
+    assert pinned.changed == [], pinned.changed
+
+    forward = deploy_archon(archon, release_2)
+    assert f"warning: release {r1} was put back by a rollback" in forward.output, forward.output[-3000:]
+    assert {running_image_id(archon, s) for s in MOVED} == {r2_image}
+    assert release_history(archon)[-1]["id"] == r2 and release_history(archon)[-1]["action"] == "deploy"
+    assert _answer(archon, 8181)["service"] == "archon-server"

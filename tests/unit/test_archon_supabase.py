@@ -66,7 +66,7 @@ def test_migrate_script_dumps_as_the_superuser_and_stops_on_any_restore_error():
 
 def test_cleanup_runs_after_nginx_and_the_external_checks():
     source = (archon.REPO / "deploys/archon.py").read_text()
-    main = source[source.index("def main(data):"):]
+    main = source[source.index("def main(data"):]
     assert main.index("https_site(") < main.index('phase="cleanup"')
     assert main.index('http_gate(f"https://{data.archon_public_name}/"') < main.index('phase="cleanup"')
     assert "cmd_cleanup\n}" not in archon.render_migrate_script(data()).split("cmd_migrate()")[1].split("cmd_cleanup()")[0]
@@ -190,7 +190,7 @@ def test_archons_schema_runs_before_its_services_start():
     from deploys.templating import render
 
     source = (archon.REPO / "deploys/archon.py").read_text()
-    main = source[source.index("def main(data):"):]
+    main = source[source.index("def main(data"):]
     assert main.index("archon_schema(") < main.index("compose_stack(")
     script = render("opt/archon/bin/archon-schema.sh.j2", dir="/opt/archon", cli="docker compose", project="p",
                     compose_file="f.yml", env_file=".env", container="archon-postgres", admin="supabase_admin",

@@ -1,0 +1,174 @@
+"""Archon's images as a release series (deploys/archon.py + deploys/parts/compose_releases.py):
+the images fact, the release id, what changes, the host-side record run for real in a temp
+dir (a stand-in `docker` that knows the containers' images) read back with the Releases
+fact's own script, the database a rollback takes back, the rollback and backup scripts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deploys import archon, settings
+from deploys.errors import ConfigError
+from deploys.parts import compose_releases as cr
+from deploys.parts import release_records
+from deploys.parts.releases import app_id, rollback_target
+from facts.releases import RELEASES_SCRIPT, Releases
+from tests.unit.test_archon_deploy import data
+
+# docker inspect --format '{{.Image}}' CONTAINER: the ids in $CONTAINERS ("container=id ...")
+FAKE_DOCKER = """#!/bin/sh
+[ "$1" = inspect ] || exit 2
+eval "last=\\${$#}"
+for pair in $CONTAINERS; do
+  [ "$last" = "${pair%%=*}" ] && { echo "${pair#*=}"; exit 0; }
+done
+exit 1
+"""
+CONTAINERS = {"postgres": "archon-postgres", "archon-server": "archon-server"}
+
+
+def test_the_images_fact_keeps_the_projects_running_containers_and_the_wanted_ids():
+    st = cr.parse_stack_images(["images", "running postgres sha256:aa pg:17", "running archon-server sha256:bb srv:1",
+                                "wanted postgres sha256:aa", "wanted archon-server", "noise"])
+    assert st == {"running": {"postgres": {"id": "sha256:aa", "name": "pg:17"},
+                              "archon-server": {"id": "sha256:bb", "name": "srv:1"}},
+                  "wanted": {"postgres": "sha256:aa", "archon-server": None}}
+    command = cr.StackImages().command(project="archon-production", containers=CONTAINERS,
+                                       images={"postgres": "pg:17", "archon-server": "srv:2"})
+    # another project's container of the same name (the old layout's archon-server) is not ours
+    assert command.count("= archon-production ]") == 2 and "docker image inspect" in command
+
+
+def test_a_changed_or_missing_image_is_a_change_and_the_id_digests_the_ids():
+    st = {"running": {"postgres": {"id": "a", "name": "pg"}, "archon-server": {"id": "b", "name": "srv:1"}},
+          "wanted": {"postgres": "a", "archon-server": "c"}}
+    assert cr.changed_services(st, ["postgres", "archon-server"]) == ["archon-server"]
+    assert cr.changed_services({**st, "wanted": {"postgres": "a"}}, ["postgres", "archon-server"]) == ["archon-server"]
+    assert cr.changed_services({**st, "wanted": {"postgres": "a", "archon-server": "b"}}, ["postgres", "archon-server"]) == []
+    assert cr.running_rid(st, ["postgres", "archon-server"]) == cr.images_rid({"postgres": "a", "archon-server": "b"})
+    assert cr.wanted_rid(st, ["postgres", "archon-server"]) == cr.images_rid({"archon-server": "c", "postgres": "a"})
+    assert cr.wanted_rid({**st, "wanted": {"postgres": "a"}}, ["postgres", "archon-server"]) is None
+    assert cr.images_rid({"postgres": "a"}) != cr.images_rid({"postgres": "b"})
+
+
+def test_the_backup_a_rollback_takes_back_is_the_one_taken_when_that_release_was_left():
+    history = [{"id": "r1", "backup": None}, {"id": "r2", "backup": "/b/1"}, {"id": "r3", "backup": "/b/2"},
+               {"id": "r1", "backup": "/b/3"}, {"id": "r3", "backup": "/b/4"}]
+    assert cr.backup_when_left(history, "r1") == "/b/4"  # its last stay ended with /b/4
+    assert cr.backup_when_left(history, "r2") == "/b/2"
+    assert cr.backup_when_left(history, "r3") is None  # live
+    assert cr.backup_when_left(history, "r9") is None
+
+
+def test_a_plain_deploy_after_a_rollback_warns_with_the_pin_hint():
+    rolled = [{"id": "a", "action": "deploy"}, {"id": "b", "action": "rollback", "at": "t"}]
+    warning = cr.undone_rollback(rolled, "b", "c", "deploy", "(pin x)")
+    assert warning == "release b was put back by a rollback at t; this deploy replaces it with c (pin x)"
+    assert cr.undone_rollback(rolled, "b", "b", "deploy", "") is None
+    assert cr.undone_rollback(rolled, "b", "c", "rollback", "") is None
+    assert cr.undone_rollback(rolled[:1], "a", "c", "deploy", "") is None
+
+
+def record(root, ids, action="deploy", backup=None):
+    env = {**os.environ, "PATH": f"{root}/bin:{os.environ['PATH']}",
+           "CONTAINERS": " ".join(f"{CONTAINERS[s]}={i}" for s, i in ids.items())}
+    images = {s: f"{s}:{i}" for s, i in ids.items()}
+    script = cr.record_images_script(str(root), archon.COMPONENT, CONTAINERS, images, {"by": "t", "commit": "c0ffee"},
+                                     action, backup, keep=2).replace(release_records.LIB_DIR, str(release_records.SOURCE.parent))
+    run = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    return run
+
+
+def state(root):
+    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, "state", str(root), archon.COMPONENT],
+                         capture_output=True, text=True, check=True).stdout
+    return Releases().process(out.splitlines())
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/docker").write_text(FAKE_DOCKER)
+    (tmp_path / "bin/docker").chmod(0o755)
+    return tmp_path
+
+
+def test_the_record_is_the_running_images_and_a_rollback_target_finds_them(root):
+    one, two = {"postgres": "sha256:p", "archon-server": "sha256:s1"}, {"postgres": "sha256:p", "archon-server": "sha256:s2"}
+    assert record(root, one).returncode == 0
+    run = record(root, two, backup="/root/backups/archon-release-1")
+    assert run.returncode == 0 and "(deploy " in run.stdout, run.stderr
+    st = state(root)
+    r1, r2 = cr.images_rid(one), cr.images_rid(two)
+    assert st["components"]["images"]["current"] == r2
+    assert cr.is_recorded(st, "images", r2) and not cr.is_recorded(st, "images", r1)
+    meta = st["components"]["images"]["releases"][r1]["meta"]
+    assert meta["image_ids"] == one and meta["images"]["archon-server"] == "archon-server:sha256:s1" and meta["by"] == "t"
+    last = st["history"][-1]
+    assert last["backup"] == "/root/backups/archon-release-1" and last["from"] == app_id({"images": r1})
+    assert rollback_target(st, ["images"], None)["id"] == app_id({"images": r1})
+    # the same images again: nothing recorded twice
+    again = record(root, two)
+    assert again.returncode == 0 and "(deploy" not in again.stdout and len(state(root)["history"]) == 2
+    # keep=2: a third release prunes the first one's record
+    assert record(root, {"postgres": "sha256:p", "archon-server": "sha256:s3"}).returncode == 0
+    assert sorted(state(root)["components"]["images"]["releases"]) == sorted([r2, cr.images_rid(
+        {"postgres": "sha256:p", "archon-server": "sha256:s3"})])
+
+
+def test_a_missing_container_records_nothing(root):
+    run = record(root, {"postgres": "sha256:p"})
+    assert run.returncode != 0 and "archon-server" in run.stderr
+    assert not (root / "releases").exists()
+
+
+def test_the_failed_gate_rollback_script_puts_the_previous_images_and_compose_back():
+    script = cr.rollback_script("/opt/archon", "dc.yml", ".env.production", "archon-production",
+                                ["archon-postgres", "archon-server"], "not healthy", None, 60, "docker-compose", ["agents"])
+    subprocess.run(["bash", "-n", "-c", script], check=True)
+    assert "done < .previous-images" in script and "cp -p /opt/archon/dc.yml.previous /opt/archon/dc.yml" in script
+    assert "docker-compose -p archon-production -f dc.yml --env-file .env.production --profile agents up -d" in script
+    assert "restore" not in script.replace("restored", "") and script.endswith("exit 1")
+    with_db = cr.rollback_script("/opt/archon", "dc.yml", ".env", "p", ["c"], "x",
+                                 "/opt/archon/bin/archon-migrate restore /root/backups/archon-release-9", 60)
+    subprocess.run(["bash", "-n", "-c", with_db], check=True)
+    assert "{ /opt/archon/bin/archon-migrate restore /root/backups/archon-release-9; }" in with_db
+    assert cr.previous_images_text({"kong": {"id": "sha256:k", "name": "kong:2"}}) == "kong sha256:k kong:2\n"
+
+
+def test_archons_data_commands_are_archon_migrate_backup_and_restore(monkeypatch):
+    monkeypatch.setattr(archon, "detected_cli", lambda: "docker-compose")
+    assert archon.backup_command(data(), "/root/backups/archon-release-1") == \
+        "/opt/archon/bin/archon-migrate backup /root/backups/archon-release-1 4"  # keep 3: 3 + 1 backups
+    assert archon.restore_command(data(), "/root/backups/archon-release-1") == \
+        "COMPOSE=docker-compose /opt/archon/bin/archon-migrate restore /root/backups/archon-release-1"
+
+
+def test_the_migrate_script_backs_up_in_the_format_restore_reads():
+    script = archon.render_migrate_script(data())
+    subprocess.run(["bash", "-n", "-c", script], check=True)
+    backup = script.split("cmd_backup() {")[1].split("\n}\n")[0]
+    assert "dump_current" in backup and "archon-release-*" in backup
+    dump = script.split("dump_current() {")[1].split("\n}\n")[0]
+    for name in ("row-counts-old.txt", "archon-schemas.sql", "extensions.sql"):  # what cmd_restore checks for
+        assert name in dump and name in script.split("cmd_restore() {")[1].split("\n}\n")[0]
+    assert 'backup) cmd_backup "${2:-}" "${3:-}" ;;' in script
+
+
+def test_keep_releases_is_checked_and_the_series_is_archons():
+    knob = settings.declarations()["archon_keep_releases"]  # typed in group_data (deploys/settings.py)
+    assert knob.type_name == "count (a whole number >= 1)" and knob.default == 3
+    assert knob.problem(0) == "0 is not a count (1 or more)" and knob.problem(True) and knob.problem(2) is None
+    (series,) = archon.release_series(data())
+    assert series.root == "/opt/archon" and series.names == ("images",)
+    assert archon.release_backup_path(data(), "20261202T060000") == "/root/backups/archon-release-20261202T060000"
+
+
+def test_a_release_action_that_is_not_one_is_refused():
+    with pytest.raises(ConfigError, match="release_action 'undo'"):
+        archon.release_actions(data(release_action="undo"))
+    assert archon.release_actions(data()) is False
+
