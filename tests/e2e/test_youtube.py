@@ -70,8 +70,8 @@ def run(action: str = "deploy", expect_ok: bool = True, **extra) -> Run:
     return result
 
 
-def as_user(host, command: str, check: bool = True) -> str:
-    return host.exec(["runuser", "-l", USER, "-c", command], check=check).stdout
+def as_user(host, command: str, check: bool = True, timeout: float = 120) -> str:
+    return host.exec(["runuser", "-l", USER, "-c", command], check=check, timeout=timeout).stdout
 
 
 def get_json(host, port: int, path: str) -> dict:
@@ -180,6 +180,7 @@ def prepare(host, public_key: str) -> dict:
         f"cd {SRC}/frontend && "
         "{ NEXT_PUBLIC_API_URL=http://localhost:8000 PYTHONDONTWRITEBYTECODE=1 setsid nohup python3 server.py -p 3000 --dev "
         "> /tmp/dev-frontend.log 2>&1 < /dev/null & }",
+        timeout=600,  # venv + pip install: minutes on a loaded machine
     )
     wait_for(lambda: listener_pid(host, 8000) and listener_pid(host, 3000), what="dev on 8000/3000")
     return {
