@@ -781,17 +781,60 @@ def host_stop_command(spec: ProcSpec, stop_timeout_s: float) -> str:
     )
 
 
-def host_start_command(spec: ProcSpec, mode: str, prefix: str) -> str:
+# PID-file mode, after the start: wait until the port answers while the PID file's process
+# lives (as start_now does from the controller); a process that exits (an import error, a
+# crash at start-up) fails the start at once instead of after the whole gate timeout.
+# argv: pidfile port timeout_s
+STARTED_CHECK = (
+    "import os, socket, sys, time\n"
+    "pidfile, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])\n"
+    "start = time.monotonic()\n"
+    "def pid():\n"
+    "    try:\n"
+    "        return int(open(pidfile).read().strip())\n"
+    "    except (OSError, ValueError):\n"
+    "        return None\n"
+    "def alive(p):\n"
+    "    try:\n"
+    "        return open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'\n"
+    "    except (OSError, IndexError):\n"
+    "        return False\n"
+    "while True:\n"
+    "    p = pid()\n"
+    "    if p is not None and not alive(p):\n"
+    "        sys.exit('the process exited right after it was started')\n"
+    "    if p is None and time.monotonic() - start > 10:\n"
+    "        sys.exit('no process appeared (the PID file was never written)')\n"
+    "    if p is not None:\n"
+    "        try:\n"
+    "            socket.create_connection(('127.0.0.1', port), timeout=1).close()\n"
+    "            print(f'pid {p} listening on {port}')\n"
+    "            sys.exit(0)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    if time.monotonic() - start >= timeout:\n"
+    "        sys.exit(f'pid {p} not listening on {port} after {timeout:g}s')\n"
+    "    time.sleep(0.3)\n"
+)
+
+
+def host_start_command(spec: ProcSpec, mode: str, prefix: str, start_timeout_s: float) -> str:
     """`start_now` as a command line (the gate then waits for it to answer). PID-file mode:
     the process is started in a scope of its own (`systemd-run --user --scope`), not in
     the switch's unit, whose end would otherwise take it along (same cgroup); the scope
-    belongs to the user's manager as the units of systemd mode do (lingering keeps it)."""
+    belongs to the user's manager as the units of systemd mode do (lingering keeps it).
+    Then STARTED_CHECK waits for the port; on failure the log's last lines follow."""
     if mode != "pidfile":
         return f"{USER_SYSTEMCTL} reset-failed {q(spec.unit)} 2>/dev/null; {USER_SYSTEMCTL} start {q(spec.unit)}"
     scope = f"{prefix}-{spec.id}-pid-$(date +%Y%m%d%H%M%S)-$$"
     runtime = 'XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"'
-    return (f"{runtime} systemd-run --user --scope --quiet --collect --unit=\"{scope}\" "
-            f"--description={q(spec.description + ' (PID file)')} -- sh -c {q(start_command(spec))}")
+    started = f"{runtime} systemd-run --user --scope --quiet --collect --unit=\"{scope}\" " \
+              f"--description={q(spec.description + ' (PID file)')} -- sh -c {q(start_command(spec))}"
+    if spec.port is None:
+        return started
+    wait = f"python3 -c {q(STARTED_CHECK)} {q(spec.pidfile)} {int(spec.port)} {float(start_timeout_s):g}"
+    return (f"{started} && {{ {wait} 2>&1 || {{ echo 'last lines of {spec.log}:'; "
+            f"tail -n 15 {q(spec.log)} 2>/dev/null; exit 1; }}; }}")
 
 
 def host_switch_components(ctx: Context, rids: dict[str, str], start: bool, script: str) -> list[releases.Component]:
@@ -804,7 +847,8 @@ def host_switch_components(ctx: Context, rids: dict[str, str], start: bool, scri
         out.append(releases.Component(
             name=spec.id, rid=rids[spec.id],
             stop=host_stop_command(spec, float(data.youtube_stop_timeout_s)),
-            start=host_start_command(spec, ctx.mode, data.youtube_unit_prefix) if start else None,
+            start=host_start_command(spec, ctx.mode, data.youtube_unit_prefix, float(data.youtube_start_timeout_s))
+            if start else None,
             gate=f"python3 {q(script)} http-check {q(spec.health_url)}" if start and spec.health_url else None,
             report=report,
         ))

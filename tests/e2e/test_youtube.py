@@ -70,8 +70,8 @@ def run(action: str = "deploy", expect_ok: bool = True, **extra) -> Run:
     return result
 
 
-def as_user(host, command: str, check: bool = True) -> str:
-    return host.exec(["runuser", "-l", USER, "-c", command], check=check).stdout
+def as_user(host, command: str, check: bool = True, timeout: float = 120) -> str:
+    return host.exec(["runuser", "-l", USER, "-c", command], check=check, timeout=timeout).stdout
 
 
 def get_json(host, port: int, path: str) -> dict:
@@ -180,6 +180,7 @@ def prepare(host, public_key: str) -> dict:
         f"cd {SRC}/frontend && "
         "{ NEXT_PUBLIC_API_URL=http://localhost:8000 PYTHONDONTWRITEBYTECODE=1 setsid nohup python3 server.py -p 3000 --dev "
         "> /tmp/dev-frontend.log 2>&1 < /dev/null & }",
+        timeout=600,  # venv + pip install: minutes on a loaded machine
     )
     wait_for(lambda: listener_pid(host, 8000) and listener_pid(host, 3000), what="dev on 8000/3000")
     return {
@@ -664,6 +665,30 @@ def test_killed_during_the_host_side_switch_in_pid_file_mode_the_switch_goes_on(
     forward = run()
     assert forward.did(SWITCH) and not forward.did("Backend release built")
     assert served_by(yt, "backend", 8001) and get_json(yt, 8001, "/api/health")["revision"] == "0002"
+    assert run().changed == []
+
+
+def test_a_backend_that_does_not_start_fails_the_host_side_switch_at_once(yt):
+    """PID-file mode, switch on the host: a backend that exits at start-up (an error at
+    import, as the real app's uvicorn showed) fails the switch's start hook at once, since
+    the start waits for the port only while the PID file's process lives (as start_now
+    does from the controller). It used to return at once and leave the gate polling for
+    start + health timeout. The previous release and database come back."""
+    prod_db = f"{PROD}/shared/youtube_assistant_prod.db"
+    rows = db_query(yt, prod_db, "select name from projects")
+    live = yt.exec(f"readlink {PROD}/backend").stdout.strip()
+    frontend = pidfile(yt, "frontend")
+    as_user(yt, f"echo 'raise RuntimeError(\"sample backend refuses to start\")' >> {SRC}/backend/app/main.py")
+    try:
+        result = run(expect_ok=False)
+    finally:
+        as_user(yt, f"cd {SRC} && git checkout -- backend/app/main.py")
+    assert "did not start" in result.output and "the process exited right after it was started" in result.output
+    assert "RuntimeError: sample backend refuses to start" in result.output  # the log's last lines
+    assert "is not healthy" not in result.output and "rolled back to backend" in result.output
+    assert yt.exec(f"readlink {PROD}/backend").stdout.strip() == live
+    assert db_query(yt, prod_db, "select name from projects") == rows
+    assert served_by(yt, "backend", 8001) and pidfile(yt, "frontend") == frontend
     assert run().changed == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -162,26 +163,41 @@ exec "$@"
 """
 
 
-def test_the_pid_file_start_runs_in_a_scope_of_its_own_and_the_stop_finds_it(tmp_path):
-    ctx = make_ctx(str(tmp_path))
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_file_backend(tmp_path: Path, run_script: str, **overrides):
+    """The backend's release with `run_script` as its .infra-run, fake systemd-run and
+    systemctl on PATH; (spec, env for sh)."""
+    ctx = make_ctx(str(tmp_path), youtube_backend_port=free_port(), **overrides)
     backend = ctx.specs[0]
     release = Path(ctx.layout.backend)
     release.mkdir(parents=True)
     (release / ".env").write_text("X=1\n")
-    (release / youtube.RUN_SCRIPT).write_text("#!/bin/sh\nexec sleep 30\n")
+    (release / youtube.RUN_SCRIPT).write_text(run_script.format(port=backend.port))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "systemd-run").write_text(FAKE_SYSTEMD_RUN)
     (bin_dir / "systemctl").write_text('#!/bin/sh\necho "systemctl $*" >> "$CALLS"\n[ "$2" = is-active ] && { echo inactive; exit 3; }\nexit 0\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
-    start = sh(youtube.host_start_command(backend, "pidfile", "aqa-youtube-prod"), env)
-    assert start.returncode == 0, start.stderr
+    return backend, {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
+
+
+LISTENS = "#!/bin/sh\nexec python3 -m http.server {port} --bind 127.0.0.1\n"
+
+
+def test_the_pid_file_start_runs_in_a_scope_of_its_own_waits_for_the_port_and_the_stop_finds_it(tmp_path):
+    backend, env = pid_file_backend(tmp_path, LISTENS)
+    start = sh(youtube.host_start_command(backend, "pidfile", "aqa-youtube-prod", 60), env)
+    assert start.returncode == 0, start.stdout + start.stderr
     calls = (tmp_path / "calls").read_text()
     assert "systemd-run --user --scope --quiet --collect --unit=aqa-youtube-prod-backend-pid-" in calls
     pid = wait_for_pidfile(Path(backend.pidfile))
-    assert Path(f"/proc/{pid}").exists()
+    assert f"pid {pid} listening on {backend.port}" in start.stdout  # returned once the port answered
     stop = sh(youtube.host_stop_command(backend, 3), env)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert not Path(backend.pidfile).exists() and "is-active aqa-youtube-prod-backend.service" in (tmp_path / "calls").read_text()
@@ -189,6 +205,17 @@ def test_the_pid_file_start_runs_in_a_scope_of_its_own_and_the_stop_finds_it(tmp
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_a_pid_file_process_that_exits_at_start_fails_the_start_with_its_log(tmp_path):
+    # the real backend with an error at import: uvicorn exits at once. The start used to
+    # return 0 and leave the gate polling for start + health timeout (150 s on the real app).
+    crash = "#!/bin/sh\necho 'RuntimeError: backend refuses to start'\nexit 1\n"
+    backend, env = pid_file_backend(tmp_path, crash, youtube_start_timeout_s=3600)
+    start = sh(youtube.host_start_command(backend, "pidfile", "aqa-youtube-prod", 3600), env)
+    assert start.returncode != 0
+    assert "the process exited right after it was started" in start.stdout
+    assert f"last lines of {backend.log}:" in start.stdout and "RuntimeError: backend refuses to start" in start.stdout
 
 
 def wait_for_pidfile(path: Path) -> int:
