@@ -225,7 +225,7 @@ def _switch(state, host, root, names, components, data, switch, keep, cleanup): 
             _say(host_, f"data backed up to {backup}")
 
     def rollback(reason: str, data_touched: bool) -> bool:
-        _say(host_, f"FAILED: {reason.splitlines()[0] if reason else ''}")
+        _say(host_, f"FAILED: {lib.failure_headline(reason)}")
         for c in reversed(changes):
             _step(host_, f"{c.name} (new release) stopped", c.stop)
         for c in changes:  # the link's own text: an older layout's target is put back as it was

@@ -74,11 +74,12 @@ def component(name: str, rid: str) -> Component:
     )
 
 
-def plan(root: Path, components: list[Component], action: str = "deploy", keep: int = 3, restore_for=None) -> Path:
+def plan(root: Path, components: list[Component], action: str = "deploy", keep: int = 3, restore_for=None,
+         migrate: str = 'echo migrated >> "$RELEASE_ROOT/data/schema"') -> Path:
     owner = pwd.getpwuid(os.getuid()).pw_name  # (the real owner is the service user)
     data = data_dir_host_steps(str(root / "data"), str(root / "backups"), 5, owner, restore_for=restore_for)
     if not restore_for:  # a migration the rollback must undo
-        data = HostData(data.backup, data.restore, 'echo migrated >> "$RELEASE_ROOT/data/schema"')
+        data = HostData(data.backup, data.restore, migrate)
     body = switch_plan(str(root), NAMES, components, data, Switch(action, {"commit": "abc", "by": "me@h"}), keep, "",
                        HostSwitch("t-release", gate_timeout_s=1, gate_interval_s=0.1, hook_timeout_s=30))
     path = root / "plan.json"
@@ -152,6 +153,21 @@ def test_failed_start_rolls_back_like_a_failed_gate(root):
     assert "did not start" in proc.stdout, proc.stdout
     assert live(root, "backend") == "releases/backend/a1" and (root / "data" / "schema").read_text() == "v1\n"
     assert (root / "events").read_text().splitlines()[-1] == "start backend a1"
+
+
+def test_a_failed_migrations_summary_names_its_error_not_a_traceback_line(root):
+    traceback = ("printf 'Traceback (most recent call last):\\n  File \"/x/base.py\", line 1846, in _execute\\n"
+                 "sqlite3.OperationalError: no such table: no_such_table\\n'; exit 1")
+    proc = run(plan(root, [component("backend", "a2")], migrate=traceback), check=False)
+    failed = next(line for line in proc.stdout.splitlines() if "FAILED" in line)
+    assert "preparing the data for" in failed and "no such table: no_such_table" in failed, proc.stdout
+    assert (root / "data" / "schema").read_text() == "v1\n" and live(root, "backend") == "releases/backend/a1"
+
+
+def test_failure_headline():
+    assert release_records.lib.failure_headline("") == "" and release_records.lib.failure_headline("one line\n") == "one line"
+    assert release_records.lib.failure_headline("step x: Traceback\n  File y, line 3\n\nValueError: z\n") == "step x: Traceback ... ValueError: z"
+    assert release_records.lib.failure_headline("a: T\n  File b\nE: c\n(exit 1)") == "a: T ... E: c (exit 1)"
 
 
 def test_incomplete_release_is_never_switched_to(root):

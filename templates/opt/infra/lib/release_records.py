@@ -29,6 +29,7 @@ Layout under ROOT, one series per component NAME (Capistrano's `releases/` + `cu
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -54,6 +55,16 @@ def release_id(*parts):
 def app_id(components):
     """The id of a set of component releases (what `make releases` lists)."""
     return release_id("app", sorted(components.items()))
+
+
+def failure_headline(reason):
+    """One line for a failed switch: the reason's first line and, when it goes on (a
+    traceback), its last one, which names the error ("File ..., line N" alone does not)."""
+    lines = [line.strip() for line in (reason or "").splitlines() if line.strip()]
+    status = lines.pop() if len(lines) > 2 and re.match(r"^\(exit -?\d+\)$", lines[-1]) else ""
+    if len(lines) < 2:
+        return " ".join(lines[:1] + [status]).strip()
+    return " ".join([f"{lines[0]} ... {lines[-1]}", status]).strip()
 
 
 def history_entry(components, before, action, meta=None, backup=None):
