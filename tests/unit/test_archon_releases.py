@@ -6,7 +6,6 @@ fact's own script, the database a rollback takes back, the rollback and backup s
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +14,7 @@ from deploys.errors import ConfigError
 from deploys.parts import compose_releases as cr
 from deploys.parts import release_records
 from deploys.parts.releases import app_id, rollback_target
-from facts.releases import RELEASES_SCRIPT, Releases
+from tests.unit.release_state import fake_docker_root, releases_state
 from tests.unit.test_archon_deploy import data
 
 # docker inspect --format '{{.Image}}' CONTAINER: the ids in $CONTAINERS ("container=id ...")
@@ -83,17 +82,12 @@ def record(root, ids, action="deploy", backup=None):
 
 
 def state(root):
-    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, "state", str(root), archon.COMPONENT],
-                         capture_output=True, text=True, check=True).stdout
-    return Releases().process(out.splitlines())
+    return releases_state(root, archon.COMPONENT)
 
 
 @pytest.fixture
 def root(tmp_path):
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin/docker").write_text(FAKE_DOCKER)
-    (tmp_path / "bin/docker").chmod(0o755)
-    return tmp_path
+    return fake_docker_root(tmp_path, FAKE_DOCKER)
 
 
 def test_the_record_is_the_running_images_and_a_rollback_target_finds_them(root):

@@ -6,7 +6,6 @@ so `make releases` / `make rollback` see what a deploy recorded."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +13,7 @@ from deploys.errors import ConfigError
 from deploys.parts import hivesync_release as hr
 from deploys.parts import release_records
 from deploys.parts.releases import app_id, rollback_target
-from facts.releases import RELEASES_SCRIPT, Releases
+from tests.unit.release_state import fake_docker_root, releases_state
 
 FAKE_DOCKER = """#!/bin/sh
 # docker image inspect --format '{{.Id}}' NAME|ID: the ids in $IMAGES ("name=id ...")
@@ -47,17 +46,12 @@ def record(root, images, image, action="deploy", backup=None):
 
 
 def releases(root):
-    out = subprocess.run([sys.executable, "-c", RELEASES_SCRIPT, "state", str(root), hr.COMPONENT], capture_output=True,
-                         text=True, check=True).stdout
-    return Releases().process(out.splitlines())
+    return releases_state(root, hr.COMPONENT)
 
 
 @pytest.fixture
 def root(tmp_path):
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin/docker").write_text(FAKE_DOCKER)
-    (tmp_path / "bin/docker").chmod(0o755)
-    return tmp_path
+    return fake_docker_root(tmp_path, FAKE_DOCKER)
 
 
 def test_recorded_releases_are_listed_live_and_chosen_for_a_rollback(root):
