@@ -29,7 +29,6 @@ from pyinfra.operations import files, server, systemd
 
 from deploys.errors import ConfigError
 from deploys.operations import secret_file
-from deploys.parts.releases import run_command
 from deploys.templating import render_io
 from facts.restarts import ServiceInputs, record_command
 
@@ -248,6 +247,8 @@ def release_hooks(spec: ServiceSpec, restart_paths: tuple[str, ...] = ()):
     """(stop, start) hooks of deploys/parts/releases.py for this service: the start clears
     the start limit and records what it started with, so a rollback records the release it
     put back and the next run does not restart it once more."""
+    from deploys.parts.releases import run_command  # here: a deploy without releases (hello) never loads them
+
     unit = f"{spec.name}.service"
     inputs = restart_inputs(spec, restart_paths)
 
