@@ -152,7 +152,7 @@ def record_images_script(root: str, component: str, containers: dict, images: di
     spec = {"root": root, "component": component, "containers": containers, "images": images, "meta": meta,
             "action": action, "backup": backup, "keep": int(keep)}
     script = _RECORD.format(lib_dir=LIB_DIR, kind=KIND)
-    return shlex.join(["python3", "-c", script, json.dumps(spec, sort_keys=True)])
+    return shlex.join(["python3", "-B", "-c", script, json.dumps(spec, sort_keys=True)])  # -B: root, no __pycache__ in the lib
 
 
 # ----------------------------------------------------------------------------- the steps of a release
