@@ -777,17 +777,25 @@ def stack_check(data, services: list[str]):
     return check
 
 
-def stack_gate(data, services: list[str], upgraded=lambda: False, restored=None, backup: str | None = None) -> None:
+def rollback_args(data, services: list[str], upgraded, restored, backup: str | None) -> dict:
+    """What a way back after an image change needs (a failed gate, a failed `up -d`): the
+    stack's files, its containers, and the database backed up before this run when it
+    restored another (a rollback)."""
+    return dict(data_dir=data.archon_dir, compose_file=data.archon_compose_file, env_file=data.archon_env_file,
+                project=data.archon_compose_project, containers=[CONTAINER[s] for s in services],
+                timeout_s=data.archon_health_timeout_s, upgraded=upgraded, restored=restored,
+                restore=restore_command(data, backup) if backup else None, profiles=profiles(data))
+
+
+def stack_gate(data, services: list[str], way_back: dict) -> None:
     """The stack healthy; else, after an image change, the previous images back (and the
-    database backed up before this run, when it restored another: a rollback)."""
+    database backed up before this run, when it restored another: a rollback): `way_back`
+    from rollback_args."""
     project, url = data.archon_compose_project, data.archon_api_health_url
     compose_releases.gate_or_rollback(
         name=f"compose project {project}: {len(services)} services running and healthy; {url} healthy (else roll back)",
-        data_dir=data.archon_dir, compose_file=data.archon_compose_file, env_file=data.archon_env_file,
-        project=project, containers=[CONTAINER[s] for s in services], check=stack_check(data, services),
-        description=f"compose project {project} and {url}", timeout_s=data.archon_health_timeout_s,
-        interval_s=data.get("health_interval_s") or 2, upgraded=upgraded, restored=restored,
-        restore=restore_command(data, backup) if backup else None, profiles=profiles(data))
+        check=stack_check(data, services), description=f"compose project {project} and {url}",
+        interval_s=data.get("health_interval_s") or 2, **way_back)
 
 
 # ----------------------------------------------------------------------------- releases
@@ -916,7 +924,7 @@ def main(data, release: tuple | None = None):
                  images={s: data.archon_images[s] for s in services})
     st = stack_images(data)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    backed_up = bool(st["running"]) and bool(compose_releases.changed_services(st, services))
+    backed_up = bool(compose_releases.replaces_running(st, services))  # as backup_before_release decides
     backup_path = release_backup_path(data, stamp)
     backup = compose_releases.backup_before_release(
         name="Database backup before the images change (a new release)", data_dir=base,
@@ -927,6 +935,9 @@ def main(data, release: tuple | None = None):
             name=f"The database of release {target} (archon-migrate restore)", data_dir=base,
             compose_file=data.archon_compose_file, compose=compose, target=target, backup=target_backup,
             restore=restore_command(data, target_backup or ""), **where)
+    way_back = rollback_args(data, services, upgraded=backup.did_change,
+                             restored=restored.did_change if restored else None,
+                             backup=backup_path if backed_up else None)
     compose_stack(
         name=f"Compose stack {data.archon_compose_project} ({len(services)} services)",
         project=data.archon_compose_project,
@@ -939,9 +950,11 @@ def main(data, release: tuple | None = None):
         # a new image under the same name changes no file: the backup (which runs exactly
         # when a wanted image is not the running one) makes compose recreate
         recreate_when=(env, backup),
+        # `up -d` waits for archon-server healthy (mcp and ui depend on it): a new server
+        # image that never gets there fails it here, so the way back starts here too
+        if_up_fails=compose_releases.rollback_if_up_fails(**way_back),
     )
-    stack_gate(data, services, upgraded=backup.did_change, restored=restored.did_change if restored else None,
-               backup=backup_path if backed_up else None)
+    stack_gate(data, services, way_back)
     if data.archon_proxy:
         https_site(data.archon_nginx_site, vhosts(data), public_names(data), data)
         if data.archon_health_check_external:

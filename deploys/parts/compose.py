@@ -396,6 +396,7 @@ def compose_stack(
     services: Iterable[str] = (),
     profiles: Iterable[str] = (),
     recreate_when: Iterable = (),
+    if_up_fails: Callable[[], str | None] | None = None,
 ):
     """The compose project `project` runs `compose` (+ env) from `directory`; see module doc.
 
@@ -403,7 +404,11 @@ def compose_stack(
     evaluated when the operation runs. With `env_file` but no `env`, the file is managed
     elsewhere (e.g. assembled on the host) and only passed to compose; list the operations
     that write it in `recreate_when`. `services`: those that must be running (default:
-    none checked). `profiles`: compose profiles to enable.
+    none checked). `profiles`: compose profiles to enable. `if_up_fails`: called when the
+    command is built (at execution); the bash script it returns runs when `up -d` fails and
+    decides the operation's result, e.g. the previous release put back (`up -d` waits for
+    `depends_on` conditions, so a new image that never gets healthy fails it there, before
+    any health gate after this step could roll it back).
     """
     if not _PROJECT.match(project):
         raise ConfigError(f"compose project name {project!r}: use lowercase letters, digits, '-' and '_'")
@@ -438,8 +443,17 @@ def compose_stack(
     host.log(f"compose project {project} ({cli}): {'; '.join(reasons)}")
     yield from stage_and_validate(cli, project, directory, compose_file, compose, env_file, env_raw,
                                   profiles, compose_sha, env_sha)
-    yield StringCommand("cd", QuoteString(directory), "&&", *cli_args(cli, project, compose_path, env_path, profiles),
-                        "up", "-d", "--remove-orphans")
+    fallback = if_up_fails() if if_up_fails and state.is_executing else None  # it reads results of earlier ops
+    yield up_command(cli, project, directory, compose_path, env_path, profiles, fallback)
+
+
+def up_command(cli: str, project: str, directory: str, compose_path: str, env_path: str | None,
+               profiles: list, fallback: str | None = None) -> StringCommand:
+    """`up -d` of the project in `directory`; when it fails, the bash script `fallback`
+    (if any) runs instead and its exit status is the command's."""
+    up = ["cd", QuoteString(directory), "&&", *cli_args(cli, project, compose_path, env_path, profiles),
+          "up", "-d", "--remove-orphans"]
+    return StringCommand(*up, *(("||", "bash", "-c", QuoteString(fallback)) if fallback else ()))
 
 
 def compose_check(project: str, services: Iterable[str]):

@@ -8,7 +8,8 @@ deploy undoes a rollback, and for a many-image stack (archon) the images it runs
 (`StackImages`), their release id (a digest of the image ids per service, the same on
 the controller and on the host), the host-side record (`record_images_script`) and the
 steps of a release: the data backup before the images change (`backup_before_release`),
-the health gate that puts the previous images back (`gate_or_rollback`), the record after
+the health gate that puts the previous images back (`gate_or_rollback`; and the same when
+`up -d` itself fails on a new image that never gets healthy: `rollback_if_up_fails`), the record after
 the gates (`release_recorded`), and for a rollback the recorded image ids retagged
 (`images_retagged`) and the target's data put back (`data_restored`). The deploy gives
 the data commands (archon: archon-migrate backup/restore).
@@ -86,6 +87,13 @@ def wanted_rid(st: dict, services: list[str]) -> str | None:
     """The release id the wanted images make, None while one is not on the host yet."""
     ids = {s: st["wanted"].get(s) for s in services}
     return images_rid(ids) if all(ids.values()) else None
+
+
+def replaces_running(st: dict, services: list[str]) -> list[str]:
+    """The services whose running container gets another image: a release replaces what
+    serves (a backup first, a way back after). None on a first start, even when an earlier
+    step of the run already started the database (archon's schema step does)."""
+    return [s for s in changed_services(st, services) if s in st["running"]]
 
 
 def running_rid(st: dict, services: list[str]) -> str | None:
@@ -180,6 +188,11 @@ def backup_before_release(data_dir: str, compose_file: str, project: str, contai
     if not changed:
         host.noop("the stack already runs these images")
         return
+    if not replaces_running(st, sorted(containers)):
+        # a first start (only services an earlier step started run): no release served
+        # yet, so nothing to back up and no previous images to roll back to
+        host.noop(f"no running service changes its image ({', '.join(changed)} not started yet): nothing to back up")
+        return
     if needs not in st["running"]:
         yield fail_command(f"the images change ({', '.join(changed)}) but {containers[needs]} is not running: "
                            "no backup possible; start the stack first")
@@ -237,6 +250,24 @@ def rollback_script(data_dir: str, compose_file: str, env_file: str, project: st
         f"[ $n = 0 ] && break; sleep 2; done;"
         f"printf '%s%s; the run fails.\\n' {q(message)} \"$restored\" >&2; exit 1"
     )
+
+
+UP_FAILED = "compose up -d failed after the images changed (compose's message above)"
+
+
+def rollback_if_up_fails(data_dir: str, compose_file: str, env_file: str, project: str, containers: list,
+                         upgraded, timeout_s: float, restored=None, restore: str | None = None,
+                         profiles: list | None = None):
+    """For compose_stack's `if_up_fails`: when this run changed the images (`upgraded()`),
+    the same way back as a failed gate (`rollback_script`); else None (compose's error
+    fails the run: nothing served before it to go back to)."""
+    def fallback() -> str | None:
+        if not upgraded():
+            return None
+        return rollback_script(data_dir, compose_file, env_file, project, containers, UP_FAILED,
+                               restore if restored is not None and restored() else None, int(timeout_s),
+                               detected_cli() or "docker compose", profiles or ())
+    return fallback
 
 
 @operation(is_idempotent=True)

@@ -720,6 +720,7 @@ def test_an_existing_nginx_is_adopted_map_vhost_and_multi_name_certificate(archo
 # ----------------------------------------------------------------------------- releases
 
 RELEASE_2 = "archon-standin-http:e2e-release-2"  # the stand-in with one label more: another image id
+RELEASE_3 = "archon-standin-http:e2e-release-3"  # another id again: the broken release
 MOVED = ("archon-server", "archon-mcp", "archon-ui")
 
 
@@ -734,6 +735,14 @@ def release_data(host, images, image=None, proxy=True) -> dict:
     for service in MOVED if image else ():
         data["archon_images"][service] = image
     return data
+
+
+def labelled_image(host, images, tag: str, release: int) -> str:
+    """The http stand-in with a label `archon.e2e.release`: another image id; its id."""
+    host.exec(f"docker rm -f e2e-release >/dev/null 2>&1; docker create --name e2e-release {images['http']} "
+              f">/dev/null && docker commit --change 'LABEL archon.e2e.release={release}' e2e-release {tag} "
+              ">/dev/null && docker rm e2e-release >/dev/null")
+    return host.exec(f"docker image inspect --format '{{{{.Id}}}}' {tag}").stdout.strip()
 
 
 def release_history(host) -> list[dict]:
@@ -754,7 +763,8 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
     is release 1; new Archon images are release 2 (a database backup first, named in its
     history line); the listing marks it live; the rollback serves release 1 again with the
     database as release 2 found it; the same pinned rollback changes nothing; a plain apply
-    goes forward again and says it undoes the rollback."""
+    goes forward again and says it undoes the rollback; a broken release 3 (archon-server
+    never healthy, so `up -d` fails waiting for it) puts release 2 back and fails."""
     alone = archon.exec("test -s /opt/archon/releases/history.jsonl", check=False).returncode != 0
     if alone:  # (-k: the module's migration did not run) a fresh install is release 1
         deploy_archon(archon, release_data(archon, images, proxy=False))
@@ -763,10 +773,7 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
     r1, r1_image = before[-1]["id"], running_image_id(archon, "archon-server")
     psql(archon, "archon-postgres", "CREATE TABLE release_probe (note text); "
          "INSERT INTO release_probe VALUES ('written under release 1')")
-    archon.exec(f"docker rm -f e2e-release-2 >/dev/null 2>&1; docker create --name e2e-release-2 {images['http']} "
-                f">/dev/null && docker commit --change 'LABEL archon.e2e.release=2' e2e-release-2 {RELEASE_2} "
-                ">/dev/null && docker rm e2e-release-2 >/dev/null")
-    r2_image = archon.exec(f"docker image inspect --format '{{{{.Id}}}}' {RELEASE_2}").stdout.strip()
+    r2_image = labelled_image(archon, images, RELEASE_2, 2)
     assert r2_image != r1_image
     release_2 = release_data(archon, images, RELEASE_2, proxy=not alone)
 
@@ -803,3 +810,19 @@ def test_images_release_listed_rolled_back_with_its_database_and_forward_again(a
     assert {running_image_id(archon, s) for s in MOVED} == {r2_image}
     assert release_history(archon)[-1]["id"] == r2 and release_history(archon)[-1]["action"] == "deploy"
     assert _answer(archon, 8181)["service"] == "archon-server"
+
+    # release 3, broken: `up -d` itself fails (archon-mcp and archon-ui wait for archon-server
+    # healthy), before the gate; the same way back runs there, the run fails saying so
+    labelled_image(archon, images, RELEASE_3, 3)
+    broken = release_data(archon, images, proxy=not alone)
+    broken["archon_images"] = {**release_2["archon_images"], "archon-server": RELEASE_3}
+    broken["archon_service_env"]["archon-server"]["STANDIN_HEALTH"] = "fail"
+    failed = deploy_archon(archon, broken, check=False)
+    assert failed.returncode != 0
+    assert "compose up -d failed after the images changed" in failed.output, failed.output[-4000:]
+    assert "Rolled back to the previous images; the run fails." in failed.output, failed.output[-4000:]
+    assert {running_image_id(archon, s) for s in MOVED} == {r2_image}
+    assert _answer(archon, 8181)["service"] == "archon-server"
+    assert release_history(archon)[-1]["id"] == r2  # the broken one never recorded
+    assert probe_rows(archon) == ["written under release 1"]
+    assert deploy_archon(archon, release_2).changed == []  # release 2 serves as deployed

@@ -11,6 +11,7 @@ import pytest
 
 from deploys import archon, settings
 from deploys.errors import ConfigError
+from deploys.parts import compose
 from deploys.parts import compose_releases as cr
 from deploys.parts import release_records
 from deploys.parts.releases import app_id, rollback_target
@@ -166,3 +167,92 @@ def test_a_release_action_that_is_not_one_is_refused():
         archon.release_actions(data(release_action="undo"))
     assert archon.release_actions(data()) is False
 
+
+
+# docker for the up-failure test: `compose ... up` fails while the compose file names the
+# broken image; `tag` and `inspect` (always healthy) are logged
+FAKE_DOCKER_COMPOSE = """#!/bin/sh
+echo "$*" >> "$DOCKER_LOG"
+case "$1" in
+  tag) exit 0 ;;
+  inspect) echo healthy ;;
+  compose) if grep -q broken dc.yml; then echo "dependency failed to start: container archon-server is unhealthy" >&2; exit 1; fi ;;
+esac
+"""
+
+
+def test_a_failed_up_after_an_image_change_puts_the_previous_images_and_compose_back(tmp_path, monkeypatch):
+    """`up -d` waits for depends_on healthy: a server image that never gets healthy fails it
+    before the gate; the same way back as the gate's must run there, and the run still fails."""
+    monkeypatch.setattr(cr, "detected_cli", lambda: "docker compose")
+    (tmp_path / "bin").mkdir()
+    docker = tmp_path / "bin" / "docker"
+    docker.write_text(FAKE_DOCKER_COMPOSE)
+    docker.chmod(0o755)
+    stack = tmp_path / "archon"
+    stack.mkdir()
+    (stack / "dc.yml").write_text("image: archon-server:broken\n")
+    (stack / "dc.yml.previous").write_text("image: archon-server:1\n")
+    (stack / cr.PREVIOUS_IMAGES).write_text(cr.previous_images_text(
+        {"archon-server": {"id": "sha256:s1", "name": "archon-server:1"}}))
+    upgraded = {"yes": True}
+    fallback = cr.rollback_if_up_fails(str(stack), "dc.yml", ".env", "archon", ["archon-server"],
+                                       upgraded=lambda: upgraded["yes"], timeout_s=4)
+    up = compose.up_command("docker compose", "archon", str(stack), f"{stack}/dc.yml", f"{stack}/.env", [],
+                            fallback()).get_raw_value()
+    env = {**os.environ, "PATH": f"{docker.parent}:{os.environ['PATH']}", "DOCKER_LOG": str(tmp_path / "log")}
+    run = subprocess.run(["sh", "-c", up], capture_output=True, text=True, env=env)
+    assert run.returncode == 1
+    assert "dependency failed to start" in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (f"{cr.UP_FAILED}. Rolled back to the previous images; "
+                                                   "the run fails.")
+    assert (stack / "dc.yml").read_text() == "image: archon-server:1\n"
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert calls[0].startswith("compose -p archon -f") and calls[1] == "tag sha256:s1 archon-server:1"
+    assert calls[2].startswith("compose -p archon -f dc.yml --env-file .env up -d")
+    # no image change in this run (a first start): compose's own error fails it, nothing rolls back
+    upgraded["yes"] = False
+    assert fallback() is None
+    assert "||" not in compose.up_command("docker compose", "archon", str(stack), f"{stack}/dc.yml", None, [],
+                                          fallback()).get_raw_value()
+
+
+class StackHost:
+    """host for backup_before_release: StackImages answers `st`; noops and logs kept."""
+
+    def __init__(self, st):
+        self.st, self.noops, self.logs = st, [], []
+
+    def get_fact(self, fact, **kwargs):
+        assert fact is cr.StackImages, fact
+        return self.st
+
+    def noop(self, text):
+        self.noops.append(text)
+
+    def log(self, text, log_func=None):
+        self.logs.append(text)
+
+
+def backup_commands(monkeypatch, running: dict, wanted: dict) -> tuple[list, StackHost]:
+    fake = StackHost({"running": running, "wanted": wanted})
+    monkeypatch.setattr(cr, "host", fake)
+    commands = list(cr.backup_before_release._inner(
+        data_dir="/opt/archon", compose_file="dc.yml", project="archon", containers=CONTAINERS,
+        images={"postgres": "pg:17", "archon-server": "server:2"}, backup="archon-migrate backup /b", needs="postgres"))
+    return [c.get_raw_value() for c in commands], fake
+
+
+def test_a_first_start_takes_no_backup_even_with_the_database_already_started(monkeypatch):
+    """archon's schema step starts postgres before the stack: the run must not back up, nor
+    leave a way back to a stack that never served (the history says no backup either)."""
+    pg = {"id": "sha256:p", "name": "pg:17"}
+    wanted = {"postgres": "sha256:p", "archon-server": "sha256:s2"}
+    commands, fake = backup_commands(monkeypatch, {"postgres": pg}, wanted)
+    assert commands == [] and fake.noops[0].startswith("no running service changes its image (archon-server")
+    assert cr.replaces_running({"running": {"postgres": pg}, "wanted": wanted}, sorted(CONTAINERS)) == []
+    # an upgrade: the running server gets another image -> backup, then the way back saved
+    running = {"postgres": pg, "archon-server": {"id": "sha256:s1", "name": "server:2"}}
+    commands, fake = backup_commands(monkeypatch, running, wanted)
+    assert commands[0] == "archon-migrate backup /b" and ".previous-images" in commands[1]
+    assert cr.replaces_running({"running": running, "wanted": wanted}, sorted(CONTAINERS)) == ["archon-server"]
