@@ -6,6 +6,7 @@ fact's own script, the database a rollback takes back, the rollback and backup s
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -30,16 +31,59 @@ exit 1
 CONTAINERS = {"postgres": "archon-postgres", "archon-server": "archon-server"}
 
 
-def test_the_images_fact_keeps_the_projects_running_containers_and_the_wanted_ids():
-    st = cr.parse_stack_images(["images", "running postgres sha256:aa pg:17", "running archon-server sha256:bb srv:1",
-                                "wanted postgres sha256:aa", "wanted archon-server", "noise"])
+# docker for the images fact: `container inspect` knows $CONTAINERS ("name|project|running|id|image ..."),
+# `image inspect` $IMAGES ("name=id ..."); a missing one: an error, the others still printed
+FAKE_DOCKER_INSPECT = """#!/bin/sh
+echo "$*" >> "$DOCKER_LOG"
+kind=$1; shift 4; rc=0  # KIND inspect --format FORMAT NAMES...
+for arg; do
+  found=
+  if [ "$kind" = container ]; then
+    for c in $CONTAINERS; do IFS='|' read -r n p r id image <<E
+$c
+E
+      [ "$n" = "$arg" ] && { echo "/$n $p $r $id $image"; found=1; }
+    done
+  else
+    for pair in $IMAGES; do [ "${pair%%=*}" = "$arg" ] && { echo "${pair#*=}"; found=1; }; done
+  fi
+  [ -n "$found" ] || { echo "Error: No such object: $arg" >&2; rc=1; }
+done
+exit $rc
+"""
+
+
+def images_fact(tmp_path, containers: str, images: str) -> tuple[dict, list[str]]:
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER_INSPECT)
+    docker.chmod(0o755)
+    command = cr.StackImages().command(
+        project="archon-production", containers={**CONTAINERS, "kong": "archon-kong"},
+        images={"postgres": "pg:17", "archon-server": "srv:2", "kong": "pg:17"})
+    log = tmp_path / "log"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "DOCKER_LOG": str(log),
+           "CONTAINERS": containers, "IMAGES": images}
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, check=True).stdout
+    return cr.StackImages().process(out.splitlines()), log.read_text().splitlines()
+
+
+def test_the_images_fact_keeps_the_projects_running_containers_and_the_wanted_ids(tmp_path):
+    """Two docker calls however many services (each docker CLI start costs ~70 ms)."""
+    st, calls = images_fact(tmp_path, "archon-postgres|archon-production|true|sha256:aa|pg:17 "
+                            "archon-server|archon-production|true|sha256:bb|srv:1 "
+                            # another project's container of the same name is not ours; a stopped one not running
+                            "archon-kong|old-archon|true|sha256:cc|kong:1", "pg:17=sha256:aa srv:2=sha256:dd")
     assert st == {"running": {"postgres": {"id": "sha256:aa", "name": "pg:17"},
                               "archon-server": {"id": "sha256:bb", "name": "srv:1"}},
-                  "wanted": {"postgres": "sha256:aa", "archon-server": None}}
-    command = cr.StackImages().command(project="archon-production", containers=CONTAINERS,
-                                       images={"postgres": "pg:17", "archon-server": "srv:2"})
-    # another project's container of the same name (the old layout's archon-server) is not ours
-    assert command.count("= archon-production ]") == 2 and "docker image inspect" in command
+                  "wanted": {"postgres": "sha256:aa", "archon-server": "sha256:dd", "kong": "sha256:aa"}}
+    assert len(calls) == 2 and calls[1] == "image inspect --format {{.Id}} pg:17 srv:2"
+    # an image not on the host yet: the others' ids still found (one call each then)
+    st, calls = images_fact(tmp_path, "archon-postgres|archon-production|false|sha256:aa|pg:17", "pg:17=sha256:aa")
+    assert st == {"running": {}, "wanted": {"postgres": "sha256:aa", "archon-server": None, "kong": "sha256:aa"}}
+    assert len(calls) == 2 + 3
+    assert cr.parse_stack_images(["images", "running postgres sha256:aa pg:17", "wanted archon-server", "noise"]) == \
+        {"running": {"postgres": {"id": "sha256:aa", "name": "pg:17"}}, "wanted": {"archon-server": None}}
 
 
 def test_a_changed_or_missing_image_is_a_change_and_the_id_digests_the_ids():
@@ -153,6 +197,27 @@ def test_the_migrate_script_backs_up_in_the_format_restore_reads():
     assert 'backup) cmd_backup "${2:-}" "${3:-}" ;;' in script
 
 
+def test_backups_the_history_names_are_never_pruned_by_later_attempts(tmp_path):
+    """Each image change backs up first, also attempts that roll back: keeping only the
+    newest KEEP pushed out the backup a rollback needs (real Archon, 4 failed attempts)."""
+    script = archon.render_migrate_script(data())
+    helper = "release_backups() {" + script.split("release_backups() {")[1].split("\n}\n")[0] + "\n}\n"
+    prune = script.split('    if [ "$keep" -gt 0 ]; then')[1].split("\n    fi\n")[0]
+    root = tmp_path / "backups"
+    (tmp_path / "releases").mkdir()
+    names = [str(root / f"archon-release-2026120{i}T000000") for i in range(1, 8)]
+    for name in names:
+        Path(name).mkdir(parents=True)
+    history = [{"id": "r1", "backup": None}, {"id": "r2", "backup": names[0]}, {"id": "r1", "backup": names[1]},
+               {"id": "r2", "backup": names[2]}]  # then 4 failed attempts: names[3:]
+    (tmp_path / "releases" / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history))
+    run = subprocess.run(["bash", "-c", f"{helper}\nkeep=2; DIR={tmp_path}; BACKUP_ROOT={root}\n"
+                          f'if [ "$keep" -gt 0 ]; then{prune}\n    fi'], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    # kept: the newest 2, and what the lines of the last 2 distinct releases (r1, r2) name
+    assert sorted(str(p) for p in root.iterdir()) == [names[0], names[1], names[2], names[5], names[6]]
+
+
 def test_keep_releases_is_checked_and_the_series_is_archons():
     knob = settings.declarations()["archon_keep_releases"]  # typed in group_data (deploys/settings.py)
     assert knob.type_name == "count (a whole number >= 1)" and knob.default == 3
@@ -256,3 +321,41 @@ def test_a_first_start_takes_no_backup_even_with_the_database_already_started(mo
     commands, fake = backup_commands(monkeypatch, running, wanted)
     assert commands[0] == "archon-migrate backup /b" and ".previous-images" in commands[1]
     assert cr.replaces_running({"running": running, "wanted": wanted}, sorted(CONTAINERS)) == ["archon-server"]
+
+
+class RollbackHost(StackHost):
+    """host for archon.rollback: the stack runs release 2; `present`: backups on the host."""
+
+    def __init__(self, st, present):
+        super().__init__(st)
+        self.present = present
+
+    def get_fact(self, fact, **kwargs):
+        if fact is cr.StackImages:
+            return self.st
+        return kwargs["path"] in self.present
+
+
+def test_a_rollback_whose_backup_is_gone_is_refused_before_anything_changes(monkeypatch):
+    """Refused at plan time: the run's own backup of the current database (the first
+    operation) would otherwise be taken first, and push out another release's backup."""
+    from deploys.parts import releases as releases_part
+    services = archon.services_enabled(data())
+    running = {s: {"id": "sha256:2", "name": "x"} for s in services}
+    ids = {s: "sha256:1" for s in services}
+    r1 = cr.images_rid(ids)
+    state = {"components": {"images": {"releases": {r1: {"meta": {"images": {}, "image_ids": ids}}}}},
+             "history": [{"id": "app1"}, {"id": "app2", "backup": "/root/backups/archon-release-1"}]}
+    monkeypatch.setattr(releases_part, "read", lambda root, names: state)
+    monkeypatch.setattr(archon.compose_releases, "images_retagged", lambda **kw: pytest.fail("changed the host"))
+    monkeypatch.setattr(archon, "main", lambda *a, **kw: pytest.fail("ran the deploy"))
+    series = archon.release_series(data())[0]
+    for present, message in (((), "archon-release-1, the data of release"), (None, "no data backup was taken")):
+        fake = RollbackHost({"running": running, "wanted": {}}, present or ())
+        monkeypatch.setattr(cr, "host", fake)
+        monkeypatch.setattr(archon, "host", fake)
+        target = {"id": "app1", "components": {"images": r1}}
+        if present is None:
+            state["history"][1]["backup"] = None
+        with pytest.raises(ConfigError, match=message):
+            archon.rollback(data(), series, target)
