@@ -860,8 +860,8 @@ def rollback(data, series: releases.Series, target: dict) -> None:
     # refused before anything changes (a backup of the current database first would push
     # another release's backup out)
     live = compose_releases.running_rid(stack_images(data, {**data.archon_images, **images}), services_enabled(data))
-    if live != rid and (refusal := compose_releases.rollback_refusal(
-            rid, backup, compose_releases.backup_present(backup))):
+    if live != rid and (refusal := compose_releases.rollback_refusal(  # the id `make releases` lists
+            target["id"], backup, compose_releases.backup_present(backup))):
         raise ConfigError(refusal)
     compose_releases.images_retagged(name=f"the images of release {target['id']}", images=images, image_ids=ids)
     kept = {k: v for k, v in meta.items() if k in ("by", "commit", "dirty")}

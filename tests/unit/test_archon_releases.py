@@ -350,7 +350,8 @@ def test_a_rollback_whose_backup_is_gone_is_refused_before_anything_changes(monk
     monkeypatch.setattr(archon.compose_releases, "images_retagged", lambda **kw: pytest.fail("changed the host"))
     monkeypatch.setattr(archon, "main", lambda *a, **kw: pytest.fail("ran the deploy"))
     series = archon.release_series(data())[0]
-    for present, message in (((), "archon-release-1, the data of release"), (None, "no data backup was taken")):
+    for present, message in (((), "archon-release-1, the data of release app1, is gone"),
+                             (None, "no data backup was taken when release app1 was left")):
         fake = RollbackHost({"running": running, "wanted": {}}, present or ())
         monkeypatch.setattr(cr, "host", fake)
         monkeypatch.setattr(archon, "host", fake)
