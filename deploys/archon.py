@@ -54,7 +54,7 @@ from deploys.parts.generated_env import ENV_SCRIPT, stack_env, user_secrets  # n
 from deploys.parts.health import health_check_timer, http_check, http_gate
 from deploys.parts.host_steps import UnitState, host_step, settled, unfinished, wait_for_step
 from deploys.parts.local_machine import Overlay
-from deploys.parts.release_records import release_records_installed
+from deploys.parts.release_records import LIB_DIR, release_records_installed
 from deploys.parts.preflight import preflight
 from deploys.parts.tls import https_site
 from deploys.templating import render, render_io
@@ -521,6 +521,7 @@ def render_migrate_script(data) -> str:
         health_timeout=int(data.archon_health_timeout_s),
         backup_dir=_q(data.archon_backup_dir),
         count_sql=_q(count_sql(data.archon_verify_schemas)),
+        lib_dir=_q(LIB_DIR),
     )
 
 

@@ -201,8 +201,10 @@ def test_backups_the_history_names_are_never_pruned_by_later_attempts(tmp_path):
     """Each image change backs up first, also attempts that roll back: keeping only the
     newest KEEP pushed out the backup a rollback needs (real Archon, 4 failed attempts)."""
     script = archon.render_migrate_script(data())
-    helper = "release_backups() {" + script.split("release_backups() {")[1].split("\n}\n")[0] + "\n}\n"
-    prune = script.split('    if [ "$keep" -gt 0 ]; then')[1].split("\n    fi\n")[0]
+    lib = Path(__file__).resolve().parents[2] / "templates/opt/infra/lib"  # the host's /opt/infra/lib
+    helper = ("release_backups() {" + script.split("release_backups() {")[1].split("\n}\n")[0] + "\n}\n"
+              ).replace("/opt/infra/lib", str(lib))
+    prune = script.split('    if [ "$keep" -gt 0 ] && named=$(release_backups "$keep"); then')[1].split("\n    fi\n")[0]
     root = tmp_path / "backups"
     (tmp_path / "releases").mkdir()
     names = [str(root / f"archon-release-2026120{i}T000000") for i in range(1, 8)]
@@ -212,7 +214,8 @@ def test_backups_the_history_names_are_never_pruned_by_later_attempts(tmp_path):
                {"id": "r2", "backup": names[2]}]  # then 4 failed attempts: names[3:]
     (tmp_path / "releases" / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history))
     run = subprocess.run(["bash", "-c", f"{helper}\nkeep=2; DIR={tmp_path}; BACKUP_ROOT={root}\n"
-                          f'if [ "$keep" -gt 0 ]; then{prune}\n    fi'], capture_output=True, text=True)
+                          f'if [ "$keep" -gt 0 ] && named=$(release_backups "$keep"); then{prune}\n    fi'],
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     # kept: the newest 2, and what the lines of the last 2 distinct releases (r1, r2) name
     assert sorted(str(p) for p in root.iterdir()) == [names[0], names[1], names[2], names[5], names[6]]

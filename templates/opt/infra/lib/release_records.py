@@ -280,6 +280,19 @@ def pending_release(comp, rid, switched):
     return not (built and live_ and built < live_)
 
 
+def named_backups(root, keep):
+    """The data backups the history lines of its last `keep` distinct releases name (a
+    rollback to one of them takes its backup back): a backup prune keeps them."""
+    seen, named = set(), []
+    for entry in reversed(read_history(root)):
+        seen.add(entry.get("id"))
+        if len(seen) > keep:
+            break
+        if entry.get("backup"):
+            named.append(entry["backup"])
+    return named
+
+
 def prune_plan(st, names, keep, extra_history=()):
     """Releases to delete: all but the live ones, those of the last `keep` distinct history
     entries and pending ones (`pending_release`); incomplete leftovers of failed builds go too."""
