@@ -287,10 +287,18 @@ def rollback_if_up_fails(data_dir: str, compose_file: str, env_file: str, projec
     def fallback() -> str | None:
         if not upgraded():
             return None
-        return rollback_script(data_dir, compose_file, env_file, project, containers, UP_FAILED,
-                               restore if restored is not None and restored() else None, int(timeout_s),
-                               detected_cli() or "docker compose", profiles or ())
+        return way_back_script(data_dir, compose_file, env_file, project, containers, UP_FAILED, timeout_s,
+                               restored, restore, profiles)
     return fallback
+
+
+def way_back_script(data_dir, compose_file, env_file, project, containers, reason, timeout_s, restored, restore,
+                    profiles) -> str:
+    """`rollback_script` at execution: the data put back only when this run restored
+    another's (`restored()`), with the compose CLI the host has."""
+    return rollback_script(data_dir, compose_file, env_file, project, containers, reason,
+                           restore if restored is not None and restored() else None, int(timeout_s),
+                           detected_cli() or "docker compose", profiles or ())
 
 
 @operation(is_idempotent=True)
@@ -307,10 +315,8 @@ def gate_or_rollback(data_dir: str, compose_file: str, env_file: str, project: s
     if not (upgraded() and host.get_fact(File, path=f"{data_dir}/{PREVIOUS_IMAGES}")):
         yield fail_command(reason)
         return
-    restore = restore if restored is not None and restored() else None
-    yield StringCommand("bash", "-c", QuoteString(rollback_script(
-        data_dir, compose_file, env_file, project, containers, reason, restore, int(timeout_s),
-        detected_cli() or "docker compose", profiles or ())))
+    yield StringCommand("bash", "-c", QuoteString(way_back_script(
+        data_dir, compose_file, env_file, project, containers, reason, timeout_s, restored, restore, profiles)))
 
 
 @operation()
