@@ -20,7 +20,11 @@ music made 78 round trips. Here, per host:
   operation starts with ONE command that runs, now, every fact command the same
   operation's poll asked for in the last run (in parallel on the host); the poll's facts
   are answered from that reading, each once (the next poll reads again). A fact that was
-  not in it is read from the host as before, and learned for the next run;
+  not in it is read from the host as before, and learned for the next run. The prefetch's
+  command takes a first reading of every poll command too: it answers the first poll of
+  each operation in a run that has changed nothing since (a no-op's gates cost no command;
+  what they judge was read in this run, under its lock, and nothing has run since); after
+  any change, or from an operation's second poll on, polls read the host;
 - the host's clock (`server.Date`, asked by every `apt.update(cache_time=...)` and by file
   time stamps) is read by the prefetch command itself; a later ask gets that reading plus
   the time passed since it was sent, measured on the controller's monotonic clock (the fact
@@ -103,6 +107,18 @@ def output_lines(stdout: str) -> list[str]:
     return lines
 
 
+def clean_answers(results: object, base: str) -> dict[tuple[str, str], list[str]]:
+    """(command, connector arguments) -> stdout lines of the host script's answers that
+    exited 0 with UTF-8 output (anything else is read from the host again)."""
+    answers = {}
+    for item in results if isinstance(results, list) else []:
+        if isinstance(item, list) and len(item) == 3:
+            command, status, stdout = item
+            if status == 0 and isinstance(command, str) and isinstance(stdout, str):
+                answers[(command, base)] = output_lines(stdout)
+    return answers
+
+
 class HostCache:
     """One host's answers (command, connector arguments) -> stdout lines, and the fact
     commands this run asked for (to prefetch next time)."""
@@ -118,25 +134,21 @@ class HostCache:
         self.polls_asked: dict[str, dict[str, None]] = {}  # operation -> fact commands its polls asked
         self.poll_key: str | None = None  # the operation whose poll is reading
         self.fresh: dict[tuple[str, str], list[str]] = {}  # this poll's one-command reading
+        self.early: dict[tuple[str, str], list[str]] = {}  # every poll command, read with the prefetch
+        self.early_used: set[str] = set()  # the operations whose first poll it answered
         self.facts: list[str | None] = []  # the fact being read (None: volatile/live)
         self.live = 0
         self.hits = self.misses = self.drops = 0
         self.changed = False  # a command, upload or callback ran since the prefetch
-        self.polled = self.poll_hits = 0
+        self.polled = self.poll_hits = self.polled_early = 0
         self.verified = self.mismatches = self.measured = 0
         self.clock: tuple[datetime, float] | None = None  # the host's time, read once
         self.clock_hits = 0
 
     def seed(self, results: list) -> int:
-        seeded = 0
-        for item in results:
-            if not (isinstance(item, list) and len(item) == 3):
-                continue
-            command, status, stdout = item
-            if status == 0 and isinstance(command, str) and isinstance(stdout, str):
-                self.values[(command, self.base)] = output_lines(stdout)
-                seeded += 1
-        return seeded
+        seeded = clean_answers(results, self.base)
+        self.values.update(seeded)
+        return len(seeded)
 
     def reading(self) -> bool:
         return bool(self.facts) and self.facts[-1] is not None
@@ -146,6 +158,7 @@ class HostCache:
             self.drops += 1
         self.values.clear()
         self.fresh.clear()
+        self.early.clear()
         self.changed = True
 
     def record_poll(self, text: str) -> None:
@@ -221,9 +234,13 @@ def poll_key(target) -> str | None:
 
 
 def _poll_reading(target, cache: HostCache, key: str | None) -> dict[tuple[str, str], list[str]]:
-    """This poll's facts, as learned last run, read from the host in ONE command now."""
+    """This poll's facts, as learned last run, read from the host in ONE command now (the
+    first poll of an operation in a run that has changed nothing: the reading taken with the
+    prefetch, under this run's lock, is what the host says now)."""
     if key is None or verifying() or not cache.known_polls.get(key):
         return {}
+    if (early := _early_reading(cache, key)) is not None:
+        return early
     from pyinfra.context import state
 
     ok, output = _ORIGINAL["run_shell_command"](target, host_command("poll", cache.system, key), print_output=False,
@@ -236,9 +253,22 @@ def _poll_reading(target, cache: HostCache, key: str | None) -> dict[tuple[str, 
         logger.debug(f"{target.name}: poll reading failed, facts are read one by one")
         return {}
     cache.polled += 1
-    return {(command, cache.base): output_lines(stdout) for command, status, stdout in
-            (r for r in results if isinstance(r, list) and len(r) == 3)
-            if status == 0 and isinstance(command, str) and isinstance(stdout, str)}
+    return clean_answers(results, cache.base)
+
+
+def _early_reading(cache: HostCache, key: str) -> dict[tuple[str, str], list[str]] | None:
+    """The prefetch's reading of `key`'s poll commands, once per operation and only while
+    nothing has run on the host since (a change drops it: the poll then reads the host)."""
+    if cache.changed or key in cache.early_used:
+        return None
+    cache.early_used.add(key)
+    reading = {(command, cache.base): cache.early[(command, cache.base)] for command in cache.known_polls[key]
+               if (command, cache.base) in cache.early}
+    if not reading:
+        return None
+    cache.polled += 1
+    cache.polled_early += 1
+    return reading
 
 
 # ----------------------------------------------------------------------------- hooks
@@ -458,9 +488,15 @@ def run_executor(state, target, system: str) -> dict | None:
     return executor
 
 
+def run_arguments(system: str) -> list[str]:
+    """The host script's arguments to read the host's clock and run the facts (and poll
+    commands) the last run asked for."""
+    return ["run", system, clock_command()]
+
+
 def run_command(system: str) -> StringCommand:
     """The one command that reads the host's clock and runs the facts the last run asked for."""
-    return host_command("run", system, clock_command())
+    return host_command(*run_arguments(system))
 
 
 def seed_host(state, target, system: str, executor: dict, ok: bool, output, sent: float) -> HostCache:
@@ -479,6 +515,7 @@ def seed_host(state, target, system: str, executor: dict, ok: bool, output, sent
     cache = HostCache(system, executor_key(executor), [r[0] for r in results if isinstance(r, list) and r],
                       {k: [c for c in v if isinstance(c, str)] for k, v in polls.items() if isinstance(v, list)})
     seeded = cache.seed(results)
+    cache.early = clean_answers(reply.get("polled"), cache.base)
     _seed_clock(cache, reply.get("clock"), sent)
     _CACHES[target] = cache
     logger.debug(f"{target.name}: prefetched {seeded} of {len(results)} facts for {system}")
@@ -519,7 +556,8 @@ class _Saver(BaseStateCallback):
             for target in targets:
                 cache = _CACHES[target]
                 summary = (f"{target.name}: fact cache {cache.hits} hits, {cache.misses} misses, "
-                           f"{cache.drops} drops; {cache.polled} poll readings answered {cache.poll_hits}")
+                           f"{cache.drops} drops; {cache.polled} poll readings ({cache.polled_early} taken with the prefetch) "
+                           f"answered {cache.poll_hits}")
                 if verifying():
                     logger.warning(f"{summary}; verified {cache.verified}, mismatches {cache.mismatches}, "
                                    f"measurements that moved {cache.measured}")

@@ -96,14 +96,34 @@ def host_answer(target, output) -> dict:
     raise PreflightFailed(f"deploy lock on {target.name}: the host script failed ({error})")
 
 
+def take_then_run_script() -> str:
+    """One interpreter for the take and the prefetch (a no-op apply is mostly host-side
+    start-up costs): the lock's take, its JSON line, then, only when the lock is held, the
+    prefetch host script's `run` with the arguments after the payload."""
+    return "\n".join([
+        "import json, sys",
+        "lock = {'__name__': 'deploy_lock_host'}",
+        f"exec(compile({HOST_SCRIPT!r}, 'deploy_lock_host', 'exec'), lock)",
+        "result = lock['take'](json.loads(sys.argv[1]))",
+        "print(json.dumps(result))",
+        "sys.stdout.flush()",
+        f"if not result.get('ok'): sys.exit({REFUSED_STATUS})",
+        "sys.argv = sys.argv[:1] + sys.argv[2:]",
+        f"exec(compile({prefetch.HOST_SCRIPT!r}, 'prefetch_host', 'exec'), {{'__name__': '__main__'}})",
+    ])
+
+
+TAKE_THEN_RUN = take_then_run_script()
+
+
 def take_and_prefetch(target, system: str, payload: dict) -> dict:
     """Take the lock and, once it is held, prefetch the deploy's facts: ONE remote command
-    (`take && prefetch`; the take exits non-zero when refused, so nothing is read then)."""
+    and one python3 (refused: it exits REFUSED_STATUS after its JSON line, reading nothing)."""
     executor = prefetch.run_executor(state, target, system)
     if executor is None:  # no prefetch for this host (off, or already done in this run)
         return run_host_script(target, "take", payload)
-    command = StringCommand(host_command("take", {**payload, "refused_status": REFUSED_STATUS}), "&&",
-                            prefetch.run_command(system))
+    command = StringCommand("python3", "-c", shlex.quote(TAKE_THEN_RUN), shlex.quote(json.dumps(payload)),
+                            *map(shlex.quote, prefetch.run_arguments(system)))
     sent = time.monotonic()
     ok, output = target.run_shell_command(command, print_output=False, **executor)
     result = host_answer(target, output)

@@ -188,7 +188,8 @@ def test_host_script_saves_privately_and_runs_each_command(tmp_path):
     saved = tmp_path / "facts" / "music.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600" and oct(saved.parent.stat().st_mode & 0o777) == "0o700"
     assert run_script(tmp_path, "run", "music") == {"facts": [
-        [commands[0], 0, "a\n\nb"], [commands[1], 4, "out\n"], [commands[2], 0, None]], "polls": {}, "clock": None}
+        [commands[0], 0, "a\n\nb"], [commands[1], 4, "out\n"], [commands[2], 0, None]], "polls": {}, "clock": None,
+        "polled": []}
     assert run_script(tmp_path, "run", "hello")["facts"] == []  # nothing saved yet: nothing run
 
 
@@ -196,7 +197,8 @@ def test_host_script_keeps_each_operations_poll_and_runs_it_at_once(tmp_path):
     record = {"facts": ["echo fact"], "polls": {"Gate A": ["echo a1", "echo a2; exit 2"], "Gate B": ["echo b"]}}
     assert run_script(tmp_path, "save", "ingestor", stdin=json.dumps(record)) == {"ok": True}
     assert run_script(tmp_path, "run", "ingestor", "echo 12:00") == {
-        "facts": [["echo fact", 0, "fact\n"]], "polls": record["polls"], "clock": ["echo 12:00", 0, "12:00\n"]}
+        "facts": [["echo fact", 0, "fact\n"]], "polls": record["polls"], "clock": ["echo 12:00", 0, "12:00\n"],
+        "polled": [["echo a1", 0, "a1\n"], ["echo a2; exit 2", 2, "a2\n"], ["echo b", 0, "b\n"]]}
     assert run_script(tmp_path, "poll", "ingestor", "Gate A") == [["echo a1", 0, "a1\n"], ["echo a2; exit 2", 2, "a2\n"]]
     assert run_script(tmp_path, "poll", "ingestor", "Gate C") == []
     (tmp_path / "facts" / "old.json").write_text(json.dumps(["echo listed"]))  # the earlier list-only record
@@ -206,7 +208,7 @@ def test_host_script_keeps_each_operations_poll_and_runs_it_at_once(tmp_path):
 def test_host_script_ignores_a_damaged_list(tmp_path):
     (tmp_path / "facts").mkdir()
     (tmp_path / "facts" / "music.json").write_text("{not json")
-    assert run_script(tmp_path, "run", "music") == {"facts": [], "polls": {}, "clock": None}
+    assert run_script(tmp_path, "run", "music") == {"facts": [], "polls": {}, "clock": None, "polled": []}
 
 
 def test_seed_keeps_only_clean_answers():
@@ -333,8 +335,9 @@ def counted_commands(monkeypatch) -> list:
 
 def test_a_poll_reads_what_it_asked_last_run_in_one_command_and_again_each_time(local, tree, monkeypatch):
     """A health gate's poll: the facts its operation's poll asked for in the last run are
-    read by one command when the poll starts (not one per fact), each answered once and
-    equal to the host's own answer; the next poll reads again, so it sees the host move."""
+    read by one command when the poll starts (not one per fact; the first poll of a run
+    that changed nothing by the prefetch's command), each answered once and equal to the
+    host's own answer; the next poll reads again, so it sees the host move."""
     state, host = local
     monkeypatch.setattr(prefetch, "poll_key", lambda target: "Wait until healthy")
     target = tree / "appears"
@@ -347,9 +350,12 @@ def test_a_poll_reads_what_it_asked_last_run_in_one_command_and_again_each_time(
     cache = prefetch.prefetch_host(state, host, "unit")
     assert [len(v) for v in cache.known_polls.values()] == [len(facts)] and cache.known == []
     commands = counted_commands(monkeypatch)
-    with prefetch.live():
+    with prefetch.live():  # the first poll of a run that changed nothing: the prefetch's own reading
         assert [host.get_fact(cls, **kwargs) for cls, kwargs in facts] == first
-    assert len(commands) == 1 and "poll" in commands[0] and cache.poll_hits == len(facts)
+    assert commands == [] and cache.polled_early == 1 and cache.poll_hits == len(facts)
+    with prefetch.live():  # the next one reads the host, now
+        assert [host.get_fact(cls, **kwargs) for cls, kwargs in facts] == first
+    assert len(commands) == 1 and "poll" in commands[0] and cache.poll_hits == 2 * len(facts)
     target.write_text("up\n")  # the host moves by itself between two polls
     with prefetch.live():
         assert host.get_fact(File, path=str(target))["size"] == 3

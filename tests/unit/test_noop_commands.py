@@ -63,7 +63,9 @@ class CapturedHost:
             action = shlex.split(text.split("python3 -c", 1)[1])[1:]
             reply: object
             if action[0] == "run":
-                reply = {"facts": [], "polls": self.record["polls"], "clock": None}
+                polled = dict.fromkeys(c for commands in self.record["polls"].values() for c in commands)
+                reply = {"facts": [], "polls": self.record["polls"], "clock": None,
+                         "polled": [[c, *self.answer(c)] for c in polled]}
             elif action[0] == "poll":
                 reply = [[c, *self.answer(c)] for c in self.record["polls"].get(action[2], [])]
             else:
@@ -120,8 +122,25 @@ def test_the_ingestor_gate_reads_every_health_url_and_the_sockets_in_one_command
     ok, observed, steady = a_run(state, target, fake, check)
     assert ok, observed
     assert "8 services healthy" in observed and "ports on loopback only" in observed
-    assert steady == 1  # a no-op's gate: one command
-    assert len(fake.commands) == 2 + first + 1 + 1  # run, gate, save; run, gate (a steady run saves nothing)
+    assert steady == 0  # a no-op's gate: answered by the reading the prefetch's command took
+    assert len(fake.commands) == 2 + first + 1  # run, gate, save; run (a steady run saves nothing)
+
+
+def test_a_gate_after_a_change_reads_the_host_in_one_command_each_poll(captured):
+    """The prefetch's reading answers only a run that has changed nothing, once per gate."""
+    state, target, fake = captured
+    check = ingestor_gate_check(ingestor_data())
+    a_run(state, target, fake, check)
+    prefetch.forget(target)
+    prefetch.prefetch_host(state, target, "ingestor")
+    before = len(fake.commands)
+    assert poll(check, timeout_s=0, interval_s=0)[0] and len(fake.commands) == before  # the early reading
+    assert poll(check, timeout_s=0, interval_s=0)[0] and len(fake.commands) == before + 1  # read again: now
+    prefetch.forget(target)
+    cache = prefetch.prefetch_host(state, target, "ingestor")
+    cache.invalidate()  # an operation's command ran
+    before = len(fake.commands)
+    assert poll(check, timeout_s=0, interval_s=0)[0] and len(fake.commands) == before + 1
 
 
 def test_the_ingestor_gate_still_fails_on_a_bad_answer(captured):
@@ -133,7 +152,7 @@ def test_the_ingestor_gate_still_fails_on_a_bad_answer(captured):
     fake.health[("http://127.0.0.1:8006/health", "dependencies.influxdb.status")] = json.dumps({**bad, "field": "down"})
     fake.ss = fake.ss.replace("127.0.0.1:8086", "0.0.0.0:8086")
     ok, observed, steady = a_run(state, target, fake, check)
-    assert not ok and steady == 1
+    assert not ok and steady == 0
     assert "data-api: dependencies.influxdb.status='down'" in observed and "not loopback-only: [8086]" in observed
 
 
