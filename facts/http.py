@@ -20,36 +20,99 @@ BODY_PREVIEW = 200
 # The probe, run on the host: one GET, one dict, never raising. Redirects are NOT followed
 # (a 301 to a login page is not "healthy"). With host_header on https, SNI and certificate
 # verification use that name, so https://127.0.0.1/ with host_header="music.example.com"
-# checks nginx's vhost.
+# checks nginx's vhost. HTTP/1.1 over a plain socket (ssl only for https), as http.client
+# would send it plus `Connection: close`: http.client's imports (email, urllib, ssl) were
+# most of the probe's cost on the host, and a no-op apply runs it on every host (issue 16).
 PROBE = r"""
-import http.client, json, re, ssl, sys
-from urllib.parse import urlsplit
+import json, socket, sys
+class RemoteDisconnected(ConnectionResetError):
+    pass
+class BadStatusLine(Exception):
+    pass
+def split_url(url):
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError("unsupported URL: " + url)
+    rest = rest.partition("#")[0]
+    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
+    netloc, target = rest[:cut].rpartition("@")[2], rest[cut:]
+    if netloc.startswith("["):
+        host, _, port = netloc[1:].partition("]")
+        port = port[1:] if port.startswith(":") else port
+    else:
+        host, _, port = netloc.partition(":")
+    if not host:
+        raise ValueError("unsupported URL: " + url)
+    if port and not (port.isdigit() and int(port) <= 65535):
+        raise ValueError("Port could not be cast to integer value or out of range: " + port)
+    if any(ord(c) <= 32 or ord(c) == 127 for c in target):
+        raise ValueError("URL can't contain control characters or spaces: " + repr(url))
+    default = 443 if scheme == "https" else 80
+    return scheme, host.lower(), int(port) if port else default, default, target if target.startswith("/") else "/" + target
+def read_body(f, headers, status):
+    if status in (204, 304) or 100 <= status < 200:
+        return b""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks, size = [], 0
+        while size < 1048576:
+            line = f.readline(1024)
+            if not line:
+                break
+            length = int(line.split(b";")[0].strip() or b"0", 16)
+            if length == 0:
+                break
+            chunks.append(f.read(length))
+            size += length
+            f.readline(1024)
+        return b"".join(chunks)[:1048576]
+    if headers.get("content-length", "").isdigit():
+        return f.read(min(int(headers["content-length"]), 1048576))
+    return f.read(1048576)
 def probe(url, field, timeout, ca_file, host_header):
     out = {"url": url, "status": None, "ok": False, "field": None, "json_field": field or None,
            "error": None, "body": ""}
     try:
-        u = urlsplit(url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError("unsupported URL: " + url)
-        path = (u.path or "/") + ("?" + u.query if u.query else "")
-        headers = {"User-Agent": "pyinfra-health", "Accept": "application/json, */*"}
-        if host_header:
-            headers["Host"] = host_header
-        if u.scheme == "https":
-            ctx = ssl.create_default_context(cafile=ca_file or None)
-            sni = re.sub(r":\d+$", "", host_header).strip("[]") if host_header else u.hostname
-            class Conn(http.client.HTTPSConnection):
-                def connect(self):
-                    http.client.HTTPConnection.connect(self)
-                    self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
-            conn = Conn(u.hostname, u.port or 443, timeout=float(timeout), context=ctx)
-        else:
-            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=float(timeout))
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read(1048576)
-        out["status"] = resp.status
-        out["ok"] = 200 <= resp.status < 300
+        scheme, host, port, default, target = split_url(url)
+        if "\r" in host_header or "\n" in host_header:
+            raise ValueError("Invalid header value " + repr(host_header))
+        authority = ("[" + host + "]" if ":" in host else host) + ("" if port == default else ":" + str(port))
+        request = ("GET " + target + " HTTP/1.1\r\nHost: " + (host_header or authority) +
+                   "\r\nAccept-Encoding: identity\r\nUser-Agent: pyinfra-health\r\nAccept: application/json, */*"
+                   "\r\nConnection: close\r\n\r\n")
+        sock = socket.create_connection((host, port), timeout=float(timeout))
+        try:
+            if scheme == "https":
+                import ssl
+                ctx = ssl.create_default_context(cafile=ca_file or None)
+                sni = host_header or host
+                name, colon, digits = sni.rpartition(":")
+                if colon and digits.isdigit():
+                    sni = name
+                sock = ctx.wrap_socket(sock, server_hostname=sni.strip("[]"))
+            sock.sendall(request.encode("iso-8859-1"))
+            f = sock.makefile("rb")
+            while True:
+                line = f.readline(65537)
+                if not line:
+                    raise RemoteDisconnected("Remote end closed connection without response")
+                parts = line.decode("iso-8859-1").split(None, 2)
+                if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (parts[1].isdigit() and len(parts[1]) == 3):
+                    raise BadStatusLine(repr(line))
+                status, headers = int(parts[1]), {}
+                while True:
+                    header = f.readline(65537)
+                    if header in (b"\r\n", b"\n", b""):
+                        break
+                    key, _, value = header.decode("iso-8859-1").partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                if status != 100:
+                    break
+            raw = read_body(f, headers, status)
+        finally:
+            sock.close()
+        out["status"] = status
+        out["ok"] = 200 <= status < 300
         text = raw.decode("utf-8", "replace")
         out["body"] = text[:200]
         if field:
@@ -74,10 +137,17 @@ HEALTH_SCRIPT = PROBE + "\nprint(json.dumps(probe(*sys.argv[1:6])))"
 # python3 -c SCRIPT JSON: JSON is [[url, json_field, timeout, ca_file, host_header], ...];
 # every probe at once (threads), one JSON line: their dicts in the same order, exit 0.
 HEALTH_MANY_SCRIPT = PROBE + """
-from concurrent.futures import ThreadPoolExecutor
+import threading
 probes = json.loads(sys.argv[1])
-with ThreadPoolExecutor(max_workers=max(1, min(16, len(probes)))) as pool:
-    print(json.dumps(list(pool.map(lambda p: probe(*p), probes))))"""
+results = [None] * len(probes)
+def run(i):
+    results[i] = probe(*probes[i])
+threads = [threading.Thread(target=run, args=(i,)) for i in range(len(probes))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(results))"""
 
 
 class HttpHealth(FactBase[dict[str, Any] | None]):

@@ -65,13 +65,14 @@ REMOTE_COMMAND = re.compile(r"\[pyinfra\.connectors\.ssh\] (Running command on|U
 
 
 def test_noop_apply_is_answered_by_the_fact_prefetch(first_apply):
-    """A no-op after a no-op: the lock with the prefetch (one command), the health probe and
-    the record are its only remote commands (32 without the prefetch). In verify mode every fact is also
-    read from the host: each prefetched answer equals the real fact."""
+    """A no-op after a no-op: the lock with the prefetch and the health gate's first reading
+    (one command) and the record are its only remote commands (32 without the prefetch). In
+    verify mode every fact is also read from the host: each prefetched answer equals the real
+    fact."""
     apply("deploys/hello.py", limit=HOST, env=ENV)  # a no-op asks what it asks (and saves it)
     counted = pyinfra("deploys/hello.py", "--debug", limit=HOST, env=ENV)
     assert counted.returncode == 0 and counted.changed == [], counted.output[-3000:]
-    assert len(REMOTE_COMMAND.findall(counted.output)) == 3, counted.output[-3000:]
+    assert len(REMOTE_COMMAND.findall(counted.output)) == 2, counted.output[-3000:]
     verified = apply("deploys/hello.py", limit=HOST, env={**ENV, "INFRA_FACT_CACHE": "verify"})
     summary = re.search(r"fact cache (\d+) hits, (\d+) misses.*verified (\d+), mismatches (\d+)", verified.output)
     assert summary, verified.output[-3000:]
