@@ -9,6 +9,7 @@ JSON file named by BENCH_OUT.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -83,14 +84,49 @@ def pyinfra_run(deploy: str, limit: str, env: dict, data: dict, debug: bool = Fa
     }
 
 
+def host_containers(limit: str) -> list[str]:
+    """Full ids of the test-host containers the --limit glob names (`infra-<cluster>-<host>`)."""
+    out = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+                         capture_output=True, text=True).stdout
+    return [cid for cid, name in (line.split(" ", 1) for line in out.splitlines() if " " in line)
+            if name.startswith("infra-") and fnmatch.fnmatch(name.split("-", 2)[-1], limit)]
+
+
+def container_cpu_s(container_id: str, root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU seconds a container has used, from its cgroup (v1 cpuacct or v2 cpu.stat); None if unreadable."""
+    for path in (root / "cpuacct/docker" / container_id / "cpuacct.usage",
+                 root / "cpu,cpuacct/docker" / container_id / "cpuacct.usage"):
+        if path.exists():
+            return int(path.read_text()) / 1e9
+    for stat in (root / f"system.slice/docker-{container_id}.scope/cpu.stat", root / "docker" / container_id / "cpu.stat"):
+        if stat.exists():
+            fields = dict(line.split() for line in stat.read_text().splitlines() if " " in line)
+            return int(fields["usage_usec"]) / 1e6
+    return None
+
+
+def hosts_cpu_s(containers: list[str]) -> float | None:
+    readings = [container_cpu_s(cid) for cid in containers]
+    return None if not readings or None in readings else sum(readings)
+
+
 def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = True, name: str = "") -> dict:
+    """Converge, then RUNS no-ops: wall and CPU of pyinfra, and the CPU the hosts spent meanwhile
+    (their containers' cgroups), since on one machine the hosts share the controller's cores."""
     result = {}
     if converge:
         first = pyinfra_run(deploy, limit, env, data)
         result["converge_s"] = first["wall_s"]
     settle = pyinfra_run(deploy, limit, env, data)  # learns what a no-op asks for
     assert settle["changed"] == [], f"second apply changed {settle['changed']}"
-    runs = [pyinfra_run(deploy, limit, env, data) for _ in range(RUNS)]
+    containers = host_containers(limit)
+    runs = []
+    for _ in range(RUNS):
+        before = hosts_cpu_s(containers)
+        run = pyinfra_run(deploy, limit, env, data)
+        after = hosts_cpu_s(containers)
+        run["hosts_cpu_s"] = None if before is None or after is None else after - before
+        runs.append(run)
     changed = [op for run in runs for op in run["changed"]]
     assert not changed, f"a no-op apply changed {changed}"
     walls = [run["wall_s"] for run in runs]
@@ -100,6 +136,8 @@ def measure(deploy: str, limit: str, env: dict, data: dict, converge: bool = Tru
                         log=f"{name}-noop-commands-without-prefetch.log")
     result.update({
         "noop_s": statistics.median(walls), "noop_cpu_s": statistics.median(run["cpu_s"] for run in runs), "noop_min_s": min(walls), "noop_max_s": max(walls), "runs": len(walls),
+        "hosts_cpu_s": None if None in (host_cpu := [run["hosts_cpu_s"] for run in runs]) else statistics.median(host_cpu),
+        "hosts": len(containers), "cores": os.cpu_count(),
         "commands": counted["commands"], "commands_without_prefetch": plain["commands"],
         "peak_mb": max(run["peak_mb"] for run in runs + ([first] if converge else [])),
     })
